@@ -1,0 +1,184 @@
+//! `rainbow bench …`: reproducible performance measurements. Each prints one JSON object as its
+//! last line. These are benchmarks, not tests: nothing here asserts a time.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::asset::{AssetSpec, MaterializeResult, asset};
+use crate::definitions::Definitions;
+use crate::error::{BoxError, Error, Result};
+use crate::executor::{Executor, RunOptions};
+use crate::graph::AssetGraph;
+use crate::resource::RainbowConfig;
+use crate::storage::Storage;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Materialize N no-op assets in a layered DAG (about sqrt(N) per layer, 1-3 deps each)
+    /// with SQLite storage, every event written.
+    Assets {
+        /// Number of assets.
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        /// Most steps running at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Simulated work per asset, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        sleep_ms: u64,
+        /// Storage URL; default: a fresh SQLite file in a temporary directory, removed after.
+        #[arg(long = "storage")]
+        database_url: Option<String>,
+    },
+    /// Build the asset graph of N assets and resolve typical selections.
+    Graph {
+        /// Number of assets.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+    },
+}
+
+/// splitmix64: a tiny deterministic generator, so every run benchmarks the same DAG.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The layered DAG's specs: asset `a{i}`, group `g{layer}`.
+pub fn layered_specs(n: usize) -> Vec<AssetSpec> {
+    let width = ((n as f64).sqrt().ceil() as usize).max(1);
+    let mut rng = Rng(42);
+    (0..n)
+        .map(|i| {
+            let layer = i / width;
+            let mut spec = asset(format!("a{i}")).group(format!("g{layer}"));
+            if layer > 0 {
+                let earlier = layer * width;
+                let mut deps: Vec<usize> =
+                    (0..1 + rng.below(3)).map(|_| rng.below(earlier)).collect();
+                deps.sort_unstable();
+                deps.dedup();
+                spec = spec.deps(deps.into_iter().map(|d| format!("a{d}")));
+            }
+            spec
+        })
+        .collect()
+}
+
+fn layered_definitions(n: usize, sleep: Duration) -> Definitions {
+    Definitions::new().assets(layered_specs(n).into_iter().map(|spec| {
+        spec.compute(move |_ctx| async move {
+            if !sleep.is_zero() {
+                tokio::time::sleep(sleep).await;
+            }
+            Ok::<_, BoxError>(MaterializeResult::new())
+        })
+    }))
+}
+
+pub(super) async fn run(command: &BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Assets {
+            n,
+            concurrency,
+            sleep_ms,
+            database_url,
+        } => {
+            assets(
+                *n,
+                *concurrency,
+                Duration::from_millis(*sleep_ms),
+                database_url.clone(),
+            )
+            .await
+        }
+        BenchCommand::Graph { n } => graph(*n),
+    }
+}
+
+async fn assets(n: usize, concurrency: usize, sleep: Duration, url: Option<String>) -> Result<()> {
+    let temp_dir: Option<PathBuf> = url.is_none().then(|| {
+        std::env::temp_dir().join(format!(
+            "rainbow-bench-{}-{}",
+            std::process::id(),
+            crate::event::now_micros()
+        ))
+    });
+    let storage = match (&url, &temp_dir) {
+        (Some(url), _) => Storage::connect(url).await?,
+        (None, Some(dir)) => Storage::open_sqlite_dir(dir).await?,
+        (None, None) => return Err(Error::Internal("no storage for the benchmark".into())),
+    };
+
+    let started = Instant::now();
+    let graph = std::sync::Arc::new(AssetGraph::build(layered_definitions(n, sleep))?);
+    let executor = Executor::new(graph.clone(), storage, &RainbowConfig::default())?;
+    let result = executor
+        .materialize(
+            &crate::selection::NodeSet::full(graph.len()),
+            RunOptions {
+                concurrency,
+                selection: "*".into(),
+                ..RunOptions::default()
+            },
+            CancellationToken::new(),
+            None,
+        )
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if !result.success() {
+        return Err(Error::Internal(format!(
+            "benchmark run {} did not succeed",
+            result.run_id
+        )));
+    }
+    println!("{}", json!({"bench": "assets", "n": n, "seconds": seconds}));
+    Ok(())
+}
+
+fn graph(n: usize) -> Result<()> {
+    let defs = layered_definitions(n, Duration::ZERO);
+    let started = Instant::now();
+    let graph = AssetGraph::build(defs)?;
+    let build = started.elapsed().as_secs_f64();
+    let last = format!("a{}", n.saturating_sub(1));
+    let middle = format!("a{}", n / 2);
+    let expressions = [
+        "*".to_owned(),
+        format!("+{last}"),
+        "a0+".to_owned(),
+        format!("2+{middle}+2"),
+        "group:g3,a3*".to_owned(),
+    ];
+    let started = Instant::now();
+    let mut selected = Vec::new();
+    for e in &expressions {
+        selected.push(graph.select(&[e.as_str()], &[] as &[&str])?.len());
+    }
+    let select = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"bench": "graph", "n": n, "build_seconds": build, "select_seconds": select,
+               "selections": expressions, "selected": selected})
+    );
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! The `rainbow` command line. A code location's binary calls [`main`] with its
+//! [`Definitions`]; every command shares the global options (state directory, database URL,
+//! config file) and the selection language.
+//!
+//! Exit codes: 0 success, 1 a run failed or was canceled, 2 bad input or an engine error.
+
+mod bench;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::definitions::Definitions;
+use crate::error::{Error, Result};
+use crate::executor::{Executor, Progress, ProgressFn, RunOptions, StepStatus, error_chain};
+use crate::graph::AssetGraph;
+use crate::monitor::{MonitorPolicy, fail_orphaned_runs};
+use crate::resource::RainbowConfig;
+use crate::storage::{RunFilter, Storage};
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(name = "rainbow", version, about = "Rainbow: asset-graph orchestration", long_about = None)]
+pub struct Cli {
+    /// State directory; the embedded SQLite storage lives here.
+    #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow", global = true)]
+    pub home: PathBuf,
+    /// Run storage URL (`sqlite://PATH` or `postgres://…`); defaults to SQLite under --home.
+    #[arg(long, env = "RAINBOW_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Project config file (resources).
+    #[arg(
+        long,
+        env = "RAINBOW_CONFIG",
+        default_value = "rainbow.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Seconds without a heartbeat after which a run is considered dead.
+    #[arg(
+        long,
+        env = "RAINBOW_HEARTBEAT_TIMEOUT",
+        default_value_t = 120,
+        global = true
+    )]
+    pub heartbeat_timeout: u64,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List assets with their group, kinds, dependencies and staleness.
+    List {
+        /// Selection (repeatable; union). Default: every asset.
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Exclusion (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Materialize a selection (or a job) in one run.
+    Materialize {
+        /// Selection (repeatable; union).
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Exclusion (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Launch a job's selection instead.
+        #[arg(long, conflicts_with = "select")]
+        job: Option<String>,
+        /// Most steps running at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: u32,
+    },
+    /// Show each asset's staleness and latest materialization.
+    Status {
+        /// Selection (repeatable; union). Default: every asset.
+        #[arg(long, short)]
+        select: Vec<String>,
+        /// Exclusion (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recent runs.
+    Runs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Only runs with this status (QUEUED, STARTED, SUCCESS, FAILURE, CANCELED).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect one run.
+    Run {
+        /// What to do.
+        #[command(subcommand)]
+        command: RunCommand,
+    },
+    /// Benchmarks (print one JSON line last).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// `rainbow run …`
+#[derive(Debug, Subcommand)]
+pub enum RunCommand {
+    /// A run's record and its events.
+    Show {
+        /// The run id.
+        run_id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point for a code location's binary: parses arguments, runs, maps errors to exit codes.
+pub fn main(defs: Definitions) -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli, defs)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let level = std::env::var("RAINBOW_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+impl Cli {
+    async fn storage(&self) -> Result<Storage> {
+        let storage = match &self.database_url {
+            Some(url) => Storage::connect(url).await?,
+            None => Storage::open_sqlite_dir(&self.home).await?,
+        };
+        let policy = MonitorPolicy {
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout),
+        };
+        fail_orphaned_runs(&storage, policy).await?;
+        Ok(storage)
+    }
+}
+
+/// Runs a parsed command line against `defs`.
+pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
+    if let Command::Bench { command } = &cli.command {
+        return bench::run(command).await.map(|()| ExitCode::SUCCESS);
+    }
+    let graph = Arc::new(AssetGraph::build(defs)?);
+    match &cli.command {
+        Command::List {
+            select,
+            exclude,
+            json,
+        } => {
+            let set = graph.select(select, exclude)?;
+            let storage = cli.storage().await?;
+            let statuses = crate::staleness::asset_statuses(&graph, &storage, &set).await?;
+            output::list(&graph, &statuses, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            select,
+            exclude,
+            json,
+        } => {
+            let set = graph.select(select, exclude)?;
+            let storage = cli.storage().await?;
+            let statuses = crate::staleness::asset_statuses(&graph, &storage, &set).await?;
+            output::status(&statuses, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs {
+            limit,
+            status,
+            json,
+        } => {
+            let status = status.as_deref().map(str::parse).transpose()?;
+            let storage = cli.storage().await?;
+            let runs = storage
+                .list_runs(&RunFilter {
+                    status,
+                    limit: Some(*limit),
+                })
+                .await?;
+            output::runs(&runs, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            command: RunCommand::Show { run_id, json },
+        } => {
+            let storage = cli.storage().await?;
+            let run = storage
+                .get_run(run_id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    kind: "run",
+                    id: run_id.clone(),
+                })?;
+            let events = storage.events_for_run(run_id, 0, i64::MAX).await?;
+            output::run_show(&run, &events, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Materialize {
+            select,
+            exclude,
+            job,
+            concurrency,
+        } => {
+            let (set, expression, job_name) = match job {
+                Some(name) => {
+                    let job = graph.job(name).ok_or_else(|| {
+                        let names: Vec<&str> =
+                            graph.jobs().iter().map(|j| j.name.as_str()).collect();
+                        Error::selection(
+                            format!("--job {name}"),
+                            format!(
+                                "unknown job; jobs: {}",
+                                if names.is_empty() {
+                                    "none".into()
+                                } else {
+                                    names.join(", ")
+                                }
+                            ),
+                        )
+                    })?;
+                    (
+                        graph.select_job(job)?,
+                        job.selection.clone(),
+                        Some(name.clone()),
+                    )
+                }
+                None if select.is_empty() => {
+                    return Err(Error::selection(
+                        "",
+                        "give --select SELECTION (e.g. `*`) or --job NAME",
+                    ));
+                }
+                None => (graph.select(select, exclude)?, select.join(" "), None),
+            };
+            let storage = cli.storage().await?;
+            let config = RainbowConfig::load(&cli.config)?;
+            let executor = Executor::new(graph.clone(), storage, &config)?;
+            let cancel = CancellationToken::new();
+            let on_ctrl_c = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("canceling the run (steps in flight are stopped)…");
+                    on_ctrl_c.cancel();
+                }
+            });
+            let bar = progress_bar(set.len());
+            let result = executor
+                .materialize(
+                    &set,
+                    RunOptions {
+                        concurrency: *concurrency as usize,
+                        job_name,
+                        selection: expression,
+                        ..RunOptions::default()
+                    },
+                    cancel,
+                    Some(bar.callback()),
+                )
+                .await?;
+            bar.finish();
+            output::run_result(&result);
+            Ok(if result.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Bench { .. } => Err(Error::Internal("bench handled above".into())),
+    }
+}
+
+/// A progress bar on a terminal, tracing lines otherwise.
+struct Bar(Option<indicatif::ProgressBar>);
+
+fn progress_bar(total: usize) -> Bar {
+    if !std::io::stderr().is_terminal() {
+        return Bar(None);
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] [{bar:40}] {pos}/{len} {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Bar(Some(bar))
+}
+
+impl Bar {
+    fn callback(&self) -> ProgressFn {
+        let bar = self.0.clone();
+        Arc::new(move |p: &Progress| {
+            let what = match &p.status {
+                StepStatus::Succeeded => "succeeded".to_owned(),
+                StepStatus::Failed(e) => format!("FAILED: {e}"),
+                StepStatus::Skipped(r) => format!("skipped: {r}"),
+                StepStatus::Canceled => "canceled".to_owned(),
+                StepStatus::NotStarted => "not started".to_owned(),
+            };
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(p.total as u64);
+                    bar.set_position(p.done as u64);
+                    bar.set_message(format!("{} {what}", p.step));
+                    if !matches!(p.status, StepStatus::Succeeded) {
+                        bar.println(format!("{} {what}", p.step));
+                    }
+                }
+                None => match &p.status {
+                    StepStatus::Succeeded => {
+                        tracing::info!("[{}/{}] {} {what}", p.done, p.total, p.step)
+                    }
+                    _ => tracing::warn!("[{}/{}] {} {what}", p.done, p.total, p.step),
+                },
+            }
+        })
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}

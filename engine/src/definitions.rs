@@ -1,0 +1,193 @@
+//! [`Definitions`]: everything a code location declares — assets, checks, jobs (named
+//! selections), schedules and resources. The asset graph is built from it once.
+
+use std::any::Any;
+
+use serde::de::DeserializeOwned;
+
+use crate::asset::AssetDefinition;
+use crate::check::AssetCheckDefinition;
+use crate::error::{Error, Result};
+use crate::resource::ResourceDef;
+
+/// A job: a named asset selection that can be launched and scheduled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobDefinition {
+    /// Job name.
+    pub name: String,
+    /// Selection expression (see [`crate::selection`]).
+    pub selection: String,
+    /// Optional exclusion expression.
+    pub exclude: Option<String>,
+    /// Human description.
+    pub description: Option<String>,
+}
+
+impl JobDefinition {
+    /// A job named `name` selecting `selection`.
+    pub fn new(name: impl Into<String>, selection: impl Into<String>) -> Self {
+        JobDefinition {
+            name: name.into(),
+            selection: selection.into(),
+            exclude: None,
+            description: None,
+        }
+    }
+
+    /// Excludes assets from the job.
+    pub fn exclude(mut self, selection: impl Into<String>) -> Self {
+        self.exclude = Some(selection.into());
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+}
+
+/// A schedule: a cron expression in a timezone that launches a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleDefinition {
+    /// Schedule name.
+    pub name: String,
+    /// Cron expression, 5 fields (`0 0 * * *`) or 6 with seconds.
+    pub cron_schedule: String,
+    /// The job it launches.
+    pub job: String,
+    /// IANA timezone name; `UTC` by default.
+    pub timezone: String,
+}
+
+impl ScheduleDefinition {
+    /// A UTC schedule launching `job` on `cron_schedule`.
+    pub fn new(
+        name: impl Into<String>,
+        cron_schedule: impl Into<String>,
+        job: impl Into<String>,
+    ) -> Self {
+        ScheduleDefinition {
+            name: name.into(),
+            cron_schedule: cron_schedule.into(),
+            job: job.into(),
+            timezone: "UTC".into(),
+        }
+    }
+
+    /// Sets the timezone.
+    pub fn timezone(mut self, tz: impl Into<String>) -> Self {
+        self.timezone = tz.into();
+        self
+    }
+
+    /// Parses the cron expression (5-field expressions get a leading seconds field of 0).
+    pub fn cron(&self) -> Result<cron::Schedule> {
+        let fields = self.cron_schedule.split_whitespace().count();
+        let expr = if fields == 5 {
+            format!("0 {}", self.cron_schedule)
+        } else {
+            self.cron_schedule.clone()
+        };
+        expr.parse::<cron::Schedule>().map_err(|e| {
+            Error::Definition(format!(
+                "schedule `{}` has an invalid cron expression `{}`: {e}",
+                self.name, self.cron_schedule
+            ))
+        })
+    }
+}
+
+/// Everything a code location declares.
+#[derive(Clone, Default)]
+pub struct Definitions {
+    pub(crate) assets: Vec<AssetDefinition>,
+    pub(crate) checks: Vec<AssetCheckDefinition>,
+    pub(crate) jobs: Vec<JobDefinition>,
+    pub(crate) schedules: Vec<ScheduleDefinition>,
+    pub(crate) resources: Vec<ResourceDef>,
+}
+
+impl Definitions {
+    /// Empty definitions.
+    pub fn new() -> Self {
+        Definitions::default()
+    }
+
+    /// Adds an asset (or multi-asset, or source asset).
+    pub fn asset(mut self, asset: AssetDefinition) -> Self {
+        self.assets.push(asset);
+        self
+    }
+
+    /// Adds several assets.
+    pub fn assets(mut self, assets: impl IntoIterator<Item = AssetDefinition>) -> Self {
+        self.assets.extend(assets);
+        self
+    }
+
+    /// Adds an asset check (its spec names the asset it checks).
+    pub fn check(mut self, check: AssetCheckDefinition) -> Self {
+        self.checks.push(check);
+        self
+    }
+
+    /// Adds a job.
+    pub fn job(mut self, job: JobDefinition) -> Self {
+        self.jobs.push(job);
+        self
+    }
+
+    /// Adds a schedule.
+    pub fn schedule(mut self, schedule: ScheduleDefinition) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// Adds a resource given as a ready value, reachable as `ctx.resource::<T>()`.
+    pub fn resource<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.resources.push(ResourceDef::value(value));
+        self
+    }
+
+    /// Adds a resource built from config: `[resources.NAME]` in `rainbow.toml`, overridden by
+    /// `RAINBOW_RESOURCE__NAME__FIELD` environment variables, deserialized into `T`.
+    pub fn resource_from_config<T: DeserializeOwned + Any + Send + Sync>(
+        mut self,
+        name: impl Into<String>,
+    ) -> Self {
+        self.resources
+            .push(ResourceDef::from_config::<T>(name.into()));
+        self
+    }
+
+    /// Combines two sets of definitions.
+    pub fn merge(mut self, other: Definitions) -> Self {
+        self.assets.extend(other.assets);
+        self.checks.extend(other.checks);
+        self.jobs.extend(other.jobs);
+        self.schedules.extend(other.schedules);
+        self.resources.extend(other.resources);
+        self
+    }
+
+    /// The asset definitions.
+    pub fn asset_definitions(&self) -> &[AssetDefinition] {
+        &self.assets
+    }
+
+    /// The jobs.
+    pub fn jobs(&self) -> &[JobDefinition] {
+        &self.jobs
+    }
+
+    /// The schedules.
+    pub fn schedules(&self) -> &[ScheduleDefinition] {
+        &self.schedules
+    }
+
+    /// The declared resource names.
+    pub fn resource_names(&self) -> impl Iterator<Item = &str> {
+        self.resources.iter().map(|r| r.name.as_str())
+    }
+}

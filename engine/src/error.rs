@@ -1,0 +1,178 @@
+//! The engine's one error type, [`Error`], and the [`BoxError`] that user compute functions return.
+//!
+//! Expected kinds (a bad definition, a bad selection, a storage failure, bad configuration) are
+//! kept apart from [`Error::Internal`], which always means a bug in the engine.
+
+use std::path::PathBuf;
+
+/// The error user code returns from compute functions: any error converts into it with `?`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A definition is invalid: bad asset key, duplicate key, check on an unknown asset, ...
+    #[error("invalid definitions: {0}")]
+    Definition(String),
+
+    /// The asset graph has a dependency cycle; the message names the whole cycle.
+    #[error("dependency cycle: {cycle}")]
+    Cycle {
+        /// The cycle, rendered as `a -> b -> c -> a`.
+        cycle: String,
+    },
+
+    /// An asset depends on a key that no definition provides.
+    #[error("asset `{asset}` depends on unknown asset `{dependency}`{suggestion}")]
+    UnknownDependency {
+        /// The asset declaring the dependency.
+        asset: String,
+        /// The missing upstream key.
+        dependency: String,
+        /// A "did you mean" hint, already formatted (may be empty).
+        suggestion: String,
+    },
+
+    /// A selection expression could not be parsed or selects something that does not exist.
+    #[error("invalid selection `{expression}`: {message}")]
+    Selection {
+        /// The offending expression (or the part of it that failed).
+        expression: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// Configuration (config file, environment variable, resource config) is invalid.
+    #[error("configuration error in {location}: {message}")]
+    Config {
+        /// Where the bad value came from: a file path, an environment variable, a resource name.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A resource was requested from a context but not provided by the definitions.
+    #[error("resource `{0}` is not configured in these definitions")]
+    MissingResource(&'static str),
+
+    /// A storage operation failed.
+    #[error("storage error while {context}")]
+    Storage {
+        /// What the engine was doing.
+        context: String,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Stored data could not be decoded (e.g. corrupt JSON in the event log).
+    #[error("corrupt stored data in {location}: {message}")]
+    CorruptStorage {
+        /// Table and row.
+        location: String,
+        /// What failed to decode.
+        message: String,
+    },
+
+    /// A run or backfill id that does not exist.
+    #[error("no {kind} with id `{id}`")]
+    NotFound {
+        /// `run`, `backfill`, ...
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+
+    /// File-system error with the path involved.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The same error, shared by several waiters (e.g. every step whose events were in a batch
+    /// that failed to commit).
+    #[error(transparent)]
+    Shared(std::sync::Arc<Error>),
+
+    /// A bug in the engine: an invariant did not hold.
+    #[error("internal error (this is a bug in rainbow): {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps a sqlx error with what the engine was doing when it happened.
+    pub(crate) fn storage(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Storage { context, source }
+    }
+
+    /// Builds a selection error.
+    pub(crate) fn selection(expression: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::Selection {
+            expression: expression.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Formats a "did you mean" suffix from the candidates closest to `wanted` (Jaro-Winkler >= 0.8,
+/// or a key that contains / is contained in `wanted`). Empty when nothing is close.
+pub(crate) fn did_you_mean<'a>(
+    wanted: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let mut scored: Vec<(f64, &str)> = candidates
+        .into_iter()
+        .filter(|c| *c != wanted)
+        .map(|c| {
+            let mut score = strsim::jaro_winkler(wanted, c);
+            let last = c.rsplit('/').next().unwrap_or(c);
+            if last == wanted || (wanted.len() >= 3 && (c.contains(wanted) || wanted.contains(c))) {
+                score = score.max(0.95);
+            }
+            (score, c)
+        })
+        .filter(|(score, _)| *score >= 0.8)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    // Only names about as close as the closest one: "did you mean" should not list everything.
+    let best = scored.first().map(|(s, _)| *s).unwrap_or(0.0);
+    let names: Vec<String> = scored
+        .iter()
+        .take_while(|(s, _)| *s >= best - 0.05)
+        .take(3)
+        .map(|(_, c)| format!("`{c}`"))
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (did you mean {}?)", names.join(" or "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn suggests_close_names_only() {
+        let keys = ["raw/orders", "raw/customers", "warehouse/fact_sales"];
+        assert_eq!(
+            did_you_mean("raw/order", keys),
+            " (did you mean `raw/orders`?)"
+        );
+        assert_eq!(did_you_mean("zzz", keys), "");
+        assert_eq!(
+            did_you_mean("fact_sales", keys),
+            " (did you mean `warehouse/fact_sales`?)"
+        );
+    }
+}

@@ -1,0 +1,747 @@
+//! The tokio executor: runs a selection's steps in dependency order with a concurrency limit.
+//!
+//! Invariants:
+//! - a step starts only after every planned upstream step succeeded and its events committed;
+//! - a failed step skips all its planned downstream steps (recorded as skipped); unrelated
+//!   branches keep running;
+//! - a step's materializations, check evaluations and final status commit in one transaction,
+//!   so a crash or cancel never leaves a step half-recorded;
+//! - the run row is updated (heartbeat, final status) through the same writer, in order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::asset::{Kind, MaterializeResult};
+use crate::check::{AssetCheckResult, AssetCheckSeverity};
+use crate::context::{AssetContext, ContextParts};
+use crate::error::Result;
+use crate::event::{CheckEvaluation, Event, EventData, Materialization, RunStatus, now_micros};
+use crate::graph::{AssetGraph, NodeId};
+use crate::key::AssetKey;
+use crate::metadata::MetadataValue;
+use crate::resource::{RainbowConfig, Resources};
+use crate::selection::NodeSet;
+use crate::storage::{EventWriter, NewRun, RunUpdate, Storage};
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Most steps running at once (at least 1).
+    pub concurrency: usize,
+    /// Partition to materialize, for partitioned runs.
+    pub partition_key: Option<String>,
+    /// Job launched, if any.
+    pub job_name: Option<String>,
+    /// The selection expression, as recorded on the run.
+    pub selection: String,
+    /// Tags recorded on the run.
+    pub tags: BTreeMap<String, String>,
+    /// How often the run's heartbeat is written.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: 8,
+            partition_key: None,
+            job_name: None,
+            selection: "*".into(),
+            tags: BTreeMap::new(),
+            heartbeat_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Materialized, and no blocking check failed.
+    Succeeded,
+    /// Failed (after retries), or a blocking check failed.
+    Failed(String),
+    /// Not run because an upstream step failed.
+    Skipped(String),
+    /// Canceled while running.
+    Canceled,
+    /// Never started (the run was canceled first).
+    NotStarted,
+}
+
+/// Progress notifications for UIs (the CLI's progress bar).
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// The step.
+    pub step: String,
+    /// Its new status.
+    pub status: StepStatus,
+    /// Steps finished so far.
+    pub done: usize,
+    /// Steps planned.
+    pub total: usize,
+}
+
+/// Callback receiving [`Progress`].
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The run id.
+    pub run_id: String,
+    /// Final status.
+    pub status: RunStatus,
+    /// Every planned step and how it ended.
+    pub steps: BTreeMap<String, StepStatus>,
+}
+
+impl RunResult {
+    /// True when the run succeeded.
+    pub fn success(&self) -> bool {
+        self.status == RunStatus::Success
+    }
+}
+
+/// Executes runs of one asset graph against one storage.
+pub struct Executor {
+    graph: Arc<AssetGraph>,
+    storage: Storage,
+    resources: Arc<Resources>,
+    writer: EventWriter,
+}
+
+/// A planned step: its index in the graph and its planned neighbours.
+struct PlannedStep {
+    step: usize,
+    parents: Vec<usize>,
+    children: Vec<usize>,
+}
+
+enum Outcome {
+    Succeeded,
+    Failed(String),
+    Canceled,
+}
+
+impl Executor {
+    /// An executor; resolves the graph's resources from `config`. Must be called inside a
+    /// tokio runtime (it spawns the event writer).
+    pub fn new(graph: Arc<AssetGraph>, storage: Storage, config: &RainbowConfig) -> Result<Self> {
+        let resources = Arc::new(Resources::resolve(&graph.resources, config)?);
+        let writer = EventWriter::spawn(storage.clone());
+        Ok(Executor {
+            graph,
+            storage,
+            resources,
+            writer,
+        })
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &Arc<AssetGraph> {
+        &self.graph
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The steps a selection plans, in topological order (source assets without an observe
+    /// function are not executable and are left out).
+    fn plan(&self, selection: &NodeSet) -> Vec<PlannedStep> {
+        let g = &self.graph;
+        let mut order: Vec<usize> = Vec::new();
+        let mut position: HashMap<usize, usize> = HashMap::new();
+        for &node in g.topological_order() {
+            if !selection.contains(node) {
+                continue;
+            }
+            let step = g.node(node).step;
+            if matches!(g.steps[step].kind, Kind::Source(None)) || position.contains_key(&step) {
+                continue;
+            }
+            position.insert(step, order.len());
+            order.push(step);
+        }
+        let mut planned: Vec<PlannedStep> = order
+            .iter()
+            .map(|&step| PlannedStep {
+                step,
+                parents: Vec::new(),
+                children: Vec::new(),
+            })
+            .collect();
+        for (i, &step) in order.iter().enumerate() {
+            let mut parents: Vec<usize> = g.steps[step]
+                .nodes
+                .iter()
+                .flat_map(|&n| g.parents(n).iter())
+                .filter_map(|&p| position.get(&g.node(p).step).copied())
+                .filter(|&p| p != i)
+                .collect();
+            parents.sort_unstable();
+            parents.dedup();
+            for &p in &parents {
+                planned[p].children.push(i);
+            }
+            planned[i].parents = parents;
+        }
+        planned
+    }
+
+    /// Materializes the selected assets in one run.
+    pub async fn materialize(
+        &self,
+        selection: &NodeSet,
+        options: RunOptions,
+        cancel: CancellationToken,
+        progress: Option<ProgressFn>,
+    ) -> Result<RunResult> {
+        let plan = self.plan(selection);
+        let run = self
+            .storage
+            .create_run(NewRun {
+                job_name: options.job_name.clone(),
+                selection: options.selection.clone(),
+                partition_key: options.partition_key.clone(),
+                tags: options.tags.clone(),
+                status: Some(RunStatus::Started),
+            })
+            .await?;
+        let run_id = run.run_id.clone();
+        self.writer.send(vec![Event::new(
+            &run_id,
+            EventData::RunStarted { steps: plan.len() },
+        )]);
+
+        let heartbeat = {
+            let writer = self.writer.clone();
+            let run_id = run_id.clone();
+            let every = options.heartbeat_interval.max(Duration::from_millis(10));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let update = RunUpdate {
+                        run_id: run_id.clone(),
+                        heartbeat_at: Some(now_micros()),
+                        ..RunUpdate::default()
+                    };
+                    if let Err(e) = writer.commit(Vec::new(), vec![update]).await {
+                        tracing::error!("heartbeat failed: {e}");
+                    }
+                }
+            })
+        };
+
+        let result = self
+            .drive(&run_id, &plan, &options, &cancel, progress)
+            .await;
+        heartbeat.abort();
+        let (steps, canceled) = result;
+
+        let failed: Vec<&String> = steps
+            .iter()
+            .filter(|(_, s)| matches!(s, StepStatus::Failed(_)))
+            .map(|(k, _)| k)
+            .collect();
+        let (status, data) = if canceled {
+            (
+                RunStatus::Canceled,
+                EventData::RunCanceled {
+                    reason: "canceled by the user".into(),
+                },
+            )
+        } else if failed.is_empty() {
+            (RunStatus::Success, EventData::RunSucceeded)
+        } else {
+            let names: Vec<String> = failed.iter().map(|s| format!("`{s}`")).collect();
+            (
+                RunStatus::Failure,
+                EventData::RunFailed {
+                    reason: format!("steps failed: {}", names.join(", ")),
+                },
+            )
+        };
+        let reason = match &data {
+            EventData::RunFailed { reason } | EventData::RunCanceled { reason } => {
+                Some(reason.clone())
+            }
+            _ => None,
+        };
+        self.writer
+            .commit(
+                vec![Event::new(&run_id, data)],
+                vec![RunUpdate {
+                    run_id: run_id.clone(),
+                    status: Some(status),
+                    ended_at: Some(now_micros()),
+                    heartbeat_at: None,
+                    reason,
+                }],
+            )
+            .await?;
+        Ok(RunResult {
+            run_id,
+            status,
+            steps,
+        })
+    }
+
+    /// Runs the plan; returns every step's status and whether the run was canceled.
+    async fn drive(
+        &self,
+        run_id: &str,
+        plan: &[PlannedStep],
+        options: &RunOptions,
+        cancel: &CancellationToken,
+        progress: Option<ProgressFn>,
+    ) -> (BTreeMap<String, StepStatus>, bool) {
+        let g = &self.graph;
+        let total = plan.len();
+        let mut status: Vec<Option<StepStatus>> = vec![None; total];
+        let mut waiting: Vec<usize> = plan.iter().map(|p| p.parents.len()).collect();
+        let mut ready: VecDeque<usize> = (0..total).filter(|&i| waiting[i] == 0).collect();
+        let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
+        let mut task_pos: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let concurrency = options.concurrency.max(1);
+        let mut canceled = false;
+        let mut done = 0;
+
+        let notify = |step: usize, s: &StepStatus, done: usize| {
+            if let Some(p) = &progress {
+                p(&Progress {
+                    step: g.steps[step].name.clone(),
+                    status: s.clone(),
+                    done,
+                    total,
+                });
+            }
+        };
+
+        loop {
+            while !canceled && running.len() < concurrency {
+                let Some(pos) = ready.pop_front() else { break };
+                let handle = running.spawn(
+                    StepRun {
+                        graph: self.graph.clone(),
+                        step: plan[pos].step,
+                        run_id: run_id.to_owned(),
+                        partition_key: options.partition_key.clone(),
+                        resources: self.resources.clone(),
+                        writer: self.writer.clone(),
+                        cancel: cancel.child_token(),
+                    }
+                    .into_pos(pos),
+                );
+                task_pos.insert(handle.id(), pos);
+            }
+            if running.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if !canceled => {
+                    canceled = true;
+                    continue;
+                }
+                joined = running.join_next_with_id() => joined,
+            };
+            let Some(joined) = joined else { break };
+            let (pos, outcome) = match joined {
+                Ok((id, (pos, outcome))) => {
+                    task_pos.remove(&id);
+                    (pos, outcome)
+                }
+                Err(join_error) => {
+                    let Some(pos) = task_pos.remove(&join_error.id()) else {
+                        continue;
+                    };
+                    let message = if join_error.is_panic() {
+                        let panic = join_error.into_panic();
+                        let text = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into());
+                        format!("the step panicked: {text}")
+                    } else {
+                        "the step's task was aborted".into()
+                    };
+                    let step = &g.steps[plan[pos].step];
+                    let event = Event::new(
+                        run_id,
+                        EventData::StepFailed {
+                            error: message.clone(),
+                            attempt: 1,
+                        },
+                    )
+                    .step(step.name.clone())
+                    .partition(options.partition_key.clone());
+                    if let Err(e) = self.writer.commit(vec![event], Vec::new()).await {
+                        tracing::error!("recording a panicked step failed: {e}");
+                    }
+                    (pos, Outcome::Failed(message))
+                }
+            };
+            done += 1;
+            let step_status = match outcome {
+                Outcome::Succeeded => {
+                    for &child in &plan[pos].children {
+                        waiting[child] -= 1;
+                        if waiting[child] == 0 && status[child].is_none() {
+                            ready.push_back(child);
+                        }
+                    }
+                    StepStatus::Succeeded
+                }
+                Outcome::Canceled => StepStatus::Canceled,
+                Outcome::Failed(message) => {
+                    let failed_name = g.steps[plan[pos].step].name.clone();
+                    let mut skipped_events = Vec::new();
+                    let mut stack: Vec<usize> = plan[pos].children.clone();
+                    while let Some(child) = stack.pop() {
+                        if status[child].is_some() {
+                            continue;
+                        }
+                        let reason = format!("upstream step `{failed_name}` failed");
+                        let name = g.steps[plan[child].step].name.clone();
+                        skipped_events.push(
+                            Event::new(
+                                run_id,
+                                EventData::StepSkipped {
+                                    reason: reason.clone(),
+                                },
+                            )
+                            .step(name)
+                            .partition(options.partition_key.clone()),
+                        );
+                        let s = StepStatus::Skipped(reason);
+                        done += 1;
+                        notify(plan[child].step, &s, done);
+                        status[child] = Some(s);
+                        stack.extend(plan[child].children.iter().copied());
+                    }
+                    self.writer.send(skipped_events);
+                    StepStatus::Failed(message)
+                }
+            };
+            notify(plan[pos].step, &step_status, done);
+            status[pos] = Some(step_status);
+        }
+
+        let steps = plan
+            .iter()
+            .zip(status)
+            .map(|(p, s)| {
+                (
+                    g.steps[p.step].name.clone(),
+                    s.unwrap_or(StepStatus::NotStarted),
+                )
+            })
+            .collect();
+        (steps, canceled)
+    }
+}
+
+/// Everything a step task needs (owned, so the task is `'static`).
+struct StepRun {
+    graph: Arc<AssetGraph>,
+    step: usize,
+    run_id: String,
+    partition_key: Option<String>,
+    resources: Arc<Resources>,
+    writer: EventWriter,
+    cancel: CancellationToken,
+}
+
+impl StepRun {
+    async fn into_pos(self, pos: usize) -> (usize, Outcome) {
+        (pos, self.run().await)
+    }
+
+    fn event(&self, data: EventData) -> Event {
+        Event::new(&self.run_id, data)
+            .step(self.graph.steps[self.step].name.clone())
+            .partition(self.partition_key.clone())
+    }
+
+    fn context(&self, attempt: u32, check: Option<crate::AssetCheckSpec>) -> AssetContext {
+        let step = &self.graph.steps[self.step];
+        AssetContext::new(ContextParts {
+            run_id: self.run_id.clone(),
+            step_key: step.name.clone(),
+            asset_keys: step
+                .nodes
+                .iter()
+                .map(|&n| self.graph.node(n).spec.key.clone())
+                .collect(),
+            check,
+            partition_key: self.partition_key.clone(),
+            attempt,
+            resources: self.resources.clone(),
+            writer: self.writer.clone(),
+            cancel: self.cancel.clone(),
+        })
+    }
+
+    async fn run(self) -> Outcome {
+        let started = Instant::now();
+        let step = &self.graph.steps[self.step];
+        let retry = step.retry.clone();
+        let mut attempt = 1;
+        let produced = loop {
+            self.writer
+                .send(vec![self.event(EventData::StepStarted { attempt })]);
+            let ctx = self.context(attempt, None);
+            let fut = match &step.kind {
+                Kind::Materialize(compute) => Produced::materialized(compute(ctx)),
+                Kind::Source(Some(observe)) => Produced::observed(observe(ctx)),
+                Kind::Source(None) => {
+                    return Outcome::Failed("source asset is not executable".into());
+                }
+            };
+            let result = tokio::select! {
+                r = fut => r,
+                _ = self.cancel.cancelled() => return self.canceled().await,
+            };
+            match result {
+                Ok(produced) => break produced,
+                Err(error) => {
+                    let error = error_chain(error.as_ref());
+                    if attempt <= retry.max_retries {
+                        let delay = retry.delay_for(attempt);
+                        self.writer.send(vec![self.event(EventData::StepUpForRetry {
+                            error,
+                            attempt,
+                            delay_secs: delay.as_secs_f64(),
+                        })]);
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = self.cancel.cancelled() => return self.canceled().await,
+                        }
+                        attempt += 1;
+                        continue;
+                    }
+                    let event = self.event(EventData::StepFailed {
+                        error: error.clone(),
+                        attempt,
+                    });
+                    return match self.writer.commit(vec![event], Vec::new()).await {
+                        Ok(()) => Outcome::Failed(error),
+                        Err(e) => {
+                            Outcome::Failed(format!("{error} (and recording it failed: {e})"))
+                        }
+                    };
+                }
+            }
+        };
+        let duration = started.elapsed();
+
+        let mut events = Vec::new();
+        let mut failure: Option<String> = None;
+        let mut inline_results: Vec<(AssetKey, AssetCheckResult)> = Vec::new();
+        let mut materialized: Vec<NodeId> = Vec::new();
+        match produced {
+            Produced::Materialized(results) => {
+                for result in results {
+                    match self.resolve_key(result.asset_key.as_ref()) {
+                        Ok(node) => {
+                            let spec = &self.graph.node(node).spec;
+                            let mut metadata = result.metadata;
+                            metadata
+                                .entry("rainbow/duration".into())
+                                .or_insert(MetadataValue::Duration(duration.as_secs_f64()));
+                            events.push(
+                                self.event(EventData::Materialization(Materialization {
+                                    metadata,
+                                    code_version: spec.code_version.clone(),
+                                    data_version: result.data_version,
+                                }))
+                                .asset(spec.key.clone()),
+                            );
+                            inline_results.extend(
+                                result
+                                    .check_results
+                                    .into_iter()
+                                    .map(|r| (spec.key.clone(), r)),
+                            );
+                            materialized.push(node);
+                        }
+                        Err(message) => failure = Some(message),
+                    }
+                }
+            }
+            Produced::Observed(observation) => {
+                for &node in &step.nodes {
+                    let spec = &self.graph.node(node).spec;
+                    events.push(
+                        self.event(EventData::Observation(Materialization {
+                            metadata: observation.metadata.clone(),
+                            code_version: spec.code_version.clone(),
+                            data_version: observation.data_version.clone(),
+                        }))
+                        .asset(spec.key.clone()),
+                    );
+                    materialized.push(node);
+                }
+            }
+        }
+
+        if failure.is_none() {
+            for &node in &materialized {
+                for check in self.graph.checks_for(node) {
+                    let spec = &check.spec;
+                    let outcome = match &check.compute {
+                        Some(compute) => {
+                            let ctx = self.context(attempt, Some(spec.clone()));
+                            tokio::select! {
+                                r = compute(ctx) => r.unwrap_or_else(|e| {
+                                    AssetCheckResult::failed().description(format!(
+                                        "the check raised an error: {}", error_chain(e.as_ref())
+                                    ))
+                                }),
+                                _ = self.cancel.cancelled() => return self.canceled().await,
+                            }
+                        }
+                        None => {
+                            let position = inline_results.iter().position(|(k, r)| {
+                                *k == spec.asset
+                                    && r.check_name.as_deref() == Some(spec.name.as_str())
+                            });
+                            match position {
+                                Some(i) => inline_results.remove(i).1,
+                                None => AssetCheckResult::failed().description(
+                                    "the asset did not report a result for this inline check",
+                                ),
+                            }
+                        }
+                    };
+                    let severity = outcome.severity.unwrap_or(spec.severity);
+                    if !outcome.passed
+                        && spec.blocking
+                        && severity == AssetCheckSeverity::Error
+                        && failure.is_none()
+                    {
+                        failure = Some(format!(
+                            "blocking check `{}` on `{}` failed",
+                            spec.name, spec.asset
+                        ));
+                    }
+                    events.push(
+                        self.event(EventData::CheckEvaluation(CheckEvaluation {
+                            check_name: spec.name.clone(),
+                            passed: outcome.passed,
+                            severity,
+                            blocking: spec.blocking,
+                            description: outcome.description,
+                            metadata: outcome.metadata,
+                        }))
+                        .asset(spec.asset.clone()),
+                    );
+                }
+            }
+            if let Some((key, result)) = inline_results.first() {
+                failure = Some(format!(
+                    "the step reported a result for undeclared check `{}` on `{key}`",
+                    result.check_name.as_deref().unwrap_or("<unnamed>")
+                ));
+            }
+        }
+
+        let outcome = match &failure {
+            None => {
+                events.push(self.event(EventData::StepSucceeded {
+                    duration_secs: started.elapsed().as_secs_f64(),
+                }));
+                Outcome::Succeeded
+            }
+            Some(message) => {
+                events.push(self.event(EventData::StepFailed {
+                    error: message.clone(),
+                    attempt,
+                }));
+                Outcome::Failed(message.clone())
+            }
+        };
+        match self.writer.commit(events, Vec::new()).await {
+            Ok(()) => outcome,
+            Err(e) => Outcome::Failed(format!("recording the step's results failed: {e}")),
+        }
+    }
+
+    /// Maps a result's key to the step's node: a single-asset step may omit the key.
+    fn resolve_key(&self, key: Option<&AssetKey>) -> std::result::Result<NodeId, String> {
+        let step = &self.graph.steps[self.step];
+        match key {
+            None if step.nodes.len() == 1 => Ok(step.nodes[0]),
+            None => Err(format!(
+                "multi-asset `{}` returned a MaterializeResult without an asset key",
+                step.name
+            )),
+            Some(key) => step
+                .nodes
+                .iter()
+                .copied()
+                .find(|&n| self.graph.node(n).spec.key == *key)
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` returned a result for `{key}`, which it does not declare",
+                        step.name
+                    )
+                }),
+        }
+    }
+
+    async fn canceled(&self) -> Outcome {
+        if let Err(e) = self
+            .writer
+            .commit(vec![self.event(EventData::StepCanceled)], Vec::new())
+            .await
+        {
+            tracing::error!("recording a canceled step failed: {e}");
+        }
+        Outcome::Canceled
+    }
+}
+
+/// What a step's compute produced.
+enum Produced {
+    Materialized(Vec<MaterializeResult>),
+    Observed(crate::asset::ObserveResult),
+}
+
+impl Produced {
+    fn materialized(
+        fut: crate::asset::ComputeFuture<Vec<MaterializeResult>>,
+    ) -> crate::asset::ComputeFuture<Produced> {
+        Box::pin(async move { fut.await.map(Produced::Materialized) })
+    }
+
+    fn observed(
+        fut: crate::asset::ComputeFuture<crate::asset::ObserveResult>,
+    ) -> crate::asset::ComputeFuture<Produced> {
+        Box::pin(async move { fut.await.map(Produced::Observed) })
+    }
+}
+
+/// `error: cause: cause` — an error with its whole source chain.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,429 @@
+//! [`AssetGraph`]: the validated, indexed dependency graph built once from [`Definitions`].
+//!
+//! Owns cycle and unknown-dependency detection, topological order, and the mapping from asset
+//! keys to executable steps. Knows nothing about storage or execution.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::asset::{AssetSpec, Kind, RetryPolicy};
+use crate::check::AssetCheckDefinition;
+use crate::definitions::{Definitions, JobDefinition, ScheduleDefinition};
+use crate::error::{Error, Result, did_you_mean};
+use crate::key::AssetKey;
+use crate::resource::ResourceDef;
+
+/// Index of an asset in an [`AssetGraph`].
+pub type NodeId = usize;
+
+/// One asset in the graph.
+#[derive(Debug, Clone)]
+pub struct AssetNode {
+    /// The asset's spec.
+    pub spec: AssetSpec,
+    /// The step (definition) providing it.
+    pub step: usize,
+    /// Source assets are observed, never materialized.
+    pub is_source: bool,
+}
+
+/// One executable unit: an asset definition's compute and the assets it provides.
+#[derive(Clone)]
+pub(crate) struct Step {
+    pub(crate) name: String,
+    pub(crate) nodes: Vec<NodeId>,
+    pub(crate) kind: Kind,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// The asset graph: nodes, edges, steps, checks, jobs and schedules.
+#[derive(Clone)]
+pub struct AssetGraph {
+    nodes: Vec<AssetNode>,
+    index: HashMap<AssetKey, NodeId>,
+    parents: Vec<Vec<NodeId>>,
+    children: Vec<Vec<NodeId>>,
+    topo: Vec<NodeId>,
+    pub(crate) steps: Vec<Step>,
+    pub(crate) checks: Vec<AssetCheckDefinition>,
+    checks_by_node: Vec<Vec<usize>>,
+    jobs: Vec<JobDefinition>,
+    schedules: Vec<ScheduleDefinition>,
+    pub(crate) resources: Vec<ResourceDef>,
+}
+
+impl AssetGraph {
+    /// Validates `defs` and builds the graph. Errors name the offending keys: duplicate keys,
+    /// unknown dependencies (with close names), cycles (the whole cycle), checks on unknown
+    /// assets, jobs with bad selections, schedules with bad cron expressions or unknown jobs.
+    pub fn build(defs: Definitions) -> Result<Self> {
+        let Definitions {
+            assets,
+            checks: loose_checks,
+            jobs,
+            schedules,
+            resources,
+        } = defs;
+
+        let mut nodes = Vec::new();
+        let mut index: HashMap<AssetKey, NodeId> = HashMap::new();
+        let mut steps = Vec::with_capacity(assets.len());
+        let mut step_names: HashSet<String> = HashSet::new();
+        let mut checks = loose_checks;
+
+        for def in assets {
+            if def.specs.is_empty() {
+                return Err(Error::Definition(format!(
+                    "definition `{}` declares no assets",
+                    def.name
+                )));
+            }
+            let step_id = steps.len();
+            let mut step_nodes = Vec::with_capacity(def.specs.len());
+            let is_source = def.is_source();
+            for spec in def.specs {
+                spec.key.validate()?;
+                if index.contains_key(&spec.key) {
+                    return Err(Error::Definition(format!(
+                        "asset key `{}` is defined twice (again by `{}`)",
+                        spec.key, def.name
+                    )));
+                }
+                let id = nodes.len();
+                index.insert(spec.key.clone(), id);
+                step_nodes.push(id);
+                nodes.push(AssetNode {
+                    spec,
+                    step: step_id,
+                    is_source,
+                });
+            }
+            if !step_names.insert(def.name.clone()) {
+                return Err(Error::Definition(format!(
+                    "two definitions are named `{}`",
+                    def.name
+                )));
+            }
+            checks.extend(def.checks);
+            steps.push(Step {
+                name: def.name,
+                nodes: step_nodes,
+                kind: def.kind,
+                retry: def.retry,
+            });
+        }
+
+        let mut parents = vec![Vec::new(); nodes.len()];
+        let mut children = vec![Vec::new(); nodes.len()];
+        for (id, node) in nodes.iter().enumerate() {
+            for dep in &node.spec.deps {
+                let Some(&up) = index.get(&dep.key) else {
+                    let dependency = dep.key.to_string();
+                    let keys: Vec<String> = index.keys().map(ToString::to_string).collect();
+                    return Err(Error::UnknownDependency {
+                        asset: node.spec.key.to_string(),
+                        suggestion: did_you_mean(&dependency, keys.iter().map(String::as_str)),
+                        dependency,
+                    });
+                };
+                if !parents[id].contains(&up) {
+                    parents[id].push(up);
+                    children[up].push(id);
+                }
+            }
+        }
+
+        let topo = topological_order(&nodes, &children)?;
+
+        let mut checks_by_node = vec![Vec::new(); nodes.len()];
+        for (i, check) in checks.iter().enumerate() {
+            let Some(&node) = index.get(&check.spec.asset) else {
+                let asset = check.spec.asset.to_string();
+                let keys: Vec<String> = index.keys().map(ToString::to_string).collect();
+                return Err(Error::Definition(format!(
+                    "check `{}` is on unknown asset `{asset}`{}",
+                    check.spec.name,
+                    did_you_mean(&asset, keys.iter().map(String::as_str))
+                )));
+            };
+            let duplicate = checks_by_node[node]
+                .iter()
+                .any(|&j: &usize| checks[j].spec.name == check.spec.name);
+            if duplicate {
+                return Err(Error::Definition(format!(
+                    "asset `{}` has two checks named `{}`",
+                    check.spec.asset, check.spec.name
+                )));
+            }
+            checks_by_node[node].push(i);
+        }
+
+        let graph = AssetGraph {
+            nodes,
+            index,
+            parents,
+            children,
+            topo,
+            steps,
+            checks,
+            checks_by_node,
+            jobs,
+            schedules,
+            resources,
+        };
+        graph.validate_jobs_and_schedules()?;
+        Ok(graph)
+    }
+
+    fn validate_jobs_and_schedules(&self) -> Result<()> {
+        let mut names = HashSet::new();
+        for job in &self.jobs {
+            if !names.insert(job.name.as_str()) {
+                return Err(Error::Definition(format!(
+                    "two jobs are named `{}`",
+                    job.name
+                )));
+            }
+            self.select_job(job).map_err(|e| {
+                Error::Definition(format!("job `{}` has an invalid selection: {e}", job.name))
+            })?;
+        }
+        for schedule in &self.schedules {
+            schedule.cron()?;
+            if self.job(&schedule.job).is_none() {
+                return Err(Error::Definition(format!(
+                    "schedule `{}` launches unknown job `{}`",
+                    schedule.name, schedule.job
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of assets (including source assets).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// True when the graph has no assets.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The asset with id `id`.
+    pub fn node(&self, id: NodeId) -> &AssetNode {
+        &self.nodes[id]
+    }
+
+    /// All assets, by id.
+    pub fn nodes(&self) -> &[AssetNode] {
+        &self.nodes
+    }
+
+    /// The id of `key`.
+    pub fn node_id(&self, key: &AssetKey) -> Option<NodeId> {
+        self.index.get(key).copied()
+    }
+
+    /// Direct upstream assets of `id`.
+    pub fn parents(&self, id: NodeId) -> &[NodeId] {
+        &self.parents[id]
+    }
+
+    /// Direct downstream assets of `id`.
+    pub fn children(&self, id: NodeId) -> &[NodeId] {
+        &self.children[id]
+    }
+
+    /// All assets in a dependency-respecting order.
+    pub fn topological_order(&self) -> &[NodeId] {
+        &self.topo
+    }
+
+    /// Checks attached to asset `id`.
+    pub fn checks_for(&self, id: NodeId) -> impl Iterator<Item = &AssetCheckDefinition> {
+        self.checks_by_node[id].iter().map(|&i| &self.checks[i])
+    }
+
+    /// Every check.
+    pub fn checks(&self) -> &[AssetCheckDefinition] {
+        &self.checks
+    }
+
+    /// The name of the step providing asset `id`.
+    pub fn step_name(&self, id: NodeId) -> &str {
+        &self.steps[self.nodes[id].step].name
+    }
+
+    /// The jobs.
+    pub fn jobs(&self) -> &[JobDefinition] {
+        &self.jobs
+    }
+
+    /// The job named `name`.
+    pub fn job(&self, name: &str) -> Option<&JobDefinition> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// The schedules.
+    pub fn schedules(&self) -> &[ScheduleDefinition] {
+        &self.schedules
+    }
+
+    /// Resolves a job's selection.
+    pub fn select_job(&self, job: &JobDefinition) -> Result<crate::selection::NodeSet> {
+        let exclude: Vec<&str> = job.exclude.iter().map(String::as_str).collect();
+        self.select(&[job.selection.as_str()], &exclude)
+    }
+}
+
+/// Topological order of the graph, or the cycle that prevents one.
+fn topological_order(nodes: &[AssetNode], children: &[Vec<NodeId>]) -> Result<Vec<NodeId>> {
+    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(nodes.len(), nodes.len());
+    for _ in nodes {
+        g.add_node(());
+    }
+    for (from, outs) in children.iter().enumerate() {
+        for &to in outs {
+            g.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
+        }
+    }
+    match petgraph::algo::toposort(&g, None) {
+        Ok(order) => Ok(order.into_iter().map(NodeIndex::index).collect()),
+        Err(_) => Err(Error::Cycle {
+            cycle: describe_cycle(&g, nodes, children),
+        }),
+    }
+}
+
+/// Finds one cycle and renders it `a -> b -> c -> a`, starting at the smallest key.
+fn describe_cycle(g: &DiGraph<(), ()>, nodes: &[AssetNode], children: &[Vec<NodeId>]) -> String {
+    let key = |id: NodeId| nodes[id].spec.key.to_string();
+    for scc in petgraph::algo::tarjan_scc(g) {
+        let members: HashSet<NodeId> = scc.iter().map(|n| n.index()).collect();
+        let is_cycle = members.len() > 1 || members.iter().any(|&n| children[n].contains(&n));
+        if !is_cycle {
+            continue;
+        }
+        let Some(start) = members.iter().copied().min_by_key(|&n| key(n)) else {
+            continue;
+        };
+        // Shortest path start -> ... -> start inside the component (BFS).
+        let mut prev: HashMap<NodeId, NodeId> = HashMap::new();
+        let mut queue = VecDeque::from([start]);
+        let mut closing = None;
+        'bfs: while let Some(n) = queue.pop_front() {
+            let mut next: Vec<NodeId> = children[n]
+                .iter()
+                .copied()
+                .filter(|c| members.contains(c))
+                .collect();
+            next.sort_by_key(|&c| key(c));
+            for c in next {
+                if c == start {
+                    closing = Some(n);
+                    break 'bfs;
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(c) {
+                    e.insert(n);
+                    queue.push_back(c);
+                }
+            }
+        }
+        let Some(mut at) = closing else { continue };
+        let mut inner = Vec::new();
+        while at != start {
+            inner.push(at);
+            match prev.get(&at) {
+                Some(&p) => at = p,
+                None => break,
+            }
+        }
+        let mut path = vec![start];
+        path.extend(inner.into_iter().rev());
+        path.push(start);
+        return path.into_iter().map(key).collect::<Vec<_>>().join(" -> ");
+    }
+    "unknown cycle".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asset::{MaterializeResult, asset};
+    use crate::error::BoxError;
+
+    fn noop(spec: AssetSpec) -> crate::AssetDefinition {
+        spec.compute(|_| async { Ok::<_, BoxError>(MaterializeResult::new()) })
+    }
+
+    #[test]
+    fn cycle_error_names_the_whole_cycle() {
+        let defs = Definitions::new()
+            .asset(noop(asset("a").dep("c")))
+            .asset(noop(asset("b").dep("a")))
+            .asset(noop(asset("c").dep("b")))
+            .asset(noop(asset("d").dep("a")));
+        let err = AssetGraph::build(defs).err().expect("cycle");
+        assert_eq!(err.to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn self_dependency_is_a_cycle() {
+        let defs = Definitions::new().asset(noop(asset("x/a").dep("x/a")));
+        let err = AssetGraph::build(defs).err().expect("cycle");
+        assert_eq!(err.to_string(), "dependency cycle: x/a -> x/a");
+    }
+
+    #[test]
+    fn unknown_dependency_names_both_keys_and_suggests() {
+        let defs = Definitions::new()
+            .asset(noop(asset("raw/orders")))
+            .asset(noop(asset("stg/orders").dep("raw/order")));
+        let err = AssetGraph::build(defs).err().expect("unknown dep");
+        assert_eq!(
+            err.to_string(),
+            "asset `stg/orders` depends on unknown asset `raw/order` (did you mean `raw/orders`?)"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_and_bad_keys_are_errors() {
+        let defs = Definitions::new()
+            .asset(noop(asset("a")))
+            .asset(noop(asset("a")));
+        assert!(
+            AssetGraph::build(defs)
+                .err()
+                .expect("dup")
+                .to_string()
+                .contains("defined twice")
+        );
+        let defs = Definitions::new().asset(noop(asset("a b")));
+        assert!(
+            AssetGraph::build(defs)
+                .err()
+                .expect("bad")
+                .to_string()
+                .contains("invalid segment")
+        );
+    }
+
+    #[test]
+    fn topological_order_respects_edges() {
+        let defs = Definitions::new()
+            .asset(noop(asset("c").deps(["a", "b"])))
+            .asset(noop(asset("b").dep("a")))
+            .asset(noop(asset("a")));
+        let g = AssetGraph::build(defs).expect("valid");
+        let pos = |k: &str| {
+            let id = g.node_id(&AssetKey::from(k)).expect("exists");
+            g.topological_order()
+                .iter()
+                .position(|&n| n == id)
+                .expect("in order")
+        };
+        assert!(pos("a") < pos("b") && pos("b") < pos("c"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Materialization metadata: typed values ([`MetadataValue`]) attached to materializations and
+//! check results, and stored with them as JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A map of metadata entries, ordered by name so stored JSON is stable.
+pub type Metadata = BTreeMap<String, MetadataValue>;
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum MetadataValue {
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// Free text.
+    Text(String),
+    /// A boolean.
+    Bool(bool),
+    /// Arbitrary JSON.
+    Json(serde_json::Value),
+    /// The schema of a table.
+    TableSchema(TableSchema),
+    /// A number of rows.
+    RowCount(u64),
+    /// A file-system or object-store path.
+    Path(String),
+    /// A URL.
+    Url(String),
+    /// A duration in seconds.
+    Duration(f64),
+}
+
+/// A table's columns, as shown in the UI.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// The columns, in order.
+    pub columns: Vec<TableColumn>,
+}
+
+/// One column of a [`TableSchema`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableColumn {
+    /// Column name.
+    pub name: String,
+    /// Type as the warehouse names it.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Optional description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl TableSchema {
+    /// A schema from `(name, type)` pairs.
+    pub fn new<N: Into<String>, T: Into<String>>(
+        columns: impl IntoIterator<Item = (N, T)>,
+    ) -> Self {
+        TableSchema {
+            columns: columns
+                .into_iter()
+                .map(|(name, data_type)| TableColumn {
+                    name: name.into(),
+                    data_type: data_type.into(),
+                    description: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<i64> for MetadataValue {
+    fn from(v: i64) -> Self {
+        MetadataValue::Int(v)
+    }
+}
+impl From<i32> for MetadataValue {
+    fn from(v: i32) -> Self {
+        MetadataValue::Int(v.into())
+    }
+}
+impl From<u32> for MetadataValue {
+    fn from(v: u32) -> Self {
+        MetadataValue::Int(v.into())
+    }
+}
+impl From<f64> for MetadataValue {
+    fn from(v: f64) -> Self {
+        MetadataValue::Float(v)
+    }
+}
+impl From<bool> for MetadataValue {
+    fn from(v: bool) -> Self {
+        MetadataValue::Bool(v)
+    }
+}
+impl From<&str> for MetadataValue {
+    fn from(v: &str) -> Self {
+        MetadataValue::Text(v.to_owned())
+    }
+}
+impl From<String> for MetadataValue {
+    fn from(v: String) -> Self {
+        MetadataValue::Text(v)
+    }
+}
+impl From<serde_json::Value> for MetadataValue {
+    fn from(v: serde_json::Value) -> Self {
+        MetadataValue::Json(v)
+    }
+}
+impl From<TableSchema> for MetadataValue {
+    fn from(v: TableSchema) -> Self {
+        MetadataValue::TableSchema(v)
+    }
+}
+impl From<Duration> for MetadataValue {
+    fn from(v: Duration) -> Self {
+        MetadataValue::Duration(v.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut m = Metadata::new();
+        m.insert("rows".into(), MetadataValue::RowCount(3));
+        m.insert("schema".into(), TableSchema::new([("id", "INT64")]).into());
+        m.insert("took".into(), Duration::from_millis(1500).into());
+        let json = serde_json::to_string(&m).expect("serialize");
+        assert!(
+            json.contains(r#""rows":{"type":"row_count","value":3}"#),
+            "{json}"
+        );
+        let back: Metadata = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, m);
+    }
+}

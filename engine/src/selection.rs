@@ -1,0 +1,503 @@
+//! The asset selection language shared by every command (`--select`, `--exclude`, jobs).
+//!
+//! Grammar (dbt-style; whitespace is union, comma is intersection):
+//!
+//! ```text
+//! selection    := intersection { WHITESPACE intersection }   -- union
+//! intersection := atom { "," atom }                          -- intersection
+//! atom         := [ [DEPTH] "+" ] method [ "+" [DEPTH] ]     -- "+x": x and all upstream,
+//!                                                            -- "2+x": two levels up,
+//!                                                            -- "x+" / "x+1": downstream
+//! method       := "*"                                        -- every asset
+//!               | "key:" PATTERN | PATTERN                   -- a key, `*` globs: raw/*
+//!               | "group:" NAME | "kind:" NAME | "owner:" NAME
+//!               | "tag:" NAME [ "=" VALUE ]
+//! ```
+//!
+//! `--exclude` takes the same language and is subtracted from the selection. A selector that
+//! matches nothing (unknown key, group, tag, kind or owner; unknown method) is an error naming
+//! it, never a silently empty selection.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::error::{Error, Result, did_you_mean};
+use crate::graph::{AssetGraph, NodeId};
+
+/// A set of assets of one graph, as a bitmap over node ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSet {
+    bits: Vec<bool>,
+}
+
+impl NodeSet {
+    /// The empty set for a graph of `len` assets.
+    pub fn empty(len: usize) -> Self {
+        NodeSet {
+            bits: vec![false; len],
+        }
+    }
+
+    /// Every asset of a graph of `len` assets.
+    pub fn full(len: usize) -> Self {
+        NodeSet {
+            bits: vec![true; len],
+        }
+    }
+
+    /// Adds `id`; returns true if it was new.
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        !std::mem::replace(&mut self.bits[id], true)
+    }
+
+    /// Membership.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.bits.get(id).copied().unwrap_or(false)
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.bits.iter().filter(|b| **b).count()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        !self.bits.iter().any(|b| *b)
+    }
+
+    /// Members in id order.
+    pub fn iter(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.bits
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b)
+            .map(|(i, _)| i)
+    }
+
+    fn union_with(&mut self, other: &NodeSet) {
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= *b;
+        }
+    }
+
+    fn intersect_with(&mut self, other: &NodeSet) {
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a &= *b;
+        }
+    }
+
+    fn subtract(&mut self, other: &NodeSet) {
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a &= !*b;
+        }
+    }
+}
+
+/// How far to walk the graph from an atom's matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Unlimited,
+    Levels(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Method {
+    All,
+    Key(String),
+    Group(String),
+    Tag(String, Option<String>),
+    Kind(String),
+    Owner(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Atom {
+    text: String,
+    up: Option<Depth>,
+    down: Option<Depth>,
+    method: Method,
+}
+
+/// A parsed selection expression: a union of intersections of atoms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetSelection {
+    expression: String,
+    union: Vec<Vec<Atom>>,
+}
+
+impl AssetSelection {
+    /// Parses an expression; syntax errors name the offending part.
+    pub fn parse(expression: &str) -> Result<Self> {
+        let mut union = Vec::new();
+        for term in expression.split_whitespace() {
+            let mut intersection = Vec::new();
+            for atom in term.split(',') {
+                if atom.is_empty() {
+                    return Err(Error::selection(term, "empty selector around `,`"));
+                }
+                intersection.push(parse_atom(atom)?);
+            }
+            union.push(intersection);
+        }
+        if union.is_empty() {
+            return Err(Error::selection(
+                expression,
+                "the selection is empty; use `*` for every asset",
+            ));
+        }
+        Ok(AssetSelection {
+            expression: expression.to_owned(),
+            union,
+        })
+    }
+
+    /// The expression as written.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// Resolves the selection against `graph`.
+    pub fn resolve(&self, graph: &AssetGraph) -> Result<NodeSet> {
+        let mut out = NodeSet::empty(graph.len());
+        for intersection in &self.union {
+            let mut acc: Option<NodeSet> = None;
+            for atom in intersection {
+                let set = resolve_atom(atom, graph)?;
+                match &mut acc {
+                    None => acc = Some(set),
+                    Some(a) => a.intersect_with(&set),
+                }
+            }
+            if let Some(a) = acc {
+                out.union_with(&a);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn parse_depth(digits: &str, atom: &str) -> Result<Depth> {
+    if digits.is_empty() {
+        return Ok(Depth::Unlimited);
+    }
+    digits
+        .parse::<usize>()
+        .map(Depth::Levels)
+        .map_err(|_| Error::selection(atom, format!("bad depth `{digits}`")))
+}
+
+fn parse_atom(atom: &str) -> Result<Atom> {
+    let mut body = atom;
+    let mut up = None;
+    let mut down = None;
+
+    // Leading `[N]+`: digits followed by '+'.
+    let lead_digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    if body[lead_digits..].starts_with('+') {
+        up = Some(parse_depth(&body[..lead_digits], atom)?);
+        body = &body[lead_digits + 1..];
+    }
+    // Trailing `+[N]`.
+    let trail_digits = body.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let before_digits = &body[..body.len() - trail_digits];
+    if let Some(stripped) = before_digits.strip_suffix('+') {
+        down = Some(parse_depth(&body[body.len() - trail_digits..], atom)?);
+        body = stripped;
+    }
+    if body.is_empty() {
+        return Err(Error::selection(
+            atom,
+            "expected an asset key or selector after `+`",
+        ));
+    }
+    if body.contains('+') {
+        return Err(Error::selection(
+            atom,
+            "`+` may only lead or trail a selector",
+        ));
+    }
+
+    let method = if body == "*" {
+        Method::All
+    } else if let Some((name, value)) = body.split_once(':') {
+        if value.is_empty() {
+            return Err(Error::selection(atom, format!("`{name}:` needs a value")));
+        }
+        match name {
+            "key" => Method::Key(value.to_owned()),
+            "group" => Method::Group(value.to_owned()),
+            "kind" => Method::Kind(value.to_owned()),
+            "owner" => Method::Owner(value.to_owned()),
+            "tag" => match value.split_once('=') {
+                Some((k, v)) => Method::Tag(k.to_owned(), Some(v.to_owned())),
+                None => Method::Tag(value.to_owned(), None),
+            },
+            other => {
+                return Err(Error::selection(
+                    atom,
+                    format!(
+                        "unknown selector method `{other}:`; expected one of key:, group:, tag:, kind:, owner:"
+                    ),
+                ));
+            }
+        }
+    } else {
+        Method::Key(body.to_owned())
+    };
+    Ok(Atom {
+        text: atom.to_owned(),
+        up,
+        down,
+        method,
+    })
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, rest) = (parts[0], &parts[1..]);
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let (last, middle) = match rest.split_last() {
+        Some((last, middle)) => (*last, middle),
+        None => return true,
+    };
+    for part in middle {
+        match remaining.find(part) {
+            Some(i) => remaining = &remaining[i + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
+    let mut base = NodeSet::empty(graph.len());
+    let nodes = graph.nodes();
+    let not_found = |what: &str, value: &str, known: BTreeSet<&str>| {
+        let listed: Vec<&str> = known.iter().copied().take(20).collect();
+        let hint = if listed.is_empty() {
+            format!("no asset has any {what}")
+        } else {
+            format!("known {what}s: {}", listed.join(", "))
+        };
+        Error::selection(
+            &atom.text,
+            format!("no asset has {what} `{value}` ({hint})"),
+        )
+    };
+    match &atom.method {
+        Method::All => base = NodeSet::full(graph.len()),
+        Method::Key(pattern) if pattern.contains('*') => {
+            for (id, node) in nodes.iter().enumerate() {
+                if glob_match(pattern, &node.spec.key.to_string()) {
+                    base.insert(id);
+                }
+            }
+            if base.is_empty() {
+                return Err(Error::selection(
+                    &atom.text,
+                    format!("no asset key matches `{pattern}`"),
+                ));
+            }
+        }
+        Method::Key(key) => match graph.node_id(&crate::AssetKey::from(key.as_str())) {
+            Some(id) => {
+                base.insert(id);
+            }
+            None => {
+                let keys: Vec<String> = nodes.iter().map(|n| n.spec.key.to_string()).collect();
+                return Err(Error::selection(
+                    &atom.text,
+                    format!(
+                        "unknown asset `{key}`{}",
+                        did_you_mean(key, keys.iter().map(String::as_str))
+                    ),
+                ));
+            }
+        },
+        Method::Group(group) => {
+            for (id, node) in nodes.iter().enumerate() {
+                if node.spec.group.as_deref() == Some(group) {
+                    base.insert(id);
+                }
+            }
+            if base.is_empty() {
+                let known = nodes
+                    .iter()
+                    .filter_map(|n| n.spec.group.as_deref())
+                    .collect();
+                return Err(not_found("group", group, known));
+            }
+        }
+        Method::Kind(kind) => {
+            for (id, node) in nodes.iter().enumerate() {
+                if node.spec.kinds.contains(kind) {
+                    base.insert(id);
+                }
+            }
+            if base.is_empty() {
+                let known = nodes
+                    .iter()
+                    .flat_map(|n| n.spec.kinds.iter().map(String::as_str))
+                    .collect();
+                return Err(not_found("kind", kind, known));
+            }
+        }
+        Method::Owner(owner) => {
+            for (id, node) in nodes.iter().enumerate() {
+                if node.spec.owners.iter().any(|o| o == owner) {
+                    base.insert(id);
+                }
+            }
+            if base.is_empty() {
+                let known = nodes
+                    .iter()
+                    .flat_map(|n| n.spec.owners.iter().map(String::as_str))
+                    .collect();
+                return Err(not_found("owner", owner, known));
+            }
+        }
+        Method::Tag(key, value) => {
+            for (id, node) in nodes.iter().enumerate() {
+                let hit = match (node.spec.tags.get(key), value) {
+                    (Some(v), Some(want)) => v == want,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if hit {
+                    base.insert(id);
+                }
+            }
+            if base.is_empty() {
+                let shown = match value {
+                    Some(v) => format!("{key}={v}"),
+                    None => key.clone(),
+                };
+                let known = nodes
+                    .iter()
+                    .flat_map(|n| n.spec.tags.keys().map(String::as_str))
+                    .collect();
+                return Err(not_found("tag", &shown, known));
+            }
+        }
+    }
+
+    let mut out = base.clone();
+    if let Some(depth) = atom.up {
+        walk(graph, &base, depth, &mut out, |g, n| g.parents(n));
+    }
+    if let Some(depth) = atom.down {
+        walk(graph, &base, depth, &mut out, |g, n| g.children(n));
+    }
+    Ok(out)
+}
+
+fn walk<'g>(
+    graph: &'g AssetGraph,
+    start: &NodeSet,
+    depth: Depth,
+    out: &mut NodeSet,
+    next: impl Fn(&'g AssetGraph, NodeId) -> &'g [NodeId],
+) {
+    let limit = match depth {
+        Depth::Unlimited => usize::MAX,
+        Depth::Levels(n) => n,
+    };
+    let mut seen = start.clone();
+    let mut queue: VecDeque<(NodeId, usize)> = start.iter().map(|n| (n, 0)).collect();
+    while let Some((n, d)) = queue.pop_front() {
+        if d >= limit {
+            continue;
+        }
+        for &m in next(graph, n) {
+            if seen.insert(m) {
+                out.insert(m);
+                queue.push_back((m, d + 1));
+            }
+        }
+    }
+}
+
+impl AssetGraph {
+    /// Resolves `select` (union of expressions; empty means every asset) minus `exclude`.
+    pub fn select<S: AsRef<str>, E: AsRef<str>>(
+        &self,
+        select: &[S],
+        exclude: &[E],
+    ) -> Result<NodeSet> {
+        let mut set = if select.is_empty() {
+            NodeSet::full(self.len())
+        } else {
+            let mut set = NodeSet::empty(self.len());
+            for expr in select {
+                set.union_with(&AssetSelection::parse(expr.as_ref())?.resolve(self)?);
+            }
+            set
+        };
+        for expr in exclude {
+            set.subtract(&AssetSelection::parse(expr.as_ref())?.resolve(self)?);
+        }
+        Ok(set)
+    }
+
+    /// Resolves a selection and returns the selected keys in topological order.
+    pub fn select_keys<S: AsRef<str>, E: AsRef<str>>(
+        &self,
+        select: &[S],
+        exclude: &[E],
+    ) -> Result<Vec<crate::AssetKey>> {
+        let set = self.select(select, exclude)?;
+        Ok(self
+            .topological_order()
+            .iter()
+            .filter(|&&n| set.contains(n))
+            .map(|&n| self.node(n).spec.key.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_depth_operators() {
+        let a = parse_atom("2+raw/orders+1").expect("parses");
+        assert_eq!(a.up, Some(Depth::Levels(2)));
+        assert_eq!(a.down, Some(Depth::Levels(1)));
+        assert_eq!(a.method, Method::Key("raw/orders".into()));
+        let a = parse_atom("+x+").expect("parses");
+        assert_eq!(
+            (a.up, a.down),
+            (Some(Depth::Unlimited), Some(Depth::Unlimited))
+        );
+        // Keys may start with digits.
+        let a = parse_atom("2024_orders").expect("parses");
+        assert_eq!((a.up, a.method), (None, Method::Key("2024_orders".into())));
+    }
+
+    #[test]
+    fn rejects_malformed_atoms() {
+        for bad in ["+", "a+b", "foo:bar", "group:", "a,,b", "   "] {
+            assert!(AssetSelection::parse(bad).is_err(), "{bad} should fail");
+        }
+        let err = AssetSelection::parse("colour:red").expect_err("unknown method");
+        assert!(
+            err.to_string()
+                .contains("unknown selector method `colour:`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("raw/*", "raw/orders"));
+        assert!(glob_match("*orders", "raw/orders"));
+        assert!(glob_match("r*/o*s", "raw/orders"));
+        assert!(!glob_match("raw/*", "stg/orders"));
+        assert!(!glob_match("a*a", "a"));
+    }
+}

@@ -1,0 +1,806 @@
+//! Run and event storage through sqlx: SQLite (the embedded default, under the project's state
+//! directory) or PostgreSQL (`RAINBOW_DATABASE_URL=postgres://…`), with one set of queries.
+//!
+//! Owns the schema and its migrations, run records, the event log, the materialization index
+//! (`materializations`, and `asset_latest` for O(1) "latest per asset partition" reads) and
+//! check results. Writes go through one transaction per batch, so a batch is all or nothing.
+
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+// Dynamic SQL here is only ever built from constants and numbered placeholders; values are
+// always bound, never formatted in, hence `AssertSqlSafe`.
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+pub use writer::EventWriter;
+
+use crate::check::AssetCheckSeverity;
+use crate::error::{Error, Result};
+use crate::event::{CheckEvaluation, Event, EventData, Materialization, Micros, RunStatus};
+use crate::key::AssetKey;
+
+const SCHEMA: &str = include_str!("../../migrations/schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+/// Rows per multi-row INSERT (keeps bind parameters far below SQLite's limit).
+const ROWS_PER_INSERT: usize = 200;
+
+/// Which database a [`Storage`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Handle to run storage. Cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    /// Run id (a UUIDv7, so ids sort by creation time).
+    pub run_id: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Job launched, if any.
+    pub job_name: Option<String>,
+    /// Selection expression.
+    pub selection: String,
+    /// Partition, for partitioned runs.
+    pub partition_key: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: Micros,
+    /// Start time.
+    pub started_at: Option<Micros>,
+    /// End time.
+    pub ended_at: Option<Micros>,
+    /// Last heartbeat of the process executing it.
+    pub heartbeat_at: Option<Micros>,
+    /// Process id executing it.
+    pub pid: Option<i64>,
+    /// Host executing it.
+    pub hostname: Option<String>,
+    /// Why it failed or was canceled.
+    pub reason: Option<String>,
+}
+
+/// A run to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    /// Job launched, if any.
+    pub job_name: Option<String>,
+    /// Selection expression.
+    pub selection: String,
+    /// Partition, for partitioned runs.
+    pub partition_key: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Initial status (`Started` for runs executed right away).
+    pub status: Option<RunStatus>,
+}
+
+/// A change to a run's row, applied in the same transaction as its events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunUpdate {
+    /// The run.
+    pub run_id: String,
+    /// New status (ignored once the run is finished: finished runs never change status).
+    pub status: Option<RunStatus>,
+    /// End time.
+    pub ended_at: Option<Micros>,
+    /// Heartbeat time.
+    pub heartbeat_at: Option<Micros>,
+    /// Reason.
+    pub reason: Option<String>,
+}
+
+/// A stored materialization or observation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MaterializationRecord {
+    /// Run that produced it.
+    pub run_id: String,
+    /// Asset.
+    pub asset_key: AssetKey,
+    /// Partition.
+    pub partition_key: Option<String>,
+    /// When.
+    pub timestamp: Micros,
+    /// True for source-asset observations.
+    pub is_observation: bool,
+    /// Metadata, code and data version.
+    pub materialization: Materialization,
+}
+
+/// A stored check evaluation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CheckResultRecord {
+    /// Run.
+    pub run_id: String,
+    /// Asset checked.
+    pub asset_key: AssetKey,
+    /// Partition.
+    pub partition_key: Option<String>,
+    /// When.
+    pub timestamp: Micros,
+    /// The evaluation.
+    pub evaluation: CheckEvaluation,
+}
+
+/// Filter for [`Storage::list_runs`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// At most this many (newest first); default 100.
+    pub limit: Option<i64>,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value)
+        .map_err(|e| Error::Internal(format!("cannot serialize to JSON: {e}")))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    text: &str,
+    location: impl FnOnce() -> String,
+) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::CorruptStorage {
+        location: location(),
+        message: e.to_string(),
+    })
+}
+
+fn none_if_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+/// `($1, $2, ...), ($n+1, ...)` for `rows` rows of `cols` columns.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+type AnyTx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Storage {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            let scheme = url.split(':').next().unwrap_or(url);
+            return Err(Error::Config {
+                location: "database URL".into(),
+                message: format!(
+                    "unsupported scheme `{scheme}`; expected `sqlite://PATH` or `postgres://USER@HOST/DB`"
+                ),
+            });
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 10,
+            })
+            .acquire_timeout(Duration::from_secs(30));
+        let options = match backend {
+            Backend::Sqlite => options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers (the CLI, the UI) run while a run writes; NORMAL
+                    // synchronous is durable across process crashes, which is what run storage
+                    // needs; busy_timeout makes concurrent writers wait instead of failing.
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA busy_timeout = 30000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
+        let display = redact(url);
+        let pool = options
+            .connect(url)
+            .await
+            .map_err(Error::storage(format!("connecting to {display}")))?;
+        let storage = Storage { pool, backend };
+        storage.migrate().await?;
+        Ok(storage)
+    }
+
+    /// Opens (creating if needed) the embedded SQLite storage at `DIR/rainbow.db`.
+    pub async fn open_sqlite_dir(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("rainbow.db");
+        Storage::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool (for tests and tools).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let ctx = "applying storage migrations";
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS rainbow_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(Error::storage(ctx))?;
+        let applied: Option<i64> = sqlx::query("SELECT MAX(version) FROM rainbow_schema")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<Option<i64>, _>(0))
+            .map_err(Error::storage(ctx))?;
+        if applied.unwrap_or(0) >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let id_type = match self.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+        };
+        // Comments go first: they may contain `;`.
+        let schema: String = SCHEMA
+            .replace("{id}", id_type)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut tx = self.pool.begin().await.map_err(Error::storage(ctx))?;
+        for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let first_line = statement.lines().next().unwrap_or(statement).to_owned();
+            sqlx::query(AssertSqlSafe(statement.to_owned()))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::storage(format!("{ctx}: {first_line}")))?;
+        }
+        sqlx::query("INSERT INTO rainbow_schema (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING")
+            .bind(SCHEMA_VERSION)
+            .bind(crate::event::now_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::storage(ctx))?;
+        tx.commit().await.map_err(Error::storage(ctx))?;
+        Ok(())
+    }
+
+    /// Creates a run row; returns the stored record.
+    pub async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        let now = crate::event::now_micros();
+        let status = run.status.unwrap_or(RunStatus::Started);
+        let started = (status == RunStatus::Started).then_some(now);
+        let record = RunRecord {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            status,
+            job_name: run.job_name,
+            selection: run.selection,
+            partition_key: run.partition_key,
+            tags: run.tags,
+            created_at: now,
+            started_at: started,
+            ended_at: None,
+            heartbeat_at: started,
+            pid: Some(i64::from(std::process::id())),
+            hostname: Some(crate::monitor::hostname()),
+            reason: None,
+        };
+        sqlx::query(
+            "INSERT INTO runs (run_id, status, job_name, selection, partition_key, tags, created_at, \
+             started_at, ended_at, heartbeat_at, pid, hostname, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&record.run_id)
+        .bind(record.status.as_str())
+        .bind(&record.job_name)
+        .bind(&record.selection)
+        .bind(&record.partition_key)
+        .bind(json(&record.tags)?)
+        .bind(record.created_at)
+        .bind(record.started_at)
+        .bind(record.ended_at)
+        .bind(record.heartbeat_at)
+        .bind(record.pid)
+        .bind(&record.hostname)
+        .bind(&record.reason)
+        .execute(&self.pool)
+        .await
+        .map_err(Error::storage("creating a run"))?;
+        Ok(record)
+    }
+
+    /// The run with id `run_id`.
+    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"
+        )))
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::storage(format!("reading run {run_id}")))?;
+        row.map(|r| decode_run(&r)).transpose()
+    }
+
+    /// Runs, newest first.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let limit = filter.limit.unwrap_or(100).max(0);
+        let rows = match filter.status {
+            Some(status) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY created_at DESC, run_id DESC LIMIT $2"
+                )))
+                .bind(status.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT $1"
+                )))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(Error::storage("listing runs"))?;
+        rows.iter().map(decode_run).collect()
+    }
+
+    /// A run's events in order, after event id `after` (0 for all), at most `limit`.
+    pub async fn events_for_run(&self, run_id: &str, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, ts, step_key, asset_key, partition_key, payload FROM events \
+             WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(run_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage(format!("reading events of run {run_id}")))?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// The latest materialization (or observation) of every asset that has one: for partitioned
+    /// assets, of its most recently materialized partition.
+    pub async fn latest_materializations(
+        &self,
+    ) -> Result<HashMap<AssetKey, MaterializationRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {LATEST_COLUMNS} FROM asset_latest"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading latest materializations"))?;
+        let mut out: HashMap<AssetKey, MaterializationRecord> = HashMap::new();
+        for row in &rows {
+            let record = decode_latest(row)?;
+            match out.get(&record.asset_key) {
+                Some(existing) if existing.timestamp >= record.timestamp => {}
+                _ => {
+                    out.insert(record.asset_key.clone(), record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest materialization of one asset partition (`None` partition = unpartitioned).
+    pub async fn latest_materialization(
+        &self,
+        key: &AssetKey,
+        partition: Option<&str>,
+    ) -> Result<Option<MaterializationRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {LATEST_COLUMNS} FROM asset_latest WHERE asset_key = $1 AND partition_key = $2"
+        )))
+        .bind(key.to_string())
+        .bind(partition.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(Error::storage(format!(
+            "reading the latest materialization of {key}"
+        )))?;
+        row.map(|r| decode_latest(&r)).transpose()
+    }
+
+    /// Materialization history of one asset, newest first.
+    pub async fn materializations(
+        &self,
+        key: &AssetKey,
+        limit: i64,
+    ) -> Result<Vec<MaterializationRecord>> {
+        let rows = sqlx::query(
+            "SELECT run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata \
+             FROM materializations WHERE asset_key = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(key.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage(format!("reading materializations of {key}")))?;
+        rows.iter().map(decode_latest).collect()
+    }
+
+    /// Check results of one asset, newest first.
+    pub async fn check_results(
+        &self,
+        key: &AssetKey,
+        limit: i64,
+    ) -> Result<Vec<CheckResultRecord>> {
+        let rows = sqlx::query(
+            "SELECT run_id, asset_key, partition_key, ts, check_name, passed, severity, blocking, \
+             description, metadata FROM check_results WHERE asset_key = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(key.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage(format!("reading check results of {key}")))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: sqlx::Error| Error::CorruptStorage {
+                    location: "check_results".into(),
+                    message: e.to_string(),
+                };
+                let severity: String = row.try_get("severity").map_err(get)?;
+                let metadata: String = row.try_get("metadata").map_err(get)?;
+                Ok(CheckResultRecord {
+                    run_id: row.try_get("run_id").map_err(get)?,
+                    asset_key: AssetKey::from(row.try_get::<String, _>("asset_key").map_err(get)?),
+                    partition_key: row.try_get("partition_key").map_err(get)?,
+                    timestamp: row.try_get("ts").map_err(get)?,
+                    evaluation: CheckEvaluation {
+                        check_name: row.try_get("check_name").map_err(get)?,
+                        passed: row.try_get::<i64, _>("passed").map_err(get)? != 0,
+                        severity: if severity == "warn" {
+                            AssetCheckSeverity::Warn
+                        } else {
+                            AssetCheckSeverity::Error
+                        },
+                        blocking: row.try_get::<i64, _>("blocking").map_err(get)? != 0,
+                        description: row.try_get("description").map_err(get)?,
+                        metadata: parse_json(&metadata, || "check_results.metadata".into())?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Writes events and run updates in one transaction: all of them or none.
+    pub async fn write_batch(&self, events: &[Event], updates: &[RunUpdate]) -> Result<()> {
+        let ctx = "writing run events";
+        let mut tx = self.pool.begin().await.map_err(Error::storage(ctx))?;
+        write_events(&mut tx, events).await?;
+        for update in updates {
+            apply_update(&mut tx, update).await?;
+        }
+        tx.commit().await.map_err(Error::storage(ctx))
+    }
+
+    /// Marks a `STARTED` run failed with `reason`, writing `events` with it, unless another
+    /// process changed its status first. Returns whether this call did it.
+    pub async fn fail_started_run(
+        &self,
+        run_id: &str,
+        reason: &str,
+        events: &[Event],
+    ) -> Result<bool> {
+        let ctx = "failing an orphaned run";
+        let mut tx = self.pool.begin().await.map_err(Error::storage(ctx))?;
+        let changed = sqlx::query(
+            "UPDATE runs SET status = 'FAILURE', ended_at = $2, reason = $3 WHERE run_id = $1 AND status = 'STARTED'",
+        )
+        .bind(run_id)
+        .bind(crate::event::now_micros())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::storage(ctx))?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await.map_err(Error::storage(ctx))?;
+            return Ok(false);
+        }
+        write_events(&mut tx, events).await?;
+        tx.commit().await.map_err(Error::storage(ctx))?;
+        Ok(true)
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, status, job_name, selection, partition_key, tags, created_at, \
+    started_at, ended_at, heartbeat_at, pid, hostname, reason";
+const LATEST_COLUMNS: &str =
+    "run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata";
+
+fn redact(url: &str) -> String {
+    // postgres://user:secret@host/db -> postgres://user:***@host/db
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn decode_run(row: &AnyRow) -> Result<RunRecord> {
+    let get = |e: sqlx::Error| Error::CorruptStorage {
+        location: "runs".into(),
+        message: e.to_string(),
+    };
+    let run_id: String = row.try_get("run_id").map_err(get)?;
+    let status: String = row.try_get("status").map_err(get)?;
+    let tags: String = row.try_get("tags").map_err(get)?;
+    Ok(RunRecord {
+        status: RunStatus::from_str(&status).map_err(|e| Error::CorruptStorage {
+            location: format!("runs.status of {run_id}"),
+            message: e.to_string(),
+        })?,
+        tags: parse_json(&tags, || format!("runs.tags of {run_id}"))?,
+        job_name: row.try_get("job_name").map_err(get)?,
+        selection: row.try_get("selection").map_err(get)?,
+        partition_key: row.try_get("partition_key").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        started_at: row.try_get("started_at").map_err(get)?,
+        ended_at: row.try_get("ended_at").map_err(get)?,
+        heartbeat_at: row.try_get("heartbeat_at").map_err(get)?,
+        pid: row.try_get("pid").map_err(get)?,
+        hostname: row.try_get("hostname").map_err(get)?,
+        reason: row.try_get("reason").map_err(get)?,
+        run_id,
+    })
+}
+
+fn decode_event(row: &AnyRow) -> Result<Event> {
+    let get = |e: sqlx::Error| Error::CorruptStorage {
+        location: "events".into(),
+        message: e.to_string(),
+    };
+    let id: i64 = row.try_get("id").map_err(get)?;
+    let payload: String = row.try_get("payload").map_err(get)?;
+    Ok(Event {
+        id,
+        run_id: row.try_get("run_id").map_err(get)?,
+        timestamp: row.try_get("ts").map_err(get)?,
+        step_key: row.try_get("step_key").map_err(get)?,
+        asset_key: row
+            .try_get::<Option<String>, _>("asset_key")
+            .map_err(get)?
+            .map(AssetKey::from),
+        partition_key: row.try_get("partition_key").map_err(get)?,
+        data: parse_json(&payload, || format!("events.payload of event {id}"))?,
+    })
+}
+
+fn decode_latest(row: &AnyRow) -> Result<MaterializationRecord> {
+    let get = |e: sqlx::Error| Error::CorruptStorage {
+        location: "materializations".into(),
+        message: e.to_string(),
+    };
+    let asset_key: String = row.try_get("asset_key").map_err(get)?;
+    let metadata: String = row.try_get("metadata").map_err(get)?;
+    let kind: String = row.try_get("kind").map_err(get)?;
+    Ok(MaterializationRecord {
+        run_id: row.try_get("run_id").map_err(get)?,
+        partition_key: row
+            .try_get::<Option<String>, _>("partition_key")
+            .map_err(get)?
+            .and_then(none_if_empty),
+        timestamp: row.try_get("ts").map_err(get)?,
+        is_observation: kind == "observation",
+        materialization: Materialization {
+            metadata: parse_json(&metadata, || format!("metadata of {asset_key}"))?,
+            code_version: row.try_get("code_version").map_err(get)?,
+            data_version: row.try_get("data_version").map_err(get)?,
+        },
+        asset_key: AssetKey::from(asset_key),
+    })
+}
+
+async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
+    let ctx = "writing run events";
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO events (run_id, ts, kind, step_key, asset_key, partition_key, payload) VALUES {}",
+            placeholders(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.run_id.clone())
+                .bind(e.timestamp)
+                .bind(e.data.kind())
+                .bind(e.step_key.clone())
+                .bind(e.asset_key.as_ref().map(ToString::to_string))
+                .bind(e.partition_key.clone())
+                .bind(json(&e.data)?);
+        }
+        q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
+    }
+
+    // The materialization index.
+    let mats: Vec<(&Event, &Materialization, &'static str)> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::Materialization(m) => Some((e, m, "materialization")),
+            EventData::Observation(m) => Some((e, m, "observation")),
+            _ => None,
+        })
+        .filter(|(e, _, _)| e.asset_key.is_some())
+        .collect();
+    for chunk in mats.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO materializations (run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata) VALUES {}",
+            placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (e, m, kind) in chunk {
+            q = q
+                .bind(e.run_id.clone())
+                .bind(e.asset_key.as_ref().map(ToString::to_string))
+                .bind(e.partition_key.clone())
+                .bind(e.timestamp)
+                .bind(*kind)
+                .bind(m.code_version.clone())
+                .bind(m.data_version.clone())
+                .bind(json(&m.metadata)?);
+        }
+        q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
+    }
+    // Latest per asset partition: one row per key in a statement (PostgreSQL refuses to update a
+    // row twice in one INSERT ... ON CONFLICT), the last event of the batch winning.
+    let mut latest: Vec<(&Event, &Materialization, &'static str)> = Vec::with_capacity(mats.len());
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for item in &mats {
+        let key = (
+            item.0
+                .asset_key
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            item.0.partition_key.clone().unwrap_or_default(),
+        );
+        match seen.get(&key) {
+            Some(&i) => latest[i] = *item,
+            None => {
+                seen.insert(key, latest.len());
+                latest.push(*item);
+            }
+        }
+    }
+    for chunk in latest.chunks(ROWS_PER_INSERT) {
+        // An observation only counts as new data when its data version changed.
+        let sql = format!(
+            "INSERT INTO asset_latest (asset_key, partition_key, run_id, ts, kind, code_version, data_version, metadata) VALUES {} \
+             ON CONFLICT (asset_key, partition_key) DO UPDATE SET run_id = excluded.run_id, ts = excluded.ts, \
+             kind = excluded.kind, code_version = excluded.code_version, data_version = excluded.data_version, \
+             metadata = excluded.metadata \
+             WHERE excluded.kind = 'materialization' OR asset_latest.data_version IS DISTINCT FROM excluded.data_version",
+            placeholders(chunk.len(), 8)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (e, m, kind) in chunk {
+            q = q
+                .bind(e.asset_key.as_ref().map(ToString::to_string))
+                .bind(e.partition_key.clone().unwrap_or_default())
+                .bind(e.run_id.clone())
+                .bind(e.timestamp)
+                .bind(*kind)
+                .bind(m.code_version.clone())
+                .bind(m.data_version.clone())
+                .bind(json(&m.metadata)?);
+        }
+        q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
+    }
+
+    let checks: Vec<(&Event, &CheckEvaluation)> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::CheckEvaluation(c) if e.asset_key.is_some() => Some((e, c)),
+            _ => None,
+        })
+        .collect();
+    for chunk in checks.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO check_results (run_id, asset_key, partition_key, check_name, ts, passed, severity, blocking, description, metadata) VALUES {}",
+            placeholders(chunk.len(), 10)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (e, c) in chunk {
+            q = q
+                .bind(e.run_id.clone())
+                .bind(e.asset_key.as_ref().map(ToString::to_string))
+                .bind(e.partition_key.clone())
+                .bind(c.check_name.clone())
+                .bind(e.timestamp)
+                .bind(i64::from(c.passed))
+                .bind(c.severity.to_string())
+                .bind(i64::from(c.blocking))
+                .bind(c.description.clone())
+                .bind(json(&c.metadata)?);
+        }
+        q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
+    }
+    Ok(())
+}
+
+async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {
+    sqlx::query(
+        "UPDATE runs SET \
+         status = CASE WHEN status IN ('SUCCESS', 'FAILURE', 'CANCELED') THEN status ELSE COALESCE($2, status) END, \
+         ended_at = COALESCE($3, ended_at), heartbeat_at = COALESCE($4, heartbeat_at), \
+         reason = COALESCE($5, reason) WHERE run_id = $1",
+    )
+    .bind(u.run_id.clone())
+    .bind(u.status.map(|s| s.as_str()))
+    .bind(u.ended_at)
+    .bind(u.heartbeat_at)
+    .bind(u.reason.clone())
+    .execute(&mut **tx)
+    .await
+    .map_err(Error::storage(format!("updating run {}", u.run_id)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_and_columns() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,178 @@
+//! A run whose process is killed with SIGKILL is marked failed on the next start, with a reason,
+//! its in-flight steps closed, and its recorded materializations intact.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rainbow_engine::{EventData, RunStatus, Storage};
+
+use crate::on_both_backends;
+use crate::support::{Backend, fresh_storage};
+
+on_both_backends!(killed_run_is_failed_on_next_start);
+
+const RAINBOW: &str = env!("CARGO_BIN_EXE_rainbow");
+
+async fn count(storage: &Storage, sql: &'static str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(storage.pool())
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0))
+        .expect("count")
+}
+
+async fn killed_run_is_failed_on_next_start(backend: Backend) {
+    let t = fresh_storage(backend).await;
+    // 200 assets taking 50 ms each, two at a time: a run of about five seconds.
+    let mut child = Command::new(RAINBOW)
+        .args([
+            "bench",
+            "assets",
+            "--n",
+            "200",
+            "--sleep-ms",
+            "50",
+            "--concurrency",
+            "2",
+            "--storage",
+            &t.url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rainbow");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never materialized 5 assets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = count(&t.storage, "SELECT COUNT(*) FROM materializations").await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let after_kill = count(&t.storage, "SELECT COUNT(*) FROM materializations").await;
+    assert!(after_kill >= seen);
+
+    let runs = t
+        .storage
+        .list_runs(&Default::default())
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0].status,
+        RunStatus::Started,
+        "nothing has noticed the death yet"
+    );
+    let run_id = runs[0].run_id.clone();
+
+    // The next `rainbow` process notices, whatever command it runs.
+    let out = Command::new(RAINBOW)
+        .args(["--database-url", &t.url, "runs", "--json"])
+        .output()
+        .expect("run rainbow runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed[0]["run_id"], run_id.as_str());
+    assert_eq!(listed[0]["status"], "FAILURE");
+    let reason = listed[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("the process executing this run (pid") && reason.contains("is gone"),
+        "{reason}"
+    );
+
+    // Materializations recorded before the kill are intact; every started step is closed.
+    assert_eq!(
+        count(&t.storage, "SELECT COUNT(*) FROM materializations").await,
+        after_kill
+    );
+    let events = t
+        .storage
+        .events_for_run(&run_id, 0, 100_000)
+        .await
+        .expect("events");
+    let mut open = std::collections::BTreeSet::new();
+    for e in &events {
+        match (&e.data, &e.step_key) {
+            (EventData::StepStarted { .. }, Some(s)) => {
+                open.insert(s.clone());
+            }
+            (
+                EventData::StepSucceeded { .. }
+                | EventData::StepFailed { .. }
+                | EventData::StepSkipped { .. },
+                Some(s),
+            ) => {
+                open.remove(s);
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "steps left open: {open:?}");
+    let interrupted = events
+        .iter()
+        .filter(|e| matches!(&e.data, EventData::StepFailed { error, .. } if error.starts_with("interrupted")))
+        .count();
+    assert!(
+        interrupted >= 1,
+        "the steps in flight are failed as interrupted"
+    );
+    assert!(matches!(
+        events.last().map(|e| &e.data),
+        Some(EventData::RunFailed { .. })
+    ));
+
+    // Marking is done once: a second monitor pass changes nothing.
+    let again = rainbow_engine::monitor::fail_orphaned_runs(&t.storage, Default::default())
+        .await
+        .expect("monitor");
+    assert!(again.is_empty());
+}
+
+#[tokio::test]
+async fn a_run_without_heartbeat_is_failed_after_the_timeout() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let run = t
+        .storage
+        .create_run(rainbow_engine::storage::NewRun {
+            selection: "*".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    // Pretend another machine runs it and stopped beating an hour ago.
+    sqlx::query("UPDATE runs SET hostname = 'elsewhere', heartbeat_at = heartbeat_at - 3600000000 WHERE run_id = $1")
+        .bind(run.run_id.clone())
+        .execute(t.storage.pool())
+        .await
+        .expect("update");
+    let policy = rainbow_engine::monitor::MonitorPolicy {
+        heartbeat_timeout: Duration::from_secs(60),
+    };
+    let failed = rainbow_engine::monitor::fail_orphaned_runs(&t.storage, policy)
+        .await
+        .expect("monitor");
+    assert_eq!(failed, std::slice::from_ref(&run.run_id));
+    let stored = t
+        .storage
+        .get_run(&run.run_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.status, RunStatus::Failure);
+    assert!(
+        stored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("no heartbeat since") && r.contains("on elsewhere"))
+    );
+}

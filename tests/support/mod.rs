@@ -1,0 +1,173 @@
+//! Test helpers: fresh storages on each backend, small asset builders, event queries.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use rainbow_engine::prelude::*;
+use rainbow_engine::{EventData, Executor, NodeSet, RainbowConfig, RunOptions, RunResult, Storage};
+use sqlx::AssertSqlSafe;
+use tokio_util::sync::CancellationToken;
+
+/// The storage backends every storage-backed test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty storage and the URL to reach it; the guard keeps SQLite's directory alive.
+pub struct TestStorage {
+    pub storage: Storage,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Admin URL of the test PostgreSQL server. Missing configuration fails loudly: the PostgreSQL
+/// half of the suite is part of the contract, not optional.
+pub fn postgres_admin_url() -> String {
+    std::env::var("RAINBOW_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "RAINBOW_TEST_POSTGRES_URL is not set: run the suite with scripts/test.sh, which starts \
+             a PostgreSQL server, or point it at one (postgres://USER@HOST:PORT/postgres)"
+        )
+    })
+}
+
+pub async fn fresh_storage(backend: Backend) -> TestStorage {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("rainbow.db").display()
+            );
+            let storage = Storage::connect(&url).await.expect("sqlite storage");
+            TestStorage {
+                storage,
+                url,
+                _dir: Some(dir),
+            }
+        }
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&admin)
+                .await
+                .expect("connect to test PostgreSQL");
+            let name = format!("rainbow_test_{}", uuid::Uuid::now_v7().simple());
+            sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&pool)
+                .await
+                .expect("create test database");
+            pool.close().await;
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .expect("URL with a database");
+            let url = format!("{base}/{name}");
+            let storage = Storage::connect(&url).await.expect("postgres storage");
+            TestStorage {
+                storage,
+                url,
+                _dir: None,
+            }
+        }
+    }
+}
+
+/// Generates `NAME_sqlite` and `NAME_postgres` tests calling `NAME(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A no-op asset.
+pub fn noop(spec: AssetSpec) -> AssetDefinition {
+    spec.compute(|_| async { Ok::<_, BoxError>(MaterializeResult::new()) })
+}
+
+/// An asset that always fails with `message`.
+pub fn failing(spec: AssetSpec, message: &'static str) -> AssetDefinition {
+    spec.compute(move |_| async move { Err::<MaterializeResult, BoxError>(message.into()) })
+}
+
+/// Materializes `select` of `defs` on `storage`.
+pub async fn materialize(defs: Definitions, storage: &Storage, select: &str) -> RunResult {
+    materialize_with(
+        defs,
+        storage,
+        select,
+        RunOptions::default(),
+        CancellationToken::new(),
+    )
+    .await
+}
+
+pub async fn materialize_with(
+    defs: Definitions,
+    storage: &Storage,
+    select: &str,
+    options: RunOptions,
+    cancel: CancellationToken,
+) -> RunResult {
+    let graph = Arc::new(AssetGraph::build(defs).expect("valid definitions"));
+    let set: NodeSet = graph
+        .select(&[select], &[] as &[&str])
+        .expect("valid selection");
+    let executor =
+        Executor::new(graph, storage.clone(), &RainbowConfig::default()).expect("executor");
+    executor
+        .materialize(
+            &set,
+            RunOptions {
+                selection: select.into(),
+                ..options
+            },
+            cancel,
+            None,
+        )
+        .await
+        .expect("run completes")
+}
+
+/// The kinds of a run's events, in order, for one step.
+pub async fn step_event_kinds(storage: &Storage, run_id: &str, step: &str) -> Vec<&'static str> {
+    storage
+        .events_for_run(run_id, 0, 10_000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.step_key.as_deref() == Some(step))
+        .map(|e| e.data.kind())
+        .collect()
+}
+
+/// Every event of a run.
+pub async fn events(storage: &Storage, run_id: &str) -> Vec<rainbow_engine::Event> {
+    storage
+        .events_for_run(run_id, 0, 100_000)
+        .await
+        .expect("events")
+}
+
+/// Whether the run has a materialization event for `key`.
+pub fn materialized(events: &[rainbow_engine::Event], key: &str) -> bool {
+    events.iter().any(|e| {
+        matches!(e.data, EventData::Materialization(_))
+            && e.asset_key.as_ref().map(ToString::to_string).as_deref() == Some(key)
+    })
+}

@@ -1,0 +1,11 @@
+//! Workspace integration tests: one binary, one module per feature. Storage-backed tests run on
+//! both SQLite and a real PostgreSQL (`RAINBOW_TEST_POSTGRES_URL`, started by scripts/test.sh).
+
+mod support;
+
+mod cli;
+mod execution;
+mod recovery;
+mod selection;
+mod staleness;
+mod storage;
