@@ -176,3 +176,91 @@ async fn a_run_without_heartbeat_is_failed_after_the_timeout() {
             .is_some_and(|r| r.contains("no heartbeat since") && r.contains("on elsewhere"))
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let mut child = Command::new(RAINBOW)
+        .args([
+            "bench",
+            "assets",
+            "--n",
+            "200",
+            "--sleep-ms",
+            "50",
+            "--concurrency",
+            "2",
+            "--storage",
+            &t.url,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rainbow");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&t.storage, "SELECT COUNT(*) FROM materializations").await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never materialized 3 assets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("send SIGINT");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let runs = t
+        .storage
+        .list_runs(&Default::default())
+        .await
+        .expect("runs");
+    assert_eq!(runs[0].status, RunStatus::Canceled);
+    assert_eq!(runs[0].reason.as_deref(), Some("canceled by the user"));
+    let events = t
+        .storage
+        .events_for_run(&runs[0].run_id, 0, 100_000)
+        .await
+        .expect("events");
+    // Every started step ended (succeeded or canceled) and every succeeded step has its
+    // materialization: nothing half-recorded.
+    let mut open = std::collections::BTreeSet::new();
+    let mut succeeded = 0;
+    for e in &events {
+        match (&e.data, &e.step_key) {
+            (EventData::StepStarted { .. }, Some(s)) => {
+                open.insert(s.clone());
+            }
+            (EventData::StepSucceeded { .. }, Some(s)) => {
+                succeeded += 1;
+                open.remove(s);
+            }
+            (EventData::StepCanceled, Some(s)) => {
+                open.remove(s);
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_empty(), "steps left open: {open:?}");
+    assert_eq!(
+        count(&t.storage, "SELECT COUNT(*) FROM materializations").await,
+        succeeded
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e.data, EventData::StepCanceled))
+    );
+    assert!(matches!(
+        events.last().map(|e| &e.data),
+        Some(EventData::RunCanceled { .. })
+    ));
+}

@@ -8,6 +8,7 @@
 //! ```
 //! use rainbow_engine::prelude::*;
 //!
+//! # fn main() -> Result<(), rainbow_engine::Error> {
 //! let orders = asset("raw/orders")
 //!     .group("raw")
 //!     .kind("parquet")
@@ -19,9 +20,11 @@
 //!         ctx.log_info("aggregating");
 //!         Ok::<_, BoxError>(MaterializeResult::new())
 //!     });
-//! let graph = AssetGraph::build(Definitions::new().asset(orders).asset(daily)).unwrap();
-//! let keys = graph.select_keys(&["+marts/daily_orders"], &[] as &[&str]).unwrap();
+//! let graph = AssetGraph::build(Definitions::new().asset(orders).asset(daily))?;
+//! let keys = graph.select_keys(&["+marts/daily_orders"], &[] as &[&str])?;
 //! assert_eq!(keys.len(), 2);
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod asset;

@@ -2,11 +2,11 @@
 //! last line. These are benchmarks, not tests: nothing here asserts a time.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::asset::{AssetSpec, MaterializeResult, asset};
 use crate::definitions::Definitions;
@@ -92,7 +92,7 @@ fn layered_definitions(n: usize, sleep: Duration) -> Definitions {
     }))
 }
 
-pub(super) async fn run(command: &BenchCommand) -> Result<()> {
+pub(super) async fn run(command: &BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Assets {
             n,
@@ -108,11 +108,16 @@ pub(super) async fn run(command: &BenchCommand) -> Result<()> {
             )
             .await
         }
-        BenchCommand::Graph { n } => graph(*n),
+        BenchCommand::Graph { n } => graph(*n).map(|()| ExitCode::SUCCESS),
     }
 }
 
-async fn assets(n: usize, concurrency: usize, sleep: Duration, url: Option<String>) -> Result<()> {
+async fn assets(
+    n: usize,
+    concurrency: usize,
+    sleep: Duration,
+    url: Option<String>,
+) -> Result<ExitCode> {
     let temp_dir: Option<PathBuf> = url.is_none().then(|| {
         std::env::temp_dir().join(format!(
             "rainbow-bench-{}-{}",
@@ -137,7 +142,7 @@ async fn assets(n: usize, concurrency: usize, sleep: Duration, url: Option<Strin
                 selection: "*".into(),
                 ..RunOptions::default()
             },
-            CancellationToken::new(),
+            super::cancel_on_ctrl_c(),
             None,
         )
         .await?;
@@ -146,13 +151,11 @@ async fn assets(n: usize, concurrency: usize, sleep: Duration, url: Option<Strin
         let _ = std::fs::remove_dir_all(dir);
     }
     if !result.success() {
-        return Err(Error::Internal(format!(
-            "benchmark run {} did not succeed",
-            result.run_id
-        )));
+        eprintln!("benchmark run {} ended {}", result.run_id, result.status);
+        return Ok(ExitCode::from(1));
     }
     println!("{}", json!({"bench": "assets", "n": n, "seconds": seconds}));
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn graph(n: usize) -> Result<()> {

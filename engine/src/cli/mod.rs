@@ -189,7 +189,7 @@ impl Cli {
 /// Runs a parsed command line against `defs`.
 pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
     if let Command::Bench { command } = &cli.command {
-        return bench::run(command).await.map(|()| ExitCode::SUCCESS);
+        return bench::run(command).await;
     }
     let graph = Arc::new(AssetGraph::build(defs)?);
     match &cli.command {
@@ -286,14 +286,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             let storage = cli.storage().await?;
             let config = RainbowConfig::load(&cli.config)?;
             let executor = Executor::new(graph.clone(), storage, &config)?;
-            let cancel = CancellationToken::new();
-            let on_ctrl_c = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("canceling the run (steps in flight are stopped)…");
-                    on_ctrl_c.cancel();
-                }
-            });
+            let cancel = cancel_on_ctrl_c();
             let bar = progress_bar(set.len());
             let result = executor
                 .materialize(
@@ -318,6 +311,20 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
         }
         Command::Bench { .. } => Err(Error::Internal("bench handled above".into())),
     }
+}
+
+/// A token canceled by the first Ctrl-C (SIGINT): the run stops its steps and records itself as
+/// canceled.
+pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("canceling the run (steps in flight are stopped)…");
+            on_ctrl_c.cancel();
+        }
+    });
+    cancel
 }
 
 /// A progress bar on a terminal, tracing lines otherwise.
