@@ -180,7 +180,7 @@ async fn a_run_without_heartbeat_is_failed_after_the_timeout() {
 #[tokio::test]
 async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
     let t = fresh_storage(Backend::Sqlite).await;
-    let mut child = Command::new(RAINBOW)
+    let child = Command::new(RAINBOW)
         .args([
             "bench",
             "assets",
