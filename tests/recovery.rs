@@ -51,11 +51,19 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
             "the run never materialized 5 assets"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = count(&t.storage, "SELECT COUNT(*) FROM materializations").await;
+        seen = count(
+            &t.storage,
+            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
+        )
+        .await;
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let after_kill = count(&t.storage, "SELECT COUNT(*) FROM materializations").await;
+    let after_kill = count(
+        &t.storage,
+        "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
+    )
+    .await;
     assert!(after_kill >= seen);
 
     let runs = t
@@ -92,7 +100,11 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
 
     // Materializations recorded before the kill are intact; every started step is closed.
     assert_eq!(
-        count(&t.storage, "SELECT COUNT(*) FROM materializations").await,
+        count(
+            &t.storage,
+            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'"
+        )
+        .await,
         after_kill
     );
     let events = t
@@ -198,7 +210,13 @@ async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
         .spawn()
         .expect("spawn rainbow");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&t.storage, "SELECT COUNT(*) FROM materializations").await < 3 {
+    while count(
+        &t.storage,
+        "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
+    )
+    .await
+        < 3
+    {
         assert!(
             Instant::now() < deadline,
             "the run never materialized 3 assets"
@@ -251,7 +269,11 @@ async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
     }
     assert!(open.is_empty(), "steps left open: {open:?}");
     assert_eq!(
-        count(&t.storage, "SELECT COUNT(*) FROM materializations").await,
+        count(
+            &t.storage,
+            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'"
+        )
+        .await,
         succeeded
     );
     assert!(

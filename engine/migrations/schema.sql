@@ -32,21 +32,10 @@ CREATE TABLE IF NOT EXISTS events (
     payload       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
-CREATE INDEX IF NOT EXISTS events_by_asset ON events (asset_key, kind, id);
 
-CREATE TABLE IF NOT EXISTS materializations (
-    id            {id},
-    run_id        TEXT NOT NULL,
-    asset_key     TEXT NOT NULL,
-    partition_key TEXT,
-    ts            BIGINT NOT NULL,
-    kind          TEXT NOT NULL,
-    code_version  TEXT,
-    data_version  TEXT,
-    metadata      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS materializations_by_asset ON materializations (asset_key, partition_key, id);
-CREATE INDEX IF NOT EXISTS materializations_by_run ON materializations (run_id);
+-- Materialization and observation history is read from the event log through this index.
+CREATE INDEX IF NOT EXISTS events_materializations ON events (asset_key, id)
+    WHERE kind IN ('materialization', 'observation');
 
 -- The latest materialization (or changed observation) per asset partition; '' = unpartitioned.
 CREATE TABLE IF NOT EXISTS asset_latest (

@@ -2,7 +2,7 @@
 //! directory) or PostgreSQL (`RAINBOW_DATABASE_URL=postgres://…`), with one set of queries.
 //!
 //! Owns the schema and its migrations, run records, the event log, the materialization index
-//! (`materializations`, and `asset_latest` for O(1) "latest per asset partition" reads) and
+//! (a partial index on `events`, and `asset_latest` for O(1) "latest per asset partition" reads) and
 //! check results. Writes go through one transaction per batch, so a batch is all or nothing.
 
 mod writer;
@@ -26,8 +26,23 @@ use crate::key::AssetKey;
 
 const SCHEMA: &str = include_str!("../../migrations/schema.sql");
 const SCHEMA_VERSION: i64 = 1;
-/// Rows per multi-row INSERT (keeps bind parameters far below SQLite's limit).
-const ROWS_PER_INSERT: usize = 200;
+/// Row counts of multi-row INSERTs, largest first. A batch of n rows is written as chunks of
+/// these sizes, so each table has at most seven distinct INSERT texts and every one stays in the
+/// connection's prepared-statement cache (bind parameters stay far below SQLite's limit).
+const CHUNK_SIZES: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// Splits `items` into chunks whose lengths are all in [`CHUNK_SIZES`].
+fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for size in CHUNK_SIZES {
+        while items.len() >= size {
+            let (head, tail) = items.split_at(size);
+            out.push(head);
+            items = tail;
+        }
+    }
+    out
+}
 
 /// Which database a [`Storage`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +236,8 @@ impl Storage {
                         "PRAGMA journal_mode = WAL",
                         "PRAGMA synchronous = NORMAL",
                         "PRAGMA busy_timeout = 30000",
+                        // 64 MiB of page cache: index inserts stay in memory as runs grow.
+                        "PRAGMA cache_size = -65536",
                     ] {
                         sqlx::query(pragma).execute(&mut *conn).await?;
                     }
@@ -444,22 +461,45 @@ impl Storage {
         row.map(|r| decode_latest(&r)).transpose()
     }
 
-    /// Materialization history of one asset, newest first.
+    /// Materialization (and observation) history of one asset, newest first.
     pub async fn materializations(
         &self,
         key: &AssetKey,
         limit: i64,
     ) -> Result<Vec<MaterializationRecord>> {
         let rows = sqlx::query(
-            "SELECT run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata \
-             FROM materializations WHERE asset_key = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT id, run_id, ts, step_key, asset_key, partition_key, payload FROM events \
+             WHERE asset_key = $1 AND kind IN ('materialization', 'observation') \
+             ORDER BY id DESC LIMIT $2",
         )
         .bind(key.to_string())
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage(format!("reading materializations of {key}")))?;
-        rows.iter().map(decode_latest).collect()
+        rows.iter()
+            .map(|row| {
+                let event = decode_event(row)?;
+                let (materialization, is_observation) = match event.data {
+                    EventData::Materialization(m) => (m, false),
+                    EventData::Observation(m) => (m, true),
+                    other => {
+                        return Err(Error::CorruptStorage {
+                            location: format!("event {}", event.id),
+                            message: format!("expected a materialization, found {}", other.kind()),
+                        });
+                    }
+                };
+                Ok(MaterializationRecord {
+                    run_id: event.run_id,
+                    asset_key: key.clone(),
+                    partition_key: event.partition_key,
+                    timestamp: event.timestamp,
+                    is_observation,
+                    materialization,
+                })
+            })
+            .collect()
     }
 
     /// Check results of one asset, newest first.
@@ -509,13 +549,16 @@ impl Storage {
 
     /// Writes events and run updates in one transaction: all of them or none.
     pub async fn write_batch(&self, events: &[Event], updates: &[RunUpdate]) -> Result<()> {
-        let ctx = "writing run events";
-        let mut tx = self.pool.begin().await.map_err(Error::storage(ctx))?;
-        write_events(&mut tx, events).await?;
-        for update in updates {
-            apply_update(&mut tx, update).await?;
-        }
-        tx.commit().await.map_err(Error::storage(ctx))
+        let mut conn = self.connection().await?;
+        write_batch_on(&mut conn, events, updates).await
+    }
+
+    /// A connection from the pool, for callers that write many batches (the event writer).
+    pub(crate) async fn connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(Error::storage("acquiring a storage connection"))
     }
 
     /// Marks a `STARTED` run failed with `reason`, writing `events` with it, unless another
@@ -618,7 +661,7 @@ fn decode_event(row: &AnyRow) -> Result<Event> {
 
 fn decode_latest(row: &AnyRow) -> Result<MaterializationRecord> {
     let get = |e: sqlx::Error| Error::CorruptStorage {
-        location: "materializations".into(),
+        location: "asset_latest".into(),
         message: e.to_string(),
     };
     let asset_key: String = row.try_get("asset_key").map_err(get)?;
@@ -643,7 +686,7 @@ fn decode_latest(row: &AnyRow) -> Result<MaterializationRecord> {
 
 async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
     let ctx = "writing run events";
-    for chunk in events.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks(events) {
         let sql = format!(
             "INSERT INTO events (run_id, ts, kind, step_key, asset_key, partition_key, payload) VALUES {}",
             placeholders(chunk.len(), 7)
@@ -672,25 +715,6 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
         })
         .filter(|(e, _, _)| e.asset_key.is_some())
         .collect();
-    for chunk in mats.chunks(ROWS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO materializations (run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata) VALUES {}",
-            placeholders(chunk.len(), 8)
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (e, m, kind) in chunk {
-            q = q
-                .bind(e.run_id.clone())
-                .bind(e.asset_key.as_ref().map(ToString::to_string))
-                .bind(e.partition_key.clone())
-                .bind(e.timestamp)
-                .bind(*kind)
-                .bind(m.code_version.clone())
-                .bind(m.data_version.clone())
-                .bind(json(&m.metadata)?);
-        }
-        q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
-    }
     // Latest per asset partition: one row per key in a statement (PostgreSQL refuses to update a
     // row twice in one INSERT ... ON CONFLICT), the last event of the batch winning.
     let mut latest: Vec<(&Event, &Materialization, &'static str)> = Vec::with_capacity(mats.len());
@@ -712,7 +736,7 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
             }
         }
     }
-    for chunk in latest.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks(&latest) {
         // An observation only counts as new data when its data version changed.
         let sql = format!(
             "INSERT INTO asset_latest (asset_key, partition_key, run_id, ts, kind, code_version, data_version, metadata) VALUES {} \
@@ -744,7 +768,7 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
             _ => None,
         })
         .collect();
-    for chunk in checks.chunks(ROWS_PER_INSERT) {
+    for chunk in chunks(&checks) {
         let sql = format!(
             "INSERT INTO check_results (run_id, asset_key, partition_key, check_name, ts, passed, severity, blocking, description, metadata) VALUES {}",
             placeholders(chunk.len(), 10)
@@ -768,6 +792,23 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
     Ok(())
 }
 
+/// Writes events and run updates on `conn` in one transaction.
+pub(crate) async fn write_batch_on(
+    conn: &mut sqlx::AnyConnection,
+    events: &[Event],
+    updates: &[RunUpdate],
+) -> Result<()> {
+    let ctx = "writing run events";
+    let mut tx = sqlx::Connection::begin(conn)
+        .await
+        .map_err(Error::storage(ctx))?;
+    write_events(&mut tx, events).await?;
+    for update in updates {
+        apply_update(&mut tx, update).await?;
+    }
+    tx.commit().await.map_err(Error::storage(ctx))
+}
+
 async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET \
@@ -789,6 +830,14 @@ async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_use_the_fixed_sizes() {
+        let items: Vec<u32> = (0..90).collect();
+        let lens: Vec<usize> = chunks(&items).iter().map(|c| c.len()).collect();
+        assert_eq!(lens, [64, 16, 8, 2]);
+        assert_eq!(chunks(&items).concat(), items);
+    }
 
     #[test]
     fn placeholders_number_rows_and_columns() {
