@@ -170,7 +170,7 @@ fn graph(n: usize) -> Result<()> {
         format!("+{last}"),
         "a0+".to_owned(),
         format!("2+{middle}+2"),
-        "group:g3,a3*".to_owned(),
+        "group:g3,a9*".to_owned(),
     ];
     let started = Instant::now();
     let mut selected = Vec::new();
