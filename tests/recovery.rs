@@ -22,10 +22,10 @@ async fn count(storage: &Storage, sql: &'static str) -> i64 {
         .expect("count")
 }
 
-async fn killed_run_is_failed_on_next_start(backend: Backend) {
-    let t = fresh_storage(backend).await;
-    // 200 assets taking 50 ms each, two at a time: a run of about five seconds.
-    let mut child = Command::new(RAINBOW)
+/// Starts `rainbow bench assets` on `url`: 200 assets taking 50 ms each, two at a time, a run
+/// of about five seconds.
+fn spawn_slow_run(url: &str) -> std::process::Child {
+    Command::new(RAINBOW)
         .args([
             "bench",
             "assets",
@@ -36,34 +36,60 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
             "--concurrency",
             "2",
             "--storage",
-            &t.url,
+            url,
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn rainbow");
+        .expect("spawn rainbow")
+}
 
+/// Waits until at least `n` materializations are stored; returns how many there are.
+async fn wait_for_materializations(storage: &Storage, n: i64) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = 0;
-    while seen < 5 {
+    loop {
+        let seen = count(storage, MATERIALIZATIONS).await;
+        if seen >= n {
+            return seen;
+        }
         assert!(
             Instant::now() < deadline,
-            "the run never materialized 5 assets"
+            "the run never materialized {n} assets"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        seen = count(
-            &t.storage,
-            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
-        )
-        .await;
     }
+}
+
+/// Steps with a `step_started` event and no event that ends the step.
+fn open_steps(events: &[rainbow_engine::Event]) -> std::collections::BTreeSet<String> {
+    let mut open = std::collections::BTreeSet::new();
+    for e in events {
+        let Some(step) = &e.step_key else { continue };
+        match &e.data {
+            EventData::StepStarted { .. } => {
+                open.insert(step.clone());
+            }
+            EventData::StepSucceeded { .. }
+            | EventData::StepFailed { .. }
+            | EventData::StepSkipped { .. }
+            | EventData::StepCanceled => {
+                open.remove(step);
+            }
+            _ => {}
+        }
+    }
+    open
+}
+
+const MATERIALIZATIONS: &str = "SELECT COUNT(*) FROM events WHERE kind = 'materialization'";
+
+async fn killed_run_is_failed_on_next_start(backend: Backend) {
+    let t = fresh_storage(backend).await;
+    let mut child = spawn_slow_run(&t.url);
+    let seen = wait_for_materializations(&t.storage, 5).await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let after_kill = count(
-        &t.storage,
-        "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
-    )
-    .await;
+    let after_kill = count(&t.storage, MATERIALIZATIONS).await;
     assert!(after_kill >= seen);
 
     let runs = t
@@ -99,37 +125,17 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
     );
 
     // Materializations recorded before the kill are intact; every started step is closed.
-    assert_eq!(
-        count(
-            &t.storage,
-            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'"
-        )
-        .await,
-        after_kill
-    );
+    assert_eq!(count(&t.storage, MATERIALIZATIONS).await, after_kill);
     let events = t
         .storage
         .events_for_run(&run_id, 0, 100_000)
         .await
         .expect("events");
-    let mut open = std::collections::BTreeSet::new();
-    for e in &events {
-        match (&e.data, &e.step_key) {
-            (EventData::StepStarted { .. }, Some(s)) => {
-                open.insert(s.clone());
-            }
-            (
-                EventData::StepSucceeded { .. }
-                | EventData::StepFailed { .. }
-                | EventData::StepSkipped { .. },
-                Some(s),
-            ) => {
-                open.remove(s);
-            }
-            _ => {}
-        }
-    }
-    assert!(open.is_empty(), "steps left open: {open:?}");
+    assert!(
+        open_steps(&events).is_empty(),
+        "steps left open: {:?}",
+        open_steps(&events)
+    );
     let interrupted = events
         .iter()
         .filter(|e| matches!(&e.data, EventData::StepFailed { error, .. } if error.starts_with("interrupted")))
@@ -192,37 +198,8 @@ async fn a_run_without_heartbeat_is_failed_after_the_timeout() {
 #[tokio::test]
 async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
     let t = fresh_storage(Backend::Sqlite).await;
-    let child = Command::new(RAINBOW)
-        .args([
-            "bench",
-            "assets",
-            "--n",
-            "200",
-            "--sleep-ms",
-            "50",
-            "--concurrency",
-            "2",
-            "--storage",
-            &t.url,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rainbow");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(
-        &t.storage,
-        "SELECT COUNT(*) FROM events WHERE kind = 'materialization'",
-    )
-    .await
-        < 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the run never materialized 3 assets"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let child = spawn_slow_run(&t.url);
+    wait_for_materializations(&t.storage, 3).await;
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -250,32 +227,16 @@ async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
         .expect("events");
     // Every started step ended (succeeded or canceled) and every succeeded step has its
     // materialization: nothing half-recorded.
-    let mut open = std::collections::BTreeSet::new();
-    let mut succeeded = 0;
-    for e in &events {
-        match (&e.data, &e.step_key) {
-            (EventData::StepStarted { .. }, Some(s)) => {
-                open.insert(s.clone());
-            }
-            (EventData::StepSucceeded { .. }, Some(s)) => {
-                succeeded += 1;
-                open.remove(s);
-            }
-            (EventData::StepCanceled, Some(s)) => {
-                open.remove(s);
-            }
-            _ => {}
-        }
-    }
-    assert!(open.is_empty(), "steps left open: {open:?}");
-    assert_eq!(
-        count(
-            &t.storage,
-            "SELECT COUNT(*) FROM events WHERE kind = 'materialization'"
-        )
-        .await,
-        succeeded
+    assert!(
+        open_steps(&events).is_empty(),
+        "steps left open: {:?}",
+        open_steps(&events)
     );
+    let succeeded = events
+        .iter()
+        .filter(|e| matches!(e.data, EventData::StepSucceeded { .. }))
+        .count() as i64;
+    assert_eq!(count(&t.storage, MATERIALIZATIONS).await, succeeded);
     assert!(
         events
             .iter()

@@ -60,24 +60,18 @@ pub struct Cli {
 pub enum Command {
     /// List assets with their group, kinds, dependencies and staleness.
     List {
-        /// Selection (repeatable; union). Default: every asset.
-        #[arg(long, short)]
-        select: Vec<String>,
-        /// Exclusion (repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
+        /// Which assets (default: every asset).
+        #[command(flatten)]
+        selection: SelectArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Materialize a selection (or a job) in one run.
     Materialize {
-        /// Selection (repeatable; union).
-        #[arg(long, short)]
-        select: Vec<String>,
-        /// Exclusion (repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
+        /// Which assets.
+        #[command(flatten)]
+        selection: SelectArgs,
         /// Launch a job's selection instead.
         #[arg(long, conflicts_with = "select")]
         job: Option<String>,
@@ -87,12 +81,9 @@ pub enum Command {
     },
     /// Show each asset's staleness and latest materialization.
     Status {
-        /// Selection (repeatable; union). Default: every asset.
-        #[arg(long, short)]
-        select: Vec<String>,
-        /// Exclusion (repeatable).
-        #[arg(long)]
-        exclude: Vec<String>,
+        /// Which assets (default: every asset).
+        #[command(flatten)]
+        selection: SelectArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -121,6 +112,17 @@ pub enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+/// `--select` / `--exclude`, shared by every command that takes a selection.
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
+    /// Selection expression (repeatable; union). See `rainbow_engine::selection` for the grammar.
+    #[arg(long, short)]
+    pub select: Vec<String>,
+    /// Assets to leave out, same grammar (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
 }
 
 /// `rainbow run …`
@@ -193,26 +195,15 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
     }
     let graph = Arc::new(AssetGraph::build(defs)?);
     match &cli.command {
-        Command::List {
-            select,
-            exclude,
-            json,
-        } => {
-            let set = graph.select(select, exclude)?;
+        Command::List { selection, json } | Command::Status { selection, json } => {
+            let set = graph.select(&selection.select, &selection.exclude)?;
             let storage = cli.storage().await?;
             let statuses = crate::staleness::asset_statuses(&graph, &storage, &set).await?;
-            output::list(&graph, &statuses, *json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Status {
-            select,
-            exclude,
-            json,
-        } => {
-            let set = graph.select(select, exclude)?;
-            let storage = cli.storage().await?;
-            let statuses = crate::staleness::asset_statuses(&graph, &storage, &set).await?;
-            output::status(&statuses, *json)?;
+            if matches!(cli.command, Command::List { .. }) {
+                output::list(&graph, &statuses, *json)?;
+            } else {
+                output::status(&statuses, *json)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs {
@@ -247,8 +238,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Materialize {
-            select,
-            exclude,
+            selection: SelectArgs { select, exclude },
             job,
             concurrency,
         } => {
