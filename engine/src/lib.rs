@@ -39,6 +39,7 @@ pub mod graph;
 pub mod key;
 pub mod metadata;
 pub mod monitor;
+pub mod partitions;
 pub mod resource;
 pub mod selection;
 pub mod staleness;
