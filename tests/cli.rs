@@ -110,6 +110,18 @@ fn bad_input_gets_clear_errors_and_exit_code_2() {
         ),
         (&["materialize"], "give --select SELECTION"),
         (
+            &["materialize", "--select", "group:shop,group:marts"],
+            "selects no assets once the exclusions are applied",
+        ),
+        (
+            &["materialize", "--job", "daily", "--exclude", "shop/orders"],
+            "cannot be used with",
+        ),
+        (
+            &["--config", "nope.toml", "materialize", "--select", "*"],
+            "nope.toml: the config file does not exist",
+        ),
+        (
             &["materialize", "--job", "weekly"],
             "unknown job; jobs: daily",
         ),

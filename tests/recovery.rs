@@ -168,7 +168,7 @@ async fn a_run_without_heartbeat_is_failed_after_the_timeout() {
         .await
         .expect("create");
     // Pretend another machine runs it and stopped beating an hour ago.
-    sqlx::query("UPDATE runs SET hostname = 'elsewhere', heartbeat_at = heartbeat_at - 3600000000 WHERE run_id = $1")
+    sqlx::query("UPDATE runs SET hostname = 'elsewhere', worker_id = 'another-process', heartbeat_at = heartbeat_at - 3600000000 WHERE run_id = $1")
         .bind(run.run_id.clone())
         .execute(t.storage.pool())
         .await
@@ -246,4 +246,44 @@ async fn ctrl_c_cancels_the_run_and_leaves_nothing_half_recorded() {
         events.last().map(|e| &e.data),
         Some(EventData::RunCanceled { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_live_process_on_this_host_is_never_failed_however_late_its_heartbeat() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let run = t
+        .storage
+        .create_run(rainbow_engine::storage::NewRun {
+            selection: "*".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create");
+    // Another live process on this host "executes" it, with a heartbeat an hour old.
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep");
+    sqlx::query(
+        "UPDATE runs SET pid = $2, worker_id = 'another-process', heartbeat_at = heartbeat_at - 3600000000 WHERE run_id = $1",
+    )
+    .bind(run.run_id.clone())
+    .bind(i64::from(sleeper.id()))
+    .execute(t.storage.pool())
+    .await
+    .expect("update");
+    let policy = rainbow_engine::monitor::MonitorPolicy {
+        heartbeat_timeout: Duration::from_secs(60),
+    };
+    let failed = rainbow_engine::monitor::fail_orphaned_runs(&t.storage, policy)
+        .await
+        .expect("monitor");
+    assert!(failed.is_empty(), "the process is alive");
+
+    sleeper.kill().expect("kill");
+    sleeper.wait().expect("reap");
+    let failed = rainbow_engine::monitor::fail_orphaned_runs(&t.storage, policy)
+        .await
+        .expect("monitor");
+    assert_eq!(failed, std::slice::from_ref(&run.run_id));
 }

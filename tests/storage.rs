@@ -56,6 +56,7 @@ async fn round_trips(backend: Backend) {
             partition_key: Some("2024-09-01".into()),
             tags: tags.clone(),
             status: None,
+            ..NewRun::default()
         })
         .await
         .expect("create run");
@@ -190,6 +191,15 @@ async fn round_trips(backend: Backend) {
         .expect("late update");
     let finished = s.get_run(&run.run_id).await.expect("read").expect("exists");
     assert_eq!(finished.status, RunStatus::Success);
+    let late = RunUpdate {
+        reason: Some("late".into()),
+        ..update(Some(RunStatus::Failure))
+    };
+    s.write_batch(&[], &[late])
+        .await
+        .expect("late update with a reason");
+    let unchanged = s.get_run(&run.run_id).await.expect("read").expect("exists");
+    assert_eq!(unchanged, finished, "a finished run never changes");
     assert!(finished.ended_at.is_some() && finished.heartbeat_at >= run.heartbeat_at);
 
     // Listing and filtering, newest first.
@@ -226,16 +236,25 @@ async fn round_trips(backend: Backend) {
 }
 
 async fn migrations_are_idempotent(backend: Backend) {
-    let t = fresh_storage(backend).await;
-    t.storage
-        .create_run(NewRun {
-            selection: "*".into(),
-            ..NewRun::default()
-        })
-        .await
-        .expect("create");
+    // Two processes opening a new database at once both migrate it, and both succeed.
+    let (url, _guard) = crate::support::fresh_url(backend).await;
+    let (a, b) = tokio::join!(Storage::connect(&url), Storage::connect(&url));
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    a.create_run(NewRun {
+        selection: "*".into(),
+        ..NewRun::default()
+    })
+    .await
+    .expect("create");
+    assert_eq!(
+        b.list_runs(&RunFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
     // Connecting again re-checks the schema and keeps the data.
-    let again = Storage::connect(&t.url).await.expect("reconnect");
+    let again = Storage::connect(&url).await.expect("reconnect");
     assert_eq!(
         again
             .list_runs(&RunFilter::default())
@@ -244,6 +263,13 @@ async fn migrations_are_idempotent(backend: Backend) {
             .len(),
         1
     );
+    use sqlx::Row;
+    let versions: i64 = sqlx::query("SELECT COUNT(*) FROM rainbow_schema")
+        .fetch_one(again.pool())
+        .await
+        .and_then(|r| r.try_get(0))
+        .expect("count");
+    assert_eq!(versions, 2, "each migration recorded once");
 }
 
 #[tokio::test]

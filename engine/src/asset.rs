@@ -394,7 +394,7 @@ impl RetryPolicy {
     pub fn delay_for(&self, retry: u32) -> Duration {
         let factor = self.backoff.max(1.0).powi(retry.saturating_sub(1) as i32);
         let secs = (self.delay.as_secs_f64() * factor).min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(secs.max(0.0))
+        Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(self.max_delay)
     }
 }
 

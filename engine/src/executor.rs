@@ -42,6 +42,10 @@ pub struct RunOptions {
     pub tags: BTreeMap<String, String>,
     /// How often the run's heartbeat is written.
     pub heartbeat_interval: Duration,
+    /// The backfill launching the run.
+    pub backfill_id: Option<String>,
+    /// Idempotence key (schedule tick, sensor evaluation): a second run with it is refused.
+    pub run_key: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +57,8 @@ impl Default for RunOptions {
             selection: "*".into(),
             tags: BTreeMap::new(),
             heartbeat_interval: Duration::from_secs(15),
+            backfill_id: None,
+            run_key: None,
         }
     }
 }
@@ -211,6 +217,8 @@ impl Executor {
                 partition_key: options.partition_key.clone(),
                 tags: options.tags.clone(),
                 status: Some(RunStatus::Started),
+                backfill_id: options.backfill_id.clone(),
+                run_key: options.run_key.clone(),
             })
             .await?;
         let run_id = run.run_id.clone();
@@ -234,7 +242,7 @@ impl Executor {
                         ..RunUpdate::default()
                     };
                     if let Err(e) = writer.commit(Vec::new(), vec![update]).await {
-                        tracing::error!("heartbeat failed: {e}");
+                        tracing::error!("heartbeat failed: {}", error_chain(&e));
                     }
                 }
             })
@@ -259,7 +267,22 @@ impl Executor {
                 },
             )
         } else if failed.is_empty() {
-            (RunStatus::Success, EventData::RunSucceeded)
+            let never: Vec<String> = steps
+                .iter()
+                .filter(|(_, s)| matches!(s, StepStatus::NotStarted))
+                .map(|(k, _)| format!("`{k}`"))
+                .collect();
+            if never.is_empty() {
+                (RunStatus::Success, EventData::RunSucceeded)
+            } else {
+                // Unreachable with a validated graph; never report success for work not done.
+                (
+                    RunStatus::Failure,
+                    EventData::RunFailed {
+                        reason: format!("steps never started: {}", never.join(", ")),
+                    },
+                )
+            }
         } else {
             let names: Vec<String> = failed.iter().map(|s| format!("`{s}`")).collect();
             (
@@ -363,17 +386,7 @@ impl Executor {
                     let Some(pos) = task_pos.remove(&join_error.id()) else {
                         continue;
                     };
-                    let message = if join_error.is_panic() {
-                        let panic = join_error.into_panic();
-                        let text = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown panic".into());
-                        format!("the step panicked: {text}")
-                    } else {
-                        "the step's task was aborted".into()
-                    };
+                    let message = format!("the step panicked: {}", panic_message(join_error));
                     let step = &g.steps[plan[pos].step];
                     let event = Event::new(
                         run_id,
@@ -385,7 +398,7 @@ impl Executor {
                     .step(step.name.clone())
                     .partition(options.partition_key.clone());
                     if let Err(e) = self.writer.commit(vec![event], Vec::new()).await {
-                        tracing::error!("recording a panicked step failed: {e}");
+                        tracing::error!("recording a panicked step failed: {}", error_chain(&e));
                     }
                     (pos, Outcome::Failed(message))
                 }
@@ -535,9 +548,10 @@ impl StepRun {
                     });
                     return match self.writer.commit(vec![event], Vec::new()).await {
                         Ok(()) => Outcome::Failed(error),
-                        Err(e) => {
-                            Outcome::Failed(format!("{error} (and recording it failed: {e})"))
-                        }
+                        Err(e) => Outcome::Failed(format!(
+                            "{error} (and recording it failed: {})",
+                            error_chain(&e)
+                        )),
                     };
                 }
             }
@@ -595,19 +609,49 @@ impl StepRun {
         }
 
         if failure.is_none() {
+            let missing: Vec<String> = step
+                .nodes
+                .iter()
+                .filter(|n| !materialized.contains(n))
+                .map(|&n| format!("`{}`", self.graph.node(n).spec.key))
+                .collect();
+            if !missing.is_empty() {
+                failure = Some(format!(
+                    "`{}` returned no result for {}",
+                    step.name,
+                    missing.join(", ")
+                ));
+            }
+        }
+        if failure.is_none() {
             for &node in &materialized {
                 for check in self.graph.checks_for(node) {
                     let spec = &check.spec;
                     let outcome = match &check.compute {
                         Some(compute) => {
                             let ctx = self.context(attempt, Some(spec.clone()));
+                            // Its own task, so a panicking check fails the check, not the step
+                            // (the materialization above is kept).
+                            let mut task = tokio::spawn(compute(ctx));
                             tokio::select! {
-                                r = compute(ctx) => r.unwrap_or_else(|e| {
-                                    AssetCheckResult::failed().description(format!(
+                                joined = &mut task => match joined {
+                                    Ok(Ok(result)) => result,
+                                    Ok(Err(e)) => AssetCheckResult::failed().description(format!(
                                         "the check raised an error: {}", error_chain(e.as_ref())
-                                    ))
-                                }),
-                                _ = self.cancel.cancelled() => return self.canceled().await,
+                                    )),
+                                    Err(join) => AssetCheckResult::failed().description(format!(
+                                        "the check panicked: {}", panic_message(join)
+                                    )),
+                                },
+                                _ = self.cancel.cancelled() => {
+                                    task.abort();
+                                    // The asset was materialized: keep that, then stop.
+                                    events.push(self.event(EventData::StepCanceled));
+                                    if let Err(e) = self.writer.commit(events, Vec::new()).await {
+                                        tracing::error!("recording a canceled step failed: {}", error_chain(&e));
+                                    }
+                                    return Outcome::Canceled;
+                                }
                             }
                         }
                         None => {
@@ -672,7 +716,10 @@ impl StepRun {
         };
         match self.writer.commit(events, Vec::new()).await {
             Ok(()) => outcome,
-            Err(e) => Outcome::Failed(format!("recording the step's results failed: {e}")),
+            Err(e) => Outcome::Failed(format!(
+                "recording the step's results failed: {}",
+                error_chain(&e)
+            )),
         }
     }
 
@@ -705,7 +752,7 @@ impl StepRun {
             .commit(vec![self.event(EventData::StepCanceled)], Vec::new())
             .await
         {
-            tracing::error!("recording a canceled step failed: {e}");
+            tracing::error!("recording a canceled step failed: {}", error_chain(&e));
         }
         Outcome::Canceled
     }
@@ -729,6 +776,19 @@ impl Produced {
     ) -> crate::asset::ComputeFuture<Produced> {
         Box::pin(async move { fut.await.map(Produced::Observed) })
     }
+}
+
+/// The message of a panicked (or aborted) task.
+fn panic_message(join: tokio::task::JoinError) -> String {
+    if !join.is_panic() {
+        return "the task was aborted".into();
+    }
+    let panic = join.into_panic();
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// `error: cause: cause` — an error with its whole source chain.

@@ -135,6 +135,7 @@ impl AssetGraph {
         }
 
         let topo = topological_order(&nodes, &children)?;
+        check_step_cycles(&nodes, &children, &steps)?;
 
         let mut checks_by_node = vec![Vec::new(); nodes.len()];
         for (i, check) in checks.iter().enumerate() {
@@ -297,6 +298,41 @@ fn topological_order(nodes: &[AssetNode], children: &[Vec<NodeId>]) -> Result<Ve
     }
 }
 
+/// Assets may be acyclic while the steps providing them are not: a multi-asset `m` providing
+/// `a` and `c`, with `b` depending on `a` and `c` on `b`, would have `m` wait for `b` and `b`
+/// wait for `m`. That is an error naming the definitions involved.
+fn check_step_cycles(nodes: &[AssetNode], children: &[Vec<NodeId>], steps: &[Step]) -> Result<()> {
+    let mut g: DiGraph<(), ()> = DiGraph::with_capacity(steps.len(), nodes.len());
+    for _ in steps {
+        g.add_node(());
+    }
+    for (from, outs) in children.iter().enumerate() {
+        for &to in outs {
+            let (a, b) = (nodes[from].step, nodes[to].step);
+            if a != b {
+                g.update_edge(NodeIndex::new(a), NodeIndex::new(b), ());
+            }
+        }
+    }
+    for scc in petgraph::algo::tarjan_scc(&g) {
+        if scc.len() > 1 {
+            let mut names: Vec<String> = scc
+                .iter()
+                .map(|n| format!("`{}`", steps[n.index()].name))
+                .collect();
+            names.sort();
+            return Err(Error::Cycle {
+                cycle: format!(
+                    "the definitions {} depend on each other through their assets (a multi-asset's \
+                     outputs cannot depend on each other through other assets)",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Finds one cycle and renders it `a -> b -> c -> a`, starting at the smallest key.
 fn describe_cycle(g: &DiGraph<(), ()>, nodes: &[AssetNode], children: &[Vec<NodeId>]) -> String {
     let key = |id: NodeId| nodes[id].spec.key.to_string();
@@ -367,6 +403,23 @@ mod tests {
             .asset(noop(asset("d").dep("a")));
         let err = AssetGraph::build(defs).err().expect("cycle");
         assert_eq!(err.to_string(), "dependency cycle: a -> b -> c -> a");
+    }
+
+    #[test]
+    fn multi_asset_step_cycle_is_an_error() {
+        let m =
+            crate::AssetDefinition::multi("m", vec![asset("a"), asset("c").dep("b")], |_| async {
+                Ok::<_, BoxError>(vec![])
+            });
+        let defs = Definitions::new().asset(m).asset(noop(asset("b").dep("a")));
+        let err = AssetGraph::build(defs)
+            .err()
+            .expect("step cycle")
+            .to_string();
+        assert!(
+            err.contains("the definitions `b`, `m` depend on each other"),
+            "{err}"
+        );
     }
 
     #[test]

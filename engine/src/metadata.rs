@@ -15,8 +15,8 @@ pub type Metadata = BTreeMap<String, MetadataValue>;
 pub enum MetadataValue {
     /// An integer.
     Int(i64),
-    /// A float.
-    Float(f64),
+    /// A float; NaN and infinities are stored as the strings `NaN`, `inf`, `-inf`.
+    Float(#[serde(with = "float_repr")] f64),
     /// Free text.
     Text(String),
     /// A boolean.
@@ -124,9 +124,54 @@ impl From<Duration> for MetadataValue {
     }
 }
 
+/// JSON has no NaN or infinity: store them as strings and read them back.
+mod float_repr {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("NaN")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+        Null(()),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Number(v) => v,
+            Repr::Text(t) => t.parse().unwrap_or(f64::NAN),
+            Repr::Null(()) => f64::NAN,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_floats_round_trip() {
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5] {
+            let json = serde_json::to_string(&MetadataValue::Float(v)).expect("serialize");
+            let back: MetadataValue = serde_json::from_str(&json).expect("deserialize");
+            match back {
+                MetadataValue::Float(b) => assert!(b == v || (b.is_nan() && v.is_nan()), "{json}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn round_trips_through_json() {

@@ -26,6 +26,13 @@ impl Default for MonitorPolicy {
     }
 }
 
+/// An id for this process, fixed at first use: stored on runs so a later process that happens
+/// to get the same pid is never mistaken for the one executing them.
+pub fn worker_id() -> &'static str {
+    static WORKER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WORKER_ID.get_or_init(|| uuid::Uuid::now_v7().to_string())
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
@@ -61,17 +68,26 @@ pub async fn fail_orphaned_runs(storage: &Storage, policy: MonitorPolicy) -> Res
         .await?;
     let mut failed = Vec::new();
     for run in started {
-        let own_pid = run.pid == Some(i64::from(std::process::id()))
-            && run.hostname.as_deref() == Some(&host);
-        if own_pid {
+        if run.worker_id.as_deref() == Some(worker_id()) {
+            // This very process executes it.
             continue;
         }
         let last_beat = run.heartbeat_at.unwrap_or(run.created_at);
+        let our_pid = i64::from(std::process::id());
         let reason = match (run.hostname.as_deref(), run.pid) {
-            (Some(h), Some(pid)) if h == host && !process_alive(pid) => Some(format!(
-                "the process executing this run (pid {pid} on {h}) is gone; last heartbeat at {}",
-                format_micros(last_beat)
-            )),
+            // Same host: the pid tells. A live pid other than ours is a live run, however late
+            // its heartbeat (blocking user code can starve it); our own pid with another worker
+            // id is a dead process whose pid was reused.
+            (Some(h), Some(pid)) if h == host => {
+                if pid != our_pid && process_alive(pid) {
+                    None
+                } else {
+                    Some(format!(
+                        "the process executing this run (pid {pid} on {h}) is gone; last heartbeat at {}",
+                        format_micros(last_beat)
+                    ))
+                }
+            }
             _ if now - last_beat > timeout => Some(format!(
                 "no heartbeat since {} (timeout {}s); the process executing it (pid {} on {}) is presumed dead",
                 format_micros(last_beat),
@@ -99,8 +115,7 @@ pub async fn fail_orphaned_runs(storage: &Storage, policy: MonitorPolicy) -> Res
                     EventData::StepSucceeded { .. }
                     | EventData::StepFailed { .. }
                     | EventData::StepSkipped { .. }
-                    | EventData::StepCanceled
-                    | EventData::StepUpForRetry { .. } => {
+                    | EventData::StepCanceled => {
                         open.remove(step);
                     }
                     _ => {}

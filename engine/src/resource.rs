@@ -44,11 +44,19 @@ impl ResourceDef {
             type_id: TypeId::of::<T>(),
             type_name: type_name::<T>(),
             build: Arc::new(move |config: &RainbowConfig| {
-                let value = config.resource_value(&resource);
-                let parsed: T = serde_json::from_value(value).map_err(|e| Error::Config {
-                    location: config.describe_resource(&resource),
-                    message: e.to_string(),
-                })?;
+                // Environment values are tried as JSON first (numbers, booleans), then as text,
+                // so `PASSWORD=12345` still fills a string field.
+                let typed = serde_json::from_value::<T>(config.resource_value(&resource, true));
+                let parsed = match typed {
+                    Ok(v) => v,
+                    Err(first) => {
+                        serde_json::from_value::<T>(config.resource_value(&resource, false))
+                            .map_err(|_| Error::Config {
+                                location: config.describe_resource(&resource),
+                                message: first.to_string(),
+                            })?
+                    }
+                };
                 Ok(Arc::new(parsed) as AnyArc)
             }),
         }
@@ -123,6 +131,17 @@ impl RainbowConfig {
         Ok(config)
     }
 
+    /// Loads `path`, which must exist (a config file named explicitly).
+    pub fn load_required(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::Config {
+                location: path.display().to_string(),
+                message: "the config file does not exist".into(),
+            });
+        }
+        RainbowConfig::load(path)
+    }
+
     /// A config with no file, only the given environment variables.
     pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Self {
         RainbowConfig {
@@ -171,8 +190,9 @@ impl RainbowConfig {
     }
 
     /// The JSON object for resource `name`: file values overridden by environment variables.
-    /// Environment values are parsed as JSON when they parse (numbers, booleans), else as text.
-    fn resource_value(&self, name: &str) -> serde_json::Value {
+    /// With `typed`, environment values are parsed as JSON when they parse (numbers, booleans),
+    /// else kept as text; without, they are always text.
+    fn resource_value(&self, name: &str, typed: bool) -> serde_json::Value {
         let mut object = match self.resources.get(name) {
             Some(serde_json::Value::Object(map)) => map.clone(),
             _ => serde_json::Map::new(),
@@ -180,8 +200,12 @@ impl RainbowConfig {
         let prefix = format!("{ENV_PREFIX}{}__", name.to_ascii_uppercase());
         for (key, value) in &self.env {
             if let Some(field) = key.strip_prefix(&prefix) {
-                let parsed = serde_json::from_str(value)
-                    .unwrap_or_else(|_| serde_json::Value::String(value.clone()));
+                let text = serde_json::Value::String(value.clone());
+                let parsed = if typed {
+                    serde_json::from_str(value).unwrap_or(text)
+                } else {
+                    text
+                };
                 object.insert(field.to_ascii_lowercase(), parsed);
             }
         }

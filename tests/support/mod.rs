@@ -34,20 +34,13 @@ pub fn postgres_admin_url() -> String {
     })
 }
 
-pub async fn fresh_storage(backend: Backend) -> TestStorage {
+/// A URL to a new, empty database (not yet migrated) and what keeps it alive.
+pub async fn fresh_url(backend: Backend) -> (String, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("rainbow.db").display()
-            );
-            let storage = Storage::connect(&url).await.expect("sqlite storage");
-            TestStorage {
-                storage,
-                url,
-                _dir: Some(dir),
-            }
+            let url = rainbow_engine::storage::sqlite_url(&dir.path().join("rainbow.db"));
+            (url, Some(dir))
         }
         Backend::Postgres => {
             let admin = postgres_admin_url();
@@ -65,14 +58,18 @@ pub async fn fresh_storage(backend: Backend) -> TestStorage {
                 .rsplit_once('/')
                 .map(|(b, _)| b)
                 .expect("URL with a database");
-            let url = format!("{base}/{name}");
-            let storage = Storage::connect(&url).await.expect("postgres storage");
-            TestStorage {
-                storage,
-                url,
-                _dir: None,
-            }
+            (format!("{base}/{name}"), None)
         }
+    }
+}
+
+pub async fn fresh_storage(backend: Backend) -> TestStorage {
+    let (url, dir) = fresh_url(backend).await;
+    let storage = Storage::connect(&url).await.expect("storage");
+    TestStorage {
+        storage,
+        url,
+        _dir: dir,
     }
 }
 

@@ -34,14 +34,9 @@ pub struct Cli {
     /// Run storage URL (`sqlite://PATH` or `postgres://…`); defaults to SQLite under --home.
     #[arg(long, env = "RAINBOW_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
-    /// Project config file (resources).
-    #[arg(
-        long,
-        env = "RAINBOW_CONFIG",
-        default_value = "rainbow.toml",
-        global = true
-    )]
-    pub config: PathBuf,
+    /// Project config file (resources); default `rainbow.toml` if it exists.
+    #[arg(long, env = "RAINBOW_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Seconds without a heartbeat after which a run is considered dead.
     #[arg(
         long,
@@ -73,7 +68,7 @@ pub enum Command {
         #[command(flatten)]
         selection: SelectArgs,
         /// Launch a job's selection instead.
-        #[arg(long, conflicts_with = "select")]
+        #[arg(long, conflicts_with_all = ["select", "exclude"])]
         job: Option<String>,
         /// Most steps running at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -273,8 +268,17 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
                 }
                 None => (graph.select(select, exclude)?, select.join(" "), None),
             };
+            if set.is_empty() {
+                return Err(Error::selection(
+                    expression,
+                    "selects no assets once the exclusions are applied",
+                ));
+            }
             let storage = cli.storage().await?;
-            let config = RainbowConfig::load(&cli.config)?;
+            let config = match &cli.config {
+                Some(path) => RainbowConfig::load_required(path)?,
+                None => RainbowConfig::load(std::path::Path::new("rainbow.toml"))?,
+            };
             let executor = Executor::new(graph.clone(), storage, &config)?;
             let cancel = cancel_on_ctrl_c();
             let bar = progress_bar(set.len());
@@ -310,8 +314,14 @@ pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("canceling the run (steps in flight are stopped)…");
+            eprintln!("canceling the run (steps in flight are stopped); Ctrl-C again to exit now");
             on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "exiting without waiting; the run will be marked failed on the next start"
+                );
+                std::process::exit(130);
+            }
         }
     });
     cancel

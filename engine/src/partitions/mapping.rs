@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{PartitionContext, PartitionsDefinition, split_multi};
+use super::{KeyWindow, PartitionContext, PartitionsDefinition, split_multi};
 use crate::error::{Error, Result};
 
 /// How a downstream asset's partitions map to its upstream asset's partitions.
@@ -182,7 +182,7 @@ impl PartitionMapping {
 
 /// Indexes of the first and last windows overlapping `[s, e)`, by binary search.
 fn overlapping(
-    windows: &[(String, DateTime<Utc>, DateTime<Utc>)],
+    windows: &[KeyWindow],
     s: DateTime<Utc>,
     e: DateTime<Utc>,
 ) -> Option<(usize, usize)> {

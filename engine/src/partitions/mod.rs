@@ -387,10 +387,7 @@ impl PartitionsDefinition {
     }
 
     /// Ordered windows `(start, end)` as UTC instants, with their keys (time-window definitions).
-    pub(crate) fn windows_utc(
-        &self,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(String, DateTime<Utc>, DateTime<Utc>)>> {
+    pub(crate) fn windows_utc(&self, now: DateTime<Utc>) -> Result<Vec<KeyWindow>> {
         match self {
             PartitionsDefinition::TimeWindow(t) => {
                 let r = ResolvedTime::resolve(t)?;
@@ -428,6 +425,9 @@ impl fmt::Display for PartitionsDefinition {
         }
     }
 }
+
+/// A key with its window as UTC instants `[start, end)`.
+pub(crate) type KeyWindow = (String, DateTime<Utc>, DateTime<Utc>);
 
 /// Splits a multi-dimensional key into its `n` parts.
 pub(crate) fn split_multi(key: &str, n: usize) -> Result<Vec<&str>> {

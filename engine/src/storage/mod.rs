@@ -24,8 +24,14 @@ use crate::error::{Error, Result};
 use crate::event::{CheckEvaluation, Event, EventData, Materialization, Micros, RunStatus};
 use crate::key::AssetKey;
 
-const SCHEMA: &str = include_str!("../../migrations/schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+/// Migrations, in order: (version, SQL). Applied versions are recorded in `rainbow_schema`.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/0001_runs_events.sql")),
+    (
+        2,
+        include_str!("../../migrations/0002_partitions_backfills_schedules.sql"),
+    ),
+];
 /// Row counts of multi-row INSERTs, largest first. A batch of n rows is written as chunks of
 /// these sizes, so each table has at most seven distinct INSERT texts and every one stays in the
 /// connection's prepared-statement cache (bind parameters stay far below SQLite's limit).
@@ -89,6 +95,12 @@ pub struct RunRecord {
     pub hostname: Option<String>,
     /// Why it failed or was canceled.
     pub reason: Option<String>,
+    /// The process (see [`crate::monitor::worker_id`]) executing it.
+    pub worker_id: Option<String>,
+    /// The backfill that launched it.
+    pub backfill_id: Option<String>,
+    /// Idempotence key of the schedule tick or sensor evaluation that requested it.
+    pub run_key: Option<String>,
 }
 
 /// A run to create.
@@ -104,6 +116,10 @@ pub struct NewRun {
     pub tags: BTreeMap<String, String>,
     /// Initial status (`Started` for runs executed right away).
     pub status: Option<RunStatus>,
+    /// The backfill launching it.
+    pub backfill_id: Option<String>,
+    /// Idempotence key: a second run with the same key is refused.
+    pub run_key: Option<String>,
 }
 
 /// A change to a run's row, applied in the same transaction as its events.
@@ -262,8 +278,11 @@ impl Storage {
             path: dir.to_owned(),
             source,
         })?;
-        let path = dir.join("rainbow.db");
-        Storage::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+        let dir = std::fs::canonicalize(dir).map_err(|source| Error::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Storage::connect(&sqlite_url(&dir.join("rainbow.db"))).await
     }
 
     /// The backend in use.
@@ -276,8 +295,8 @@ impl Storage {
         &self.pool
     }
 
-    async fn migrate(&self) -> Result<()> {
-        let ctx = "applying storage migrations";
+    async fn applied_version(&self) -> Result<i64> {
+        let ctx = "reading the storage schema version";
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS rainbow_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
@@ -289,36 +308,59 @@ impl Storage {
             .await
             .and_then(|row| row.try_get::<Option<i64>, _>(0))
             .map_err(Error::storage(ctx))?;
-        if applied.unwrap_or(0) >= SCHEMA_VERSION {
-            return Ok(());
-        }
+        Ok(applied.unwrap_or(0))
+    }
+
+    /// Applies every migration newer than the recorded version, each in its own transaction.
+    /// When another process migrates at the same time, one of them fails a statement; it then
+    /// re-reads the version and carries on if the other one finished the job.
+    async fn migrate(&self) -> Result<()> {
         let id_type = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
+        for &(version, sql) in MIGRATIONS {
+            if self.applied_version().await? >= version {
+                continue;
+            }
+            if let Err(e) = self.apply_migration(version, sql, id_type).await {
+                if self.applied_version().await? >= version {
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_migration(&self, version: i64, sql: &str, id_type: &str) -> Result<()> {
+        let ctx = format!("applying storage migration {version}");
         // Comments go first: they may contain `;`.
-        let schema: String = SCHEMA
+        let sql: String = sql
             .replace("{id}", id_type)
             .lines()
             .filter(|l| !l.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n");
-        let mut tx = self.pool.begin().await.map_err(Error::storage(ctx))?;
-        for statement in schema.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(Error::storage(ctx.clone()))?;
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             let first_line = statement.lines().next().unwrap_or(statement).to_owned();
             sqlx::query(AssertSqlSafe(statement.to_owned()))
                 .execute(&mut *tx)
                 .await
                 .map_err(Error::storage(format!("{ctx}: {first_line}")))?;
         }
-        sqlx::query("INSERT INTO rainbow_schema (version, applied_at) VALUES ($1, $2) ON CONFLICT (version) DO NOTHING")
-            .bind(SCHEMA_VERSION)
+        sqlx::query("INSERT INTO rainbow_schema (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
             .bind(crate::event::now_micros())
             .execute(&mut *tx)
             .await
-            .map_err(Error::storage(ctx))?;
-        tx.commit().await.map_err(Error::storage(ctx))?;
-        Ok(())
+            .map_err(Error::storage(ctx.clone()))?;
+        tx.commit().await.map_err(Error::storage(ctx))
     }
 
     /// Creates a run row; returns the stored record.
@@ -340,11 +382,14 @@ impl Storage {
             pid: Some(i64::from(std::process::id())),
             hostname: Some(crate::monitor::hostname()),
             reason: None,
+            worker_id: Some(crate::monitor::worker_id().to_owned()),
+            backfill_id: run.backfill_id,
+            run_key: run.run_key,
         };
         sqlx::query(
             "INSERT INTO runs (run_id, status, job_name, selection, partition_key, tags, created_at, \
-             started_at, ended_at, heartbeat_at, pid, hostname, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             started_at, ended_at, heartbeat_at, pid, hostname, reason, worker_id, backfill_id, run_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&record.run_id)
         .bind(record.status.as_str())
@@ -359,6 +404,9 @@ impl Storage {
         .bind(record.pid)
         .bind(&record.hostname)
         .bind(&record.reason)
+        .bind(&record.worker_id)
+        .bind(&record.backfill_id)
+        .bind(&record.run_key)
         .execute(&self.pool)
         .await
         .map_err(Error::storage("creating a run"))?;
@@ -592,9 +640,25 @@ impl Storage {
 }
 
 const RUN_COLUMNS: &str = "run_id, status, job_name, selection, partition_key, tags, created_at, \
-    started_at, ended_at, heartbeat_at, pid, hostname, reason";
+    started_at, ended_at, heartbeat_at, pid, hostname, reason, worker_id, backfill_id, run_key";
 const LATEST_COLUMNS: &str =
     "run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata";
+
+/// `sqlite://PATH?mode=rwc` with the path percent-encoded (`%`, `?`, `#` and spaces would
+/// otherwise change the URL's meaning).
+pub fn sqlite_url(path: &Path) -> String {
+    let mut encoded = String::new();
+    for c in path.display().to_string().chars() {
+        match c {
+            '%' => encoded.push_str("%25"),
+            '?' => encoded.push_str("%3F"),
+            '#' => encoded.push_str("%23"),
+            ' ' => encoded.push_str("%20"),
+            c => encoded.push(c),
+        }
+    }
+    format!("sqlite://{encoded}?mode=rwc")
+}
 
 fn redact(url: &str) -> String {
     // postgres://user:secret@host/db -> postgres://user:***@host/db
@@ -634,6 +698,9 @@ fn decode_run(row: &AnyRow) -> Result<RunRecord> {
         pid: row.try_get("pid").map_err(get)?,
         hostname: row.try_get("hostname").map_err(get)?,
         reason: row.try_get("reason").map_err(get)?,
+        worker_id: row.try_get("worker_id").map_err(get)?,
+        backfill_id: row.try_get("backfill_id").map_err(get)?,
+        run_key: row.try_get("run_key").map_err(get)?,
         run_id,
     })
 }
@@ -743,7 +810,8 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
              ON CONFLICT (asset_key, partition_key) DO UPDATE SET run_id = excluded.run_id, ts = excluded.ts, \
              kind = excluded.kind, code_version = excluded.code_version, data_version = excluded.data_version, \
              metadata = excluded.metadata \
-             WHERE excluded.kind = 'materialization' OR asset_latest.data_version IS DISTINCT FROM excluded.data_version",
+             WHERE excluded.ts >= asset_latest.ts AND (excluded.kind = 'materialization' \
+             OR asset_latest.data_version IS DISTINCT FROM excluded.data_version)",
             placeholders(chunk.len(), 8)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -812,9 +880,9 @@ pub(crate) async fn write_batch_on(
 async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET \
-         status = CASE WHEN status IN ('SUCCESS', 'FAILURE', 'CANCELED') THEN status ELSE COALESCE($2, status) END, \
-         ended_at = COALESCE($3, ended_at), heartbeat_at = COALESCE($4, heartbeat_at), \
-         reason = COALESCE($5, reason) WHERE run_id = $1",
+         status = COALESCE($2, status), ended_at = COALESCE($3, ended_at), \
+         heartbeat_at = COALESCE($4, heartbeat_at), reason = COALESCE($5, reason) \
+         WHERE run_id = $1 AND status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')",
     )
     .bind(u.run_id.clone())
     .bind(u.status.map(|s| s.as_str()))
