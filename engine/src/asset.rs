@@ -14,6 +14,7 @@ use crate::context::AssetContext;
 use crate::error::BoxError;
 use crate::key::AssetKey;
 use crate::metadata::{Metadata, MetadataValue, TableSchema};
+use crate::partitions::{PartitionMapping, PartitionsDefinition};
 
 /// A boxed future returned by user compute functions.
 pub type ComputeFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'static>>;
@@ -35,11 +36,80 @@ pub fn asset(key: impl Into<AssetKey>) -> AssetSpec {
 pub struct AssetDep {
     /// The upstream asset.
     pub key: AssetKey,
+    /// Which upstream partitions a downstream partition needs; `None` picks the default
+    /// (identity for equal definitions, all partitions for an unpartitioned downstream, time
+    /// windows between time-window definitions, the shared dimension for multi-dimensional ones).
+    pub partition_mapping: Option<PartitionMapping>,
+}
+
+impl AssetDep {
+    /// A dependency on `key` with the default partition mapping.
+    pub fn new(key: impl Into<AssetKey>) -> Self {
+        AssetDep {
+            key: key.into(),
+            partition_mapping: None,
+        }
+    }
+
+    /// Sets the partition mapping.
+    pub fn partition_mapping(mut self, mapping: PartitionMapping) -> Self {
+        self.partition_mapping = Some(mapping);
+        self
+    }
 }
 
 impl<K: Into<AssetKey>> From<K> for AssetDep {
     fn from(key: K) -> Self {
-        AssetDep { key: key.into() }
+        AssetDep::new(key)
+    }
+}
+
+/// How a backfill groups an asset's partitions into runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackfillPolicy {
+    /// Runs of at most this many consecutive partitions (1 = one run per partition, the default).
+    MultiRun(usize),
+    /// One run over every requested partition.
+    SingleRun,
+}
+
+impl BackfillPolicy {
+    /// One run over every requested partition.
+    pub fn single_run() -> Self {
+        BackfillPolicy::SingleRun
+    }
+
+    /// Runs of at most `max_partitions_per_run` partitions.
+    pub fn multi_run(max_partitions_per_run: usize) -> Self {
+        BackfillPolicy::MultiRun(max_partitions_per_run.max(1))
+    }
+}
+
+impl Default for BackfillPolicy {
+    fn default() -> Self {
+        BackfillPolicy::MultiRun(1)
+    }
+}
+
+/// Declarative automation: when the daemon should materialize an asset on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutomationCondition {
+    /// Whenever an upstream asset was updated after this one (and no run of it is in flight).
+    Eager,
+    /// After each tick of the cron schedule (UTC), once every upstream asset was updated since
+    /// that tick.
+    OnCron(String),
+}
+
+impl AutomationCondition {
+    /// [`AutomationCondition::Eager`].
+    pub fn eager() -> Self {
+        AutomationCondition::Eager
+    }
+
+    /// [`AutomationCondition::OnCron`].
+    pub fn on_cron(cron: impl Into<String>) -> Self {
+        AutomationCondition::OnCron(cron.into())
     }
 }
 
@@ -64,6 +134,12 @@ pub struct AssetSpec {
     pub code_version: Option<String>,
     /// Static metadata about the asset definition.
     pub metadata: Metadata,
+    /// How the asset is partitioned, if it is.
+    pub partitions: Option<PartitionsDefinition>,
+    /// How backfills group its partitions into runs.
+    pub backfill_policy: BackfillPolicy,
+    /// When the daemon materializes it on its own.
+    pub automation_condition: Option<AutomationCondition>,
 }
 
 impl AssetSpec {
@@ -79,7 +155,28 @@ impl AssetSpec {
             owners: Vec::new(),
             code_version: None,
             metadata: Metadata::new(),
+            partitions: None,
+            backfill_policy: BackfillPolicy::default(),
+            automation_condition: None,
         }
+    }
+
+    /// Partitions the asset.
+    pub fn partitions(mut self, partitions: PartitionsDefinition) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// Sets the backfill policy.
+    pub fn backfill_policy(mut self, policy: BackfillPolicy) -> Self {
+        self.backfill_policy = policy;
+        self
+    }
+
+    /// Sets the automation condition.
+    pub fn automation_condition(mut self, condition: AutomationCondition) -> Self {
+        self.automation_condition = Some(condition);
+        self
     }
 
     /// Adds one upstream dependency.

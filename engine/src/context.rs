@@ -10,6 +10,7 @@ use crate::check::AssetCheckSpec;
 use crate::error::Result;
 use crate::event::{Event, EventData, LogLevel};
 use crate::key::AssetKey;
+use crate::partitions::PartitionTimeWindow;
 use crate::resource::Resources;
 use crate::storage::EventWriter;
 
@@ -24,7 +25,8 @@ struct Inner {
     step_key: String,
     asset_keys: Vec<AssetKey>,
     check: Option<AssetCheckSpec>,
-    partition_key: Option<String>,
+    partitions: Vec<String>,
+    time_window: Option<PartitionTimeWindow>,
     attempt: u32,
     resources: Arc<Resources>,
     writer: EventWriter,
@@ -37,7 +39,8 @@ pub(crate) struct ContextParts {
     pub step_key: String,
     pub asset_keys: Vec<AssetKey>,
     pub check: Option<AssetCheckSpec>,
-    pub partition_key: Option<String>,
+    pub partitions: Vec<String>,
+    pub time_window: Option<PartitionTimeWindow>,
     pub attempt: u32,
     pub resources: Arc<Resources>,
     pub writer: EventWriter,
@@ -52,7 +55,8 @@ impl AssetContext {
                 step_key: parts.step_key,
                 asset_keys: parts.asset_keys,
                 check: parts.check,
-                partition_key: parts.partition_key,
+                partitions: parts.partitions,
+                time_window: parts.time_window,
                 attempt: parts.attempt,
                 resources: parts.resources,
                 writer: parts.writer,
@@ -84,9 +88,31 @@ impl AssetContext {
         self.inner.check.as_ref()
     }
 
-    /// The partition being materialized, for partitioned runs.
+    /// The partition being materialized, when the run covers exactly one.
     pub fn partition_key(&self) -> Option<&str> {
-        self.inner.partition_key.as_deref()
+        match self.inner.partitions.as_slice() {
+            [k] => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Every partition being materialized (several in a range run; empty if unpartitioned).
+    pub fn partition_keys(&self) -> &[String] {
+        &self.inner.partitions
+    }
+
+    /// First and last partition of the run, if partitioned.
+    pub fn partition_key_range(&self) -> Option<(&str, &str)> {
+        Some((
+            self.inner.partitions.first()?,
+            self.inner.partitions.last()?,
+        ))
+    }
+
+    /// The time window covered by the run's partitions (time-partitioned assets): from the
+    /// first partition's start to the last one's end.
+    pub fn partition_time_window(&self) -> Option<PartitionTimeWindow> {
+        self.inner.time_window
     }
 
     /// The 1-based attempt number (greater than 1 on retries).
@@ -134,7 +160,7 @@ impl AssetContext {
         }
         let event = Event::new(&self.inner.run_id, EventData::Log { level, message })
             .step(step.clone())
-            .partition(self.inner.partition_key.clone());
+            .partition(self.partition_key().map(str::to_owned));
         self.inner.writer.send(vec![event]);
     }
 }

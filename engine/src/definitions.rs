@@ -83,19 +83,36 @@ impl ScheduleDefinition {
 
     /// Parses the cron expression (5-field expressions get a leading seconds field of 0).
     pub fn cron(&self) -> Result<cron::Schedule> {
-        let fields = self.cron_schedule.split_whitespace().count();
-        let expr = if fields == 5 {
-            format!("0 {}", self.cron_schedule)
-        } else {
-            self.cron_schedule.clone()
-        };
-        expr.parse::<cron::Schedule>().map_err(|e| {
+        parse_cron(&self.cron_schedule).map_err(|e| {
             Error::Definition(format!(
-                "schedule `{}` has an invalid cron expression `{}`: {e}",
-                self.name, self.cron_schedule
+                "schedule `{}` has an invalid cron expression {e}",
+                self.name
             ))
         })
     }
+
+    /// Parses the timezone.
+    pub fn tz(&self) -> Result<chrono_tz::Tz> {
+        self.timezone.parse().map_err(|_| {
+            Error::Definition(format!(
+                "schedule `{}` has an unknown timezone `{}` (use an IANA name such as `Europe/Paris`)",
+                self.name, self.timezone
+            ))
+        })
+    }
+}
+
+/// Parses a cron expression: 5 fields (`0 0 * * *`, minutes first) or 6-7 with seconds. The
+/// error names the expression.
+pub fn parse_cron(expr: &str) -> std::result::Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = if fields == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_owned()
+    };
+    full.parse::<cron::Schedule>()
+        .map_err(|e| format!("`{expr}`: {e}"))
 }
 
 /// Everything a code location declares.

@@ -46,6 +46,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A partition key that the asset's partitions definition does not have, or a partitioned
+    /// asset run without one.
+    #[error("invalid partition for `{asset}`: {message}")]
+    Partition {
+        /// The asset.
+        asset: String,
+        /// What is wrong.
+        message: String,
+    },
+
     /// Configuration (config file, environment variable, resource config) is invalid.
     #[error("configuration error in {location}: {message}")]
     Config {

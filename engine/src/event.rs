@@ -180,6 +180,13 @@ pub enum EventData {
         /// Delay before the next attempt.
         delay_secs: f64,
     },
+    /// A partitioned asset's step failed for these partitions (partition status `failed`).
+    AssetFailed {
+        /// The partitions.
+        partitions: Vec<String>,
+        /// The step's error.
+        error: String,
+    },
     /// A step was not run because an upstream step failed.
     StepSkipped {
         /// Why.
@@ -215,6 +222,7 @@ impl EventData {
             EventData::StepFailed { .. } => "step_failed",
             EventData::StepUpForRetry { .. } => "step_up_for_retry",
             EventData::StepSkipped { .. } => "step_skipped",
+            EventData::AssetFailed { .. } => "asset_failed",
             EventData::StepCanceled => "step_canceled",
             EventData::Materialization(_) => "materialization",
             EventData::Observation(_) => "observation",
@@ -243,6 +251,12 @@ impl EventData {
                 delay_secs,
             } => format!("attempt {attempt} failed, retrying in {delay_secs:.2}s: {error}"),
             EventData::StepSkipped { reason } => format!("step skipped: {reason}"),
+            EventData::AssetFailed { partitions, .. } => {
+                format!(
+                    "materialization failed for {} partition(s)",
+                    partitions.len()
+                )
+            }
             EventData::StepCanceled => "step canceled".into(),
             EventData::Materialization(m) => {
                 format!("materialized ({} metadata entries)", m.metadata.len())

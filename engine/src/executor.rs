@@ -18,22 +18,25 @@ use tokio_util::sync::CancellationToken;
 use crate::asset::{Kind, MaterializeResult};
 use crate::check::{AssetCheckResult, AssetCheckSeverity};
 use crate::context::{AssetContext, ContextParts};
+use crate::error::Error;
 use crate::error::Result;
 use crate::event::{CheckEvaluation, Event, EventData, Materialization, RunStatus, now_micros};
 use crate::graph::{AssetGraph, NodeId};
 use crate::key::AssetKey;
 use crate::metadata::MetadataValue;
+use crate::partitions::{PartitionContext, PartitionsDefinition};
 use crate::resource::{RainbowConfig, Resources};
 use crate::selection::NodeSet;
-use crate::storage::{EventWriter, NewRun, RunUpdate, Storage};
+use crate::storage::{EventWriter, NewRun, RunRecord, RunUpdate, Storage, WriteSet};
 
 /// Options of one run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Most steps running at once (at least 1).
     pub concurrency: usize,
-    /// Partition to materialize, for partitioned runs.
-    pub partition_key: Option<String>,
+    /// Partitions to materialize: none for an unpartitioned run, one key, or several (a range
+    /// run: each partitioned step computes them all at once, one materialization per key).
+    pub partitions: Vec<String>,
     /// Job launched, if any.
     pub job_name: Option<String>,
     /// The selection expression, as recorded on the run.
@@ -52,7 +55,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             concurrency: 8,
-            partition_key: None,
+            partitions: Vec::new(),
             job_name: None,
             selection: "*".into(),
             tags: BTreeMap::new(),
@@ -209,18 +212,132 @@ impl Executor {
         progress: Option<ProgressFn>,
     ) -> Result<RunResult> {
         let plan = self.plan(selection);
-        let run = self
-            .storage
-            .create_run(NewRun {
-                job_name: options.job_name.clone(),
-                selection: options.selection.clone(),
-                partition_key: options.partition_key.clone(),
-                tags: options.tags.clone(),
-                status: Some(RunStatus::Started),
-                backfill_id: options.backfill_id.clone(),
-                run_key: options.run_key.clone(),
-            })
-            .await?;
+        let step_partitions = self.step_partitions(&plan, &options.partitions).await?;
+        let mut tags = options.tags.clone();
+        if options.partitions.len() > 1 {
+            tags.insert(
+                "rainbow/partition_range_start".into(),
+                options.partitions[0].clone(),
+            );
+            tags.insert(
+                "rainbow/partition_range_end".into(),
+                options.partitions[options.partitions.len() - 1].clone(),
+            );
+        }
+        let new_run = NewRun {
+            job_name: options.job_name.clone(),
+            selection: options.selection.clone(),
+            partition_key: single(&options.partitions),
+            tags,
+            status: Some(RunStatus::Started),
+            backfill_id: options.backfill_id.clone(),
+            run_key: options.run_key.clone(),
+        };
+        let run = if options.run_key.is_some() {
+            // Keyed runs are created alone: a duplicate key must not fail others' writes.
+            self.storage
+                .create_run_once(new_run)
+                .await?
+                .ok_or_else(|| Error::Config {
+                    location: "run key".into(),
+                    message: format!(
+                        "a run with key `{}` exists already",
+                        options.run_key.clone().unwrap_or_default()
+                    ),
+                })?
+        } else {
+            let run = RunRecord::new(new_run);
+            self.writer
+                .commit_set(WriteSet {
+                    new_runs: vec![run.clone()],
+                    ..WriteSet::default()
+                })
+                .await?;
+            run
+        };
+        self.execute(run, &plan, step_partitions, options, cancel, progress)
+            .await
+    }
+
+    /// Executes a stored run (status `STARTED`, e.g. claimed from the queue) over `selection`.
+    pub async fn execute_run(
+        &self,
+        run: RunRecord,
+        selection: &NodeSet,
+        options: RunOptions,
+        cancel: CancellationToken,
+        progress: Option<ProgressFn>,
+    ) -> Result<RunResult> {
+        let plan = self.plan(selection);
+        let step_partitions = self.step_partitions(&plan, &options.partitions).await?;
+        self.execute(run, &plan, step_partitions, options, cancel, progress)
+            .await
+    }
+
+    /// The partitions each planned step materializes (empty for unpartitioned steps), checked
+    /// against the steps' partitions definitions.
+    async fn step_partitions(
+        &self,
+        plan: &[PlannedStep],
+        keys: &[String],
+    ) -> Result<Vec<Vec<String>>> {
+        let g = &self.graph;
+        let defs: Vec<Option<&PartitionsDefinition>> = plan
+            .iter()
+            .map(|p| g.partitions(g.steps[p.step].nodes[0]))
+            .collect();
+        if defs.iter().all(Option::is_none) {
+            if let Some(k) = keys.first() {
+                return Err(Error::Partition {
+                    asset: g.steps[plan.first().map(|p| p.step).unwrap_or(0)]
+                        .name
+                        .clone(),
+                    message: format!(
+                        "none of the selected assets is partitioned, but partition `{k}` was given"
+                    ),
+                });
+            }
+            return Ok(vec![Vec::new(); plan.len()]);
+        }
+        let mut ctx = PartitionContext::at(chrono::Utc::now());
+        if defs.iter().flatten().any(|d| d.uses_dynamic()) {
+            ctx.dynamic = self.storage.dynamic_partitions().await?;
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        for (p, def) in plan.iter().zip(&defs) {
+            let Some(def) = def else {
+                out.push(Vec::new());
+                continue;
+            };
+            let asset = g.steps[p.step].name.clone();
+            if keys.is_empty() {
+                return Err(Error::Partition {
+                    asset,
+                    message: format!("the asset is partitioned ({def}); give a partition key"),
+                });
+            }
+            for k in keys {
+                if !def.has_key(k, &ctx)? {
+                    return Err(Error::Partition {
+                        asset,
+                        message: format!("`{k}` is not one of its partitions ({def})"),
+                    });
+                }
+            }
+            out.push(keys.to_vec());
+        }
+        Ok(out)
+    }
+
+    async fn execute(
+        &self,
+        run: RunRecord,
+        plan: &[PlannedStep],
+        step_partitions: Vec<Vec<String>>,
+        options: RunOptions,
+        cancel: CancellationToken,
+        progress: Option<ProgressFn>,
+    ) -> Result<RunResult> {
         let run_id = run.run_id.clone();
         self.writer.send(vec![Event::new(
             &run_id,
@@ -249,7 +366,7 @@ impl Executor {
         };
 
         let result = self
-            .drive(&run_id, &plan, &options, &cancel, progress)
+            .drive(&run_id, plan, &step_partitions, &options, &cancel, progress)
             .await;
         heartbeat.abort();
         let (steps, canceled) = result;
@@ -322,6 +439,7 @@ impl Executor {
         &self,
         run_id: &str,
         plan: &[PlannedStep],
+        step_partitions: &[Vec<String>],
         options: &RunOptions,
         cancel: &CancellationToken,
         progress: Option<ProgressFn>,
@@ -356,7 +474,7 @@ impl Executor {
                         graph: self.graph.clone(),
                         step: plan[pos].step,
                         run_id: run_id.to_owned(),
-                        partition_key: options.partition_key.clone(),
+                        partitions: step_partitions[pos].clone(),
                         resources: self.resources.clone(),
                         writer: self.writer.clone(),
                         cancel: cancel.child_token(),
@@ -387,17 +505,15 @@ impl Executor {
                         continue;
                     };
                     let message = format!("the step panicked: {}", panic_message(join_error));
-                    let step = &g.steps[plan[pos].step];
-                    let event = Event::new(
+                    let events = failure_events(
+                        g,
+                        plan[pos].step,
                         run_id,
-                        EventData::StepFailed {
-                            error: message.clone(),
-                            attempt: 1,
-                        },
-                    )
-                    .step(step.name.clone())
-                    .partition(options.partition_key.clone());
-                    if let Err(e) = self.writer.commit(vec![event], Vec::new()).await {
+                        &step_partitions[pos],
+                        &message,
+                        1,
+                    );
+                    if let Err(e) = self.writer.commit(events, Vec::new()).await {
                         tracing::error!("recording a panicked step failed: {}", error_chain(&e));
                     }
                     (pos, Outcome::Failed(message))
@@ -433,7 +549,7 @@ impl Executor {
                                 },
                             )
                             .step(name)
-                            .partition(options.partition_key.clone()),
+                            .partition(single(&step_partitions[child])),
                         );
                         let s = StepStatus::Skipped(reason);
                         done += 1;
@@ -463,12 +579,61 @@ impl Executor {
     }
 }
 
+/// The one key of a single-partition run.
+fn single(keys: &[String]) -> Option<String> {
+    match keys {
+        [k] => Some(k.clone()),
+        _ => None,
+    }
+}
+
+/// What a step failure records: `step_failed`, and for partitioned steps one `asset_failed`
+/// per asset naming the partitions (so partition status shows them failed).
+fn failure_events(
+    graph: &AssetGraph,
+    step: usize,
+    run_id: &str,
+    partitions: &[String],
+    error: &str,
+    attempt: u32,
+) -> Vec<Event> {
+    let s = &graph.steps[step];
+    let mut events = vec![
+        Event::new(
+            run_id,
+            EventData::StepFailed {
+                error: error.to_owned(),
+                attempt,
+            },
+        )
+        .step(s.name.clone())
+        .partition(single(partitions)),
+    ];
+    if !partitions.is_empty() {
+        for &node in &s.nodes {
+            events.push(
+                Event::new(
+                    run_id,
+                    EventData::AssetFailed {
+                        partitions: partitions.to_vec(),
+                        error: error.to_owned(),
+                    },
+                )
+                .step(s.name.clone())
+                .asset(graph.node(node).spec.key.clone())
+                .partition(single(partitions)),
+            );
+        }
+    }
+    events
+}
+
 /// Everything a step task needs (owned, so the task is `'static`).
 struct StepRun {
     graph: Arc<AssetGraph>,
     step: usize,
     run_id: String,
-    partition_key: Option<String>,
+    partitions: Vec<String>,
     resources: Arc<Resources>,
     writer: EventWriter,
     cancel: CancellationToken,
@@ -482,7 +647,31 @@ impl StepRun {
     fn event(&self, data: EventData) -> Event {
         Event::new(&self.run_id, data)
             .step(self.graph.steps[self.step].name.clone())
-            .partition(self.partition_key.clone())
+            .partition(single(&self.partitions))
+    }
+
+    /// The time window spanning the step's partitions, for time-partitioned assets.
+    fn time_window(&self) -> Option<crate::partitions::PartitionTimeWindow> {
+        let def = self
+            .graph
+            .partitions(self.graph.steps[self.step].nodes[0])?;
+        let first = def.time_window(self.partitions.first()?).ok()??;
+        let last = def.time_window(self.partitions.last()?).ok()??;
+        Some(crate::partitions::PartitionTimeWindow {
+            start: first.start,
+            end: last.end,
+        })
+    }
+
+    fn failure(&self, error: &str, attempt: u32) -> Vec<Event> {
+        failure_events(
+            &self.graph,
+            self.step,
+            &self.run_id,
+            &self.partitions,
+            error,
+            attempt,
+        )
     }
 
     fn context(&self, attempt: u32, check: Option<crate::AssetCheckSpec>) -> AssetContext {
@@ -496,7 +685,8 @@ impl StepRun {
                 .map(|&n| self.graph.node(n).spec.key.clone())
                 .collect(),
             check,
-            partition_key: self.partition_key.clone(),
+            partitions: self.partitions.clone(),
+            time_window: self.time_window(),
             attempt,
             resources: self.resources.clone(),
             writer: self.writer.clone(),
@@ -542,11 +732,11 @@ impl StepRun {
                         attempt += 1;
                         continue;
                     }
-                    let event = self.event(EventData::StepFailed {
-                        error: error.clone(),
-                        attempt,
-                    });
-                    return match self.writer.commit(vec![event], Vec::new()).await {
+                    return match self
+                        .writer
+                        .commit(self.failure(&error, attempt), Vec::new())
+                        .await
+                    {
                         Ok(()) => Outcome::Failed(error),
                         Err(e) => Outcome::Failed(format!(
                             "{error} (and recording it failed: {})",
@@ -572,14 +762,28 @@ impl StepRun {
                             metadata
                                 .entry("rainbow/duration".into())
                                 .or_insert(MetadataValue::Duration(duration.as_secs_f64()));
-                            events.push(
-                                self.event(EventData::Materialization(Materialization {
-                                    metadata,
-                                    code_version: spec.code_version.clone(),
-                                    data_version: result.data_version,
-                                }))
-                                .asset(spec.key.clone()),
-                            );
+                            let materialization = Materialization {
+                                metadata,
+                                code_version: spec.code_version.clone(),
+                                data_version: result.data_version,
+                            };
+                            // One materialization per partition the step computed.
+                            if self.partitions.is_empty() {
+                                events.push(
+                                    self.event(EventData::Materialization(materialization))
+                                        .asset(spec.key.clone()),
+                                );
+                            } else {
+                                for p in &self.partitions {
+                                    events.push(
+                                        self.event(EventData::Materialization(
+                                            materialization.clone(),
+                                        ))
+                                        .asset(spec.key.clone())
+                                        .partition(Some(p.clone())),
+                                    );
+                                }
+                            }
                             inline_results.extend(
                                 result
                                     .check_results
@@ -707,10 +911,7 @@ impl StepRun {
                 Outcome::Succeeded
             }
             Some(message) => {
-                events.push(self.event(EventData::StepFailed {
-                    error: message.clone(),
-                    attempt,
-                }));
+                events.extend(self.failure(message, attempt));
                 Outcome::Failed(message.clone())
             }
         };

@@ -12,6 +12,7 @@ use crate::check::AssetCheckDefinition;
 use crate::definitions::{Definitions, JobDefinition, ScheduleDefinition};
 use crate::error::{Error, Result, did_you_mean};
 use crate::key::AssetKey;
+use crate::partitions::{PartitionMapping, PartitionsDefinition};
 use crate::resource::ResourceDef;
 
 /// Index of an asset in an [`AssetGraph`].
@@ -48,6 +49,8 @@ pub struct AssetGraph {
     pub(crate) steps: Vec<Step>,
     pub(crate) checks: Vec<AssetCheckDefinition>,
     checks_by_node: Vec<Vec<usize>>,
+    /// Explicit partition mappings by (downstream, upstream).
+    mappings: HashMap<(NodeId, NodeId), PartitionMapping>,
     jobs: Vec<JobDefinition>,
     schedules: Vec<ScheduleDefinition>,
     pub(crate) resources: Vec<ResourceDef>,
@@ -82,8 +85,33 @@ impl AssetGraph {
             let step_id = steps.len();
             let mut step_nodes = Vec::with_capacity(def.specs.len());
             let is_source = def.is_source();
+            let first_partitions = def.specs[0].partitions.clone();
             for spec in def.specs {
                 spec.key.validate()?;
+                if let Some(p) = &spec.partitions {
+                    p.validate().map_err(|e| {
+                        Error::Definition(format!(
+                            "asset `{}` has invalid partitions: {e}",
+                            spec.key
+                        ))
+                    })?;
+                }
+                if spec.partitions != first_partitions {
+                    return Err(Error::Definition(format!(
+                        "the assets of `{}` must share one partitions definition (`{}` differs)",
+                        def.name, spec.key
+                    )));
+                }
+                if let Some(crate::asset::AutomationCondition::OnCron(expr)) =
+                    &spec.automation_condition
+                {
+                    crate::definitions::parse_cron(expr).map_err(|e| {
+                        Error::Definition(format!(
+                            "asset `{}` has an invalid on_cron expression: {e}",
+                            spec.key
+                        ))
+                    })?;
+                }
                 if index.contains_key(&spec.key) {
                     return Err(Error::Definition(format!(
                         "asset key `{}` is defined twice (again by `{}`)",
@@ -115,6 +143,7 @@ impl AssetGraph {
         }
 
         let mut parents = vec![Vec::new(); nodes.len()];
+        let mut mappings: HashMap<(NodeId, NodeId), PartitionMapping> = HashMap::new();
         let mut children = vec![Vec::new(); nodes.len()];
         for (id, node) in nodes.iter().enumerate() {
             for dep in &node.spec.deps {
@@ -130,6 +159,10 @@ impl AssetGraph {
                 if !parents[id].contains(&up) {
                     parents[id].push(up);
                     children[up].push(id);
+                }
+                if let Some(mapping) = &dep.partition_mapping {
+                    validate_mapping(mapping, &node.spec, &nodes[up].spec)?;
+                    mappings.insert((id, up), mapping.clone());
                 }
             }
         }
@@ -169,6 +202,7 @@ impl AssetGraph {
             steps,
             checks,
             checks_by_node,
+            mappings,
             jobs,
             schedules,
             resources,
@@ -192,6 +226,7 @@ impl AssetGraph {
         }
         for schedule in &self.schedules {
             schedule.cron()?;
+            schedule.tz()?;
             if self.job(&schedule.job).is_none() {
                 return Err(Error::Definition(format!(
                     "schedule `{}` launches unknown job `{}`",
@@ -230,6 +265,22 @@ impl AssetGraph {
     /// Direct upstream assets of `id`.
     pub fn parents(&self, id: NodeId) -> &[NodeId] {
         &self.parents[id]
+    }
+
+    /// How asset `id` is partitioned.
+    pub fn partitions(&self, id: NodeId) -> Option<&PartitionsDefinition> {
+        self.nodes[id].spec.partitions.as_ref()
+    }
+
+    /// The partition mapping from downstream `child` to upstream `parent` (explicit or default).
+    pub fn partition_mapping(&self, child: NodeId, parent: NodeId) -> Option<PartitionMapping> {
+        let up = self.partitions(parent)?;
+        Some(
+            self.mappings
+                .get(&(child, parent))
+                .cloned()
+                .unwrap_or_else(|| PartitionMapping::default_for(self.partitions(child), up)),
+        )
     }
 
     /// Direct downstream assets of `id`.
@@ -276,6 +327,34 @@ impl AssetGraph {
     pub fn select_job(&self, job: &JobDefinition) -> Result<crate::selection::NodeSet> {
         let exclude: Vec<&str> = job.exclude.iter().map(String::as_str).collect();
         self.select(&[job.selection.as_str()], &exclude)
+    }
+}
+
+/// Rejects mappings that cannot work between the two assets' definitions.
+fn validate_mapping(mapping: &PartitionMapping, down: &AssetSpec, up: &AssetSpec) -> Result<()> {
+    let problem = match (mapping, &down.partitions, &up.partitions) {
+        (_, _, None) => Some("the upstream asset is not partitioned".to_owned()),
+        (PartitionMapping::TimeWindow { .. }, Some(d), Some(u))
+            if !(d.is_time_window() && u.is_time_window()) =>
+        {
+            Some("a time-window mapping needs time-window partitions on both sides".to_owned())
+        }
+        (PartitionMapping::TimeWindow { .. }, None, _) => {
+            Some("the downstream asset is not partitioned".to_owned())
+        }
+        (PartitionMapping::MultiToSingleDimension { dimension }, d, Some(u)) => {
+            let found = u.dimension(dimension).is_some()
+                || d.as_ref().is_some_and(|d| d.dimension(dimension).is_some());
+            (!found).then(|| format!("neither asset has a partition dimension named `{dimension}`"))
+        }
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(Error::Definition(format!(
+            "the partition mapping from `{}` to its upstream `{}` is invalid: {p}",
+            down.key, up.key
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -344,12 +344,8 @@ impl PartitionsDefinition {
                 let Ok(start) = r.parse_key(key) else {
                     return Ok(false);
                 };
-                // Round-trips and lies inside [first, last].
-                if r.key(start) != key {
-                    return Ok(false);
-                }
-                let windows = r.windows(ctx.now);
-                Ok(windows.binary_search_by(|w| w.0.cmp(&start)).is_ok())
+                // The key must round-trip and be a window start inside [first, last].
+                Ok(r.key(start) == key && r.contains(start, ctx.now))
             }
             PartitionsDefinition::Static(keys) => Ok(keys.iter().any(|k| k == key)),
             PartitionsDefinition::Dynamic(name) => Ok(ctx
@@ -378,6 +374,15 @@ impl PartitionsDefinition {
                 .position(|(n, _)| n == name)
                 .map(|i| (i, &dims[i].1)),
             _ => None,
+        }
+    }
+
+    /// True if key generation needs stored dynamic keys.
+    pub fn uses_dynamic(&self) -> bool {
+        match self {
+            PartitionsDefinition::Dynamic(_) => true,
+            PartitionsDefinition::Multi(dims) => dims.iter().any(|(_, d)| d.uses_dynamic()),
+            _ => false,
         }
     }
 
@@ -573,6 +578,41 @@ impl<'a> ResolvedTime<'a> {
             }
         }
         n
+    }
+
+    /// Whether a window starts at `start` as of `now`: O(1) except near the end with a positive
+    /// end offset.
+    fn contains(&self, start: NaiveDateTime, now: DateTime<Utc>) -> bool {
+        if start < self.start || self.end.is_some_and(|end| start >= end) {
+            return false;
+        }
+        let aligned = match self.def.cadence {
+            Cadence::Hourly => {
+                start.time().format("%M:%S").to_string() == "00:00" && self.exists(start)
+            }
+            Cadence::Daily => start.time() == NaiveTime::MIN,
+            Cadence::Weekly => {
+                start.time() == NaiveTime::MIN
+                    && (start.date() - self.start.date()).num_days() % 7 == 0
+            }
+            Cadence::Monthly => start.time() == NaiveTime::MIN && start.day() == 1,
+        };
+        if !aligned {
+            return false;
+        }
+        // Complete after holding back `-end_offset` more windows.
+        let mut end = self.next(start);
+        for _ in 0..(-self.def.end_offset).max(0) {
+            end = self.next(end);
+        }
+        if self.instant(end) <= now {
+            return true;
+        }
+        self.def.end_offset > 0
+            && self
+                .windows(now)
+                .binary_search_by(|w| w.0.cmp(&start))
+                .is_ok()
     }
 
     fn window(&self, local_start: NaiveDateTime) -> PartitionTimeWindow {

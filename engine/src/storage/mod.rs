@@ -5,6 +5,9 @@
 //! (a partial index on `events`, and `asset_latest` for O(1) "latest per asset partition" reads) and
 //! check results. Writes go through one transaction per batch, so a batch is all or nothing.
 
+pub mod backfills;
+pub mod partitions;
+pub mod schedules;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -101,6 +104,33 @@ pub struct RunRecord {
     pub backfill_id: Option<String>,
     /// Idempotence key of the schedule tick or sensor evaluation that requested it.
     pub run_key: Option<String>,
+}
+
+impl RunRecord {
+    /// A new run record (not stored), owned by this process.
+    pub fn new(run: NewRun) -> RunRecord {
+        let now = crate::event::now_micros();
+        let status = run.status.unwrap_or(RunStatus::Started);
+        let started = (status == RunStatus::Started).then_some(now);
+        RunRecord {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            status,
+            job_name: run.job_name,
+            selection: run.selection,
+            partition_key: run.partition_key,
+            tags: run.tags,
+            created_at: now,
+            started_at: started,
+            ended_at: None,
+            heartbeat_at: started,
+            pid: Some(i64::from(std::process::id())),
+            hostname: Some(crate::monitor::hostname()),
+            reason: None,
+            worker_id: Some(crate::monitor::worker_id().to_owned()),
+            backfill_id: run.backfill_id,
+            run_key: run.run_key,
+        }
+    }
 }
 
 /// A run to create.
@@ -365,52 +395,65 @@ impl Storage {
 
     /// Creates a run row; returns the stored record.
     pub async fn create_run(&self, run: NewRun) -> Result<RunRecord> {
+        let record = RunRecord::new(run);
+        self.write(&WriteSet {
+            new_runs: vec![record.clone()],
+            ..WriteSet::default()
+        })
+        .await?;
+        Ok(record)
+    }
+
+    /// Creates a run unless one with the same `run_key` exists (then `None`): how a schedule
+    /// tick or sensor evaluation is launched at most once, even by two daemons.
+    pub async fn create_run_once(&self, run: NewRun) -> Result<Option<RunRecord>> {
+        let record = RunRecord::new(run);
+        let sql = format!(
+            "INSERT INTO runs ({RUN_COLUMNS}) VALUES {} ON CONFLICT (run_key) DO NOTHING",
+            placeholders(1, 16)
+        );
+        let r = &record;
+        let inserted = sqlx::query(AssertSqlSafe(sql))
+            .bind(r.run_id.clone())
+            .bind(r.status.as_str())
+            .bind(r.job_name.clone())
+            .bind(r.selection.clone())
+            .bind(r.partition_key.clone())
+            .bind(json(&r.tags)?)
+            .bind(r.created_at)
+            .bind(r.started_at)
+            .bind(r.ended_at)
+            .bind(r.heartbeat_at)
+            .bind(r.pid)
+            .bind(r.hostname.clone())
+            .bind(r.reason.clone())
+            .bind(r.worker_id.clone())
+            .bind(r.backfill_id.clone())
+            .bind(r.run_key.clone())
+            .execute(&self.pool)
+            .await
+            .map_err(Error::storage("creating a keyed run"))?
+            .rows_affected();
+        Ok((inserted == 1).then_some(record))
+    }
+
+    /// Moves a `QUEUED` run to `STARTED` for this process; false if another process took it.
+    pub async fn claim_queued_run(&self, run_id: &str) -> Result<bool> {
         let now = crate::event::now_micros();
-        let status = run.status.unwrap_or(RunStatus::Started);
-        let started = (status == RunStatus::Started).then_some(now);
-        let record = RunRecord {
-            run_id: uuid::Uuid::now_v7().to_string(),
-            status,
-            job_name: run.job_name,
-            selection: run.selection,
-            partition_key: run.partition_key,
-            tags: run.tags,
-            created_at: now,
-            started_at: started,
-            ended_at: None,
-            heartbeat_at: started,
-            pid: Some(i64::from(std::process::id())),
-            hostname: Some(crate::monitor::hostname()),
-            reason: None,
-            worker_id: Some(crate::monitor::worker_id().to_owned()),
-            backfill_id: run.backfill_id,
-            run_key: run.run_key,
-        };
-        sqlx::query(
-            "INSERT INTO runs (run_id, status, job_name, selection, partition_key, tags, created_at, \
-             started_at, ended_at, heartbeat_at, pid, hostname, reason, worker_id, backfill_id, run_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        let changed = sqlx::query(
+            "UPDATE runs SET status = 'STARTED', started_at = $2, heartbeat_at = $2, pid = $3, \
+             hostname = $4, worker_id = $5 WHERE run_id = $1 AND status = 'QUEUED'",
         )
-        .bind(&record.run_id)
-        .bind(record.status.as_str())
-        .bind(&record.job_name)
-        .bind(&record.selection)
-        .bind(&record.partition_key)
-        .bind(json(&record.tags)?)
-        .bind(record.created_at)
-        .bind(record.started_at)
-        .bind(record.ended_at)
-        .bind(record.heartbeat_at)
-        .bind(record.pid)
-        .bind(&record.hostname)
-        .bind(&record.reason)
-        .bind(&record.worker_id)
-        .bind(&record.backfill_id)
-        .bind(&record.run_key)
+        .bind(run_id)
+        .bind(now)
+        .bind(i64::from(std::process::id()))
+        .bind(crate::monitor::hostname())
+        .bind(crate::monitor::worker_id())
         .execute(&self.pool)
         .await
-        .map_err(Error::storage("creating a run"))?;
-        Ok(record)
+        .map_err(Error::storage(format!("claiming queued run {run_id}")))?
+        .rows_affected();
+        Ok(changed == 1)
     }
 
     /// The run with id `run_id`.
@@ -597,8 +640,18 @@ impl Storage {
 
     /// Writes events and run updates in one transaction: all of them or none.
     pub async fn write_batch(&self, events: &[Event], updates: &[RunUpdate]) -> Result<()> {
+        self.write(&WriteSet {
+            events: events.to_vec(),
+            run_updates: updates.to_vec(),
+            ..WriteSet::default()
+        })
+        .await
+    }
+
+    /// Writes a [`WriteSet`] in one transaction.
+    pub async fn write(&self, set: &WriteSet) -> Result<()> {
         let mut conn = self.connection().await?;
-        write_batch_on(&mut conn, events, updates).await
+        write_batch_on(&mut conn, set).await
     }
 
     /// A connection from the pool, for callers that write many batches (the event writer).
@@ -829,6 +882,8 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
         q.execute(&mut **tx).await.map_err(Error::storage(ctx))?;
     }
 
+    partitions::upsert_status_tx(tx, events).await?;
+
     let checks: Vec<(&Event, &CheckEvaluation)> = events
         .iter()
         .filter_map(|e| match &e.data {
@@ -861,20 +916,94 @@ async fn write_events(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
 }
 
 /// Writes events and run updates on `conn` in one transaction.
-pub(crate) async fn write_batch_on(
-    conn: &mut sqlx::AnyConnection,
-    events: &[Event],
-    updates: &[RunUpdate],
-) -> Result<()> {
+pub(crate) async fn write_batch_on(conn: &mut sqlx::AnyConnection, set: &WriteSet) -> Result<()> {
     let ctx = "writing run events";
     let mut tx = sqlx::Connection::begin(conn)
         .await
         .map_err(Error::storage(ctx))?;
-    write_events(&mut tx, events).await?;
-    for update in updates {
+    insert_runs(&mut tx, &set.new_runs).await?;
+    write_events(&mut tx, &set.events).await?;
+    for update in &set.run_updates {
         apply_update(&mut tx, update).await?;
     }
+    backfills::apply_unit_updates(&mut tx, &set.unit_updates).await?;
+    partitions::release_leases_tx(&mut tx, &set.lease_releases).await?;
     tx.commit().await.map_err(Error::storage(ctx))
+}
+
+/// Everything one transaction writes: new runs, events (with the materialization, partition
+/// status and check indexes derived from them), run updates, backfill unit updates and lease
+/// releases. The event writer merges many of these into one.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSet {
+    /// Runs to insert.
+    pub new_runs: Vec<RunRecord>,
+    /// Events to append.
+    pub events: Vec<Event>,
+    /// Run rows to update.
+    pub run_updates: Vec<RunUpdate>,
+    /// Backfill units to update.
+    pub unit_updates: Vec<backfills::UnitUpdate>,
+    /// Partition leases to release.
+    pub lease_releases: Vec<partitions::Lease>,
+}
+
+impl WriteSet {
+    /// Appends another set.
+    pub fn extend(&mut self, other: WriteSet) {
+        self.new_runs.extend(other.new_runs);
+        self.events.extend(other.events);
+        self.run_updates.extend(other.run_updates);
+        self.unit_updates.extend(other.unit_updates);
+        self.lease_releases.extend(other.lease_releases);
+    }
+
+    /// Number of rows it writes, roughly (for batching limits).
+    pub fn len(&self) -> usize {
+        self.new_runs.len()
+            + self.events.len()
+            + self.run_updates.len()
+            + self.unit_updates.len()
+            + self.lease_releases.len()
+    }
+
+    /// True when it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn insert_runs(tx: &mut AnyTx<'_>, runs: &[RunRecord]) -> Result<()> {
+    for chunk in chunks(runs) {
+        let sql = format!(
+            "INSERT INTO runs ({RUN_COLUMNS}) VALUES {}",
+            placeholders(chunk.len(), 16)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.run_id.clone())
+                .bind(r.status.as_str())
+                .bind(r.job_name.clone())
+                .bind(r.selection.clone())
+                .bind(r.partition_key.clone())
+                .bind(json(&r.tags)?)
+                .bind(r.created_at)
+                .bind(r.started_at)
+                .bind(r.ended_at)
+                .bind(r.heartbeat_at)
+                .bind(r.pid)
+                .bind(r.hostname.clone())
+                .bind(r.reason.clone())
+                .bind(r.worker_id.clone())
+                .bind(r.backfill_id.clone())
+                .bind(r.run_key.clone());
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(Error::storage("creating runs"))?;
+    }
+    Ok(())
 }
 
 async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {

@@ -1,9 +1,9 @@
-//! [`EventWriter`]: the single writer task that batches events into transactions.
+//! [`EventWriter`]: the single writer task that batches writes into transactions.
 //!
-//! Steps hand their events to the writer; it drains everything queued and writes it in one
-//! transaction (group commit), so a run's write cost grows with the number of batches, not the
-//! number of events. `commit` waits until a batch is durable; `send` does not (log lines,
-//! step-started events). Batches are written in the order they were sent.
+//! Steps and backfills hand their [`WriteSet`]s to the writer; it drains everything queued and
+//! writes it in one transaction (group commit), so a run's write cost grows with the number of
+//! batches, not the number of events. `commit` waits until a set is durable; `send` does not
+//! (log lines, step-started events). Sets are written in the order they were sent.
 
 use std::sync::Arc;
 
@@ -11,16 +11,15 @@ use sqlx::Any;
 use sqlx::pool::PoolConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RunUpdate, Storage};
+use super::{RunUpdate, Storage, WriteSet};
 use crate::error::{Error, Result};
 use crate::event::Event;
 
-/// Most events written in one transaction.
-const MAX_EVENTS_PER_TX: usize = 4096;
+/// Most rows written in one transaction.
+const MAX_ROWS_PER_TX: usize = 4096;
 
 struct Batch {
-    events: Vec<Event>,
-    updates: Vec<RunUpdate>,
+    set: WriteSet,
     ack: Option<oneshot::Sender<Result<()>>>,
 }
 
@@ -40,23 +39,31 @@ impl EventWriter {
 
     /// Queues events without waiting for them to be written.
     pub fn send(&self, events: Vec<Event>) {
-        let batch = Batch {
+        let set = WriteSet {
             events,
-            updates: Vec::new(),
-            ack: None,
+            ..WriteSet::default()
         };
-        if self.tx.send(batch).is_err() {
+        if self.tx.send(Batch { set, ack: None }).is_err() {
             tracing::error!("the event writer has stopped; events dropped");
         }
     }
 
     /// Writes events and run updates atomically and waits until they are committed.
-    pub async fn commit(&self, events: Vec<Event>, updates: Vec<RunUpdate>) -> Result<()> {
+    pub async fn commit(&self, events: Vec<Event>, run_updates: Vec<RunUpdate>) -> Result<()> {
+        self.commit_set(WriteSet {
+            events,
+            run_updates,
+            ..WriteSet::default()
+        })
+        .await
+    }
+
+    /// Writes a whole [`WriteSet`] atomically and waits until it is committed.
+    pub async fn commit_set(&self, set: WriteSet) -> Result<()> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Batch {
-                events,
-                updates,
+                set,
                 ack: Some(ack),
             })
             .map_err(|_| Error::Internal("the event writer has stopped".into()))?;
@@ -73,45 +80,37 @@ async fn run(storage: Storage, mut rx: mpsc::UnboundedReceiver<Batch>) {
         // Give steps finishing at the same moment the chance to join this transaction: one
         // yield costs microseconds, a transaction's round trips cost far more.
         tokio::task::yield_now().await;
-        let mut batches = vec![first];
-        let mut count = batches[0].events.len();
-        while count < MAX_EVENTS_PER_TX {
-            match rx.try_recv() {
-                Ok(b) => {
-                    count += b.events.len();
-                    batches.push(b);
-                }
-                Err(_) => break,
+        let mut acks = Vec::new();
+        let mut set = WriteSet::default();
+        let mut next = Some(first);
+        while let Some(batch) = next.take() {
+            set.extend(batch.set);
+            acks.extend(batch.ack);
+            if set.len() >= MAX_ROWS_PER_TX {
+                break;
             }
+            next = rx.try_recv().ok();
         }
-        let events: Vec<Event> = batches
-            .iter_mut()
-            .flat_map(|b| std::mem::take(&mut b.events))
-            .collect();
-        let updates: Vec<RunUpdate> = batches
-            .iter_mut()
-            .flat_map(|b| std::mem::take(&mut b.updates))
-            .collect();
         let started = std::time::Instant::now();
-        let result = write(&storage, &mut conn, &events, &updates)
-            .await
-            .map_err(Arc::new);
+        let result = write(&storage, &mut conn, &set).await.map_err(Arc::new);
         if result.is_err() {
             conn = None;
         }
         tracing::debug!(
-            events = events.len(),
-            messages = batches.len(),
+            rows = set.len(),
+            waiters = acks.len(),
             micros = started.elapsed().as_micros() as u64,
             "wrote one transaction"
         );
         if let Err(e) = &result {
-            tracing::error!("writing {} events failed: {e}", events.len());
+            tracing::error!(
+                "writing {} rows failed: {}",
+                set.len(),
+                crate::executor::error_chain(e.as_ref())
+            );
         }
-        for batch in batches {
-            if let Some(ack) = batch.ack {
-                let _ = ack.send(result.clone().map_err(Error::Shared));
-            }
+        for ack in acks {
+            let _ = ack.send(result.clone().map_err(Error::Shared));
         }
     }
 }
@@ -119,12 +118,11 @@ async fn run(storage: Storage, mut rx: mpsc::UnboundedReceiver<Batch>) {
 async fn write(
     storage: &Storage,
     conn: &mut Option<PoolConnection<Any>>,
-    events: &[Event],
-    updates: &[RunUpdate],
+    set: &WriteSet,
 ) -> Result<()> {
     let c = match conn {
         Some(c) => c,
         None => conn.insert(storage.connection().await?),
     };
-    super::write_batch_on(c, events, updates).await
+    super::write_batch_on(c, set).await
 }

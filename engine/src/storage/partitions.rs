@@ -1,0 +1,334 @@
+//! Partition storage: the latest outcome per asset partition (`partition_status`), keys of
+//! dynamic partitions definitions, and leases that keep two processes from computing the same
+//! asset partition at once.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{AnyTx, Storage, chunks, placeholders};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventData, Micros, now_micros};
+use crate::key::AssetKey;
+
+/// The state of one asset partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    /// Its latest run materialized it.
+    Materialized,
+    /// Its latest run failed to materialize it.
+    Failed,
+    /// A process holds its lease right now.
+    InProgress,
+    /// Never materialized.
+    Missing,
+}
+
+impl PartitionState {
+    /// Lower-case name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PartitionState::Materialized => "materialized",
+            PartitionState::Failed => "failed",
+            PartitionState::InProgress => "in_progress",
+            PartitionState::Missing => "missing",
+        }
+    }
+}
+
+/// One asset partition held by an owner (a backfill or a run).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// Who holds it.
+    pub owner: String,
+    /// The asset.
+    pub asset_key: String,
+    /// The partition (`""` for an unpartitioned asset).
+    pub partition_key: String,
+}
+
+/// One `partition_status` row to write.
+struct StatusRow {
+    asset: String,
+    partition: String,
+    status: &'static str,
+    run_id: String,
+    ts: Micros,
+}
+
+/// Upserts `partition_status` from materialization and asset-failed events (the newest wins).
+pub(super) async fn upsert_status_tx(tx: &mut AnyTx<'_>, events: &[Event]) -> Result<()> {
+    let mut rows: Vec<StatusRow> = Vec::new();
+    // One row per asset partition per statement (PostgreSQL refuses to upsert a row twice).
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for e in events {
+        let Some(asset) = &e.asset_key else { continue };
+        let (partitions, status): (Vec<&String>, &'static str) = match &e.data {
+            EventData::Materialization(_) => (e.partition_key.iter().collect(), "materialized"),
+            EventData::AssetFailed { partitions, .. } => (partitions.iter().collect(), "failed"),
+            _ => continue,
+        };
+        for partition in partitions {
+            let row = StatusRow {
+                asset: asset.to_string(),
+                partition: partition.clone(),
+                status,
+                run_id: e.run_id.clone(),
+                ts: e.timestamp,
+            };
+            match index.get(&(row.asset.clone(), row.partition.clone())) {
+                Some(&i) => rows[i] = row,
+                None => {
+                    index.insert((row.asset.clone(), row.partition.clone()), rows.len());
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    for chunk in chunks(&rows) {
+        let sql = format!(
+            "INSERT INTO partition_status (asset_key, partition_key, status, run_id, ts) VALUES {} \
+             ON CONFLICT (asset_key, partition_key) DO UPDATE SET status = excluded.status, \
+             run_id = excluded.run_id, ts = excluded.ts WHERE excluded.ts >= partition_status.ts",
+            placeholders(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for r in chunk {
+            q = q
+                .bind(r.asset.clone())
+                .bind(r.partition.clone())
+                .bind(r.status)
+                .bind(r.run_id.clone())
+                .bind(r.ts);
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(Error::storage("recording partition status"))?;
+    }
+    Ok(())
+}
+
+/// Deletes leases, many per statement.
+pub(super) async fn release_leases_tx(tx: &mut AnyTx<'_>, leases: &[Lease]) -> Result<()> {
+    for chunk in chunks(leases) {
+        let sql = format!(
+            "DELETE FROM partition_leases WHERE (owner, asset_key, partition_key) IN (VALUES {})",
+            placeholders(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for l in chunk {
+            q = q
+                .bind(l.owner.clone())
+                .bind(l.asset_key.clone())
+                .bind(l.partition_key.clone());
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(Error::storage("releasing partition leases"))?;
+    }
+    Ok(())
+}
+
+impl Storage {
+    /// The state of every recorded partition of `asset`, with leased ones `InProgress`.
+    /// Partitions absent from the map are missing.
+    pub async fn partition_states(
+        &self,
+        asset: &AssetKey,
+    ) -> Result<HashMap<String, PartitionState>> {
+        let key = asset.to_string();
+        let rows =
+            sqlx::query("SELECT partition_key, status FROM partition_status WHERE asset_key = $1")
+                .bind(key.clone())
+                .fetch_all(self.pool())
+                .await
+                .map_err(Error::storage(format!(
+                    "reading partition status of {asset}"
+                )))?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let partition: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding partition status"))?;
+            let status: String = row
+                .try_get(1)
+                .map_err(Error::storage("decoding partition status"))?;
+            let state = if status == "failed" {
+                PartitionState::Failed
+            } else {
+                PartitionState::Materialized
+            };
+            out.insert(partition, state);
+        }
+        let leased = sqlx::query(
+            "SELECT partition_key FROM partition_leases WHERE asset_key = $1 AND expires_at > $2",
+        )
+        .bind(key)
+        .bind(now_micros())
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage(format!(
+            "reading partition leases of {asset}"
+        )))?;
+        for row in &leased {
+            let partition: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding partition leases"))?;
+            out.insert(partition, PartitionState::InProgress);
+        }
+        Ok(out)
+    }
+
+    /// Adds keys to the dynamic partitions definition `name` (existing keys are kept).
+    pub async fn add_dynamic_partitions(&self, name: &str, keys: &[String]) -> Result<()> {
+        for key in keys {
+            if key.is_empty() || key.contains('|') || key.contains(',') {
+                return Err(Error::Config {
+                    location: format!("dynamic partitions `{name}`"),
+                    message: format!("partition key `{key}` is empty or contains `|` or `,`"),
+                });
+            }
+        }
+        let now = now_micros();
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(Error::storage("adding dynamic partitions"))?;
+        for chunk in chunks(keys) {
+            let sql = format!(
+                "INSERT INTO dynamic_partitions (name, partition_key, added_at) VALUES {} ON CONFLICT DO NOTHING",
+                placeholders(chunk.len(), 3)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(name.to_owned()).bind(k.clone()).bind(now);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(Error::storage("adding dynamic partitions"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(Error::storage("adding dynamic partitions"))
+    }
+
+    /// Removes a key from a dynamic partitions definition.
+    pub async fn delete_dynamic_partition(&self, name: &str, key: &str) -> Result<bool> {
+        let n =
+            sqlx::query("DELETE FROM dynamic_partitions WHERE name = $1 AND partition_key = $2")
+                .bind(name)
+                .bind(key)
+                .execute(self.pool())
+                .await
+                .map_err(Error::storage("deleting a dynamic partition"))?
+                .rows_affected();
+        Ok(n > 0)
+    }
+
+    /// Every dynamic partitions definition's keys, in the order they were added.
+    pub async fn dynamic_partitions(&self) -> Result<HashMap<String, Vec<String>>> {
+        let rows = sqlx::query(
+            "SELECT name, partition_key FROM dynamic_partitions ORDER BY added_at, partition_key",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage("reading dynamic partitions"))?;
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for row in &rows {
+            let name: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding dynamic partitions"))?;
+            let key: String = row
+                .try_get(1)
+                .map_err(Error::storage("decoding dynamic partitions"))?;
+            out.entry(name).or_default().push(key);
+        }
+        Ok(out)
+    }
+
+    /// Takes every lease in `leases` (all with the same owner) for `ttl`, or none of them: a
+    /// lease held by another owner that has not expired blocks. Returns whether it took them.
+    pub async fn acquire_leases(&self, leases: &[Lease], ttl: std::time::Duration) -> Result<bool> {
+        if leases.is_empty() {
+            return Ok(true);
+        }
+        let now = now_micros();
+        let expires = now + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let ctx = "acquiring partition leases";
+        let mut tx = self.pool().begin().await.map_err(Error::storage(ctx))?;
+        let mut taken: u64 = 0;
+        for chunk in chunks(leases) {
+            let sql = format!(
+                "INSERT INTO partition_leases (owner, asset_key, partition_key, expires_at) VALUES {} \
+                 ON CONFLICT (asset_key, partition_key) DO UPDATE SET owner = excluded.owner, \
+                 expires_at = excluded.expires_at \
+                 WHERE partition_leases.owner = excluded.owner OR partition_leases.expires_at <= $1",
+                placeholders_from(chunk.len(), 4, 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for l in chunk {
+                q = q
+                    .bind(l.owner.clone())
+                    .bind(l.asset_key.clone())
+                    .bind(l.partition_key.clone())
+                    .bind(expires);
+            }
+            taken += q
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::storage(ctx))?
+                .rows_affected();
+        }
+        if taken as usize == leases.len() {
+            tx.commit().await.map_err(Error::storage(ctx))?;
+            Ok(true)
+        } else {
+            tx.rollback().await.map_err(Error::storage(ctx))?;
+            Ok(false)
+        }
+    }
+
+    /// Extends every lease of `owner` by `ttl` from now.
+    pub async fn renew_leases(&self, owner: &str, ttl: std::time::Duration) -> Result<()> {
+        let expires = now_micros() + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        sqlx::query("UPDATE partition_leases SET expires_at = $2 WHERE owner = $1")
+            .bind(owner)
+            .bind(expires)
+            .execute(self.pool())
+            .await
+            .map_err(Error::storage("renewing partition leases"))?;
+        Ok(())
+    }
+
+    /// Releases leases.
+    pub async fn release_leases(&self, leases: &[Lease]) -> Result<()> {
+        self.write(&super::WriteSet {
+            lease_releases: leases.to_vec(),
+            ..super::WriteSet::default()
+        })
+        .await
+    }
+}
+
+/// Like [`placeholders`], numbering from `$first`.
+fn placeholders_from(rows: usize, cols: usize, first: usize) -> String {
+    let mut s = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(first + r * cols + c).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
