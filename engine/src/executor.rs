@@ -115,7 +115,9 @@ impl RunResult {
     }
 }
 
-/// Executes runs of one asset graph against one storage.
+/// Executes runs of one asset graph against one storage. Cloning shares everything (graph,
+/// storage pool, resources, event writer).
+#[derive(Clone)]
 pub struct Executor {
     graph: Arc<AssetGraph>,
     storage: Storage,
@@ -158,6 +160,11 @@ impl Executor {
     /// The storage.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The event writer shared by this executor's runs.
+    pub fn writer(&self) -> &EventWriter {
+        &self.writer
     }
 
     /// The steps a selection plans, in topological order (source assets without an observe

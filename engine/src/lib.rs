@@ -28,6 +28,7 @@
 //! ```
 
 pub mod asset;
+pub mod backfill;
 pub mod check;
 pub mod cli;
 pub mod context;
@@ -46,7 +47,8 @@ pub mod staleness;
 pub mod storage;
 
 pub use asset::{
-    AssetDefinition, AssetDep, AssetSpec, MaterializeResult, ObserveResult, RetryPolicy, asset,
+    AssetDefinition, AssetDep, AssetSpec, AutomationCondition, BackfillPolicy, MaterializeResult,
+    ObserveResult, RetryPolicy, asset,
 };
 pub use check::{AssetCheckDefinition, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec};
 pub use context::AssetContext;
@@ -57,6 +59,7 @@ pub use executor::{Executor, RunOptions, RunResult, StepStatus};
 pub use graph::AssetGraph;
 pub use key::AssetKey;
 pub use metadata::{Metadata, MetadataValue, TableSchema};
+pub use partitions::{PartitionMapping, PartitionsDefinition};
 pub use resource::{RainbowConfig, Resources};
 pub use selection::{AssetSelection, NodeSet};
 pub use staleness::{AssetStatus, Staleness};
@@ -66,7 +69,9 @@ pub use storage::Storage;
 pub mod prelude {
     pub use crate::{
         AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetContext, AssetDefinition,
-        AssetGraph, AssetKey, AssetSpec, BoxError, Definitions, JobDefinition, MaterializeResult,
-        MetadataValue, ObserveResult, RetryPolicy, ScheduleDefinition, TableSchema, asset,
+        AssetDep, AssetGraph, AssetKey, AssetSpec, AutomationCondition, BackfillPolicy, BoxError,
+        Definitions, JobDefinition, MaterializeResult, MetadataValue, ObserveResult,
+        PartitionMapping, PartitionsDefinition, RetryPolicy, ScheduleDefinition, TableSchema,
+        asset,
     };
 }

@@ -1,9 +1,12 @@
-//! The quickstart: a four-asset graph of a tiny shop — a source table, a cleaned copy, a daily
-//! aggregate and a report — with a blocking check, metadata and a configured resource.
+//! The quickstart: a tiny shop — a source table, a cleaned copy, a daily aggregate and a
+//! report — with a blocking check, metadata and a configured resource; and a partitioned
+//! branch: orders per day (daily partitions), revenue per day, and revenue per month (monthly
+//! partitions over the days), scheduled nightly on the previous day's partition.
 //!
 //! ```text
 //! shop/orders (source) -> staging/orders -> marts/daily_revenue -> reports/summary
 //!                                            └ check: revenue_non_negative (blocking)
+//! daily/orders [daily] -> daily/revenue [daily] -> monthly/revenue [monthly]
 //! ```
 //!
 //! Run it: `cargo run -p rainbow-examples --bin quickstart -- materialize --select '*'`.
@@ -20,6 +23,24 @@ pub struct ShopSettings {
     /// Currency of every amount.
     #[serde(default = "default_currency")]
     pub currency: String,
+    /// Simulated latency of the shop database per daily extract, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Days whose extract fails (simulates an outage), e.g. `["2024-09-03"]`.
+    #[serde(default)]
+    pub fail_days: Vec<String>,
+}
+
+/// The day partitions start.
+pub const FIRST_DAY: &str = "2024-09-01";
+
+/// Deterministic synthetic orders of one day: (count, revenue in cents).
+pub fn orders_of_day(day: &str) -> (u64, i64) {
+    let seed: u64 = day
+        .bytes()
+        .fold(17, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let count = 20 + seed % 30;
+    (count, (count as i64) * (900 + (seed % 700) as i64))
 }
 
 fn default_currency() -> String {
@@ -109,9 +130,73 @@ pub fn definitions() -> Definitions {
             Ok::<_, BoxError>(MaterializeResult::new().metadata("summary", text))
         });
 
+    let day_orders = asset("daily/orders")
+        .group("daily")
+        .kind("memory")
+        .partitions(PartitionsDefinition::daily(FIRST_DAY))
+        .description("Orders placed on the partition's day")
+        .compute(|ctx| async move {
+            let shop = ctx.resource::<ShopSettings>()?;
+            let day = ctx
+                .partition_key()
+                .ok_or("daily/orders needs one partition")?
+                .to_owned();
+            if shop.latency_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(shop.latency_ms)).await;
+            }
+            if shop.fail_days.contains(&day) {
+                return Err(format!("the shop database was unreachable for {day}").into());
+            }
+            let (count, _) = orders_of_day(&day);
+            Ok::<_, BoxError>(MaterializeResult::new().row_count(count))
+        });
+
+    let day_revenue = asset("daily/revenue")
+        .dep("daily/orders")
+        .group("daily")
+        .kind("memory")
+        .partitions(PartitionsDefinition::daily(FIRST_DAY))
+        .compute(|ctx| async move {
+            let day = ctx
+                .partition_key()
+                .ok_or("daily/revenue needs one partition")?
+                .to_owned();
+            let (_, cents) = orders_of_day(&day);
+            Ok::<_, BoxError>(MaterializeResult::new().metadata("revenue_cents", cents))
+        });
+
+    let month_revenue = asset("monthly/revenue")
+        .dep("daily/revenue")
+        .group("monthly")
+        .kind("memory")
+        .partitions(PartitionsDefinition::monthly(FIRST_DAY))
+        .description("Revenue per month: needs every day of its month")
+        .compute(|ctx| async move {
+            let window = ctx
+                .partition_time_window()
+                .ok_or("monthly/revenue is time-partitioned")?;
+            let mut day = window.start.date_naive();
+            let mut cents = 0;
+            while day < window.end.date_naive() {
+                cents += orders_of_day(&day.format("%Y-%m-%d").to_string()).1;
+                day = day.succ_opt().ok_or("date overflow")?;
+            }
+            Ok::<_, BoxError>(MaterializeResult::new().metadata("revenue_cents", cents))
+        });
+
     Definitions::new()
         .assets([source, staging, revenue, summary])
+        .assets([day_orders, day_revenue, month_revenue])
         .resource_from_config::<ShopSettings>("shop")
         .job(JobDefinition::new("daily", "+reports/summary").description("Everything, nightly"))
         .schedule(ScheduleDefinition::new("nightly", "0 0 * * *", "daily"))
+        .job(
+            JobDefinition::new("daily_partitions", "group:daily")
+                .description("Yesterday's orders and revenue"),
+        )
+        .schedule(ScheduleDefinition::new(
+            "nightly_partitions",
+            "0 0 * * *",
+            "daily_partitions",
+        ))
 }

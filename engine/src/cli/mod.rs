@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 success, 1 a run failed or was canceled, 2 bad input or an engine error.
 
+mod backfill;
 mod bench;
 mod output;
 
@@ -73,6 +74,9 @@ pub enum Command {
         /// Most steps running at once.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
         concurrency: u32,
+        /// Partition to materialize (partitioned assets); repeat or use commas for a range run.
+        #[arg(long, value_delimiter = ',')]
+        partition: Vec<String>,
     },
     /// Show each asset's staleness and latest materialization.
     Status {
@@ -82,6 +86,24 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Backfill a selection over partitions, or manage backfills.
+    Backfill(backfill::BackfillArgs),
+    /// Show an asset's partitions as status ranges.
+    Partitions {
+        /// The asset.
+        asset: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add keys to a dynamic partitions definition.
+    AddPartitions {
+        /// The dynamic partitions definition's name.
+        name: String,
+        /// Keys to add.
+        #[arg(required = true)]
+        keys: Vec<String>,
     },
     /// List recent runs.
     Runs {
@@ -170,6 +192,13 @@ fn init_tracing() {
 }
 
 impl Cli {
+    fn config(&self) -> Result<RainbowConfig> {
+        match &self.config {
+            Some(path) => RainbowConfig::load_required(path),
+            None => RainbowConfig::load(std::path::Path::new("rainbow.toml")),
+        }
+    }
+
     async fn storage(&self) -> Result<Storage> {
         let storage = match &self.database_url {
             Some(url) => Storage::connect(url).await?,
@@ -232,10 +261,23 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             output::run_show(&run, &events, *json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backfill(args) => backfill::run(&cli, graph.clone(), args).await,
+        Command::Partitions { asset, json } => {
+            let storage = cli.storage().await?;
+            backfill::show_partitions(&graph, &storage, asset, *json).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::AddPartitions { name, keys } => {
+            let storage = cli.storage().await?;
+            storage.add_dynamic_partitions(name, keys).await?;
+            println!("added {} key(s) to dynamic partitions `{name}`", keys.len());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Materialize {
             selection: SelectArgs { select, exclude },
             job,
             concurrency,
+            partition,
         } => {
             let (set, expression, job_name) = match job {
                 Some(name) => {
@@ -275,10 +317,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
                 ));
             }
             let storage = cli.storage().await?;
-            let config = match &cli.config {
-                Some(path) => RainbowConfig::load_required(path)?,
-                None => RainbowConfig::load(std::path::Path::new("rainbow.toml"))?,
-            };
+            let config = cli.config()?;
             let executor = Executor::new(graph.clone(), storage, &config)?;
             let cancel = cancel_on_ctrl_c();
             let bar = progress_bar(set.len());
@@ -287,6 +326,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
                     &set,
                     RunOptions {
                         concurrency: *concurrency as usize,
+                        partitions: partition.clone(),
                         job_name,
                         selection: expression,
                         ..RunOptions::default()
@@ -328,7 +368,7 @@ pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
 }
 
 /// A progress bar on a terminal, tracing lines otherwise.
-struct Bar(Option<indicatif::ProgressBar>);
+struct Bar(pub(super) Option<indicatif::ProgressBar>);
 
 fn progress_bar(total: usize) -> Bar {
     if !std::io::stderr().is_terminal() {

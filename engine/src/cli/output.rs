@@ -10,7 +10,7 @@ use crate::graph::AssetGraph;
 use crate::staleness::{AssetStatus, Staleness};
 use crate::storage::RunRecord;
 
-fn print_json(value: &serde_json::Value) -> Result<()> {
+pub(super) fn print_json(value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Internal(format!("cannot render JSON: {e}")))?;
     println!("{text}");

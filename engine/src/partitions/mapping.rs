@@ -99,7 +99,7 @@ impl PartitionMapping {
     ) -> Result<BTreeSet<String>> {
         let mut out = BTreeSet::new();
         match self {
-            PartitionMapping::AllPartitions => out.extend(upstream.keys(ctx)?),
+            PartitionMapping::AllPartitions => out.extend(ctx.keys_of(upstream)?.iter().cloned()),
             PartitionMapping::Identity => {
                 for k in downstream_keys {
                     if upstream.has_key(k, ctx)? {
@@ -124,7 +124,7 @@ impl PartitionMapping {
                             .into(),
                     )
                 })?;
-                let windows = upstream.windows_utc(ctx.now).map_err(|_| {
+                let windows = ctx.windows_of(upstream).map_err(|_| {
                     Error::Definition(format!("a time-window partition mapping needs a time-window upstream, not {upstream}"))
                 })?;
                 for k in downstream_keys {
@@ -159,7 +159,7 @@ impl PartitionMapping {
                 } else if let Some((pos, _)) = upstream.dimension(dimension) {
                     // Single-dimensional downstream, multi upstream: every upstream key whose
                     // shared component is the downstream key.
-                    for u in upstream.keys(ctx)? {
+                    for u in ctx.keys_of(upstream)?.iter().cloned() {
                         let n = match upstream {
                             PartitionsDefinition::Multi(dims) => dims.len(),
                             _ => 2,

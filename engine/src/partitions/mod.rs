@@ -14,6 +14,7 @@ mod mapping;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use chrono::{
     DateTime, Datelike, Duration, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc,
@@ -124,12 +125,21 @@ pub enum PartitionsDefinition {
 }
 
 /// What key generation needs besides the definition: the current time and stored dynamic keys.
+/// It also caches enumerated keys and windows per definition, so mapping many partitions
+/// enumerates each definition once.
 #[derive(Debug, Clone)]
 pub struct PartitionContext {
     /// "Now" (injectable for tests and schedules).
     pub now: DateTime<Utc>,
     /// Dynamic partition keys by definition name.
     pub dynamic: HashMap<String, Vec<String>>,
+    cache: Arc<Mutex<ContextCache>>,
+}
+
+#[derive(Debug, Default)]
+struct ContextCache {
+    keys: HashMap<PartitionsDefinition, Arc<Vec<String>>>,
+    windows: HashMap<PartitionsDefinition, Arc<Vec<KeyWindow>>>,
 }
 
 impl PartitionContext {
@@ -138,7 +148,36 @@ impl PartitionContext {
         PartitionContext {
             now,
             dynamic: HashMap::new(),
+            cache: Arc::default(),
         }
+    }
+
+    /// `def.keys(self)`, computed once per definition.
+    pub fn keys_of(&self, def: &PartitionsDefinition) -> Result<Arc<Vec<String>>> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some(keys) = cache.keys.get(def)
+        {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(def.keys(self)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.keys.insert(def.clone(), keys.clone());
+        }
+        Ok(keys)
+    }
+
+    /// The windows of a time-window definition, computed once per definition.
+    pub(crate) fn windows_of(&self, def: &PartitionsDefinition) -> Result<Arc<Vec<KeyWindow>>> {
+        if let Ok(cache) = self.cache.lock()
+            && let Some(w) = cache.windows.get(def)
+        {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(def.windows_utc(self.now)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.windows.insert(def.clone(), w.clone());
+        }
+        Ok(w)
     }
 }
 
@@ -429,6 +468,44 @@ impl fmt::Display for PartitionsDefinition {
             PartitionsDefinition::Dynamic(name) => write!(f, "dynamic `{name}`"),
         }
     }
+}
+
+/// A run of consecutive partitions (in the definition's key order) in the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusRange {
+    /// First key.
+    pub start: String,
+    /// Last key.
+    pub end: String,
+    /// Their state.
+    pub state: crate::storage::partitions::PartitionState,
+    /// How many partitions.
+    pub count: usize,
+}
+
+/// Compresses per-partition states into ranges over `keys` (absent keys are missing).
+pub fn status_ranges(
+    keys: &[String],
+    states: &HashMap<String, crate::storage::partitions::PartitionState>,
+) -> Vec<StatusRange> {
+    use crate::storage::partitions::PartitionState;
+    let mut out: Vec<StatusRange> = Vec::new();
+    for k in keys {
+        let state = states.get(k).copied().unwrap_or(PartitionState::Missing);
+        match out.last_mut() {
+            Some(r) if r.state == state => {
+                r.end = k.clone();
+                r.count += 1;
+            }
+            _ => out.push(StatusRange {
+                start: k.clone(),
+                end: k.clone(),
+                state,
+                count: 1,
+            }),
+        }
+    }
+    out
 }
 
 /// A key with its window as UTC instants `[start, end)`.

@@ -48,6 +48,13 @@ impl EventWriter {
         }
     }
 
+    /// Queues a [`WriteSet`] without waiting for it to be written.
+    pub fn send_set(&self, set: WriteSet) {
+        if self.tx.send(Batch { set, ack: None }).is_err() {
+            tracing::error!("the event writer has stopped; writes dropped");
+        }
+    }
+
     /// Writes events and run updates atomically and waits until they are committed.
     pub async fn commit(&self, events: Vec<Event>, run_updates: Vec<RunUpdate>) -> Result<()> {
         self.commit_set(WriteSet {
