@@ -29,7 +29,7 @@ fn a_new_user_lists_materializes_and_inspects() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
 
-    let out = rainbow(d, &["list", "--json"]);
+    let out = rainbow(d, &["list", "--json", "--select", "+reports/summary"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let assets: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let keys: Vec<&str> = assets
@@ -68,8 +68,22 @@ fn a_new_user_lists_materializes_and_inspects() {
     );
 
     let out = rainbow(d, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let statuses: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
-    let revenue = &statuses[2];
+    let revenue = statuses
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["key"] == "marts/daily_revenue")
+        .expect("listed");
+    // Partitioned assets were not part of the run.
+    let daily = statuses
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|s| s["key"] == "daily/orders")
+        .expect("listed");
+    assert_eq!(daily["staleness"], "missing");
     assert_eq!(revenue["staleness"], "fresh");
     // The resource came from the environment.
     assert_eq!(
@@ -78,6 +92,7 @@ fn a_new_user_lists_materializes_and_inspects() {
     );
 
     let out = rainbow(d, &["runs", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let runs: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let run_id = runs[0]["run_id"].as_str().expect("id").to_owned();
     let out = rainbow(d, &["run", "show", &run_id]);

@@ -25,6 +25,11 @@ async fn count(storage: &Storage, sql: &'static str) -> i64 {
 /// Starts `rainbow bench assets` on `url`: 200 assets taking 50 ms each, two at a time, a run
 /// of about five seconds.
 fn spawn_slow_run(url: &str) -> std::process::Child {
+    spawn_run(url, "50")
+}
+
+/// `rainbow bench assets` with `sleep_ms` per asset, two at a time.
+fn spawn_run(url: &str, sleep_ms: &str) -> std::process::Child {
     Command::new(RAINBOW)
         .args([
             "bench",
@@ -32,7 +37,7 @@ fn spawn_slow_run(url: &str) -> std::process::Child {
             "--n",
             "200",
             "--sleep-ms",
-            "50",
+            sleep_ms,
             "--concurrency",
             "2",
             "--storage",
@@ -85,8 +90,27 @@ const MATERIALIZATIONS: &str = "SELECT COUNT(*) FROM events WHERE kind = 'materi
 
 async fn killed_run_is_failed_on_next_start(backend: Backend) {
     let t = fresh_storage(backend).await;
-    let mut child = spawn_slow_run(&t.url);
-    let seen = wait_for_materializations(&t.storage, 5).await;
+    // 300 ms steps, and the kill only once a step is seen in flight: it dies mid-step.
+    let mut child = spawn_run(&t.url, "300");
+    let seen = wait_for_materializations(&t.storage, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let runs = t
+            .storage
+            .list_runs(&Default::default())
+            .await
+            .expect("runs");
+        let events = t
+            .storage
+            .events_for_run(&runs[0].run_id, 0, 100_000)
+            .await
+            .expect("events");
+        if !open_steps(&events).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no step was ever seen running");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let after_kill = count(&t.storage, MATERIALIZATIONS).await;

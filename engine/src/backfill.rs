@@ -206,12 +206,15 @@ pub async fn plan_backfill(
             .min()
             .unwrap_or(1)
             .max(1);
+        let member_targets: Vec<(NodeId, HashSet<&String>)> = members
+            .iter()
+            .map(|&m| (m, targets[&m].iter().collect()))
+            .collect();
         for chunk in ordered.chunks(size.min(ordered.len())) {
-            let in_chunk: HashSet<&String> = chunk.iter().collect();
-            let assets: Vec<NodeId> = members
+            let assets: Vec<NodeId> = member_targets
                 .iter()
-                .copied()
-                .filter(|m| targets[m].iter().any(|k| in_chunk.contains(k)))
+                .filter(|(_, t)| chunk.iter().any(|k| t.contains(k)))
+                .map(|(m, _)| *m)
                 .collect();
             for k in chunk {
                 unit_of.insert((g, k.clone()), units.len());
@@ -458,6 +461,9 @@ impl Default for BackfillRunOptions {
     }
 }
 
+/// Ready units whose leases are taken together, at least.
+const LEASE_LOOKAHEAD: usize = 64;
+
 /// Progress callback.
 pub type BackfillProgressFn = Arc<dyn Fn(&BackfillProgress) + Send + Sync>;
 
@@ -604,14 +610,28 @@ pub async fn run_backfill(
     };
     report(&state);
 
+    // Units whose leases are held, waiting for a slot. Leases are taken for a look-ahead batch
+    // of ready units in one transaction, not one transaction per unit.
+    let mut leased: VecDeque<usize> = VecDeque::new();
     loop {
-        while !canceled && running.len() < max {
-            let Some(i) = ready.pop_front() else { break };
-            let leases = leases_of(id, &units[i]);
-            if !storage.acquire_leases(&leases, options.lease_ttl).await? {
-                blocked.push(i);
-                continue;
+        if !canceled && leased.len() < max && !ready.is_empty() {
+            let batch: Vec<usize> = ready
+                .drain(..ready.len().min(LEASE_LOOKAHEAD.max(max)))
+                .collect();
+            let groups: Vec<Vec<Lease>> = batch.iter().map(|&i| leases_of(id, &units[i])).collect();
+            let got = storage
+                .acquire_lease_groups(&groups, options.lease_ttl)
+                .await?;
+            for (i, ok) in batch.into_iter().zip(got) {
+                if ok {
+                    leased.push_back(i)
+                } else {
+                    blocked.push(i)
+                }
             }
+        }
+        while !canceled && running.len() < max {
+            let Some(i) = leased.pop_front() else { break };
             state[i] = State::Running;
             writer.send_set(WriteSet {
                 unit_updates: vec![UnitUpdate {
@@ -632,7 +652,10 @@ pub async fn run_backfill(
             };
             running.spawn(run_unit(executor.clone(), work, cancel.clone()));
         }
-        if running.is_empty() && (ready.is_empty() || canceled) && (blocked.is_empty() || canceled)
+        if running.is_empty()
+            && (ready.is_empty() || canceled)
+            && (blocked.is_empty() || canceled)
+            && (leased.is_empty() || canceled)
         {
             break;
         }
@@ -694,6 +717,15 @@ pub async fn run_backfill(
             }
         }
     }
+    // Leases taken for units that never started (cancel) are given back.
+    let unused: Vec<Lease> = leased
+        .iter()
+        .flat_map(|&i| leases_of(id, &units[i]))
+        .collect();
+    writer.send_set(WriteSet {
+        lease_releases: unused,
+        ..WriteSet::default()
+    });
     // Everything written by the units is committed before the final status.
     writer.commit_set(WriteSet::default()).await?;
 

@@ -35,6 +35,22 @@ pub enum BenchCommand {
         #[arg(long = "storage")]
         database_url: Option<String>,
     },
+    /// Backfill a 2-asset daily chain of no-op assets over P partitions from 2000-01-01 (one
+    /// run per partition), SQLite storage, then read the status of the 10,000+ partitions.
+    Backfill {
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1000)]
+        partitions: usize,
+        /// Most runs at once.
+        #[arg(long, default_value_t = 8)]
+        max_concurrent: usize,
+        /// Simulated work per asset partition, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        sleep_ms: u64,
+        /// Storage URL; default: a fresh SQLite file in a temporary directory, removed after.
+        #[arg(long = "storage")]
+        database_url: Option<String>,
+    },
     /// Build the asset graph of N assets and resolve typical selections.
     Graph {
         /// Number of assets.
@@ -109,6 +125,20 @@ pub(super) async fn run(command: &BenchCommand) -> Result<ExitCode> {
             .await
         }
         BenchCommand::Graph { n } => graph(*n).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Backfill {
+            partitions,
+            max_concurrent,
+            sleep_ms,
+            database_url,
+        } => {
+            backfill(
+                *partitions,
+                *max_concurrent,
+                Duration::from_millis(*sleep_ms),
+                database_url.clone(),
+            )
+            .await
+        }
     }
 }
 
@@ -155,6 +185,106 @@ async fn assets(
         return Ok(ExitCode::from(1));
     }
     println!("{}", json!({"bench": "assets", "n": n, "seconds": seconds}));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh temporary SQLite storage (with the directory to remove) or the given URL.
+async fn bench_storage(url: Option<String>) -> Result<(Storage, Option<PathBuf>)> {
+    match url {
+        Some(url) => Ok((Storage::connect(&url).await?, None)),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "rainbow-bench-{}-{}",
+                std::process::id(),
+                crate::event::now_micros()
+            ));
+            Ok((Storage::open_sqlite_dir(&dir).await?, Some(dir)))
+        }
+    }
+}
+
+async fn backfill(
+    partitions: usize,
+    max_concurrent: usize,
+    sleep: Duration,
+    url: Option<String>,
+) -> Result<ExitCode> {
+    use crate::backfill::{
+        BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
+    };
+    use crate::partitions::PartitionsDefinition;
+    let (storage, temp_dir) = bench_storage(url).await?;
+    let n = partitions.max(1);
+    // Enough end offset that all n days exist whatever today is.
+    let def = PartitionsDefinition::daily("2000-01-01").end_offset(n as i64);
+    let noop = move |_ctx| async move {
+        if !sleep.is_zero() {
+            tokio::time::sleep(sleep).await;
+        }
+        Ok::<_, BoxError>(MaterializeResult::new())
+    };
+    let defs = Definitions::new()
+        .asset(asset("bench/extract").partitions(def.clone()).compute(noop))
+        .asset(
+            asset("bench/load")
+                .dep("bench/extract")
+                .partitions(def)
+                .compute(noop),
+        );
+    let graph = std::sync::Arc::new(AssetGraph::build(defs)?);
+    let executor = Executor::new(graph.clone(), storage.clone(), &RainbowConfig::default())?;
+    let last = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|d| d.checked_add_days(chrono::Days::new(n as u64 - 1)))
+        .ok_or_else(|| Error::Internal("date overflow".into()))?;
+    let request = BackfillRequest {
+        select: vec!["bench/*".into()],
+        exclude: Vec::new(),
+        partitions: PartitionSelector::Range {
+            from: "2000-01-01".into(),
+            to: last.format("%Y-%m-%d").to_string(),
+        },
+        max_concurrent,
+        tags: Default::default(),
+    };
+    let started = Instant::now();
+    let record = launch_backfill(&graph, &storage, &request, chrono::Utc::now()).await?;
+    let planned = started.elapsed().as_secs_f64();
+    let status = run_backfill(
+        &executor,
+        &record.backfill_id,
+        &BackfillRunOptions::default(),
+        super::cancel_on_ctrl_c(),
+        None,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let read_started = Instant::now();
+    let states = storage
+        .partition_states(&crate::AssetKey::from("bench/load"))
+        .await?;
+    let ctx = crate::partitions::PartitionContext::at(chrono::Utc::now());
+    let keys = ctx.keys_of(
+        graph
+            .partitions(0)
+            .ok_or_else(|| Error::Internal("bench asset unpartitioned".into()))?,
+    )?;
+    let ranges = crate::partitions::status_ranges(&keys, &states);
+    let status_read = read_started.elapsed().as_secs_f64();
+    if let Some(dir) = temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if status != crate::storage::backfills::BackfillStatus::Completed {
+        eprintln!("benchmark backfill {} ended {status}", record.backfill_id);
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "{}",
+        json!({"bench": "backfill", "partitions": n, "seconds": seconds,
+                              "seconds_per_partition": seconds / n as f64, "plan_seconds": planned,
+               "status_read_seconds": status_read, "status_ranges": ranges.len(),
+               "status_partitions": keys.len()})
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -87,6 +87,32 @@ pub struct TimeWindowPartitions {
     pub timezone: String,
     /// chrono format of the keys.
     pub format: String,
+    /// The parsed start, end and timezone, shared by clones (parsing is the costly part of
+    /// checking a key).
+    parsed: ParseCache,
+}
+
+/// Inputs a parse depends on, to detect edits of the public fields after a parse.
+type Fingerprint = (Cadence, String, Option<String>, String, String);
+type Parsed = (Tz, NaiveDateTime, Option<NaiveDateTime>);
+
+/// A parse result cache that does not take part in equality or hashing.
+#[derive(Clone, Default)]
+struct ParseCache(Arc<std::sync::OnceLock<(Fingerprint, std::result::Result<Parsed, String>)>>);
+
+impl fmt::Debug for ParseCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ParseCache")
+    }
+}
+impl PartialEq for ParseCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ParseCache {}
+impl std::hash::Hash for ParseCache {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 impl TimeWindowPartitions {
@@ -98,6 +124,7 @@ impl TimeWindowPartitions {
             end_offset: 0,
             timezone: "UTC".into(),
             format: cadence.default_format().into(),
+            parsed: ParseCache::default(),
         }
     }
 }
@@ -554,6 +581,37 @@ fn parse_local(text: &str, what: &str) -> Result<NaiveDateTime> {
 
 impl<'a> ResolvedTime<'a> {
     fn resolve(def: &'a TimeWindowPartitions) -> Result<Self> {
+        let fingerprint: Fingerprint = (
+            def.cadence,
+            def.start.clone(),
+            def.end.clone(),
+            def.timezone.clone(),
+            def.format.clone(),
+        );
+        let (cached_for, parsed) = def.parsed.0.get_or_init(|| {
+            let parsed = ResolvedTime::parse(def)
+                .map(|r| (r.tz, r.start, r.end))
+                .map_err(|e| match e {
+                    Error::Definition(m) => m,
+                    other => other.to_string(),
+                });
+            (fingerprint.clone(), parsed)
+        });
+        if *cached_for != fingerprint {
+            return ResolvedTime::parse(def);
+        }
+        match parsed {
+            Ok((tz, start, end)) => Ok(ResolvedTime {
+                def,
+                tz: *tz,
+                start: *start,
+                end: *end,
+            }),
+            Err(m) => Err(Error::Definition(m.clone())),
+        }
+    }
+
+    fn parse(def: &'a TimeWindowPartitions) -> Result<Self> {
         let tz: Tz = def.timezone.parse().map_err(|_| {
             Error::Definition(format!(
                 "unknown timezone `{}` (use an IANA name such as `Europe/Paris`)",
@@ -685,11 +743,31 @@ impl<'a> ResolvedTime<'a> {
         if self.instant(end) <= now {
             return true;
         }
-        self.def.end_offset > 0
-            && self
+        if self.def.end_offset <= 0 {
+            return false;
+        }
+        // An incomplete window: allowed if among the first `end_offset` incomplete ones. The
+        // first incomplete window is the one containing `now`.
+        let local_now = now.with_timezone(&self.tz).naive_local();
+        let index = |t: NaiveDateTime| -> Option<i64> {
+            let days = (t.date() - self.start.date()).num_days();
+            match self.def.cadence {
+                Cadence::Daily => Some(days),
+                Cadence::Weekly => Some(days.div_euclid(7)),
+                Cadence::Monthly => Some(
+                    i64::from(t.year() - self.start.year()) * 12 + i64::from(t.month())
+                        - i64::from(self.start.month()),
+                ),
+                Cadence::Hourly => None,
+            }
+        };
+        match (index(start), index(local_now)) {
+            (Some(i), Some(current)) => i < current + self.def.end_offset,
+            _ => self
                 .windows(now)
                 .binary_search_by(|w| w.0.cmp(&start))
-                .is_ok()
+                .is_ok(),
+        }
     }
 
     fn window(&self, local_start: NaiveDateTime) -> PartitionTimeWindow {

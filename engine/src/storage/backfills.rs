@@ -169,21 +169,47 @@ pub struct BackfillProgress {
 }
 
 pub(super) async fn apply_unit_updates(tx: &mut AnyTx<'_>, updates: &[UnitUpdate]) -> Result<()> {
-    let now = now_micros();
+    // Merge updates of one unit (status and run of the last, attempts summed), then write
+    // several per statement.
+    let mut merged: Vec<(UnitUpdate, i64)> = Vec::new();
+    let mut index: std::collections::HashMap<(&str, i64), usize> = std::collections::HashMap::new();
     for u in updates {
-        sqlx::query(
-            "UPDATE backfill_units SET status = $3, run_id = COALESCE($4, run_id), \
-             attempts = attempts + $5, updated_at = $6 WHERE backfill_id = $1 AND unit_id = $2",
-        )
-        .bind(u.backfill_id.clone())
-        .bind(u.unit_id)
-        .bind(u.status.as_str())
-        .bind(u.run_id.clone())
-        .bind(i64::from(u.add_attempt))
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(Error::storage("updating backfill units"))?;
+        let attempts = i64::from(u.add_attempt);
+        match index.get(&(u.backfill_id.as_str(), u.unit_id)) {
+            Some(&i) => {
+                let (m, a) = &mut merged[i];
+                m.status = u.status;
+                m.run_id = u.run_id.clone().or(m.run_id.take());
+                *a += attempts;
+            }
+            None => {
+                index.insert((&u.backfill_id, u.unit_id), merged.len());
+                merged.push((u.clone(), attempts));
+            }
+        }
+    }
+    let now = now_micros();
+    for chunk in chunks(&merged) {
+        let sql = format!(
+            "UPDATE backfill_units SET status = v.column3, run_id = COALESCE(v.column4, backfill_units.run_id), \
+             attempts = backfill_units.attempts + v.column5, updated_at = v.column6 \
+             FROM (VALUES {}) AS v \
+             WHERE backfill_units.backfill_id = v.column1 AND backfill_units.unit_id = v.column2",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (u, attempts) in chunk {
+            q = q
+                .bind(u.backfill_id.clone())
+                .bind(u.unit_id)
+                .bind(u.status.as_str())
+                .bind(u.run_id.clone())
+                .bind(*attempts)
+                .bind(now);
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(Error::storage("updating backfill units"))?;
     }
     Ok(())
 }

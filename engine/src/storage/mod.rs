@@ -923,9 +923,7 @@ pub(crate) async fn write_batch_on(conn: &mut sqlx::AnyConnection, set: &WriteSe
         .map_err(Error::storage(ctx))?;
     insert_runs(&mut tx, &set.new_runs).await?;
     write_events(&mut tx, &set.events).await?;
-    for update in &set.run_updates {
-        apply_update(&mut tx, update).await?;
-    }
+    apply_run_updates(&mut tx, &set.run_updates).await?;
     backfills::apply_unit_updates(&mut tx, &set.unit_updates).await?;
     partitions::release_leases_tx(&mut tx, &set.lease_releases).await?;
     tx.commit().await.map_err(Error::storage(ctx))
@@ -1006,21 +1004,49 @@ async fn insert_runs(tx: &mut AnyTx<'_>, runs: &[RunRecord]) -> Result<()> {
     Ok(())
 }
 
-async fn apply_update(tx: &mut AnyTx<'_>, u: &RunUpdate) -> Result<()> {
-    sqlx::query(
-        "UPDATE runs SET \
-         status = COALESCE($2, status), ended_at = COALESCE($3, ended_at), \
-         heartbeat_at = COALESCE($4, heartbeat_at), reason = COALESCE($5, reason) \
-         WHERE run_id = $1 AND status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')",
-    )
-    .bind(u.run_id.clone())
-    .bind(u.status.map(|s| s.as_str()))
-    .bind(u.ended_at)
-    .bind(u.heartbeat_at)
-    .bind(u.reason.clone())
-    .execute(&mut **tx)
-    .await
-    .map_err(Error::storage(format!("updating run {}", u.run_id)))?;
+/// Applies run updates, several per statement (`UPDATE … FROM (VALUES …)`). Updates of one
+/// run are merged first, later fields winning; a finished run never changes.
+async fn apply_run_updates(tx: &mut AnyTx<'_>, updates: &[RunUpdate]) -> Result<()> {
+    let mut merged: Vec<RunUpdate> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for u in updates {
+        match index.get(u.run_id.as_str()) {
+            Some(&i) => {
+                let m = &mut merged[i];
+                m.status = u.status.or(m.status);
+                m.ended_at = u.ended_at.or(m.ended_at);
+                m.heartbeat_at = u.heartbeat_at.or(m.heartbeat_at);
+                m.reason = u.reason.clone().or(m.reason.take());
+            }
+            None => {
+                index.insert(&u.run_id, merged.len());
+                merged.push(u.clone());
+            }
+        }
+    }
+    for chunk in chunks(&merged) {
+        let sql = format!(
+            "UPDATE runs SET status = COALESCE(v.column2, runs.status), \
+             ended_at = COALESCE(v.column3, runs.ended_at), \
+             heartbeat_at = COALESCE(v.column4, runs.heartbeat_at), \
+             reason = COALESCE(v.column5, runs.reason) \
+             FROM (VALUES {}) AS v \
+             WHERE runs.run_id = v.column1 AND runs.status NOT IN ('SUCCESS', 'FAILURE', 'CANCELED')",
+            placeholders(chunk.len(), 5)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for u in chunk {
+            q = q
+                .bind(u.run_id.clone())
+                .bind(u.status.map(|s| s.as_str()))
+                .bind(u.ended_at)
+                .bind(u.heartbeat_at)
+                .bind(u.reason.clone());
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(Error::storage("updating runs"))?;
+    }
     Ok(())
 }
 

@@ -291,6 +291,68 @@ impl Storage {
         }
     }
 
+    /// Takes leases for several groups at once, each group all-or-nothing, in one transaction:
+    /// returns, per group, whether it got every lease. Partial groups are given back.
+    pub async fn acquire_lease_groups(
+        &self,
+        groups: &[Vec<Lease>],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<bool>> {
+        let all: Vec<&Lease> = groups.iter().flatten().collect();
+        if all.is_empty() {
+            return Ok(vec![true; groups.len()]);
+        }
+        let now = now_micros();
+        let expires = now + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
+        let ctx = "acquiring partition leases";
+        let mut tx = self.pool().begin().await.map_err(Error::storage(ctx))?;
+        let mut taken: std::collections::HashSet<(String, String)> =
+            std::collections::HashSet::new();
+        for chunk in chunks(&all) {
+            let sql = format!(
+                "INSERT INTO partition_leases (owner, asset_key, partition_key, expires_at) VALUES {} \
+                 ON CONFLICT (asset_key, partition_key) DO UPDATE SET owner = excluded.owner, \
+                 expires_at = excluded.expires_at \
+                 WHERE partition_leases.owner = excluded.owner OR partition_leases.expires_at <= $1 \
+                 RETURNING asset_key, partition_key",
+                placeholders_from(chunk.len(), 4, 2)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for l in chunk {
+                q = q
+                    .bind(l.owner.clone())
+                    .bind(l.asset_key.clone())
+                    .bind(l.partition_key.clone())
+                    .bind(expires);
+            }
+            for row in q.fetch_all(&mut *tx).await.map_err(Error::storage(ctx))? {
+                let a: String = row.try_get(0).map_err(Error::storage(ctx))?;
+                let p: String = row.try_get(1).map_err(Error::storage(ctx))?;
+                taken.insert((a, p));
+            }
+        }
+        let got: Vec<bool> = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .all(|l| taken.contains(&(l.asset_key.clone(), l.partition_key.clone())))
+            })
+            .collect();
+        let give_back: Vec<Lease> = groups
+            .iter()
+            .zip(&got)
+            .filter(|(_, ok)| !**ok)
+            .flat_map(|(g, _)| {
+                g.iter()
+                    .filter(|l| taken.contains(&(l.asset_key.clone(), l.partition_key.clone())))
+                    .cloned()
+            })
+            .collect();
+        release_leases_tx(&mut tx, &give_back).await?;
+        tx.commit().await.map_err(Error::storage(ctx))?;
+        Ok(got)
+    }
+
     /// Extends every lease of `owner` by `ttl` from now.
     pub async fn renew_leases(&self, owner: &str, ttl: std::time::Duration) -> Result<()> {
         let expires = now_micros() + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
