@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backfills;
 mod cli;
 mod execution;
 mod recovery;
