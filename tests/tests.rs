@@ -5,6 +5,7 @@ mod support;
 
 mod backfills;
 mod cli;
+mod daemon;
 mod execution;
 mod recovery;
 mod selection;

@@ -21,6 +21,8 @@ pub struct JobDefinition {
     pub exclude: Option<String>,
     /// Human description.
     pub description: Option<String>,
+    /// Tags put on the job's runs (the run queue limits runs by tag).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 impl JobDefinition {
@@ -31,7 +33,14 @@ impl JobDefinition {
             selection: selection.into(),
             exclude: None,
             description: None,
+            tags: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Adds a tag to the job's runs.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
     }
 
     /// Excludes assets from the job.
@@ -58,6 +67,51 @@ pub struct ScheduleDefinition {
     pub job: String,
     /// IANA timezone name; `UTC` by default.
     pub timezone: String,
+    /// What a daemon that was down does with the ticks it missed.
+    pub catch_up: CatchUpPolicy,
+}
+
+/// What to do with schedule ticks missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CatchUpPolicy {
+    /// Launch only the latest missed tick; record the others as skipped.
+    #[default]
+    LatestOnly,
+    /// Launch every missed tick.
+    AllMissed,
+}
+
+/// A sensor: watches something and requests runs of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorDefinition {
+    /// Sensor name.
+    pub name: String,
+    /// What it watches.
+    pub kind: SensorKind,
+    /// The job it launches.
+    pub job: String,
+}
+
+/// What a sensor watches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    /// Each new materialization of this asset requests one run.
+    Asset(crate::AssetKey),
+}
+
+impl SensorDefinition {
+    /// Runs `job` whenever `asset` is materialized.
+    pub fn asset_sensor(
+        name: impl Into<String>,
+        asset: impl Into<crate::AssetKey>,
+        job: impl Into<String>,
+    ) -> Self {
+        SensorDefinition {
+            name: name.into(),
+            kind: SensorKind::Asset(asset.into()),
+            job: job.into(),
+        }
+    }
 }
 
 impl ScheduleDefinition {
@@ -72,7 +126,14 @@ impl ScheduleDefinition {
             cron_schedule: cron_schedule.into(),
             job: job.into(),
             timezone: "UTC".into(),
+            catch_up: CatchUpPolicy::default(),
         }
+    }
+
+    /// Sets the catch-up policy.
+    pub fn catch_up(mut self, policy: CatchUpPolicy) -> Self {
+        self.catch_up = policy;
+        self
     }
 
     /// Sets the timezone.
@@ -122,6 +183,7 @@ pub struct Definitions {
     pub(crate) checks: Vec<AssetCheckDefinition>,
     pub(crate) jobs: Vec<JobDefinition>,
     pub(crate) schedules: Vec<ScheduleDefinition>,
+    pub(crate) sensors: Vec<SensorDefinition>,
     pub(crate) resources: Vec<ResourceDef>,
 }
 
@@ -161,6 +223,12 @@ impl Definitions {
         self
     }
 
+    /// Adds a sensor.
+    pub fn sensor(mut self, sensor: SensorDefinition) -> Self {
+        self.sensors.push(sensor);
+        self
+    }
+
     /// Adds a resource given as a ready value, reachable as `ctx.resource::<T>()`.
     pub fn resource<T: Any + Send + Sync>(mut self, value: T) -> Self {
         self.resources.push(ResourceDef::value(value));
@@ -184,6 +252,7 @@ impl Definitions {
         self.checks.extend(other.checks);
         self.jobs.extend(other.jobs);
         self.schedules.extend(other.schedules);
+        self.sensors.extend(other.sensors);
         self.resources.extend(other.resources);
         self
     }

@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::asset::{AssetSpec, Kind, RetryPolicy};
 use crate::check::AssetCheckDefinition;
-use crate::definitions::{Definitions, JobDefinition, ScheduleDefinition};
+use crate::definitions::{Definitions, JobDefinition, ScheduleDefinition, SensorDefinition};
 use crate::error::{Error, Result, did_you_mean};
 use crate::key::AssetKey;
 use crate::partitions::{PartitionMapping, PartitionsDefinition};
@@ -53,6 +53,7 @@ pub struct AssetGraph {
     mappings: HashMap<(NodeId, NodeId), PartitionMapping>,
     jobs: Vec<JobDefinition>,
     schedules: Vec<ScheduleDefinition>,
+    sensors: Vec<SensorDefinition>,
     pub(crate) resources: Vec<ResourceDef>,
 }
 
@@ -66,6 +67,7 @@ impl AssetGraph {
             checks: loose_checks,
             jobs,
             schedules,
+            sensors,
             resources,
         } = defs;
 
@@ -205,6 +207,7 @@ impl AssetGraph {
             mappings,
             jobs,
             schedules,
+            sensors,
             resources,
         };
         graph.validate_jobs_and_schedules()?;
@@ -223,6 +226,21 @@ impl AssetGraph {
             self.select_job(job).map_err(|e| {
                 Error::Definition(format!("job `{}` has an invalid selection: {e}", job.name))
             })?;
+        }
+        for sensor in &self.sensors {
+            if self.job(&sensor.job).is_none() {
+                return Err(Error::Definition(format!(
+                    "sensor `{}` launches unknown job `{}`",
+                    sensor.name, sensor.job
+                )));
+            }
+            let crate::definitions::SensorKind::Asset(key) = &sensor.kind;
+            if self.node_id(key).is_none() {
+                return Err(Error::Definition(format!(
+                    "sensor `{}` watches unknown asset `{key}`",
+                    sensor.name
+                )));
+            }
         }
         for schedule in &self.schedules {
             schedule.cron()?;
@@ -321,6 +339,11 @@ impl AssetGraph {
     /// The schedules.
     pub fn schedules(&self) -> &[ScheduleDefinition] {
         &self.schedules
+    }
+
+    /// The sensors.
+    pub fn sensors(&self) -> &[SensorDefinition] {
+        &self.sensors
     }
 
     /// Resolves a job's selection.

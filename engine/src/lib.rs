@@ -32,6 +32,7 @@ pub mod backfill;
 pub mod check;
 pub mod cli;
 pub mod context;
+pub mod daemon;
 pub mod definitions;
 pub mod error;
 pub mod event;
@@ -52,7 +53,9 @@ pub use asset::{
 };
 pub use check::{AssetCheckDefinition, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec};
 pub use context::AssetContext;
-pub use definitions::{Definitions, JobDefinition, ScheduleDefinition};
+pub use definitions::{
+    CatchUpPolicy, Definitions, JobDefinition, ScheduleDefinition, SensorDefinition,
+};
 pub use error::{BoxError, Error, Result};
 pub use event::{Event, EventData, RunStatus};
 pub use executor::{Executor, RunOptions, RunResult, StepStatus};

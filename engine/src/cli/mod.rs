@@ -105,6 +105,36 @@ pub enum Command {
         #[arg(required = true)]
         keys: Vec<String>,
     },
+    /// Run the daemon: schedules, sensors, automation, the run queue, requested backfills.
+    Daemon {
+        /// Seconds between ticks.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+        /// Tick once, wait for what it launched, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Most runs in flight at once.
+        #[arg(long, default_value_t = 10)]
+        max_concurrent_runs: usize,
+        /// A per-tag limit, `KEY=VALUE:N` or `KEY:N` (repeatable).
+        #[arg(long, value_parser = parse_tag_limit)]
+        tag_limit: Vec<crate::daemon::TagLimit>,
+    },
+    /// Schedules.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+    /// Recent schedule, sensor and automation ticks.
+    Ticks {
+        /// Only this instigator (e.g. `schedule:nightly`).
+        #[arg(long)]
+        instigator: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// List recent runs.
     Runs {
         /// How many.
@@ -140,6 +170,30 @@ pub struct SelectArgs {
     /// Assets to leave out, same grammar (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
+}
+
+/// `rainbow schedule …`
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Schedules with their next tick times.
+    List,
+}
+
+fn parse_tag_limit(text: &str) -> std::result::Result<crate::daemon::TagLimit, String> {
+    let (tag, limit) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}`: expected KEY=VALUE:N or KEY:N"))?;
+    let limit: usize = limit
+        .parse()
+        .map_err(|_| format!("`{text}`: the limit `{limit}` is not a number"))?;
+    let (key, value) = match tag.split_once('=') {
+        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+        None => (tag.to_owned(), None),
+    };
+    if key.is_empty() {
+        return Err(format!("`{text}`: the tag key is empty"));
+    }
+    Ok(crate::daemon::TagLimit { key, value, limit })
 }
 
 /// `rainbow run …`
@@ -262,6 +316,50 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(args) => backfill::run(&cli, graph.clone(), args).await,
+        Command::Daemon {
+            interval,
+            once,
+            max_concurrent_runs,
+            tag_limit,
+        } => {
+            let storage = cli.storage().await?;
+            let executor = Executor::new(graph.clone(), storage, &cli.config()?)?;
+            let options = crate::daemon::DaemonOptions {
+                max_concurrent_runs: *max_concurrent_runs,
+                tag_limits: tag_limit.clone(),
+                ..Default::default()
+            };
+            let daemon =
+                crate::daemon::Daemon::new(executor, Arc::new(crate::daemon::SystemClock), options);
+            if *once {
+                let report = daemon.tick().await?;
+                daemon.wait_idle().await;
+                println!(
+                    "tick: {} run(s) requested, {} launched, {} backfill(s) started",
+                    report.requested.len(),
+                    report.launched.len(),
+                    report.backfills.len()
+                );
+            } else {
+                tracing::info!("daemon started; ticking every {interval}s (Ctrl-C stops)");
+                daemon
+                    .run(Duration::from_secs((*interval).max(1)), cancel_on_ctrl_c())
+                    .await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule {
+            command: ScheduleCommand::List,
+        } => {
+            output::schedules(&graph, chrono::Utc::now())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ticks { instigator, limit } => {
+            let storage = cli.storage().await?;
+            let ticks = storage.ticks(instigator.as_deref(), *limit).await?;
+            output::ticks(&ticks);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Partitions { asset, json } => {
             let storage = cli.storage().await?;
             backfill::show_partitions(&graph, &storage, asset, *json).await?;

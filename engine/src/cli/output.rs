@@ -211,6 +211,51 @@ pub(super) fn run_show(run: &RunRecord, events: &[Event], json: bool) -> Result<
     Ok(())
 }
 
+pub(super) fn schedules(graph: &AssetGraph, now: chrono::DateTime<chrono::Utc>) -> Result<()> {
+    let mut rows = Vec::new();
+    for s in graph.schedules() {
+        let tz = s.tz()?;
+        let next: Vec<String> = s
+            .cron()?
+            .after(&now.with_timezone(&tz))
+            .take(3)
+            .map(|t| {
+                t.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%MZ")
+                    .to_string()
+            })
+            .collect();
+        rows.push(vec![
+            s.name.clone(),
+            s.cron_schedule.clone(),
+            s.timezone.clone(),
+            s.job.clone(),
+            next.join(", "),
+        ]);
+    }
+    table(
+        &["SCHEDULE", "CRON", "TIMEZONE", "JOB", "NEXT TICKS (UTC)"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub(super) fn ticks(ticks: &[crate::storage::schedules::TickRecord]) {
+    let rows: Vec<Vec<String>> = ticks
+        .iter()
+        .map(|t| {
+            vec![
+                format_micros(t.tick_ts),
+                t.instigator.clone(),
+                t.status.clone(),
+                t.run_id.clone().unwrap_or_else(|| "-".into()),
+                t.reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["TICK", "INSTIGATOR", "STATUS", "RUN", "REASON"], &rows);
+}
+
 pub(super) fn run_result(result: &RunResult) {
     let count = |f: fn(&StepStatus) -> bool| result.steps.values().filter(|s| f(s)).count();
     let succeeded = count(|s| matches!(s, StepStatus::Succeeded));

@@ -325,16 +325,16 @@ impl Storage {
         &self.pool
     }
 
-    async fn applied_version(&self) -> Result<i64> {
+    async fn applied_version(conn: &mut sqlx::AnyConnection) -> Result<i64> {
         let ctx = "reading the storage schema version";
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS rainbow_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
         )
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(Error::storage(ctx))?;
         let applied: Option<i64> = sqlx::query("SELECT MAX(version) FROM rainbow_schema")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await
             .and_then(|row| row.try_get::<Option<i64>, _>(0))
             .map_err(Error::storage(ctx))?;
@@ -342,19 +342,41 @@ impl Storage {
     }
 
     /// Applies every migration newer than the recorded version, each in its own transaction.
-    /// When another process migrates at the same time, one of them fails a statement; it then
-    /// re-reads the version and carries on if the other one finished the job.
+    /// On PostgreSQL an advisory lock serializes concurrent migrators (its `CREATE … IF NOT
+    /// EXISTS` is not safe against a concurrent creator); on SQLite the loser of a race
+    /// re-reads the version and carries on if the winner finished the job.
     async fn migrate(&self) -> Result<()> {
+        const LOCK: i64 = 0x0052_4149_4E42_4F57; // "RAINBOW"
+        let mut conn = self.connection().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(Error::storage("locking the schema for migration"))?;
+        }
+        let result = self.migrate_on(&mut conn).await;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LOCK)
+                .execute(&mut *conn)
+                .await
+                .map_err(Error::storage("unlocking the schema after migration"))?;
+        }
+        result
+    }
+
+    async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
         let id_type = match self.backend {
             Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
             Backend::Postgres => "BIGSERIAL PRIMARY KEY",
         };
         for &(version, sql) in MIGRATIONS {
-            if self.applied_version().await? >= version {
+            if Storage::applied_version(conn).await? >= version {
                 continue;
             }
-            if let Err(e) = self.apply_migration(version, sql, id_type).await {
-                if self.applied_version().await? >= version {
+            if let Err(e) = Storage::apply_migration(conn, version, sql, id_type).await {
+                if Storage::applied_version(conn).await? >= version {
                     continue;
                 }
                 return Err(e);
@@ -363,7 +385,12 @@ impl Storage {
         Ok(())
     }
 
-    async fn apply_migration(&self, version: i64, sql: &str, id_type: &str) -> Result<()> {
+    async fn apply_migration(
+        conn: &mut sqlx::AnyConnection,
+        version: i64,
+        sql: &str,
+        id_type: &str,
+    ) -> Result<()> {
         let ctx = format!("applying storage migration {version}");
         // Comments go first: they may contain `;`.
         let sql: String = sql
@@ -372,9 +399,7 @@ impl Storage {
             .filter(|l| !l.trim_start().starts_with("--"))
             .collect::<Vec<_>>()
             .join("\n");
-        let mut tx = self
-            .pool
-            .begin()
+        let mut tx = sqlx::Connection::begin(conn)
             .await
             .map_err(Error::storage(ctx.clone()))?;
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
