@@ -658,6 +658,12 @@ impl<'a> ResolvedTime<'a> {
             end,
         };
         let key = resolved.key(start);
+        if key.contains(',') || key.contains(MULTI_SEPARATOR) {
+            return Err(Error::Definition(format!(
+                "partition key format `{}` renders `{key}`: keys may not contain `,` or `|`",
+                def.format
+            )));
+        }
         match resolved.parse_key(&key) {
             Ok(back) if back == start => Ok(resolved),
             _ => Err(Error::Definition(format!(

@@ -173,6 +173,10 @@ fn invalid_definitions_say_what_is_wrong() {
             "does not identify a Daily window",
         ),
         (
+            PartitionsDefinition::daily("2024-09-01").format("%Y,%m,%d"),
+            "keys may not contain `,` or `|`",
+        ),
+        (
             PartitionsDefinition::static_keys(["a", "a"]),
             "listed twice",
         ),

@@ -139,20 +139,24 @@ impl Storage {
         asset: &AssetKey,
     ) -> Result<HashMap<String, PartitionState>> {
         let key = asset.to_string();
-        let rows =
-            sqlx::query("SELECT partition_key, status FROM partition_status WHERE asset_key = $1")
-                .bind(key.clone())
-                .fetch_all(self.pool())
-                .await
-                .map_err(Error::storage(format!(
-                    "reading partition status of {asset}"
-                )))?;
-        let mut out = HashMap::with_capacity(rows.len());
+        // One row per state with every key joined: decoding ten thousand rows one by one costs
+        // far more than splitting one string (string_agg: PostgreSQL, SQLite >= 3.44).
+        let rows = sqlx::query(
+            "SELECT status, string_agg(partition_key, ',') FROM partition_status \
+             WHERE asset_key = $1 GROUP BY status",
+        )
+        .bind(key.clone())
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage(format!(
+            "reading partition status of {asset}"
+        )))?;
+        let mut out = HashMap::new();
         for row in &rows {
-            let partition: String = row
+            let status: String = row
                 .try_get(0)
                 .map_err(Error::storage("decoding partition status"))?;
-            let status: String = row
+            let keys: String = row
                 .try_get(1)
                 .map_err(Error::storage("decoding partition status"))?;
             let state = if status == "failed" {
@@ -160,7 +164,7 @@ impl Storage {
             } else {
                 PartitionState::Materialized
             };
-            out.insert(partition, state);
+            out.extend(keys.split(',').map(|k| (k.to_owned(), state)));
         }
         let leased = sqlx::query(
             "SELECT partition_key FROM partition_leases WHERE asset_key = $1 AND expires_at > $2",
