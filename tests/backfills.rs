@@ -611,6 +611,31 @@ async fn two_processes_never_compute_the_same_asset_partition_at_once() {
             }
         }
     }
+    // The two processes really ran at the same time.
+    let mut spans: HashMap<String, (i64, i64)> = HashMap::new();
+    for run in t
+        .storage
+        .list_runs(&rainbow_engine::storage::RunFilter {
+            status: None,
+            limit: Some(1000),
+        })
+        .await
+        .expect("runs")
+    {
+        let (Some(b), Some(s), Some(e)) = (run.backfill_id.clone(), run.started_at, run.ended_at)
+        else {
+            continue;
+        };
+        let span = spans.entry(b).or_insert((s, e));
+        span.0 = span.0.min(s);
+        span.1 = span.1.max(e);
+    }
+    let spans: Vec<(i64, i64)> = spans.into_values().collect();
+    assert_eq!(spans.len(), 2);
+    assert!(
+        spans[0].0.max(spans[1].0) < spans[0].1.min(spans[1].1),
+        "the backfills overlapped in time: {spans:?}"
+    );
     let overlapped: Vec<String> = days(11, 20);
     for day in &overlapped {
         let list = intervals
@@ -634,4 +659,92 @@ async fn two_processes_never_compute_the_same_asset_partition_at_once() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_selection_whose_runs_would_wait_for_each_other_is_refused() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let noop = |_| async { Ok::<_, BoxError>(MaterializeResult::new()) };
+    let daily = PartitionsDefinition::daily("2024-09-01");
+    // daily a -> monthly m -> daily d: a and d share runs, which would wait for m's runs.
+    let defs = Definitions::new()
+        .asset(asset("a").partitions(daily.clone()).compute(noop))
+        .asset(
+            asset("m")
+                .dep("a")
+                .partitions(PartitionsDefinition::monthly("2024-09-01"))
+                .compute(noop),
+        )
+        .asset(asset("d").dep("m").partitions(daily).compute(noop));
+    let graph = AssetGraph::build(defs).expect("valid");
+    let range = PartitionSelector::Range {
+        from: "2024-09-01".into(),
+        to: "2024-09-30".into(),
+    };
+    let e = plan_backfill(&graph, &t.storage, &request(range), now())
+        .await
+        .expect_err("cycle")
+        .to_string();
+    assert!(
+        e.contains("cannot be backfilled in one backfill") && e.contains("`d`"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_with_ranged_runs_recomputes_nothing_already_there() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let daily = PartitionsDefinition::daily("2024-09-01");
+    let ranged = |key: &str| {
+        asset(key)
+            .partitions(daily.clone())
+            .backfill_policy(BackfillPolicy::multi_run(3))
+            .compute(|_| async { Ok::<_, BoxError>(MaterializeResult::new()) })
+    };
+    let defs = || Definitions::new().asset(ranged("x")).asset(ranged("y"));
+    // x has days 1-3, y has days 1-6.
+    let keys = |select: &str, from: u32, to: u32| BackfillRequest {
+        select: vec![select.to_owned()],
+        ..request(PartitionSelector::Keys {
+            keys: days(from, to),
+        })
+    };
+    assert_eq!(
+        backfill(defs(), &t.storage, keys("x", 1, 3)).await.1,
+        BackfillStatus::Completed
+    );
+    assert_eq!(
+        backfill(defs(), &t.storage, keys("y", 1, 6)).await.1,
+        BackfillStatus::Completed
+    );
+
+    // Missing, in runs of 3: x needs 4-6 (one run of x alone), y needs nothing up to day 6.
+    let graph = AssetGraph::build(defs()).expect("valid");
+    let units = plan_backfill(
+        &graph,
+        &t.storage,
+        &request(PartitionSelector::Missing),
+        now(),
+    )
+    .await
+    .expect("plan");
+    let (x, y) = (AssetKey::from("x"), AssetKey::from("y"));
+    let first_x = units
+        .iter()
+        .find(|u| u.assets.contains(&x))
+        .expect("an x unit");
+    assert_eq!(first_x.partitions, days(4, 6));
+    assert!(!first_x.assets.contains(&y), "y has those days already");
+    assert!(
+        units
+            .iter()
+            .all(|u| u.partitions.iter().all(|p| p.as_str() > "2024-09-06")
+                || u.assets == [x.clone()]),
+        "no unit recomputes y's days 1-6"
+    );
+    assert!(
+        units
+            .iter()
+            .all(|u| u.partitions.iter().all(|p| p.as_str() > "2024-09-03"))
+    );
 }

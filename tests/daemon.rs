@@ -428,4 +428,63 @@ async fn the_daemon_runs_requested_backfills() {
         done.status,
         rainbow_engine::storage::backfills::BackfillStatus::Completed
     );
+    for asset in ["orders", "revenue"] {
+        let history = t
+            .storage
+            .materializations(&AssetKey::from(asset), 100)
+            .await
+            .expect("history");
+        assert_eq!(
+            history.len(),
+            5,
+            "{asset}: one materialization per partition"
+        );
+    }
+
+    // A backfill whose process died is resumed by the daemon.
+    let record = rainbow_engine::backfill::launch_backfill(
+        &graph,
+        &t.storage,
+        &rainbow_engine::backfill::BackfillRequest {
+            partitions: rainbow_engine::backfill::PartitionSelector::Range {
+                from: "2024-09-06".into(),
+                to: "2024-09-08".into(),
+            },
+            ..request
+        },
+        Utc::now(),
+    )
+    .await
+    .expect("launch");
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = i64::from(gone.id());
+    gone.wait().expect("reap");
+    sqlx::query(
+        "UPDATE backfills SET status = 'running', pid = $2, hostname = $3 WHERE backfill_id = $1",
+    )
+    .bind(record.backfill_id.clone())
+    .bind(dead_pid)
+    .bind(rainbow_engine::monitor::hostname())
+    .execute(t.storage.pool())
+    .await
+    .expect("orphan it");
+    let report = d.tick().await.expect("tick");
+    assert_eq!(report.backfills, std::slice::from_ref(&record.backfill_id));
+    d.wait_idle().await;
+    let resumed = t
+        .storage
+        .get_backfill(&record.backfill_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        resumed.status,
+        rainbow_engine::storage::backfills::BackfillStatus::Completed
+    );
+    let history = t
+        .storage
+        .materializations(&AssetKey::from("orders"), 100)
+        .await
+        .expect("history");
+    assert_eq!(history.len(), 8);
 }

@@ -174,17 +174,18 @@ pub async fn plan_backfill(
     }
 
     let mut units: Vec<BackfillUnit> = Vec::new();
-    // (group, key) -> unit, and node -> group.
-    let mut unit_of: HashMap<(usize, String), usize> = HashMap::new();
+    // (asset, key) -> the unit computing it ("" for unpartitioned assets), and asset -> group.
+    let mut unit_of: HashMap<(NodeId, String), usize> = HashMap::new();
     let mut group_of: HashMap<NodeId, usize> = HashMap::new();
     for (g, (def, members)) in groups.iter().enumerate() {
         for &m in members {
             group_of.insert(m, g);
         }
         let Some(def) = def else {
-            let assets: Vec<NodeId> = members.clone();
-            unit_of.insert((g, String::new()), units.len());
-            units.push(new_unit(units.len(), graph, &assets, Vec::new()));
+            for &m in members {
+                unit_of.insert((m, String::new()), units.len());
+            }
+            units.push(new_unit(units.len(), graph, members, Vec::new()));
             continue;
         };
         let wanted: HashSet<&String> = members.iter().flat_map(|m| targets[m].iter()).collect();
@@ -211,15 +212,27 @@ pub async fn plan_backfill(
             .map(|&m| (m, targets[&m].iter().collect()))
             .collect();
         for chunk in ordered.chunks(size.min(ordered.len())) {
-            let assets: Vec<NodeId> = member_targets
-                .iter()
-                .filter(|(_, t)| chunk.iter().any(|k| t.contains(k)))
-                .map(|(m, _)| *m)
-                .collect();
-            for k in chunk {
-                unit_of.insert((g, k.clone()), units.len());
+            // Assets needing different keys of the chunk (`--missing`, `--failed`) get units
+            // of their own, so nothing already materialized is computed again.
+            let mut subsets: Vec<(Vec<String>, Vec<NodeId>)> = Vec::new();
+            for (m, t) in &member_targets {
+                let keys: Vec<String> = chunk.iter().filter(|k| t.contains(k)).cloned().collect();
+                if keys.is_empty() {
+                    continue;
+                }
+                match subsets.iter_mut().find(|(k, _)| *k == keys) {
+                    Some((_, assets)) => assets.push(*m),
+                    None => subsets.push((keys, vec![*m])),
+                }
             }
-            units.push(new_unit(units.len(), graph, &assets, chunk.to_vec()));
+            for (keys, assets) in subsets {
+                for &m in &assets {
+                    for k in &keys {
+                        unit_of.insert((m, k.clone()), units.len());
+                    }
+                }
+                units.push(new_unit(units.len(), graph, &assets, keys));
+            }
         }
     }
 
@@ -228,9 +241,10 @@ pub async fn plan_backfill(
         .iter()
         .map(|&n| (graph.node(n).spec.key.clone(), n))
         .collect();
-    for u in 0..units.len() {
+    let mut all_deps: Vec<Vec<i64>> = Vec::with_capacity(units.len());
+    for (u, unit) in units.iter().enumerate() {
         let mut deps: BTreeSet<i64> = BTreeSet::new();
-        let unit_assets: Vec<NodeId> = units[u]
+        let unit_assets: Vec<NodeId> = unit
             .assets
             .iter()
             .filter_map(|k| index.get(k).copied())
@@ -238,37 +252,79 @@ pub async fn plan_backfill(
         for &a in &unit_assets {
             for &b in graph.parents(a) {
                 let Some(&h) = group_of.get(&b) else { continue };
-                let upstream_keys: Vec<String> = match graph.partition_mapping(a, b) {
-                    None => vec![String::new()], // unpartitioned upstream
-                    Some(PartitionMapping::Identity) if group_of.get(&a) == Some(&h) => {
-                        units[u].partitions.clone()
+                let mut upstream_keys: Vec<String> = Vec::new();
+                if graph.partitions(b).is_none() {
+                    upstream_keys.push(String::new());
+                }
+                for mapping in graph.partition_mappings(a, b) {
+                    if mapping == PartitionMapping::Identity && group_of.get(&a) == Some(&h) {
+                        upstream_keys.extend(units[u].partitions.iter().cloned());
+                        continue;
                     }
-                    Some(mapping) => mapping
-                        .upstream_keys(
-                            &units[u].partitions,
-                            graph.partitions(a),
-                            graph
-                                .partitions(b)
-                                .unwrap_or(&PartitionsDefinition::Static(Vec::new())),
-                            &ctx,
-                        )?
-                        .into_iter()
-                        .collect(),
-                };
-                let b_key = &graph.node(b).spec.key;
+                    let Some(up_def) = graph.partitions(b) else {
+                        continue;
+                    };
+                    upstream_keys.extend(mapping.upstream_keys(
+                        &units[u].partitions,
+                        graph.partitions(a),
+                        up_def,
+                        &ctx,
+                    )?);
+                }
                 for k in upstream_keys {
-                    if let Some(&v) = unit_of.get(&(h, k))
+                    if let Some(&v) = unit_of.get(&(b, k))
                         && v != u
-                        && units[v].assets.contains(b_key)
                     {
                         deps.insert(v as i64);
                     }
                 }
             }
         }
-        units[u].deps = deps.into_iter().collect();
+        all_deps.push(deps.into_iter().collect());
     }
+    for (unit, deps) in units.iter_mut().zip(all_deps) {
+        unit.deps = deps;
+    }
+    check_unit_cycles(&units)?;
     Ok(units)
+}
+
+/// Units are runs of the assets sharing a partitions definition; when such a group depends on
+/// itself through another group (daily -> monthly -> daily) the runs would wait for each other
+/// forever. That is an error naming the assets, before anything runs.
+fn check_unit_cycles(units: &[BackfillUnit]) -> Result<()> {
+    let mut waiting: Vec<usize> = units.iter().map(|u| u.deps.len()).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
+    for (i, u) in units.iter().enumerate() {
+        for &d in &u.deps {
+            dependents[d as usize].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..units.len()).filter(|&i| waiting[i] == 0).collect();
+    let mut done = 0;
+    while let Some(i) = ready.pop() {
+        done += 1;
+        for &d in &dependents[i] {
+            waiting[d] -= 1;
+            if waiting[d] == 0 {
+                ready.push(d);
+            }
+        }
+    }
+    if done == units.len() {
+        return Ok(());
+    }
+    let stuck: BTreeSet<String> = (0..units.len())
+        .filter(|&i| waiting[i] > 0)
+        .flat_map(|i| units[i].assets.iter().map(ToString::to_string))
+        .collect();
+    let names: Vec<String> = stuck.iter().take(6).map(|k| format!("`{k}`")).collect();
+    Err(Error::Definition(format!(
+        "this selection cannot be backfilled in one backfill: the runs of {} would wait for each \
+         other (assets sharing a partitions definition run together, and here they depend on each \
+         other through assets partitioned differently); backfill them in separate backfills",
+        names.join(", ")
+    )))
 }
 
 fn new_unit(
@@ -312,7 +368,8 @@ fn range(
             message: format!("`{from}` comes after `{to}`"),
         }),
         _ if def.is_time_window() => {
-            // The span of the range in any daily-or-finer reading of the keys.
+            // The span of the range in any daily-or-finer reading of the keys, in the
+            // definition's own timezone.
             let parse = |k: &str| {
                 chrono::NaiveDate::parse_from_str(k.get(..10).unwrap_or(k), "%Y-%m-%d").ok()
             };
@@ -320,10 +377,9 @@ fn range(
                 return Ok(None);
             };
             let windows = ctx.windows_of(def)?;
-            let start = f.and_time(chrono::NaiveTime::MIN).and_utc();
-            let end = (t + chrono::Duration::days(1))
-                .and_time(chrono::NaiveTime::MIN)
-                .and_utc();
+            let start = def.local_instant(f.and_time(chrono::NaiveTime::MIN))?;
+            let end = def
+                .local_instant((t + chrono::Duration::days(1)).and_time(chrono::NaiveTime::MIN))?;
             let keys: Vec<String> = windows
                 .iter()
                 .filter(|w| w.1 < end && w.2 > start)
@@ -360,27 +416,21 @@ pub async fn cancel_backfill(storage: &Storage, id: &str) -> Result<BackfillStat
             id: id.to_owned(),
         })?;
     match record.status {
-        BackfillStatus::Requested => {
-            storage
-                .set_backfill_status(
-                    id,
-                    BackfillStatus::Canceled,
-                    Some("canceled by the user"),
-                    &[BackfillStatus::Requested],
-                )
-                .await?;
-            Ok(BackfillStatus::Canceled)
-        }
-        BackfillStatus::Running => {
-            storage
-                .set_backfill_status(
-                    id,
-                    BackfillStatus::Canceling,
-                    Some("canceled by the user"),
-                    &[BackfillStatus::Running],
-                )
-                .await?;
-            Ok(BackfillStatus::Canceling)
+        BackfillStatus::Requested | BackfillStatus::Running => {
+            // Requested: canceled now. Running: its process stops it at the next heartbeat.
+            let (to, from) = if record.status == BackfillStatus::Requested {
+                (BackfillStatus::Canceled, BackfillStatus::Requested)
+            } else {
+                (BackfillStatus::Canceling, BackfillStatus::Running)
+            };
+            if storage
+                .set_backfill_status(id, to, Some("canceled by the user"), &[from])
+                .await?
+            {
+                return Ok(to);
+            }
+            // Its status changed meanwhile (claimed, finished): decide again on the new one.
+            return Box::pin(cancel_backfill(storage, id)).await;
         }
         other => Ok(other),
     }
@@ -433,8 +483,9 @@ fn owner_alive(record: &BackfillRecord, heartbeat_timeout: Duration) -> bool {
     let fresh = crate::event::now_micros() - beat
         < i64::try_from(heartbeat_timeout.as_micros()).unwrap_or(i64::MAX);
     match (record.hostname.as_deref(), record.pid) {
+        // On this host the pid tells (this very process included: it may be running it).
         (Some(h), Some(pid)) if h == crate::monitor::hostname() => {
-            pid != i64::from(std::process::id()) && crate::monitor::process_alive(pid)
+            crate::monitor::process_alive(pid)
         }
         _ => fresh,
     }
@@ -449,6 +500,9 @@ pub struct BackfillRunOptions {
     pub poll_interval: Duration,
     /// Concurrency of each unit's run.
     pub run_concurrency: usize,
+    /// When the cancel token fires (process shutdown) put the backfill back to `requested`
+    /// for the next process, instead of finishing it as canceled (the daemon sets this).
+    pub requeue_on_interrupt: bool,
 }
 
 impl Default for BackfillRunOptions {
@@ -457,6 +511,7 @@ impl Default for BackfillRunOptions {
             lease_ttl: Duration::from_secs(120),
             poll_interval: Duration::from_millis(200),
             run_concurrency: 8,
+            requeue_on_interrupt: false,
         }
     }
 }
@@ -486,7 +541,6 @@ pub async fn run_backfill(
     progress: Option<BackfillProgressFn>,
 ) -> Result<BackfillStatus> {
     let storage = executor.storage().clone();
-    let graph = executor.graph().clone();
     let record = storage
         .get_backfill(id)
         .await?
@@ -513,10 +567,85 @@ pub async fn run_backfill(
     if !storage.claim_backfill(id).await? {
         return Err(Error::Config {
             location: format!("backfill {id}"),
-            message: format!("it is {}; resume it to run it again", record.status),
+            message: format!(
+                "it is {} (another process may be running it); resume a stopped backfill to run it again",
+                record.status
+            ),
         });
     }
+    let user_cancel = CancellationToken::new();
+    let run_cancel = cancel.child_token();
+    let outcome = drive(
+        executor,
+        id,
+        &request,
+        options,
+        &run_cancel,
+        &user_cancel,
+        progress,
+    )
+    .await;
+    let storage = executor.storage();
+    let (status, reason) = match &outcome {
+        Err(e) => (
+            BackfillStatus::Failed,
+            Some(format!("the backfill process failed: {}", error_chain(e))),
+        ),
+        Ok(_) if user_cancel.is_cancelled() => (
+            BackfillStatus::Canceled,
+            Some("canceled by the user".to_owned()),
+        ),
+        Ok(_) if cancel.is_cancelled() && options.requeue_on_interrupt => (
+            BackfillStatus::Requested,
+            Some("interrupted; the next daemon or `backfill resume` carries on".to_owned()),
+        ),
+        Ok(_) if cancel.is_cancelled() => (
+            BackfillStatus::Canceled,
+            Some("canceled by the user".to_owned()),
+        ),
+        Ok(o) if o.failed > 0 => (
+            BackfillStatus::Failed,
+            Some(format!(
+                "{} of {} units failed or were skipped",
+                o.failed, o.total
+            )),
+        ),
+        Ok(o) if o.never_ready > 0 => (
+            BackfillStatus::Failed,
+            Some(format!(
+                "{} of {} units never became ready",
+                o.never_ready, o.total
+            )),
+        ),
+        Ok(_) => (BackfillStatus::Completed, None),
+    };
+    storage
+        .set_backfill_status(id, status, reason.as_deref(), &[])
+        .await?;
+    outcome.map(|_| status)
+}
 
+/// How a backfill pass ended.
+struct DriveOutcome {
+    total: usize,
+    failed: usize,
+    never_ready: usize,
+}
+
+/// Schedules a claimed backfill's units until none is left to run. On an error it stops its
+/// runs, waits for them and gives its leases back before returning the error.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    executor: &Executor,
+    id: &str,
+    request: &BackfillRequest,
+    options: &BackfillRunOptions,
+    cancel: &CancellationToken,
+    user_cancel: &CancellationToken,
+    progress: Option<BackfillProgressFn>,
+) -> Result<DriveOutcome> {
+    let storage = executor.storage().clone();
+    let graph = executor.graph().clone();
     let units = storage.backfill_units(id).await?;
     let mut nodes_of: Vec<Vec<NodeId>> = Vec::with_capacity(units.len());
     for u in &units {
@@ -613,111 +742,127 @@ pub async fn run_backfill(
     // Units whose leases are held, waiting for a slot. Leases are taken for a look-ahead batch
     // of ready units in one transaction, not one transaction per unit.
     let mut leased: VecDeque<usize> = VecDeque::new();
-    loop {
-        if !canceled && leased.len() < max && !ready.is_empty() {
-            let batch: Vec<usize> = ready
-                .drain(..ready.len().min(LEASE_LOOKAHEAD.max(max)))
-                .collect();
-            let groups: Vec<Vec<Lease>> = batch.iter().map(|&i| leases_of(id, &units[i])).collect();
-            let got = storage
-                .acquire_lease_groups(&groups, options.lease_ttl)
-                .await?;
-            for (i, ok) in batch.into_iter().zip(got) {
-                if ok {
-                    leased.push_back(i)
-                } else {
-                    blocked.push(i)
+    let result: Result<()> = async {
+        loop {
+            if !canceled && leased.len() < max && !ready.is_empty() {
+                let batch: Vec<usize> = ready.drain(..ready.len().min(LEASE_LOOKAHEAD.max(max))).collect();
+                let groups: Vec<Vec<Lease>> = batch.iter().map(|&i| leases_of(id, &units[i])).collect();
+                let got = storage.acquire_lease_groups(&groups, options.lease_ttl).await?;
+                for (i, ok) in batch.into_iter().zip(got) {
+                    if ok { leased.push_back(i) } else { blocked.push(i) }
                 }
             }
-        }
-        while !canceled && running.len() < max {
-            let Some(i) = leased.pop_front() else { break };
-            state[i] = State::Running;
-            writer.send_set(WriteSet {
-                unit_updates: vec![UnitUpdate {
-                    backfill_id: id.to_owned(),
-                    unit_id: i as i64,
-                    status: UnitStatus::Running,
-                    run_id: None,
-                    add_attempt: true,
-                }],
-                ..WriteSet::default()
-            });
-            let work = UnitWork {
-                backfill_id: id.to_owned(),
-                unit: i,
-                runs: remaining_runs(&graph, &nodes_of[i], &units[i].partitions, &already),
-                tags: request.tags.clone(),
-                run_concurrency: options.run_concurrency,
-            };
-            running.spawn(run_unit(executor.clone(), work, cancel.clone()));
-        }
-        if running.is_empty()
-            && (ready.is_empty() || canceled)
-            && (blocked.is_empty() || canceled)
-            && (leased.is_empty() || canceled)
-        {
-            break;
-        }
-        tokio::select! {
-            joined = running.join_next(), if !running.is_empty() => {
-                let Some(joined) = joined else { continue };
-                let (i, outcome, run_id) = joined.map_err(|e| Error::Internal(format!("a backfill unit task failed: {e}")))?;
-                let mut set = WriteSet {
-                    lease_releases: leases_of(id, &units[i]),
+            while !canceled && running.len() < max {
+                let Some(i) = leased.pop_front() else { break };
+                state[i] = State::Running;
+                writer.send_set(WriteSet {
+                    unit_updates: vec![UnitUpdate {
+                        backfill_id: id.to_owned(),
+                        unit_id: i as i64,
+                        status: UnitStatus::Running,
+                        run_id: None,
+                        add_attempt: true,
+                    }],
                     ..WriteSet::default()
+                });
+                let work = UnitWork {
+                    backfill_id: id.to_owned(),
+                    unit: i,
+                    runs: remaining_runs(&graph, &nodes_of[i], &units[i].partitions, &already),
+                    tags: request.tags.clone(),
+                    run_concurrency: options.run_concurrency,
                 };
-                match outcome {
-                    Ok(()) => {
-                        state[i] = State::Done;
-                        set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Done, run_id, add_attempt: false });
-                        for &d in &dependents[i] {
-                            waiting[d] -= 1;
-                            if waiting[d] == 0 && state[d] == State::Pending {
-                                ready.push_back(d);
+                running.spawn(run_unit(executor.clone(), work, cancel.clone()));
+            }
+            if running.is_empty()
+                && (ready.is_empty() || canceled)
+                && (blocked.is_empty() || canceled)
+                && (leased.is_empty() || canceled)
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                joined = running.join_next(), if !running.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (i, outcome, run_id) = joined.map_err(|e| Error::Internal(format!("a backfill unit task failed: {e}")))?;
+                    let mut set = WriteSet {
+                        lease_releases: leases_of(id, &units[i]),
+                        ..WriteSet::default()
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            state[i] = State::Done;
+                            set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Done, run_id, add_attempt: false });
+                            for &d in &dependents[i] {
+                                waiting[d] -= 1;
+                                if waiting[d] == 0 && state[d] == State::Pending {
+                                    ready.push_back(d);
+                                }
                             }
                         }
-                    }
-                    Err(_) if cancel.is_cancelled() => {
-                        state[i] = State::Pending;
-                        set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Pending, run_id, add_attempt: false });
-                    }
-                    Err(message) => {
-                        tracing::warn!(backfill = id, unit = i, "unit failed: {message}");
-                        state[i] = State::Failed;
-                        set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Failed, run_id, add_attempt: false });
-                        let mut skipped = Vec::new();
-                        for &d in &dependents[i] {
-                            skip_from(d, &mut state, &dependents, &mut skipped);
+                        Err(_) if cancel.is_cancelled() => {
+                            state[i] = State::Pending;
+                            set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Pending, run_id, add_attempt: false });
                         }
-                        for s in skipped {
-                            set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: s as i64, status: UnitStatus::Skipped, run_id: None, add_attempt: false });
+                        Err(message) => {
+                            tracing::warn!(backfill = id, unit = i, "unit failed: {message}");
+                            state[i] = State::Failed;
+                            set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: i as i64, status: UnitStatus::Failed, run_id, add_attempt: false });
+                            let mut skipped = Vec::new();
+                            for &d in &dependents[i] {
+                                skip_from(d, &mut state, &dependents, &mut skipped);
+                            }
+                            for s in skipped {
+                                set.unit_updates.push(UnitUpdate { backfill_id: id.to_owned(), unit_id: s as i64, status: UnitStatus::Skipped, run_id: None, add_attempt: false });
+                            }
+                            ready.retain(|&r| state[r] == State::Pending);
                         }
-                        ready.retain(|&r| state[r] == State::Pending);
                     }
+                    writer.send_set(set);
+                    report(&state);
                 }
-                writer.send_set(set);
-                report(&state);
-            }
-            _ = tick.tick() => {
-                storage.heartbeat_backfill(id).await?;
-                if last_renew.elapsed() >= options.lease_ttl / 3 {
-                    storage.renew_leases(id, options.lease_ttl).await?;
-                    last_renew = tokio::time::Instant::now();
+                _ = tick.tick() => {
+                    storage.heartbeat_backfill(id).await?;
+                    if last_renew.elapsed() >= options.lease_ttl / 3 {
+                        storage.renew_leases(id, options.lease_ttl).await?;
+                        last_renew = tokio::time::Instant::now();
+                    }
+                    if !canceled
+                        && matches!(storage.get_backfill(id).await?.map(|r| r.status), Some(BackfillStatus::Canceling))
+                    {
+                        user_cancel.cancel();
+                        cancel.cancel();
+                    }
+                    ready.extend(blocked.drain(..));
                 }
-                if !canceled
-                    && matches!(storage.get_backfill(id).await?.map(|r| r.status), Some(BackfillStatus::Canceling))
-                {
-                    cancel.cancel();
+                _ = cancel.cancelled(), if !canceled => {
+                    canceled = true;
                 }
-                ready.extend(blocked.drain(..));
-            }
-            _ = cancel.cancelled(), if !canceled => {
-                canceled = true;
             }
         }
     }
-    // Leases taken for units that never started (cancel) are given back.
+    .await;
+    if result.is_err() {
+        // Stop and wait for the runs in flight, so none is left half-done or orphaned.
+        cancel.cancel();
+        while let Some(joined) = running.join_next().await {
+            if let Ok((i, _, run_id)) = joined {
+                state[i] = State::Pending;
+                writer.send_set(WriteSet {
+                    unit_updates: vec![UnitUpdate {
+                        backfill_id: id.to_owned(),
+                        unit_id: i as i64,
+                        status: UnitStatus::Pending,
+                        run_id,
+                        add_attempt: false,
+                    }],
+                    lease_releases: leases_of(id, &units[i]),
+                    ..WriteSet::default()
+                });
+            }
+        }
+    }
+    // Leases taken for units that never started are given back.
     let unused: Vec<Lease> = leased
         .iter()
         .flat_map(|&i| leases_of(id, &units[i]))
@@ -727,29 +872,17 @@ pub async fn run_backfill(
         ..WriteSet::default()
     });
     // Everything written by the units is committed before the final status.
-    writer.commit_set(WriteSet::default()).await?;
-
-    let failed = state
-        .iter()
-        .filter(|s| matches!(s, State::Failed | State::Skipped))
-        .count();
-    let (status, reason) = if canceled {
-        (
-            BackfillStatus::Canceled,
-            Some("canceled by the user".to_owned()),
-        )
-    } else if failed > 0 {
-        (
-            BackfillStatus::Failed,
-            Some(format!("{failed} of {n} units failed or were skipped")),
-        )
-    } else {
-        (BackfillStatus::Completed, None)
-    };
-    storage
-        .set_backfill_status(id, status, reason.as_deref(), &[])
-        .await?;
-    Ok(status)
+    let flushed = writer.commit_set(WriteSet::default()).await;
+    result?;
+    flushed?;
+    Ok(DriveOutcome {
+        total: n,
+        failed: state
+            .iter()
+            .filter(|s| matches!(s, State::Failed | State::Skipped))
+            .count(),
+        never_ready: state.iter().filter(|s| **s == State::Pending).count(),
+    })
 }
 
 /// One unit's work: runs to execute in order, each some assets over some partitions.
@@ -769,8 +902,20 @@ fn remaining_runs(
     partitions: &[String],
     already: &HashSet<(String, String)>,
 ) -> Vec<(Vec<NodeId>, Vec<String>)> {
-    if already.is_empty() || partitions.is_empty() {
+    if already.is_empty() {
         return vec![(nodes.to_vec(), partitions.to_vec())];
+    }
+    if partitions.is_empty() {
+        let left: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| !already.contains(&(graph.node(n).spec.key.to_string(), String::new())))
+            .collect();
+        return if left.is_empty() {
+            Vec::new()
+        } else {
+            vec![(left, Vec::new())]
+        };
     }
     let mut runs: Vec<(Vec<NodeId>, Vec<String>)> = Vec::new();
     for &n in nodes {

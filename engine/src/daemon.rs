@@ -94,8 +94,10 @@ pub struct DaemonOptions {
     pub tag_limits: Vec<TagLimit>,
     /// How backfills run.
     pub backfill: BackfillRunOptions,
-    /// Most missed schedule ticks considered after downtime.
+    /// Most missed schedule ticks considered after downtime (the latest ones).
     pub max_catch_up_ticks: usize,
+    /// Heartbeat age after which a backfill's process on another host is presumed dead.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Default for DaemonOptions {
@@ -105,6 +107,7 @@ impl Default for DaemonOptions {
             tag_limits: Vec::new(),
             backfill: BackfillRunOptions::default(),
             max_catch_up_ticks: 1000,
+            heartbeat_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -183,6 +186,11 @@ impl Daemon {
     /// One pass: fail orphaned runs, evaluate schedules, sensors and automation, launch queued
     /// runs within limits, start requested backfills.
     pub async fn tick(&self) -> Result<TickReport> {
+        {
+            // Forget finished runs and backfills (their results are in storage).
+            let mut tasks = self.tasks.lock().await;
+            while tasks.try_join_next().is_some() {}
+        }
         let storage = self.executor.storage();
         crate::monitor::fail_orphaned_runs(storage, Default::default()).await?;
         let now = self.clock.now();
@@ -207,6 +215,29 @@ impl Daemon {
         self.launch_queued(&mut report).await?;
         self.start_backfills(&mut report).await?;
         Ok(report)
+    }
+
+    /// Records a tick that must exist once for its time (no bumping).
+    async fn record_once(
+        &self,
+        instigator: String,
+        kind: &str,
+        tick_ts: Micros,
+        status: &str,
+        reason: Option<String>,
+    ) -> Result<bool> {
+        self.executor
+            .storage()
+            .record_tick(&TickRecord {
+                instigator,
+                kind: kind.to_owned(),
+                tick_ts,
+                status: status.to_owned(),
+                reason,
+                run_key: None,
+                run_id: None,
+            })
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -319,12 +350,20 @@ impl Daemon {
                     message: format!("cursor `{cursor}` is not a timestamp"),
                 })?,
         );
-        let ticks: Vec<DateTime<Utc>> = cron
-            .after(&after.with_timezone(&tz))
-            .take_while(|t| t.with_timezone(&Utc) <= now)
-            .take(self.options.max_catch_up_ticks)
-            .map(|t| t.with_timezone(&Utc))
-            .collect();
+        // The last `max_catch_up_ticks` ticks due (after a long outage the oldest are dropped).
+        let mut ticks: std::collections::VecDeque<DateTime<Utc>> =
+            std::collections::VecDeque::new();
+        for t in cron.after(&after.with_timezone(&tz)) {
+            let t = t.with_timezone(&Utc);
+            if t > now {
+                break;
+            }
+            if ticks.len() == self.options.max_catch_up_ticks.max(1) {
+                ticks.pop_front();
+            }
+            ticks.push_back(t);
+        }
+        let ticks: Vec<DateTime<Utc>> = ticks.into();
         let Some(&last) = ticks.last() else {
             return Ok(());
         };
@@ -438,8 +477,24 @@ impl Daemon {
                 .ok_or_else(|| Error::Definition(format!("unknown job `{}`", sensor.job)))?;
             let run_key = format!("{name}:{seen}");
             let tags = BTreeMap::from([("rainbow/sensor".to_owned(), sensor.name.clone())]);
+            // A partitioned job runs the partition that was just materialized.
+            let job_partitioned = graph
+                .select_job(job)?
+                .iter()
+                .any(|n| graph.partitions(n).is_some());
+            let partition = if job_partitioned {
+                latest.get(key).and_then(|m| m.partition_key.clone())
+            } else {
+                None
+            };
             match self
-                .request_run(Some(&job.name), &job.selection, None, run_key.clone(), tags)
+                .request_run(
+                    Some(&job.name),
+                    &job.selection,
+                    partition,
+                    run_key.clone(),
+                    tags,
+                )
                 .await?
             {
                 Some(run) => {
@@ -530,7 +585,6 @@ impl Daemon {
                                 .iter()
                                 .all(|&p| ts_of(p).is_some_and(|up| up >= since))
                             {
-                                storage.set_cursor(&name, &since.to_string()).await?;
                                 Some((
                                     format!("on_cron:{key}:{since}"),
                                     format!(
@@ -538,7 +592,8 @@ impl Daemon {
                                     ),
                                 ))
                             } else {
-                                self.record(name.clone(), "automation", since, "skipped", Some(format!("cron tick {t} passed; waiting for every upstream asset to be updated since")), None, None)
+                                // Recorded once per cron tick (its time is the tick's).
+                                self.record_once(name.clone(), "automation", since, "skipped", Some(format!("cron tick {t} passed; waiting for every upstream asset to be updated since")))
                                     .await?;
                                 None
                             }
@@ -555,16 +610,20 @@ impl Daemon {
                 .await?
             {
                 self.record(
-                    name,
+                    name.clone(),
                     "automation",
                     micros(now),
                     "requested",
                     Some(reason),
-                    Some(run_key),
+                    Some(run_key.clone()),
                     Some(run.run_id.clone()),
                 )
                 .await?;
                 report.requested.push(run.run_id);
+            }
+            // An on_cron tick is done once its run is requested (or was already).
+            if let Some(since) = run_key.strip_prefix(&format!("on_cron:{key}:")) {
+                storage.set_cursor(&name, since).await?;
             }
         }
         Ok(())
@@ -634,9 +693,30 @@ impl Daemon {
     }
 
     async fn start_backfills(&self, report: &mut TickReport) -> Result<()> {
-        let requested = self
-            .executor
-            .storage()
+        let storage = self.executor.storage();
+        // Backfills whose process died (a killed daemon or CLI) are resumed first.
+        for b in storage
+            .list_backfills(Some(BackfillStatus::Running), 100)
+            .await?
+        {
+            let mine = self
+                .active_backfills
+                .lock()
+                .map(|a| a.contains(&b.backfill_id))
+                .unwrap_or(true);
+            if !mine
+                && crate::backfill::resume_backfill(
+                    storage,
+                    &b.backfill_id,
+                    self.options.heartbeat_timeout,
+                )
+                .await
+                .is_ok()
+            {
+                tracing::warn!(backfill = %b.backfill_id, "resuming a backfill whose process is gone");
+            }
+        }
+        let requested = storage
             .list_backfills(Some(BackfillStatus::Requested), 100)
             .await?;
         for b in requested {
@@ -651,7 +731,10 @@ impl Daemon {
             }
             report.backfills.push(id.clone());
             let executor = self.executor.clone();
-            let options = self.options.backfill.clone();
+            let options = BackfillRunOptions {
+                requeue_on_interrupt: true,
+                ..self.options.backfill.clone()
+            };
             let cancel = self.cancel.child_token();
             let active = self.active_backfills.clone();
             self.tasks.lock().await.spawn(async move {

@@ -49,8 +49,9 @@ pub struct AssetGraph {
     pub(crate) steps: Vec<Step>,
     pub(crate) checks: Vec<AssetCheckDefinition>,
     checks_by_node: Vec<Vec<usize>>,
-    /// Explicit partition mappings by (downstream, upstream).
-    mappings: HashMap<(NodeId, NodeId), PartitionMapping>,
+    /// The partition mapping of every declared dependency by (downstream, upstream); `None` is
+    /// the default mapping. An asset may depend on one upstream through several mappings.
+    mappings: HashMap<(NodeId, NodeId), Vec<Option<PartitionMapping>>>,
     jobs: Vec<JobDefinition>,
     schedules: Vec<ScheduleDefinition>,
     sensors: Vec<SensorDefinition>,
@@ -145,7 +146,7 @@ impl AssetGraph {
         }
 
         let mut parents = vec![Vec::new(); nodes.len()];
-        let mut mappings: HashMap<(NodeId, NodeId), PartitionMapping> = HashMap::new();
+        let mut mappings: HashMap<(NodeId, NodeId), Vec<Option<PartitionMapping>>> = HashMap::new();
         let mut children = vec![Vec::new(); nodes.len()];
         for (id, node) in nodes.iter().enumerate() {
             for dep in &node.spec.deps {
@@ -164,8 +165,11 @@ impl AssetGraph {
                 }
                 if let Some(mapping) = &dep.partition_mapping {
                     validate_mapping(mapping, &node.spec, &nodes[up].spec)?;
-                    mappings.insert((id, up), mapping.clone());
                 }
+                mappings
+                    .entry((id, up))
+                    .or_default()
+                    .push(dep.partition_mapping.clone());
             }
         }
 
@@ -290,15 +294,20 @@ impl AssetGraph {
         self.nodes[id].spec.partitions.as_ref()
     }
 
-    /// The partition mapping from downstream `child` to upstream `parent` (explicit or default).
-    pub fn partition_mapping(&self, child: NodeId, parent: NodeId) -> Option<PartitionMapping> {
-        let up = self.partitions(parent)?;
-        Some(
-            self.mappings
-                .get(&(child, parent))
-                .cloned()
-                .unwrap_or_else(|| PartitionMapping::default_for(self.partitions(child), up)),
-        )
+    /// The partition mappings from downstream `child` to upstream `parent` (one per declared
+    /// dependency, defaults resolved); empty when the upstream is unpartitioned.
+    pub fn partition_mappings(&self, child: NodeId, parent: NodeId) -> Vec<PartitionMapping> {
+        let Some(up) = self.partitions(parent) else {
+            return Vec::new();
+        };
+        let default = || PartitionMapping::default_for(self.partitions(child), up);
+        match self.mappings.get(&(child, parent)) {
+            Some(list) => list
+                .iter()
+                .map(|m| m.clone().unwrap_or_else(default))
+                .collect(),
+            None => vec![default()],
+        }
     }
 
     /// Direct downstream assets of `id`.

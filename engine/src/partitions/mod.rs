@@ -452,6 +452,16 @@ impl PartitionsDefinition {
         }
     }
 
+    /// The instant a local wall-clock time of a time-window definition's timezone denotes.
+    pub(crate) fn local_instant(&self, local: NaiveDateTime) -> Result<DateTime<Utc>> {
+        match self {
+            PartitionsDefinition::TimeWindow(t) => Ok(ResolvedTime::resolve(t)?.instant(local)),
+            _ => Err(Error::Internal(
+                "local_instant on a definition without time windows".into(),
+            )),
+        }
+    }
+
     /// True for time-window definitions.
     pub fn is_time_window(&self) -> bool {
         matches!(self, PartitionsDefinition::TimeWindow(_))

@@ -433,13 +433,13 @@ impl Storage {
         Ok(n > 0)
     }
 
-    /// Claims backfill `id` for this process (status `running`, owner, heartbeat) unless it is
-    /// finished or being canceled. Returns whether it did.
+    /// Claims a `requested` backfill for this process (status `running`, owner, heartbeat).
+    /// Atomic: of several processes claiming at once, one wins. Returns whether this one did.
     pub async fn claim_backfill(&self, id: &str) -> Result<bool> {
         let now = now_micros();
         let n = sqlx::query(
             "UPDATE backfills SET status = 'running', updated_at = $2, heartbeat_at = $2, pid = $3, hostname = $4, \
-             reason = NULL WHERE backfill_id = $1 AND status IN ('requested', 'running')",
+             reason = NULL WHERE backfill_id = $1 AND status = 'requested'",
         )
         .bind(id)
         .bind(now)
@@ -501,6 +501,23 @@ impl Storage {
                 .try_get(1)
                 .map_err(Error::storage("decoding partition status"))?;
             out.insert((a, p));
+        }
+        // Unpartitioned assets: their latest materialization, if a run of the backfill made it.
+        let rows = sqlx::query(
+            "SELECT al.asset_key FROM asset_latest al JOIN runs r ON r.run_id = al.run_id \
+             WHERE r.backfill_id = $1 AND al.partition_key = '' AND al.kind = 'materialization'",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage(format!(
+            "reading what backfill {id} materialized"
+        )))?;
+        for row in &rows {
+            let a: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding latest materializations"))?;
+            out.insert((a, String::new()));
         }
         Ok(out)
     }

@@ -110,9 +110,18 @@ pub(super) async fn upsert_status_tx(tx: &mut AnyTx<'_>, events: &[Event]) -> Re
     Ok(())
 }
 
-/// Deletes leases, many per statement.
+/// Deadlock or serialization failure: the transaction may simply be tried again.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+/// Deletes leases, many per statement, in sorted order (see `acquire_lease_groups`).
 pub(super) async fn release_leases_tx(tx: &mut AnyTx<'_>, leases: &[Lease]) -> Result<()> {
-    for chunk in chunks(leases) {
+    let mut leases: Vec<&Lease> = leases.iter().collect();
+    leases.sort_by(|a, b| (&a.asset_key, &a.partition_key).cmp(&(&b.asset_key, &b.partition_key)));
+    for chunk in chunks(&leases) {
         let sql = format!(
             "DELETE FROM partition_leases WHERE (owner, asset_key, partition_key) IN (VALUES {})",
             placeholders(chunk.len(), 3)
@@ -302,7 +311,28 @@ impl Storage {
         groups: &[Vec<Lease>],
         ttl: std::time::Duration,
     ) -> Result<Vec<bool>> {
-        let all: Vec<&Lease> = groups.iter().flatten().collect();
+        // Deadlocks are possible on PostgreSQL when two processes upsert overlapping leases;
+        // rows are locked in sorted order to avoid them, and a deadlock victim retries.
+        let mut attempt = 0;
+        loop {
+            match self.try_acquire_lease_groups(groups, ttl).await {
+                Err(Error::Storage { source, context }) if attempt < 5 && is_retryable(&source) => {
+                    attempt += 1;
+                    tracing::debug!("retrying lease acquisition after {context}: {source}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_acquire_lease_groups(
+        &self,
+        groups: &[Vec<Lease>],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<bool>> {
+        let mut all: Vec<&Lease> = groups.iter().flatten().collect();
+        all.sort_by(|a, b| (&a.asset_key, &a.partition_key).cmp(&(&b.asset_key, &b.partition_key)));
         if all.is_empty() {
             return Ok(vec![true; groups.len()]);
         }
