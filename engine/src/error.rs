@@ -69,6 +69,10 @@ pub enum Error {
     #[error("resource `{0}` is not configured in these definitions")]
     MissingResource(&'static str),
 
+    /// Connecting to or migrating a database failed.
+    #[error(transparent)]
+    Db(#[from] rainbow_db::DbError),
+
     /// A storage operation failed.
     #[error("storage error while {context}")]
     Storage {

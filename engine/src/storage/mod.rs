@@ -13,9 +13,8 @@ mod writer;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 // Dynamic SQL here is only ever built from constants and numbered placeholders; values are
 // always bound, never formatted in, hence `AssertSqlSafe`.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -27,6 +26,8 @@ use crate::error::{Error, Result};
 use crate::event::{CheckEvaluation, Event, EventData, Materialization, Micros, RunStatus};
 use crate::key::AssetKey;
 
+/// Key of the PostgreSQL advisory lock serializing migrations of run storage.
+const SCHEMA_LOCK: i64 = 0x0052_4149_4E42_4F57; // "RAINBOW"
 /// Migrations, in order: (version, SQL). Applied versions are recorded in `rainbow_schema`.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/0001_runs_events.sql")),
@@ -53,14 +54,7 @@ fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
     out
 }
 
-/// Which database a [`Storage`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Embedded SQLite.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
+pub use rainbow_db::{Backend, sqlite_url};
 
 /// Handle to run storage. Cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
@@ -252,54 +246,16 @@ type AnyTx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 impl Storage {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            let scheme = url.split(':').next().unwrap_or(url);
-            return Err(Error::Config {
-                location: "database URL".into(),
-                message: format!(
-                    "unsupported scheme `{scheme}`; expected `sqlite://PATH` or `postgres://USER@HOST/DB`"
-                ),
-            });
+        let max = match rainbow_db::backend_of(url)? {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 10,
         };
-        let options = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => 4,
-                Backend::Postgres => 10,
-            })
-            .acquire_timeout(Duration::from_secs(30));
-        let options = match backend {
-            Backend::Sqlite => options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers (the CLI, the UI) run while a run writes; NORMAL
-                    // synchronous is durable across process crashes, which is what run storage
-                    // needs; busy_timeout makes concurrent writers wait instead of failing.
-                    for pragma in [
-                        "PRAGMA journal_mode = WAL",
-                        "PRAGMA synchronous = NORMAL",
-                        "PRAGMA busy_timeout = 30000",
-                        // 64 MiB of page cache: index inserts stay in memory as runs grow.
-                        "PRAGMA cache_size = -65536",
-                    ] {
-                        sqlx::query(pragma).execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            }),
-            Backend::Postgres => options,
-        };
-        let display = redact(url);
-        let pool = options
-            .connect(url)
-            .await
-            .map_err(Error::storage(format!("connecting to {display}")))?;
-        let storage = Storage { pool, backend };
-        storage.migrate().await?;
-        Ok(storage)
+        let db = rainbow_db::connect(url, max).await?;
+        rainbow_db::migrate(&db, "rainbow_schema", MIGRATIONS, SCHEMA_LOCK).await?;
+        Ok(Storage {
+            pool: db.pool,
+            backend: db.backend,
+        })
     }
 
     /// Opens (creating if needed) the embedded SQLite storage at `DIR/rainbow.db`.
@@ -323,99 +279,6 @@ impl Storage {
     /// The connection pool (for tests and tools).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    async fn applied_version(conn: &mut sqlx::AnyConnection) -> Result<i64> {
-        let ctx = "reading the storage schema version";
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS rainbow_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(Error::storage(ctx))?;
-        let applied: Option<i64> = sqlx::query("SELECT MAX(version) FROM rainbow_schema")
-            .fetch_one(&mut *conn)
-            .await
-            .and_then(|row| row.try_get::<Option<i64>, _>(0))
-            .map_err(Error::storage(ctx))?;
-        Ok(applied.unwrap_or(0))
-    }
-
-    /// Applies every migration newer than the recorded version, each in its own transaction.
-    /// On PostgreSQL an advisory lock serializes concurrent migrators (its `CREATE … IF NOT
-    /// EXISTS` is not safe against a concurrent creator); on SQLite the loser of a race
-    /// re-reads the version and carries on if the winner finished the job.
-    async fn migrate(&self) -> Result<()> {
-        const LOCK: i64 = 0x0052_4149_4E42_4F57; // "RAINBOW"
-        let mut conn = self.connection().await?;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_lock($1)")
-                .bind(LOCK)
-                .execute(&mut *conn)
-                .await
-                .map_err(Error::storage("locking the schema for migration"))?;
-        }
-        let result = self.migrate_on(&mut conn).await;
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(LOCK)
-                .execute(&mut *conn)
-                .await
-                .map_err(Error::storage("unlocking the schema after migration"))?;
-        }
-        result
-    }
-
-    async fn migrate_on(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
-        let id_type = match self.backend {
-            Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
-            Backend::Postgres => "BIGSERIAL PRIMARY KEY",
-        };
-        for &(version, sql) in MIGRATIONS {
-            if Storage::applied_version(conn).await? >= version {
-                continue;
-            }
-            if let Err(e) = Storage::apply_migration(conn, version, sql, id_type).await {
-                if Storage::applied_version(conn).await? >= version {
-                    continue;
-                }
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-
-    async fn apply_migration(
-        conn: &mut sqlx::AnyConnection,
-        version: i64,
-        sql: &str,
-        id_type: &str,
-    ) -> Result<()> {
-        let ctx = format!("applying storage migration {version}");
-        // Comments go first: they may contain `;`.
-        let sql: String = sql
-            .replace("{id}", id_type)
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let mut tx = sqlx::Connection::begin(conn)
-            .await
-            .map_err(Error::storage(ctx.clone()))?;
-        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let first_line = statement.lines().next().unwrap_or(statement).to_owned();
-            sqlx::query(AssertSqlSafe(statement.to_owned()))
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::storage(format!("{ctx}: {first_line}")))?;
-        }
-        sqlx::query("INSERT INTO rainbow_schema (version, applied_at) VALUES ($1, $2)")
-            .bind(version)
-            .bind(crate::event::now_micros())
-            .execute(&mut *tx)
-            .await
-            .map_err(Error::storage(ctx.clone()))?;
-        tx.commit().await.map_err(Error::storage(ctx))
     }
 
     /// Creates a run row; returns the stored record.
@@ -721,36 +584,6 @@ const RUN_COLUMNS: &str = "run_id, status, job_name, selection, partition_key, t
     started_at, ended_at, heartbeat_at, pid, hostname, reason, worker_id, backfill_id, run_key";
 const LATEST_COLUMNS: &str =
     "run_id, asset_key, partition_key, ts, kind, code_version, data_version, metadata";
-
-/// `sqlite://PATH?mode=rwc` with the path percent-encoded (`%`, `?`, `#` and spaces would
-/// otherwise change the URL's meaning).
-pub fn sqlite_url(path: &Path) -> String {
-    let mut encoded = String::new();
-    for c in path.display().to_string().chars() {
-        match c {
-            '%' => encoded.push_str("%25"),
-            '?' => encoded.push_str("%3F"),
-            '#' => encoded.push_str("%23"),
-            ' ' => encoded.push_str("%20"),
-            c => encoded.push(c),
-        }
-    }
-    format!("sqlite://{encoded}?mode=rwc")
-}
-
-fn redact(url: &str) -> String {
-    // postgres://user:secret@host/db -> postgres://user:***@host/db
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let creds = &url[scheme_end + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme_end], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
 
 fn decode_run(row: &AnyRow) -> Result<RunRecord> {
     let get = |e: sqlx::Error| Error::CorruptStorage {
@@ -1090,14 +923,5 @@ mod tests {
     #[test]
     fn placeholders_number_rows_and_columns() {
         assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
     }
 }

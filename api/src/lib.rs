@@ -1,0 +1,99 @@
+//! # The Rainbow orders API
+//!
+//! The seed's order service, in layers: [`routes`](app) -> [`handlers`] (extract, validate,
+//! respond) -> [`service`] (business rules, one unit of work per order) -> [`repository`]
+//! (sqlx queries) on the Rainbow DB of [`rainbow_db::source`]. Errors are one [`ApiError`]
+//! that renders as JSON; a 500 never shows internals.
+//!
+//! `app(state)` is a plain `Router`, so tests drive it with `tower::ServiceExt::oneshot`.
+
+pub mod error;
+pub mod handlers;
+pub mod model;
+pub mod repository;
+pub mod service;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
+use rainbow_db::{Backend, Database};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, FieldError};
+pub use service::OrderService;
+
+/// The OpenAPI 3 document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Orders.
+    pub orders: OrderService,
+    /// The database kind.
+    pub backend: Backend,
+    /// Start time (for uptime).
+    pub started: Instant,
+}
+
+impl AppState {
+    /// State over a connected, migrated database.
+    pub fn new(db: Database) -> Self {
+        AppState {
+            backend: db.backend,
+            orders: OrderService::new(db),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Connects to `url` and brings the Rainbow DB schema up to date.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Database, rainbow_db::DbError> {
+    let db = rainbow_db::connect(url, max_connections).await?;
+    rainbow_db::source::migrate(&db).await?;
+    Ok(db)
+}
+
+/// The router: routes, body limit, request ids, tracing.
+pub fn app(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/ping", get(handlers::ping))
+        .route("/", get(handlers::info))
+        .route("/api/v1/orders", get(handlers::list_orders).post(handlers::create_order))
+        .route("/api/v1/orders/{id}", get(handlers::get_order))
+        .route("/api/v1/openapi.json", get(handlers::openapi))
+        .fallback(handlers::not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(handlers::BODY_LIMIT))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// How long to wait for the database at start-up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

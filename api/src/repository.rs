@@ -1,0 +1,218 @@
+//! Repositories: the sqlx queries on the Rainbow DB, and [`UnitOfWork`], which owns the
+//! transaction a service's changes commit in (or roll back with, when it is dropped).
+
+use std::collections::HashMap;
+
+use rainbow_db::Backend;
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
+
+use crate::model::{NewLine, Order, OrderLine};
+
+/// A transaction: everything done through it commits together or not at all.
+pub struct UnitOfWork {
+    tx: Transaction<'static, Any>,
+}
+
+impl UnitOfWork {
+    /// Begins a transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a transaction that reads and then writes would otherwise fail with "database is locked"
+    /// when another writer got in between, instead of waiting.
+    pub async fn begin(pool: &AnyPool, backend: Backend) -> Result<Self, sqlx::Error> {
+        let tx = match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
+        };
+        Ok(UnitOfWork { tx })
+    }
+
+    /// The connection to run repository queries on.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+/// `($first, $first+1, …)` for `n` values.
+fn list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a row with `id` exists in `table` (`customers` or `payments`).
+pub async fn exists(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    id: i64,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT 1 FROM {table} WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Price and promotion of each existing product among `ids`.
+pub async fn product_prices(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<HashMap<i64, (i64, Option<i64>)>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = format!(
+        "SELECT id, price, promotion_id FROM products WHERE id IN ({})",
+        list(1, ids.len())
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in q.fetch_all(conn).await? {
+        out.insert(
+            row.try_get::<i64, _>(0)?,
+            (row.try_get::<i64, _>(1)?, row.try_get::<Option<i64>, _>(2)?),
+        );
+    }
+    Ok(out)
+}
+
+/// Inserts an order; returns its id.
+pub async fn insert_order(
+    conn: &mut AnyConnection,
+    customer_id: i64,
+    payment_id: i64,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO orders (customer_id, payment_id, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id",
+    )
+    .bind(customer_id)
+    .bind(payment_id)
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    row.try_get(0)
+}
+
+/// Inserts an order's lines with their prices and promotions.
+pub async fn insert_lines(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    lines: &[OrderLine],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let values: Vec<String> = (0..lines.len())
+        .map(|i| {
+            let b = i * 4;
+            format!(
+                "($1, ${}, ${}, ${}, ${}, $2, $2)",
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            )
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO orderdetails (order_id, product_id, quantity, price, promotion_id, created_at, updated_at) VALUES {}",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(order_id).bind(now);
+    for l in lines {
+        q = q
+            .bind(l.product_id)
+            .bind(l.quantity)
+            .bind(l.price)
+            .bind(l.promotion_id);
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
+/// Orders with `id > after_id`, by id, at most `limit`, with their lines.
+pub async fn orders_after(
+    conn: &mut AnyConnection,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<Order>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, customer_id, payment_id, created_at, updated_at FROM orders WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut orders = Vec::with_capacity(rows.len());
+    for row in rows {
+        orders.push(Order {
+            id: row.try_get(0)?,
+            customer_id: row.try_get(1)?,
+            payment_id: row.try_get(2)?,
+            products: Vec::new(),
+            total: 0,
+            created_at: row.try_get(3)?,
+            updated_at: row.try_get(4)?,
+        });
+    }
+    let (Some(first), Some(last)) = (orders.first().map(|o| o.id), orders.last().map(|o| o.id))
+    else {
+        return Ok(orders);
+    };
+    let lines = sqlx::query(
+        "SELECT order_id, product_id, quantity, price, promotion_id FROM orderdetails \
+         WHERE order_id BETWEEN $1 AND $2 ORDER BY order_id, id",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_all(conn)
+    .await?;
+    let index: HashMap<i64, usize> = orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+    for row in lines {
+        let order_id: i64 = row.try_get(0)?;
+        if let Some(&i) = index.get(&order_id) {
+            let line = OrderLine {
+                product_id: row.try_get(1)?,
+                quantity: row.try_get(2)?,
+                price: row.try_get(3)?,
+                promotion_id: row.try_get(4)?,
+            };
+            orders[i].total += line.price * line.quantity;
+            orders[i].products.push(line);
+        }
+    }
+    Ok(orders)
+}
+
+/// The order `id`, with its lines.
+pub async fn order(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, sqlx::Error> {
+    Ok(orders_after(conn, id - 1, 1)
+        .await?
+        .into_iter()
+        .find(|o| o.id == id))
+}
+
+/// Lines of a new order, priced from `prices` (every product must be in it).
+pub fn price_lines(lines: &[NewLine], prices: &HashMap<i64, (i64, Option<i64>)>) -> Vec<OrderLine> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            prices
+                .get(&l.product_id)
+                .map(|&(price, promotion_id)| OrderLine {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                    price,
+                    promotion_id,
+                })
+        })
+        .collect()
+}
