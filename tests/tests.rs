@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api;
 mod backfills;
 mod cli;
 mod daemon;
