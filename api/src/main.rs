@@ -1,12 +1,26 @@
 //! `rainbow-api`: serves the orders API. Configuration from the environment:
 //! `DATABASE_URL` (default: the embedded SQLite Rainbow DB at `.rainbow/rainbow_db.sqlite`),
 //! `RAINBOW_API_ADDR` (default `127.0.0.1:8080`), `RAINBOW_API_POOL` (connections, default 16),
-//! `RAINBOW_LOG` (level).
+//! `RAINBOW_API_WORKERS` (tokio worker threads, default one per core), `RAINBOW_LOG` (level).
 
 use anyhow::Context;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(v) = std::env::var("RAINBOW_API_WORKERS") {
+        let n: usize = v
+            .parse()
+            .with_context(|| format!("RAINBOW_API_WORKERS=`{v}` is not a number"))?;
+        runtime.worker_threads(n.max(1));
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let level = std::env::var("RAINBOW_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())

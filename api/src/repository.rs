@@ -85,6 +85,101 @@ pub async fn product_prices(
     Ok(out)
 }
 
+/// What [`lookup`] found: whether the customer and the payment method exist, and the price
+/// and promotion of each existing product.
+pub struct Lookup {
+    /// The customer exists.
+    pub customer: bool,
+    /// The payment method exists.
+    pub payment: bool,
+    /// Existing products: id -> (price, promotion).
+    pub prices: HashMap<i64, (i64, Option<i64>)>,
+}
+
+/// Checks an order's references and reads its products' prices in one round trip.
+pub async fn lookup(
+    conn: &mut AnyConnection,
+    customer: i64,
+    payment: i64,
+    products: &[i64],
+) -> Result<Lookup, sqlx::Error> {
+    let mut sql = "SELECT CAST(1 AS BIGINT), id, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM customers WHERE id = $1 \
+                   UNION ALL SELECT CAST(2 AS BIGINT), id, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM payments WHERE id = $2"
+        .to_owned();
+    if !products.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL SELECT CAST(3 AS BIGINT), id, price, promotion_id FROM products WHERE id IN ({})",
+            list(3, products.len())
+        ));
+    }
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(customer).bind(payment);
+    for id in products {
+        q = q.bind(*id);
+    }
+    let mut found = Lookup {
+        customer: false,
+        payment: false,
+        prices: HashMap::with_capacity(products.len()),
+    };
+    for row in q.fetch_all(conn).await? {
+        match row.try_get::<i64, _>(0)? {
+            1 => found.customer = true,
+            2 => found.payment = true,
+            _ => {
+                found
+                    .prices
+                    .insert(row.try_get(1)?, (row.try_get(2)?, row.try_get(3)?));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Inserts an order and its lines; returns the order's id. On PostgreSQL one statement
+/// (a data-modifying CTE), on SQLite two; either way inside the caller's transaction.
+pub async fn insert_order_with_lines(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    customer_id: i64,
+    payment_id: i64,
+    lines: &[OrderLine],
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    if backend == Backend::Sqlite || lines.is_empty() {
+        let id = insert_order(conn, customer_id, payment_id, now).await?;
+        insert_lines(conn, id, lines, now).await?;
+        return Ok(id);
+    }
+    let values: Vec<String> = (0..lines.len())
+        .map(|i| {
+            let b = 4 + i * 4;
+            format!("(${b}, ${}, ${}, ${})", b + 1, b + 2, b + 3)
+        })
+        .collect();
+    let sql = format!(
+        "WITH o AS (INSERT INTO orders (customer_id, payment_id, created_at, updated_at) VALUES ($1, $2, $3, $3) RETURNING id) \
+         INSERT INTO orderdetails (order_id, product_id, quantity, price, promotion_id, created_at, updated_at) \
+         SELECT o.id, v.column1, v.column2, v.column3, v.column4, $3, $3 FROM o, (VALUES {}) AS v RETURNING order_id",
+        values.join(", ")
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql))
+        .bind(customer_id)
+        .bind(payment_id)
+        .bind(now);
+    for l in lines {
+        q = q
+            .bind(l.product_id)
+            .bind(l.quantity)
+            .bind(l.price)
+            .bind(l.promotion_id);
+    }
+    let rows = q.fetch_all(conn).await?;
+    match rows.first() {
+        Some(row) => row.try_get(0),
+        None => Err(sqlx::Error::RowNotFound),
+    }
+}
+
 /// Inserts an order; returns its id.
 pub async fn insert_order(
     conn: &mut AnyConnection,
@@ -192,12 +287,42 @@ pub async fn orders_after(
     Ok(orders)
 }
 
-/// The order `id`, with its lines.
+/// The order `id`, with its lines, in one round trip.
 pub async fn order(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, sqlx::Error> {
-    Ok(orders_after(conn, id - 1, 1)
-        .await?
-        .into_iter()
-        .find(|o| o.id == id))
+    let rows = sqlx::query(
+        "SELECT o.id, o.customer_id, o.payment_id, o.created_at, o.updated_at, \
+         d.product_id, d.quantity, d.price, d.promotion_id \
+         FROM orders o LEFT JOIN orderdetails d ON d.order_id = o.id WHERE o.id = $1 ORDER BY d.id",
+    )
+    .bind(id)
+    .fetch_all(conn)
+    .await?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut order = Order {
+        id: first.try_get(0)?,
+        customer_id: first.try_get(1)?,
+        payment_id: first.try_get(2)?,
+        products: Vec::with_capacity(rows.len()),
+        total: 0,
+        created_at: first.try_get(3)?,
+        updated_at: first.try_get(4)?,
+    };
+    for row in &rows {
+        let Some(product_id) = row.try_get::<Option<i64>, _>(5)? else {
+            continue;
+        };
+        let line = OrderLine {
+            product_id,
+            quantity: row.try_get(6)?,
+            price: row.try_get(7)?,
+            promotion_id: row.try_get(8)?,
+        };
+        order.total += line.price * line.quantity;
+        order.products.push(line);
+    }
+    Ok(Some(order))
 }
 
 /// Lines of a new order, priced from `prices` (every product must be in it).

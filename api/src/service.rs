@@ -30,23 +30,23 @@ impl OrderService {
     /// Creates an order: unknown customer, payment or products are reported together.
     pub async fn create(&self, new: &NewOrder) -> Result<Order, ApiError> {
         let mut uow = UnitOfWork::begin(&self.db.pool, self.db.backend).await?;
+        let ids: Vec<i64> = new.products.iter().map(|l| l.product_id).collect();
+        let found = repository::lookup(uow.conn(), new.customer_id, new.payment_id, &ids).await?;
         let mut errors = Vec::new();
-        if !repository::exists(uow.conn(), "customers", new.customer_id).await? {
+        if !found.customer {
             errors.push(FieldError::new(
                 "customerId",
                 format!("no customer with id {}", new.customer_id),
             ));
         }
-        if !repository::exists(uow.conn(), "payments", new.payment_id).await? {
+        if !found.payment {
             errors.push(FieldError::new(
                 "payment_id",
                 format!("no payment method with id {}", new.payment_id),
             ));
         }
-        let ids: Vec<i64> = new.products.iter().map(|l| l.product_id).collect();
-        let prices = repository::product_prices(uow.conn(), &ids).await?;
         for (i, line) in new.products.iter().enumerate() {
-            if !prices.contains_key(&line.product_id) {
+            if !found.prices.contains_key(&line.product_id) {
                 errors.push(FieldError::new(
                     format!("products[{i}].productId"),
                     format!("no product with id {}", line.product_id),
@@ -57,9 +57,16 @@ impl OrderService {
             return Err(ApiError::Validation(errors));
         }
         let now = now_micros();
-        let id = repository::insert_order(uow.conn(), new.customer_id, new.payment_id, now).await?;
-        let lines = repository::price_lines(&new.products, &prices);
-        repository::insert_lines(uow.conn(), id, &lines, now).await?;
+        let lines = repository::price_lines(&new.products, &found.prices);
+        let id = repository::insert_order_with_lines(
+            uow.conn(),
+            self.db.backend,
+            new.customer_id,
+            new.payment_id,
+            &lines,
+            now,
+        )
+        .await?;
         uow.commit().await?;
         let total = lines.iter().map(|l| l.price * l.quantity).sum();
         Ok(Order {

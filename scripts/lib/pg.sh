@@ -1,0 +1,33 @@
+# Starts a throw-away PostgreSQL cluster from Debian's packages (installing them if missing)
+# on 127.0.0.1:$PGPORT and stops it when the calling script exits. Sourced by test.sh and
+# bench-api.sh. Sets PGBIN, PGTMP, PGPORT and RAINBOW_TEST_POSTGRES_URL.
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+if [ -z "$(pg_bindir)" ] || [ ! -x "$(pg_bindir)/pg_ctl" ]; then
+  echo "==> installing PostgreSQL (Debian packages)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+PGBIN="$(pg_bindir)"
+
+PGTMP="$(mktemp -d /tmp/rainbow-pg.XXXXXX)"
+PGPORT="${PGPORT:-${RAINBOW_TEST_PGPORT:-55432}}"
+RUN_AS=()
+if [ "$(id -u)" = 0 ]; then
+  # initdb refuses to run as root: the cluster belongs to the postgres user.
+  chown postgres:postgres "$PGTMP"
+  RUN_AS=(runuser -u postgres --)
+fi
+stop_pg() {
+  "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGTMP/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PGTMP"
+}
+trap stop_pg EXIT
+
+echo "==> starting PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PGPORT"
+(cd "$PGTMP" && "${RUN_AS[@]}" "$PGBIN/initdb" -D "$PGTMP/data" -U postgres -A trust >/dev/null)
+(cd "$PGTMP" && "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGTMP/data" -l "$PGTMP/server.log" -w \
+  -o "-p $PGPORT -k $PGTMP -c listen_addresses=127.0.0.1 ${PG_EXTRA_OPTS:--c fsync=off} -c max_connections=300" start >/dev/null)
+export RAINBOW_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PGPORT/postgres"
