@@ -406,15 +406,20 @@ pub async fn launch_backfill(
         .await
 }
 
-/// Requests cancellation: a running backfill stops its runs; a requested one is canceled now.
-pub async fn cancel_backfill(storage: &Storage, id: &str) -> Result<BackfillStatus> {
-    let record = storage
+/// The stored backfill `id`, or a not-found error naming it.
+async fn load_backfill(storage: &Storage, id: &str) -> Result<BackfillRecord> {
+    storage
         .get_backfill(id)
         .await?
         .ok_or_else(|| Error::NotFound {
             kind: "backfill",
             id: id.to_owned(),
-        })?;
+        })
+}
+
+/// Requests cancellation: a running backfill stops its runs; a requested one is canceled now.
+pub async fn cancel_backfill(storage: &Storage, id: &str) -> Result<BackfillStatus> {
+    let record = load_backfill(storage, id).await?;
     match record.status {
         BackfillStatus::Requested | BackfillStatus::Running => {
             // Requested: canceled now. Running: its process stops it at the next heartbeat.
@@ -444,13 +449,7 @@ pub async fn resume_backfill(
     id: &str,
     heartbeat_timeout: Duration,
 ) -> Result<()> {
-    let record = storage
-        .get_backfill(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "backfill",
-            id: id.to_owned(),
-        })?;
+    let record = load_backfill(storage, id).await?;
     if matches!(
         record.status,
         BackfillStatus::Running | BackfillStatus::Canceling
@@ -541,13 +540,7 @@ pub async fn run_backfill(
     progress: Option<BackfillProgressFn>,
 ) -> Result<BackfillStatus> {
     let storage = executor.storage().clone();
-    let record = storage
-        .get_backfill(id)
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            kind: "backfill",
-            id: id.to_owned(),
-        })?;
+    let record = load_backfill(&storage, id).await?;
     let request: BackfillRequest =
         serde_json::from_value(record.request.clone()).map_err(|e| Error::CorruptStorage {
             location: format!("backfills.request of {id}"),

@@ -223,6 +223,11 @@ fn none_if_empty(s: String) -> Option<String> {
 
 /// `($1, $2, ...), ($n+1, ...)` for `rows` rows of `cols` columns.
 fn placeholders(rows: usize, cols: usize) -> String {
+    placeholders_from(rows, cols, 1)
+}
+
+/// Like [`placeholders`], numbering from `$first`.
+pub(crate) fn placeholders_from(rows: usize, cols: usize, first: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -234,7 +239,7 @@ fn placeholders(rows: usize, cols: usize) -> String {
                 s.push_str(", ");
             }
             s.push('$');
-            s.push_str(&(r * cols + c + 1).to_string());
+            s.push_str(&(first + r * cols + c).to_string());
         }
         s.push(')');
     }
@@ -300,24 +305,7 @@ impl Storage {
             "INSERT INTO runs ({RUN_COLUMNS}) VALUES {} ON CONFLICT (run_key) DO NOTHING",
             placeholders(1, 16)
         );
-        let r = &record;
-        let inserted = sqlx::query(AssertSqlSafe(sql))
-            .bind(r.run_id.clone())
-            .bind(r.status.as_str())
-            .bind(r.job_name.clone())
-            .bind(r.selection.clone())
-            .bind(r.partition_key.clone())
-            .bind(json(&r.tags)?)
-            .bind(r.created_at)
-            .bind(r.started_at)
-            .bind(r.ended_at)
-            .bind(r.heartbeat_at)
-            .bind(r.pid)
-            .bind(r.hostname.clone())
-            .bind(r.reason.clone())
-            .bind(r.worker_id.clone())
-            .bind(r.backfill_id.clone())
-            .bind(r.run_key.clone())
+        let inserted = bind_run(sqlx::query(AssertSqlSafe(sql)), &record)?
             .execute(&self.pool)
             .await
             .map_err(Error::storage("creating a keyed run"))?
@@ -829,6 +817,28 @@ impl WriteSet {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a run's 16 columns, in [`RUN_COLUMNS`] order.
+fn bind_run<'q>(q: AnyQuery<'q>, r: &RunRecord) -> Result<AnyQuery<'q>> {
+    Ok(q.bind(r.run_id.clone())
+        .bind(r.status.as_str())
+        .bind(r.job_name.clone())
+        .bind(r.selection.clone())
+        .bind(r.partition_key.clone())
+        .bind(json(&r.tags)?)
+        .bind(r.created_at)
+        .bind(r.started_at)
+        .bind(r.ended_at)
+        .bind(r.heartbeat_at)
+        .bind(r.pid)
+        .bind(r.hostname.clone())
+        .bind(r.reason.clone())
+        .bind(r.worker_id.clone())
+        .bind(r.backfill_id.clone())
+        .bind(r.run_key.clone()))
+}
+
 async fn insert_runs(tx: &mut AnyTx<'_>, runs: &[RunRecord]) -> Result<()> {
     for chunk in chunks(runs) {
         let sql = format!(
@@ -837,23 +847,7 @@ async fn insert_runs(tx: &mut AnyTx<'_>, runs: &[RunRecord]) -> Result<()> {
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for r in chunk {
-            q = q
-                .bind(r.run_id.clone())
-                .bind(r.status.as_str())
-                .bind(r.job_name.clone())
-                .bind(r.selection.clone())
-                .bind(r.partition_key.clone())
-                .bind(json(&r.tags)?)
-                .bind(r.created_at)
-                .bind(r.started_at)
-                .bind(r.ended_at)
-                .bind(r.heartbeat_at)
-                .bind(r.pid)
-                .bind(r.hostname.clone())
-                .bind(r.reason.clone())
-                .bind(r.worker_id.clone())
-                .bind(r.backfill_id.clone())
-                .bind(r.run_key.clone());
+            q = bind_run(q, r)?;
         }
         q.execute(&mut **tx)
             .await

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{AnyTx, Storage, chunks, placeholders};
+use super::{AnyTx, Storage, chunks, placeholders, placeholders_from};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventData, Micros, now_micros};
 use crate::key::AssetKey;
@@ -262,46 +262,11 @@ impl Storage {
         Ok(out)
     }
 
-    /// Takes every lease in `leases` (all with the same owner) for `ttl`, or none of them: a
-    /// lease held by another owner that has not expired blocks. Returns whether it took them.
+    /// Takes every lease in `leases` for `ttl`, or none of them: a lease held by another owner
+    /// that has not expired blocks. Returns whether it took them.
     pub async fn acquire_leases(&self, leases: &[Lease], ttl: std::time::Duration) -> Result<bool> {
-        if leases.is_empty() {
-            return Ok(true);
-        }
-        let now = now_micros();
-        let expires = now + i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX / 2);
-        let ctx = "acquiring partition leases";
-        let mut tx = self.pool().begin().await.map_err(Error::storage(ctx))?;
-        let mut taken: u64 = 0;
-        for chunk in chunks(leases) {
-            let sql = format!(
-                "INSERT INTO partition_leases (owner, asset_key, partition_key, expires_at) VALUES {} \
-                 ON CONFLICT (asset_key, partition_key) DO UPDATE SET owner = excluded.owner, \
-                 expires_at = excluded.expires_at \
-                 WHERE partition_leases.owner = excluded.owner OR partition_leases.expires_at <= $1",
-                placeholders_from(chunk.len(), 4, 2)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for l in chunk {
-                q = q
-                    .bind(l.owner.clone())
-                    .bind(l.asset_key.clone())
-                    .bind(l.partition_key.clone())
-                    .bind(expires);
-            }
-            taken += q
-                .execute(&mut *tx)
-                .await
-                .map_err(Error::storage(ctx))?
-                .rows_affected();
-        }
-        if taken as usize == leases.len() {
-            tx.commit().await.map_err(Error::storage(ctx))?;
-            Ok(true)
-        } else {
-            tx.rollback().await.map_err(Error::storage(ctx))?;
-            Ok(false)
-        }
+        let got = self.acquire_lease_groups(&[leases.to_vec()], ttl).await?;
+        Ok(got.first().copied().unwrap_or(false))
     }
 
     /// Takes leases for several groups at once, each group all-or-nothing, in one transaction:
@@ -407,24 +372,4 @@ impl Storage {
         })
         .await
     }
-}
-
-/// Like [`placeholders`], numbering from `$first`.
-fn placeholders_from(rows: usize, cols: usize, first: usize) -> String {
-    let mut s = String::new();
-    for r in 0..rows {
-        if r > 0 {
-            s.push_str(", ");
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push('$');
-            s.push_str(&(first + r * cols + c).to_string());
-        }
-        s.push(')');
-    }
-    s
 }
