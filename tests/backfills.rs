@@ -748,3 +748,141 @@ async fn missing_with_ranged_runs_recomputes_nothing_already_there() {
             .all(|u| u.partitions.iter().all(|p| p.as_str() > "2024-09-03"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_partitions_are_stored_and_backfilled() {
+    let t = fresh_storage(Backend::Sqlite).await;
+    let defs = || {
+        Definitions::new().asset(
+            asset("per_customer")
+                .partitions(PartitionsDefinition::dynamic("customers"))
+                .compute(|ctx| async move {
+                    let key = ctx.partition_key().ok_or("one partition")?.to_owned();
+                    Ok::<_, BoxError>(MaterializeResult::new().metadata("customer", key))
+                }),
+        )
+    };
+    // No keys yet: nothing to backfill, and an unknown key is refused.
+    let graph = AssetGraph::build(defs()).expect("valid");
+    let e = plan_backfill(
+        &graph,
+        &t.storage,
+        &request(PartitionSelector::Keys {
+            keys: vec!["acme".into()],
+        }),
+        now(),
+    )
+    .await
+    .expect_err("no such key yet")
+    .to_string();
+    assert!(
+        e.contains("no selected asset has a partition `acme`"),
+        "{e}"
+    );
+    let e = t
+        .storage
+        .add_dynamic_partitions("customers", &["a|b".into()])
+        .await
+        .expect_err("bad key")
+        .to_string();
+    assert!(e.contains("contains `|` or `,`"), "{e}");
+
+    t.storage
+        .add_dynamic_partitions(
+            "customers",
+            &["acme".into(), "globex".into(), "acme".into()],
+        )
+        .await
+        .expect("add");
+    assert_eq!(
+        t.storage.dynamic_partitions().await.expect("read")["customers"],
+        ["acme", "globex"]
+    );
+    let (_, status) = backfill(defs(), &t.storage, request(PartitionSelector::All)).await;
+    assert_eq!(status, BackfillStatus::Completed);
+    let states = states(&t.storage, "per_customer").await;
+    assert_eq!(states.keys().collect::<Vec<_>>(), ["acme", "globex"]);
+
+    // A key removed is no longer a partition.
+    assert!(
+        t.storage
+            .delete_dynamic_partition("customers", "globex")
+            .await
+            .expect("delete")
+    );
+    let e = plan_backfill(
+        &graph,
+        &t.storage,
+        &request(PartitionSelector::Keys {
+            keys: vec!["globex".into()],
+        }),
+        now(),
+    )
+    .await
+    .expect_err("removed")
+    .to_string();
+    assert!(e.contains("`globex`"), "{e}");
+}
+
+#[tokio::test]
+async fn leased_partitions_show_as_in_progress_and_exclude_other_owners() {
+    use rainbow_engine::storage::partitions::Lease;
+    let t = fresh_storage(Backend::Sqlite).await;
+    let lease = |owner: &str, p: &str| Lease {
+        owner: owner.into(),
+        asset_key: "orders".into(),
+        partition_key: p.into(),
+    };
+    let ttl = Duration::from_secs(60);
+    assert!(
+        t.storage
+            .acquire_leases(&[lease("a", "2024-09-01"), lease("a", "2024-09-02")], ttl)
+            .await
+            .expect("lease")
+    );
+    // Another owner gets none of a group that overlaps; the same owner may take its own again.
+    assert!(
+        !t.storage
+            .acquire_leases(&[lease("b", "2024-09-02"), lease("b", "2024-09-03")], ttl)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        t.storage
+            .acquire_leases(&[lease("a", "2024-09-02")], ttl)
+            .await
+            .expect("lease")
+    );
+    let got = t
+        .storage
+        .acquire_lease_groups(
+            &[
+                vec![lease("b", "2024-09-03")],
+                vec![lease("b", "2024-09-01")],
+            ],
+            ttl,
+        )
+        .await
+        .expect("groups");
+    assert_eq!(got, [true, false]);
+    let s = states(&t.storage, "orders").await;
+    assert_eq!(s.get("2024-09-01"), Some(&PartitionState::InProgress));
+    assert_eq!(s.get("2024-09-03"), Some(&PartitionState::InProgress));
+    // Released, or expired, leases free the partition.
+    t.storage
+        .release_leases(&[lease("a", "2024-09-01")])
+        .await
+        .expect("release");
+    assert!(
+        t.storage
+            .acquire_leases(&[lease("b", "2024-09-01")], Duration::ZERO)
+            .await
+            .expect("lease")
+    );
+    assert!(
+        t.storage
+            .acquire_leases(&[lease("c", "2024-09-01")], ttl)
+            .await
+            .expect("expired lease is taken over")
+    );
+}

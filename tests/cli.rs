@@ -182,3 +182,166 @@ fn bad_input_gets_clear_errors_and_exit_code_2() {
         stderr(&out)
     );
 }
+
+#[test]
+fn partitions_backfills_schedules_and_the_daemon_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+
+    let out = rainbow(d, &["schedule", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("nightly_partitions")
+            && text.contains("0 0 * * *")
+            && text.contains("T00:00Z"),
+        "{text}"
+    );
+
+    // A detached backfill is stored, shown, then canceled before anything ran.
+    let out = rainbow(
+        d,
+        &[
+            "backfill",
+            "--select",
+            "group:daily",
+            "--from",
+            "2024-09-01",
+            "--to",
+            "2024-09-03",
+            "--detach",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 run(s) planned"),
+        "{}",
+        stdout(&out)
+    );
+    let out = rainbow(d, &["backfill", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let id = listed[0]["backfill"]["backfill_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(listed[0]["progress"]["pending"], 3);
+    let out = rainbow(d, &["backfill", "show", &id]);
+    assert!(
+        stdout(&out).contains("status    requested"),
+        "{}",
+        stdout(&out)
+    );
+    let out = rainbow(d, &["backfill", "cancel", &id]);
+    assert!(stdout(&out).contains("canceled"), "{}", stdout(&out));
+
+    // Another one, detached, run by the daemon.
+    let out = rainbow(
+        d,
+        &[
+            "backfill",
+            "--select",
+            "group:daily",
+            "--from",
+            "2024-09-01",
+            "--to",
+            "2024-09-05",
+            "--detach",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = rainbow(d, &["daemon", "--once"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 backfill(s) started"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = rainbow(d, &["partitions", "daily/orders", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(p["counts"]["materialized"], 5);
+    assert_eq!(
+        p["ranges"][0],
+        serde_json::json!({"start": "2024-09-01", "end": "2024-09-05", "state": "materialized", "count": 5})
+    );
+
+    // Bad inputs name what is wrong.
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["backfill", "--select", "group:daily"],
+            "say which partitions",
+        ),
+        (
+            &["backfill", "--select", "group:daily", "--missing", "--all"],
+            "give only one of",
+        ),
+        (
+            &[
+                "backfill",
+                "--select",
+                "group:daily",
+                "--partitions",
+                "2023-01-01",
+            ],
+            "no selected asset has a partition `2023-01-01`",
+        ),
+        (
+            &["partitions", "reports/summary"],
+            "the asset is not partitioned",
+        ),
+        (
+            &["partitions", "daily/order"],
+            "did you mean `daily/orders`",
+        ),
+        (
+            &["materialize", "--select", "daily/orders"],
+            "give a partition key",
+        ),
+        (
+            &[
+                "materialize",
+                "--select",
+                "daily/orders",
+                "--partition",
+                "1999-01-01",
+            ],
+            "`1999-01-01` is not one of its partitions",
+        ),
+        (&["backfill", "show", "nope"], "no backfill with id `nope`"),
+        (
+            &["daemon", "--tag-limit", "warehouse=bq"],
+            "expected KEY=VALUE:N",
+        ),
+        (
+            &["add-partitions", "customers", "a,b"],
+            "contains `|` or `,`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = rainbow(d, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = rainbow(d, &["add-partitions", "customers", "acme"]);
+    assert!(
+        out.status.success() && stdout(&out).contains("added 1 key(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = rainbow(
+        d,
+        &[
+            "materialize",
+            "--select",
+            "daily/orders",
+            "--partition",
+            "2024-09-10",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
