@@ -578,3 +578,43 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
     }
     assert_eq!(get(&router, "/ping").await.0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_answers_on_a_socket_and_shuts_down_gracefully() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (url, _dir) = fresh_url(Backend::Sqlite).await;
+    let db = rainbow_api::connect(&url, 4).await.expect("connect");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rainbow_api::serve(listener, AppState::new(db), async {
+        let _ = stopped.await;
+    }));
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("x-request-id: "),
+        "{response}"
+    );
+    assert!(response.ends_with("{\"status\":\"ok\"}"), "{response}");
+
+    stop.send(()).expect("signal shutdown");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("the server stops promptly")
+        .expect("task")
+        .expect("serve ends without error");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "nothing listens any more"
+    );
+}
