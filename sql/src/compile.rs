@@ -1,0 +1,738 @@
+//! Parsing and compiling: every model, seed, snapshot and singular test rendered with dbt's
+//! Jinja context on minijinja. Parsing records `ref`/`source`/`config` calls (the DAG);
+//! compiling renders relation names into SQL under `target/compiled/` and writes
+//! `target/manifest.json`. Errors name file:line:column.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::{Kwargs, Object, Serde, Value};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::error::{SqlError, did_you_mean};
+use crate::project::Project;
+
+/// What a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    /// `models/**/*.sql`.
+    Model,
+    /// `seeds/*.csv`.
+    Seed,
+    /// `snapshots/*.sql`.
+    Snapshot,
+    /// `tests/*.sql` (singular test).
+    Test,
+}
+
+/// A parsed node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    /// Kind.
+    pub kind: NodeKind,
+    /// Name (file stem).
+    pub name: String,
+    /// File, relative to the project root.
+    pub path: String,
+    /// Resolved config: folder configs, then `config()` in the file.
+    pub config: BTreeMap<String, Json>,
+    /// Nodes it refs, by name.
+    pub refs: Vec<String>,
+    /// Sources it uses, `(source, table)`.
+    pub sources: Vec<(String, String)>,
+    /// Schema (dataset) of its relation.
+    pub schema: String,
+    /// Its relation's name (alias or name).
+    pub relation: String,
+    /// Compiled SQL (after [`compile`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiled: Option<String>,
+}
+
+impl Node {
+    /// The materialization: `view` unless configured.
+    pub fn materialized(&self) -> &str {
+        self.config
+            .get("materialized")
+            .and_then(Json::as_str)
+            .unwrap_or(match self.kind {
+                NodeKind::Seed | NodeKind::Snapshot => "table",
+                _ => "view",
+            })
+    }
+}
+
+/// Settings of a parse or compile.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// Target name (`target.name`).
+    pub target_name: String,
+    /// Warehouse type (`target.type`): `datafusion` or `bigquery`; picks dispatched macros.
+    pub target_type: String,
+    /// Default schema (`target.schema`).
+    pub target_schema: String,
+    /// `--vars` overrides.
+    pub vars: BTreeMap<String, Json>,
+    /// `run_started_at` as text.
+    pub run_started_at: String,
+    /// Models for which `is_incremental()` is true (existing incremental tables).
+    pub incremental: BTreeSet<String>,
+    /// Extra variables visible to every template (partition key, window start/end…).
+    pub extra: BTreeMap<String, Json>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            target_name: "dev".into(),
+            target_type: "datafusion".into(),
+            target_schema: "main".into(),
+            vars: BTreeMap::new(),
+            run_started_at: String::new(),
+            incremental: BTreeSet::new(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The parsed project: nodes by name, in dependency order.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Project name.
+    pub project: String,
+    /// Nodes in dependency order (parents before children).
+    pub nodes: Vec<Node>,
+    /// Declared sources: `source.table` -> `schema.table`.
+    pub sources: BTreeMap<String, String>,
+}
+
+/// What a render records (one per node render).
+#[derive(Debug, Default)]
+struct Collector {
+    refs: Mutex<Vec<String>>,
+    sources: Mutex<Vec<(String, String)>>,
+    config: Mutex<BTreeMap<String, Json>>,
+}
+
+impl Object for Collector {}
+
+/// Relations known when compiling: node name -> `schema.relation`.
+type Relations = HashMap<String, String>;
+
+/// `exceptions.raise_compiler_error(msg)`.
+#[derive(Debug)]
+struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(
+        self: &Arc<Self>,
+        _: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        match method {
+            "raise_compiler_error" => {
+                let msg = args.first().map(|a| a.to_string()).unwrap_or_default();
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            }
+            "warn" => {
+                tracing::warn!(
+                    "{}",
+                    args.first().map(|a| a.to_string()).unwrap_or_default()
+                );
+                Ok(Value::from(""))
+            }
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `adapter.dispatch('name')`: `<target>__name`, else `default__name`.
+#[derive(Debug)]
+struct Adapter {
+    target_type: String,
+}
+
+impl Object for Adapter {
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        if method != "dispatch" {
+            return Err(JinjaError::from(ErrorKind::UnknownMethod));
+        }
+        let name = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
+            JinjaError::new(
+                ErrorKind::InvalidOperation,
+                "adapter.dispatch needs a macro name",
+            )
+        })?;
+        for candidate in [
+            format!("{}__{name}", self.target_type),
+            format!("default__{name}"),
+        ] {
+            if let Some(m) = state.lookup(&candidate)
+                && !m.is_undefined()
+            {
+                return Ok(m);
+            }
+        }
+        Err(JinjaError::new(
+            ErrorKind::UndefinedError,
+            format!(
+                "no macro `{}__{name}` or `default__{name}` to dispatch to",
+                self.target_type
+            ),
+        ))
+    }
+}
+
+fn collector(state: &State) -> Result<Arc<Collector>, JinjaError> {
+    state
+        .lookup("__rainbow")
+        .and_then(|v| v.downcast_object::<Collector>())
+        .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "internal: no collector"))
+}
+
+fn relations(state: &State) -> Option<Arc<HashMap<String, String>>> {
+    state
+        .lookup("__relations")
+        .and_then(|v| v.downcast_object::<RelationMap>())
+        .map(|m| m.0.clone())
+}
+
+#[derive(Debug)]
+struct RelationMap(Arc<Relations>);
+impl Object for RelationMap {}
+
+fn to_json(v: &Value) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// Names of the macros defined in `text` (`{% macro name(` … ).
+fn macro_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("macro ") {
+        let before = rest[..i].trim_end();
+        let after = &rest[i + 6..];
+        rest = after;
+        if !(before.ends_with("{%") || before.ends_with("{%-")) {
+            continue;
+        }
+        let name: String = after
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// The Jinja environment of a project.
+struct Jinja {
+    env: Environment<'static>,
+    /// (template name, first line of each macro file in the combined macro template, file).
+    macro_lines: Vec<(usize, String)>,
+    prefix: String,
+}
+
+impl Jinja {
+    fn new(project: &Project, options: &CompileOptions) -> Result<Self, SqlError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut macros = String::new();
+        let mut macro_lines = Vec::new();
+        let mut names = Vec::new();
+        for f in &project.macros {
+            macro_lines.push((macros.lines().count() + 1, f.path.clone()));
+            macros.push_str(&f.text);
+            macros.push('\n');
+            names.extend(macro_names(&f.text));
+        }
+        let mut jinja = Jinja {
+            env,
+            macro_lines,
+            prefix: String::new(),
+        };
+        if !names.is_empty() {
+            jinja
+                .env
+                .add_template_owned("__macros__", macros)
+                .map_err(|e| jinja.error(&e, "__macros__"))?;
+            jinja.prefix = format!("{{% from \"__macros__\" import {} %}}", names.join(", "));
+        }
+        let vars: BTreeMap<String, Json> = project
+            .file
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(options.vars.clone())
+            .collect();
+        let env = &mut jinja.env;
+        env.add_global(
+            "target",
+            Value::from(Serde(serde_json::json!({
+                "name": options.target_name, "type": options.target_type,
+                "schema": options.target_schema, "database": "rainbow",
+            }))),
+        );
+        env.add_global(
+            "run_started_at",
+            Value::from(options.run_started_at.clone()),
+        );
+        env.add_global("exceptions", Value::from_object(Exceptions));
+        env.add_global(
+            "adapter",
+            Value::from_object(Adapter {
+                target_type: options.target_type.clone(),
+            }),
+        );
+        for (k, v) in &options.extra {
+            env.add_global(k.clone(), Value::from(Serde(v.clone())));
+        }
+        let incremental = options.incremental.clone();
+        env.add_function(
+            "is_incremental",
+            move |state: &State| -> Result<bool, JinjaError> {
+                let this = state
+                    .lookup("__name")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let c = collector(state)?;
+                let materialized = c
+                    .config
+                    .lock()
+                    .map(|c| c.get("materialized").cloned())
+                    .ok()
+                    .flatten();
+                Ok(incremental.contains(&this)
+                    && materialized.as_ref().and_then(Json::as_str) == Some("incremental"))
+            },
+        );
+        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, JinjaError> {
+            match (vars.get(&name), default) {
+                (Some(v), _) => Ok(Value::from(Serde(v.clone()))),
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(JinjaError::new(
+                    ErrorKind::UndefinedError,
+                    format!("var(`{name}`) is not defined in dbt_project.yml vars or --vars, and has no default"),
+                )),
+            }
+        });
+        env.add_function(
+            "env_var",
+            |name: String, default: Option<String>| -> Result<String, JinjaError> {
+                match (std::env::var(&name), default) {
+                    (Ok(v), _) => Ok(v),
+                    (Err(_), Some(d)) => Ok(d),
+                    (Err(_), None) => Err(JinjaError::new(
+                        ErrorKind::UndefinedError,
+                        format!(
+                            "environment variable `{name}` is not set and env_var() has no default"
+                        ),
+                    )),
+                }
+            },
+        );
+        env.add_function("log", |msg: Value, _kwargs: Kwargs| -> String {
+            tracing::info!("{msg}");
+            String::new()
+        });
+        env.add_function(
+            "ref",
+            |state: &State, first: String, second: Option<String>| -> Result<Value, JinjaError> {
+                // ref('model') or ref('package', 'model').
+                let name = second.unwrap_or(first);
+                collector(state)?
+                    .refs
+                    .lock()
+                    .map(|mut r| r.push(name.clone()))
+                    .ok();
+                Ok(Value::from(match relations(state) {
+                    Some(rel) => rel.get(&name).cloned().unwrap_or_else(|| name.clone()),
+                    None => name,
+                }))
+            },
+        );
+        env.add_function(
+            "source",
+            |state: &State, source: String, table: String| -> Result<Value, JinjaError> {
+                collector(state)?
+                    .sources
+                    .lock()
+                    .map(|mut s| s.push((source.clone(), table.clone())))
+                    .ok();
+                let key = format!("source:{source}.{table}");
+                Ok(Value::from(
+                    match relations(state).and_then(|r| r.get(&key).cloned()) {
+                        Some(rel) => rel,
+                        None => format!("{source}.{table}"),
+                    },
+                ))
+            },
+        );
+        env.add_function(
+            "config",
+            |state: &State, kwargs: Kwargs| -> Result<String, JinjaError> {
+                let c = collector(state)?;
+                if let Ok(mut config) = c.config.lock() {
+                    for key in kwargs.args() {
+                        let v: Value = kwargs.get(key)?;
+                        config.insert(key.to_owned(), to_json(&v));
+                    }
+                }
+                Ok(String::new())
+            },
+        );
+        Ok(jinja)
+    }
+
+    /// A minijinja error as file:line:column.
+    fn error(&self, e: &JinjaError, default_file: &str) -> SqlError {
+        let name = e.name().unwrap_or(default_file).to_owned();
+        let mut line = e.line().unwrap_or(0);
+        let mut file = name.clone();
+        if name == "__macros__" {
+            // Map back from the combined macro template to the macro's own file.
+            if let Some((start, path)) = self
+                .macro_lines
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= line)
+            {
+                line = line - start + 1;
+                file = path.clone();
+            }
+        }
+        let column = match (e.range(), e.template_source()) {
+            (Some(r), Some(src)) => {
+                let before = &src[..r.start.min(src.len())];
+                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                // The macro import prefix shares a model's first line.
+                if line == 1 && name != "__macros__" {
+                    col.saturating_sub(self.prefix.len()).max(1)
+                } else {
+                    col
+                }
+            }
+            _ => 0,
+        };
+        let message = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        SqlError::Jinja {
+            file,
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// Renders one file; returns the text and what it recorded.
+    fn render(
+        &mut self,
+        path: &str,
+        text: &str,
+        name: &str,
+        relations: Option<Arc<Relations>>,
+    ) -> Result<(String, Arc<Collector>), SqlError> {
+        let source = format!("{}{text}", self.prefix);
+        let collector = Arc::new(Collector::default());
+        let this = relations
+            .as_ref()
+            .and_then(|r| r.get(name).cloned())
+            .unwrap_or_else(|| name.to_owned());
+        let mut ctx = BTreeMap::new();
+        ctx.insert(
+            "__rainbow".to_owned(),
+            Value::from_dyn_object(collector.clone()),
+        );
+        ctx.insert("__name".to_owned(), Value::from(name.to_owned()));
+        ctx.insert("this".to_owned(), Value::from(this));
+        if let Some(r) = relations {
+            ctx.insert("__relations".to_owned(), Value::from_object(RelationMap(r)));
+        }
+        let rendered = {
+            self.env
+                .add_template_owned(path.to_owned(), source)
+                .map_err(|e| self.error(&e, path))?;
+            let tmpl = self
+                .env
+                .get_template(path)
+                .map_err(|e| self.error(&e, path))?;
+            tmpl.render(Value::from(ctx))
+                .map_err(|e| self.error(&e, path))?
+        };
+        Ok((rendered, collector))
+    }
+}
+
+/// Parses every node: renders each once, records refs, sources and config, checks that
+/// every ref and source exists and that refs have no cycle, and orders the nodes.
+pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, SqlError> {
+    let mut jinja = Jinja::new(project, options)?;
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    let files = project
+        .models
+        .iter()
+        .map(|f| (NodeKind::Model, f))
+        .chain(project.snapshots.iter().map(|f| (NodeKind::Snapshot, f)))
+        .chain(project.tests.iter().map(|f| (NodeKind::Test, f)));
+    for seed in &project.seeds {
+        let name = stem(&seed.path);
+        push_node(
+            &mut nodes,
+            &mut by_name,
+            Node {
+                kind: NodeKind::Seed,
+                name: name.clone(),
+                path: seed.path.clone(),
+                config: project.folder_config(&seed.path),
+                refs: Vec::new(),
+                sources: Vec::new(),
+                schema: options.target_schema.clone(),
+                relation: name,
+                compiled: None,
+            },
+        )
+        .map_err(|m| SqlError::Project {
+            path: project.root.join(&seed.path),
+            message: m,
+        })?;
+    }
+    for (kind, f) in files {
+        let name = stem(&f.path);
+        let (_, recorded) = jinja.render(&f.path, &f.text, &name, None)?;
+        let mut config = project.folder_config(&f.path);
+        if let Ok(c) = recorded.config.lock() {
+            config.extend(c.clone());
+        }
+        let refs = recorded.refs.lock().map(|r| r.clone()).unwrap_or_default();
+        let sources = recorded
+            .sources
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        let schema = match config.get("schema").and_then(Json::as_str) {
+            // dbt's default generate_schema_name: <target schema>_<custom schema>.
+            Some(custom) => format!("{}_{custom}", options.target_schema),
+            None => options.target_schema.clone(),
+        };
+        let relation = config
+            .get("alias")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| name.clone());
+        push_node(
+            &mut nodes,
+            &mut by_name,
+            Node {
+                kind,
+                name,
+                path: f.path.clone(),
+                config,
+                refs,
+                sources,
+                schema,
+                relation,
+                compiled: None,
+            },
+        )
+        .map_err(|m| SqlError::Project {
+            path: project.root.join(&f.path),
+            message: m,
+        })?;
+    }
+
+    let sources: BTreeMap<String, String> = project
+        .sources
+        .iter()
+        .flat_map(|s| {
+            s.tables
+                .iter()
+                .map(move |t| (format!("{}.{t}", s.name), format!("{}.{t}", s.schema)))
+        })
+        .collect();
+    let names: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.kind != NodeKind::Test)
+        .map(|n| n.name.clone())
+        .collect();
+    for n in &nodes {
+        for r in &n.refs {
+            if !by_name.contains_key(r) || nodes[by_name[r]].kind == NodeKind::Test {
+                return Err(SqlError::UnknownRef {
+                    file: n.path.clone(),
+                    model: n.name.clone(),
+                    reference: r.clone(),
+                    suggestion: did_you_mean(r, names.iter().map(String::as_str)),
+                });
+            }
+        }
+        for (s, t) in &n.sources {
+            if !sources.contains_key(&format!("{s}.{t}")) {
+                let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+                return Err(SqlError::UnknownSource {
+                    file: n.path.clone(),
+                    model: n.name.clone(),
+                    source_name: s.clone(),
+                    table: t.clone(),
+                    suggestion: did_you_mean(&format!("{s}.{t}"), known),
+                });
+            }
+        }
+    }
+    let order = topological(&nodes, &by_name)?;
+    let nodes = order.into_iter().map(|i| nodes[i].clone()).collect();
+    Ok(Manifest {
+        project: project.file.name.clone(),
+        nodes,
+        sources,
+    })
+}
+
+fn stem(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.rsplit_once('.')
+        .map(|(s, _)| s)
+        .unwrap_or(file)
+        .to_owned()
+}
+
+fn push_node(
+    nodes: &mut Vec<Node>,
+    by_name: &mut HashMap<String, usize>,
+    node: Node,
+) -> Result<(), String> {
+    if let Some(&i) = by_name.get(&node.name) {
+        return Err(format!(
+            "`{}` is defined twice (also by {})",
+            node.name, nodes[i].path
+        ));
+    }
+    by_name.insert(node.name.clone(), nodes.len());
+    nodes.push(node);
+    Ok(())
+}
+
+/// Parents before children; a cycle is an error naming it.
+fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<usize>, SqlError> {
+    let n = nodes.len();
+    let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+    let mut order = Vec::with_capacity(n);
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        nodes: &[Node],
+        by_name: &HashMap<String, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) -> Result<(), SqlError> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                let from = stack.iter().position(|&s| s == i).unwrap_or(0);
+                let mut cycle: Vec<&str> = stack[from..]
+                    .iter()
+                    .map(|&s| nodes[s].name.as_str())
+                    .collect();
+                cycle.push(&nodes[i].name);
+                return Err(SqlError::Cycle(cycle.join(" -> ")));
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        stack.push(i);
+        for r in &nodes[i].refs {
+            if let Some(&j) = by_name.get(r) {
+                visit(j, nodes, by_name, state, stack, order)?;
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    let mut sorted: Vec<usize> = (0..n).collect();
+    sorted.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
+    for i in sorted {
+        visit(i, nodes, by_name, &mut state, &mut stack, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// Compiles every parsed node (refs and sources become relation names) and, when `out` is
+/// given, writes `out/compiled/<path>` and `out/manifest.json`.
+pub fn compile(
+    project: &Project,
+    manifest: &mut Manifest,
+    options: &CompileOptions,
+    out: Option<&std::path::Path>,
+) -> Result<(), SqlError> {
+    let mut relations: Relations = manifest
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), format!("{}.{}", n.schema, n.relation)))
+        .collect();
+    for (k, v) in &manifest.sources {
+        relations.insert(format!("source:{k}"), v.clone());
+    }
+    let relations = Arc::new(relations);
+    let mut jinja = Jinja::new(project, options)?;
+    let texts: HashMap<&str, &str> = project
+        .models
+        .iter()
+        .chain(&project.snapshots)
+        .chain(&project.tests)
+        .map(|f| (f.path.as_str(), f.text.as_str()))
+        .collect();
+    for node in &mut manifest.nodes {
+        let Some(text) = texts.get(node.path.as_str()) else {
+            continue;
+        };
+        let (sql, _) = jinja.render(&node.path, text, &node.name, Some(relations.clone()))?;
+        node.compiled = Some(sql.trim().to_owned());
+    }
+    if let Some(out) = out {
+        let write = |path: std::path::PathBuf, text: &str| -> Result<(), SqlError> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::fs::write(&path, text).map_err(|source| SqlError::Io { path, source })
+        };
+        for node in &manifest.nodes {
+            if let Some(sql) = &node.compiled {
+                write(
+                    out.join("compiled")
+                        .join(&manifest.project)
+                        .join(&node.path),
+                    sql,
+                )?;
+            }
+        }
+        let json = serde_json::to_string_pretty(manifest).map_err(|e| SqlError::Project {
+            path: out.join("manifest.json"),
+            message: e.to_string(),
+        })?;
+        write(out.join("manifest.json"), &json)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

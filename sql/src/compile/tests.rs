@@ -1,0 +1,234 @@
+use std::path::Path;
+
+use super::*;
+use crate::project::Project;
+
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+fn shop() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let r = dir.path();
+    write(
+        r,
+        "dbt_project.yml",
+        "name: shop\nprofile: shop\nvars:\n  min_amount: 5\nmodels:\n  shop:\n    +materialized: view\n    staging:\n      +schema: staging\n      +tags: [stg]\n    marts:\n      +materialized: table\n",
+    );
+    write(
+        r,
+        "models/staging/schema.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: orders\n      - name: customers\nmodels:\n  - name: stg_orders\n    description: Cleaned orders\n    columns:\n      - name: id\n        tests: [unique, not_null]\n      - name: status\n        data_tests:\n          - accepted_values:\n              values: ['paid', 'refunded']\n",
+    );
+    write(
+        r,
+        "models/staging/stg_orders.sql",
+        "select id, status, amount\nfrom {{ source('raw', 'orders') }}\nwhere amount > {{ var('min_amount') }}\n",
+    );
+    write(
+        r,
+        "models/marts/fact.sql",
+        "{{ config(materialized='incremental', unique_key=['id', 'status']) }}\n{%- set cols = ['id', 'status'] %}\nselect {% for c in cols %}{{ c }}, {% endfor %}{{ cents('amount') }} as amount\nfrom {{ ref('stg_orders') }}\n{% if is_incremental() %}where id > (select max(id) from {{ this }}){% endif %}\n",
+    );
+    write(
+        r,
+        "macros/cents.sql",
+        "{% macro cents(col) %}{{ adapter.dispatch('cents')(col) }}{% endmacro %}\n{% macro default__cents(col) %}({{ col }} / 100){% endmacro %}\n{% macro datafusion__cents(col) %}CAST({{ col }} AS DOUBLE) / 100{% endmacro %}\n",
+    );
+    write(r, "seeds/countries.csv", "code,name\nvn,Vietnam\n");
+    write(
+        r,
+        "tests/assert_positive.sql",
+        "select * from {{ ref('fact') }} where amount < 0\n",
+    );
+    dir
+}
+
+fn names(m: &Manifest) -> Vec<&str> {
+    m.nodes.iter().map(|n| n.name.as_str()).collect()
+}
+
+#[test]
+fn parses_the_dag_with_folder_and_inline_configs() {
+    let dir = shop();
+    let project = Project::load(dir.path()).expect("load");
+    assert_eq!(project.sources[0].tables, ["orders", "customers"]);
+    assert_eq!(project.descriptions["stg_orders"], "Cleaned orders");
+    let tests: Vec<(&str, Option<&str>)> = project
+        .column_tests
+        .iter()
+        .map(|t| (t.name.as_str(), t.column.as_deref()))
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            ("unique", Some("id")),
+            ("not_null", Some("id")),
+            ("accepted_values", Some("status"))
+        ]
+    );
+    assert_eq!(
+        project.column_tests[2].args["values"],
+        serde_json::json!(["paid", "refunded"])
+    );
+
+    let m = parse(&project, &CompileOptions::default()).expect("parse");
+    let order = names(&m);
+    let pos = |n: &str| order.iter().position(|x| *x == n).expect("present");
+    assert!(
+        pos("stg_orders") < pos("fact") && pos("fact") < pos("assert_positive"),
+        "{order:?}"
+    );
+    let stg = &m.nodes[pos("stg_orders")];
+    assert_eq!(
+        (stg.materialized(), stg.schema.as_str()),
+        ("view", "main_staging")
+    );
+    assert_eq!(stg.config["tags"], serde_json::json!(["stg"]));
+    assert_eq!(stg.sources, [("raw".to_owned(), "orders".to_owned())]);
+    let fact = &m.nodes[pos("fact")];
+    assert_eq!(
+        fact.materialized(),
+        "incremental",
+        "the file's config() wins over the folder's table"
+    );
+    assert_eq!(
+        fact.config["unique_key"],
+        serde_json::json!(["id", "status"])
+    );
+    assert_eq!(fact.refs, ["stg_orders"]);
+    assert_eq!(m.nodes[pos("countries")].kind, NodeKind::Seed);
+}
+
+#[test]
+fn compiles_relations_dispatched_macros_and_incremental_filters() {
+    let dir = shop();
+    let project = Project::load(dir.path()).expect("load");
+    let options = CompileOptions::default();
+    let mut m = parse(&project, &options).expect("parse");
+    let out = dir.path().join("target");
+    compile(&project, &mut m, &options, Some(&out)).expect("compile");
+    let sql = |m: &Manifest, n: &str| {
+        m.nodes
+            .iter()
+            .find(|x| x.name == n)
+            .and_then(|x| x.compiled.clone())
+            .expect("compiled")
+    };
+    assert_eq!(
+        sql(&m, "stg_orders"),
+        "select id, status, amount\nfrom raw.orders\nwhere amount > 5"
+    );
+    let fact = sql(&m, "fact");
+    assert!(
+        fact.contains("select id, status, CAST(amount AS DOUBLE) / 100 as amount"),
+        "{fact}"
+    );
+    assert!(fact.contains("from main_staging.stg_orders"), "{fact}");
+    assert!(!fact.contains("where id >"), "not incremental yet: {fact}");
+    assert!(out.join("compiled/shop/models/marts/fact.sql").exists());
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["project"], "shop");
+
+    // BigQuery target: the default__ macro; incremental: the filter on {{ this }}; --vars override.
+    let options = CompileOptions {
+        target_type: "bigquery".into(),
+        incremental: ["fact".to_owned()].into(),
+        vars: [("min_amount".to_owned(), serde_json::json!(50))].into(),
+        ..CompileOptions::default()
+    };
+    let mut m = parse(&project, &options).expect("parse");
+    compile(&project, &mut m, &options, None).expect("compile");
+    let fact = sql(&m, "fact");
+    assert!(
+        fact.contains("(amount / 100)")
+            && fact.contains("where id > (select max(id) from main.fact)"),
+        "{fact}"
+    );
+    assert!(sql(&m, "stg_orders").ends_with("> 50"));
+}
+
+fn error_of(files: &[(&str, &str)]) -> String {
+    let dir = shop();
+    for (path, text) in files {
+        write(dir.path(), path, text);
+    }
+    let project = match Project::load(dir.path()) {
+        Ok(p) => p,
+        Err(e) => return e.to_string(),
+    };
+    match parse(&project, &CompileOptions::default()) {
+        Ok(_) => "no error".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn errors_name_the_file_line_and_column() {
+    let e = error_of(&[(
+        "models/marts/fact.sql",
+        "select * from {{ ref('stg_order') }}",
+    )]);
+    assert_eq!(
+        e,
+        "models/marts/fact.sql: model `fact` refers to unknown `stg_order` (did you mean `stg_orders`?)"
+    );
+    let e = error_of(&[("models/x.sql", "select 1 from {{ source('raw', 'order') }}")]);
+    assert!(
+        e.contains("uses unknown source `raw.order` (did you mean `raw.orders`?)"),
+        "{e}"
+    );
+    let e = error_of(&[
+        ("models/a.sql", "{{ ref('b') }}"),
+        ("models/b.sql", "{{ ref('a') }}"),
+    ]);
+    assert_eq!(e, "ref cycle: a -> b -> a");
+    let e = error_of(&[("models/x.sql", "select 1\n\n  {{ ref('stg_orders') }\n")]);
+    assert!(
+        e.starts_with("models/x.sql:3:") && e.contains("syntax error"),
+        "{e}"
+    );
+    let e = error_of(&[("models/x.sql", "select\n  {{ no_such_thing }}\n")]);
+    assert!(
+        e.starts_with("models/x.sql:2:") && e.contains("undefined"),
+        "{e}"
+    );
+    let e = error_of(&[(
+        "models/x.sql",
+        "{{ exceptions.raise_compiler_error('amount must be cents') }}",
+    )]);
+    assert!(
+        e.starts_with("models/x.sql:1:") && e.contains("amount must be cents"),
+        "{e}"
+    );
+    let e = error_of(&[("models/x.sql", "select {{ var('nope') }}")]);
+    assert!(e.contains("var(`nope`) is not defined"), "{e}");
+    let e = error_of(&[(
+        "macros/bad.sql",
+        "{% macro oops() %}\n{{ 1 + }}\n{% endmacro %}",
+    )]);
+    assert!(
+        e.starts_with("macros/bad.sql:2:"),
+        "the macro's own file and line: {e}"
+    );
+    let e = error_of(&[(
+        "models/staging/schema.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables: [\n",
+    )]);
+    assert!(e.contains("models/staging/schema.yml:"), "{e}");
+    let e = error_of(&[
+        ("models/staging/stg_orders2.sql", "select 1"),
+        ("models/marts/stg_orders2.sql", "select 2"),
+    ]);
+    assert!(e.contains("`stg_orders2` is defined twice"), "{e}");
+    let dir = tempfile::tempdir().expect("temp");
+    let e = Project::load(dir.path())
+        .expect_err("not a project")
+        .to_string();
+    assert!(e.contains("no dbt_project.yml"), "{e}");
+}

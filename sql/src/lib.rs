@@ -1,0 +1,17 @@
+//! # Rainbow SQL projects
+//!
+//! dbt-compatible SQL projects: [`Project::load`] reads `dbt_project.yml`, models, seeds,
+//! macros, snapshots, singular tests and schema files; [`parse`] renders every file once with
+//! dbt's Jinja context (minijinja) to find `ref`/`source`/`config` and orders the DAG;
+//! [`compile`] renders relation names into SQL and writes `target/compiled/` and
+//! `target/manifest.json`. Executing models (DataFusion, BigQuery) builds on this.
+//!
+//! Invariant: rendering never executes SQL.
+
+pub mod compile;
+pub mod error;
+pub mod project;
+
+pub use compile::{CompileOptions, Manifest, Node, NodeKind, compile, parse};
+pub use error::SqlError;
+pub use project::Project;

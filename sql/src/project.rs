@@ -1,0 +1,348 @@
+//! Loading a dbt project: `dbt_project.yml`, the files under its paths, folder-level configs
+//! (`models: {project: {+materialized: …, folder: {+schema: …}}}`) and schema files (sources,
+//! model descriptions, column tests under `tests:` or `data_tests:`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::SqlError;
+
+/// `dbt_project.yml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProjectFile {
+    /// Project name.
+    pub name: String,
+    /// Profile (warehouse connection) name.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Where models live.
+    #[serde(default = "models_dir", rename = "model-paths")]
+    pub model_paths: Vec<String>,
+    /// Where seeds live.
+    #[serde(default = "seeds_dir", rename = "seed-paths")]
+    pub seed_paths: Vec<String>,
+    /// Where singular tests live.
+    #[serde(default = "tests_dir", rename = "test-paths")]
+    pub test_paths: Vec<String>,
+    /// Where macros live.
+    #[serde(default = "macros_dir", rename = "macro-paths")]
+    pub macro_paths: Vec<String>,
+    /// Where snapshots live.
+    #[serde(default = "snapshots_dir", rename = "snapshot-paths")]
+    pub snapshot_paths: Vec<String>,
+    /// Project variables (`var()` defaults).
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+    /// Folder-level model configs.
+    #[serde(default)]
+    pub models: Value,
+    /// Folder-level seed configs.
+    #[serde(default)]
+    pub seeds: Value,
+}
+
+fn models_dir() -> Vec<String> {
+    vec!["models".into()]
+}
+fn seeds_dir() -> Vec<String> {
+    vec!["seeds".into()]
+}
+fn tests_dir() -> Vec<String> {
+    vec!["tests".into()]
+}
+fn macros_dir() -> Vec<String> {
+    vec!["macros".into()]
+}
+fn snapshots_dir() -> Vec<String> {
+    vec!["snapshots".into()]
+}
+
+/// One file of the project, with its path relative to the project root.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the project root, `/`-separated.
+    pub path: String,
+    /// Contents.
+    pub text: String,
+}
+
+/// A declared source (`sources:` in a schema file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDecl {
+    /// Source name.
+    pub name: String,
+    /// Schema (dataset) holding its tables; defaults to the source name.
+    pub schema: String,
+    /// Table names.
+    pub tables: Vec<String>,
+}
+
+/// A generic test on a model column, from a schema file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnTest {
+    /// The model tested.
+    pub model: String,
+    /// The column (none for model-level tests).
+    pub column: Option<String>,
+    /// Test name: `unique`, `not_null`, `accepted_values`, `relationships`, or a custom one.
+    pub name: String,
+    /// Its arguments (`values`, `to`, `field`, `severity`, `where`, …).
+    pub args: BTreeMap<String, Value>,
+}
+
+/// A loaded project.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Root directory.
+    pub root: PathBuf,
+    /// `dbt_project.yml`.
+    pub file: ProjectFile,
+    /// Model files (`*.sql` under the model paths).
+    pub models: Vec<SourceFile>,
+    /// Seed files (`*.csv`).
+    pub seeds: Vec<SourceFile>,
+    /// Macro files.
+    pub macros: Vec<SourceFile>,
+    /// Singular tests.
+    pub tests: Vec<SourceFile>,
+    /// Snapshot files.
+    pub snapshots: Vec<SourceFile>,
+    /// Sources declared in schema files.
+    pub sources: Vec<SourceDecl>,
+    /// Descriptions of models from schema files.
+    pub descriptions: BTreeMap<String, String>,
+    /// Generic tests from schema files.
+    pub column_tests: Vec<ColumnTest>,
+}
+
+fn read(path: &Path) -> Result<String, SqlError> {
+    std::fs::read_to_string(path).map_err(|source| SqlError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses YAML into JSON values, with the error's line and column.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, SqlError> {
+    serde_norway::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        SqlError::Yaml {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.to_string(),
+        }
+    })
+}
+
+/// Files under `root/dir` ending in `ext`, sorted, with paths relative to `root`.
+fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, SqlError> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            if !d.is_dir() {
+                continue;
+            }
+            let entries = std::fs::read_dir(&d).map_err(|source| SqlError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| SqlError::Io {
+                    path: d.clone(),
+                    source,
+                })?;
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().and_then(|e| e.to_str()) == Some(ext) {
+                    let rel = path
+                        .strip_prefix(root)
+                        .unwrap_or(&path)
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    out.push(SourceFile {
+                        path: rel,
+                        text: read(&path)?,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+impl Project {
+    /// Loads the project in `root`.
+    pub fn load(root: &Path) -> Result<Self, SqlError> {
+        let project_path = root.join("dbt_project.yml");
+        if !project_path.exists() {
+            return Err(SqlError::Project {
+                path: project_path,
+                message: "no dbt_project.yml: is this a dbt project directory? (--project-dir)"
+                    .into(),
+            });
+        }
+        let file: ProjectFile = parse_yaml(&read(&project_path)?, &project_path)?;
+        let models = collect(root, &file.model_paths, "sql")?;
+        let mut project = Project {
+            root: root.to_owned(),
+            seeds: collect(root, &file.seed_paths, "csv")?,
+            macros: collect(root, &file.macro_paths, "sql")?,
+            tests: collect(root, &file.test_paths, "sql")?,
+            snapshots: collect(root, &file.snapshot_paths, "sql")?,
+            models,
+            file,
+            sources: Vec::new(),
+            descriptions: BTreeMap::new(),
+            column_tests: Vec::new(),
+        };
+        let mut schema_files = collect(root, &project.file.model_paths, "yml")?;
+        schema_files.extend(collect(root, &project.file.model_paths, "yaml")?);
+        for f in &schema_files {
+            project.read_schema_file(f)?;
+        }
+        Ok(project)
+    }
+
+    fn read_schema_file(&mut self, f: &SourceFile) -> Result<(), SqlError> {
+        let path = self.root.join(&f.path);
+        let doc: Value = parse_yaml(&f.text, &path)?;
+        let bad = |message: String| SqlError::Project {
+            path: path.clone(),
+            message,
+        };
+        for source in doc["sources"].as_array().into_iter().flatten() {
+            let name = source["name"]
+                .as_str()
+                .ok_or_else(|| bad("a source has no `name`".into()))?
+                .to_owned();
+            let tables = source["tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    t["name"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| bad(format!("a table of source `{name}` has no `name`")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let schema = source["schema"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| name.clone());
+            self.sources.push(SourceDecl {
+                name,
+                schema,
+                tables,
+            });
+        }
+        for model in doc["models"].as_array().into_iter().flatten() {
+            let name = model["name"]
+                .as_str()
+                .ok_or_else(|| bad("a model entry has no `name`".into()))?
+                .to_owned();
+            if let Some(d) = model["description"].as_str() {
+                self.descriptions.insert(name.clone(), d.to_owned());
+            }
+            let model_tests = model.get("data_tests").or_else(|| model.get("tests"));
+            for t in model_tests.and_then(Value::as_array).into_iter().flatten() {
+                self.column_tests
+                    .push(column_test(&name, None, t).map_err(&bad)?);
+            }
+            for column in model["columns"].as_array().into_iter().flatten() {
+                let col = column["name"]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("a column of model `{name}` has no `name`")))?;
+                let tests = column.get("data_tests").or_else(|| column.get("tests"));
+                for t in tests.and_then(Value::as_array).into_iter().flatten() {
+                    self.column_tests
+                        .push(column_test(&name, Some(col), t).map_err(&bad)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder-level config that applies to a model at `path` (e.g. `models/staging/x.sql`):
+    /// `+key` entries from the project level down to the model's folder, deeper ones winning.
+    pub fn folder_config(&self, path: &str) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        let mut node = &self.file.models[&self.file.name];
+        let folders: Vec<&str> = path.split('/').collect();
+        // Skip the model-path component and the file name.
+        let inner = if folders.len() > 2 {
+            &folders[1..folders.len() - 1]
+        } else {
+            &[][..]
+        };
+        let mut apply = |node: &Value| {
+            for (k, v) in node.as_object().into_iter().flatten() {
+                if let Some(key) = k.strip_prefix('+') {
+                    out.insert(key.to_owned(), v.clone());
+                } else if !v.is_object() {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        };
+        apply(node);
+        for folder in inner {
+            match node.get(*folder) {
+                Some(next) if next.is_object() => {
+                    node = next;
+                    apply(node);
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+}
+
+fn column_test(model: &str, column: Option<&str>, t: &Value) -> Result<ColumnTest, String> {
+    match t {
+        Value::String(name) => Ok(ColumnTest {
+            model: model.to_owned(),
+            column: column.map(str::to_owned),
+            name: name.clone(),
+            args: BTreeMap::new(),
+        }),
+        Value::Object(map) if map.len() == 1 => {
+            let (name, args) = map.iter().next().ok_or("empty test")?;
+            let mut args: BTreeMap<String, Value> = args
+                .as_object()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            // dbt 1.8+ nests arguments under `arguments:` and settings under `config:`.
+            for nested in ["arguments", "config"] {
+                if let Some(Value::Object(inner)) = args.remove(nested) {
+                    args.extend(inner);
+                }
+            }
+            Ok(ColumnTest {
+                model: model.to_owned(),
+                column: column.map(str::to_owned),
+                name: name.clone(),
+                args,
+            })
+        }
+        other => Err(format!(
+            "a test of `{model}`{} is neither a name nor a single-key mapping: {other}",
+            column.map(|c| format!(".{c}")).unwrap_or_default()
+        )),
+    }
+}
