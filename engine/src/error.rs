@@ -73,6 +73,10 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] rainbow_db::DbError),
 
+    /// A SQL project failed to load, parse or compile.
+    #[error(transparent)]
+    Sql(#[from] rainbow_sql::SqlError),
+
     /// A storage operation failed.
     #[error("storage error while {context}")]
     Storage {

@@ -1,6 +1,6 @@
 //! Parsing and compiling: every model, seed, snapshot and singular test rendered with dbt's
 //! Jinja context on minijinja. Parsing records `ref`/`source`/`config` calls (the DAG);
-//! compiling renders relation names into SQL under `target/compiled/` and writes
+//! compiling substitutes relation names into the once-rendered SQL under `target/compiled/` and writes
 //! `target/manifest.json`. Errors name file:line:column.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,6 +50,9 @@ pub struct Node {
     /// Compiled SQL (after [`compile`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compiled: Option<String>,
+    /// The file rendered once at parse time, relations still as placeholders.
+    #[serde(skip)]
+    rendered: Option<String>,
 }
 
 impl Node {
@@ -199,17 +202,6 @@ fn collector(state: &State) -> Result<Arc<Collector>, JinjaError> {
         .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "internal: no collector"))
 }
 
-fn relations(state: &State) -> Option<Arc<HashMap<String, String>>> {
-    state
-        .lookup("__relations")
-        .and_then(|v| v.downcast_object::<RelationMap>())
-        .map(|m| m.0.clone())
-}
-
-#[derive(Debug)]
-struct RelationMap(Arc<Relations>);
-impl Object for RelationMap {}
-
 fn to_json(v: &Value) -> Json {
     serde_json::to_value(v).unwrap_or(Json::Null)
 }
@@ -237,16 +229,68 @@ fn macro_names(text: &str) -> Vec<String> {
     out
 }
 
-/// The Jinja environment of a project.
-struct Jinja {
-    env: Environment<'static>,
-    /// (template name, first line of each macro file in the combined macro template, file).
-    macro_lines: Vec<(usize, String)>,
-    prefix: String,
+/// Relations are rendered as `\u{1}key\u{2}` and replaced by [`compile`] once every
+/// node's schema and alias are known: one Jinja pass per file.
+fn placeholder(key: &str) -> String {
+    format!("\u{1}{key}\u{2}")
 }
 
-impl Jinja {
-    fn new(project: &Project, options: &CompileOptions) -> Result<Self, SqlError> {
+/// Replaces placeholders with relation names (unknown keys keep their key).
+fn substitute(text: &str, relations: &Relations) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while let Some(start) = rest.find('\u{1}') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('\u{2}') {
+            Some(end) => {
+                let key = &after[..end];
+                match relations.get(key) {
+                    Some(r) => out.push_str(r),
+                    None => out.push_str(key.strip_prefix("source:").unwrap_or(key)),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The Jinja environment of a project; files are rendered from the project's own text.
+struct Jinja<'p> {
+    env: Environment<'p>,
+    /// First line of each macro file in the combined macro template, and the file.
+    macro_lines: Vec<(usize, String)>,
+    /// Length of the macro import prepended to every file's first line.
+    prefix_len: usize,
+}
+
+/// The import of every project macro, prepended to each file (on its first line, so line
+/// numbers stay those of the file).
+fn macro_prefix(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!("{{% from \"__macros__\" import {} %}}", names.join(", "))
+    }
+}
+
+/// The names of every project macro.
+fn project_macros(project: &Project) -> Vec<String> {
+    project
+        .macros
+        .iter()
+        .flat_map(|f| macro_names(&f.text))
+        .collect()
+}
+
+impl<'p> Jinja<'p> {
+    fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, SqlError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let mut macros = String::new();
@@ -261,14 +305,14 @@ impl Jinja {
         let mut jinja = Jinja {
             env,
             macro_lines,
-            prefix: String::new(),
+            prefix_len: 0,
         };
         if !names.is_empty() {
             jinja
                 .env
                 .add_template_owned("__macros__", macros)
                 .map_err(|e| jinja.error(&e, "__macros__"))?;
-            jinja.prefix = format!("{{% from \"__macros__\" import {} %}}", names.join(", "));
+            jinja.prefix_len = macro_prefix(&names).len();
         }
         let vars: BTreeMap<String, Json> = project
             .file
@@ -350,17 +394,14 @@ impl Jinja {
         env.add_function(
             "ref",
             |state: &State, first: String, second: Option<String>| -> Result<Value, JinjaError> {
-                // ref('model') or ref('package', 'model').
+                // ref('model') or ref('package', 'model'): a placeholder compile() replaces.
                 let name = second.unwrap_or(first);
                 collector(state)?
                     .refs
                     .lock()
                     .map(|mut r| r.push(name.clone()))
                     .ok();
-                Ok(Value::from(match relations(state) {
-                    Some(rel) => rel.get(&name).cloned().unwrap_or_else(|| name.clone()),
-                    None => name,
-                }))
+                Ok(Value::from(placeholder(&name)))
             },
         );
         env.add_function(
@@ -371,13 +412,9 @@ impl Jinja {
                     .lock()
                     .map(|mut s| s.push((source.clone(), table.clone())))
                     .ok();
-                let key = format!("source:{source}.{table}");
-                Ok(Value::from(
-                    match relations(state).and_then(|r| r.get(&key).cloned()) {
-                        Some(rel) => rel,
-                        None => format!("{source}.{table}"),
-                    },
-                ))
+                Ok(Value::from(placeholder(&format!(
+                    "source:{source}.{table}"
+                ))))
             },
         );
         env.add_function(
@@ -417,9 +454,8 @@ impl Jinja {
             (Some(r), Some(src)) => {
                 let before = &src[..r.start.min(src.len())];
                 let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-                // The macro import prefix shares a model's first line.
                 if line == 1 && name != "__macros__" {
-                    col.saturating_sub(self.prefix.len()).max(1)
+                    col.saturating_sub(self.prefix_len).max(1)
                 } else {
                     col
                 }
@@ -438,41 +474,28 @@ impl Jinja {
         }
     }
 
-    /// Renders one file; returns the text and what it recorded.
+    /// Renders one file; returns the text (relations as placeholders) and what it recorded.
     fn render(
-        &mut self,
-        path: &str,
-        text: &str,
+        &self,
+        path: &'p str,
+        text: &'p str,
         name: &str,
-        relations: Option<Arc<Relations>>,
     ) -> Result<(String, Arc<Collector>), SqlError> {
-        let source = format!("{}{text}", self.prefix);
         let collector = Arc::new(Collector::default());
-        let this = relations
-            .as_ref()
-            .and_then(|r| r.get(name).cloned())
-            .unwrap_or_else(|| name.to_owned());
         let mut ctx = BTreeMap::new();
         ctx.insert(
             "__rainbow".to_owned(),
             Value::from_dyn_object(collector.clone()),
         );
         ctx.insert("__name".to_owned(), Value::from(name.to_owned()));
-        ctx.insert("this".to_owned(), Value::from(this));
-        if let Some(r) = relations {
-            ctx.insert("__relations".to_owned(), Value::from_object(RelationMap(r)));
-        }
-        let rendered = {
-            self.env
-                .add_template_owned(path.to_owned(), source)
-                .map_err(|e| self.error(&e, path))?;
-            let tmpl = self
-                .env
-                .get_template(path)
-                .map_err(|e| self.error(&e, path))?;
-            tmpl.render(Value::from(ctx))
-                .map_err(|e| self.error(&e, path))?
-        };
+        ctx.insert("this".to_owned(), Value::from(placeholder(name)));
+        let tmpl = self
+            .env
+            .template_from_named_str(path, text)
+            .map_err(|e| self.error(&e, path))?;
+        let rendered = tmpl
+            .render(Value::from(ctx))
+            .map_err(|e| self.error(&e, path))?;
         Ok((rendered, collector))
     }
 }
@@ -480,15 +503,18 @@ impl Jinja {
 /// Parses every node: renders each once, records refs, sources and config, checks that
 /// every ref and source exists and that refs have no cycle, and orders the nodes.
 pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, SqlError> {
-    let mut jinja = Jinja::new(project, options)?;
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut by_name: HashMap<String, usize> = HashMap::new();
-    let files = project
+    let prefix = macro_prefix(&project_macros(project));
+    let files: Vec<(NodeKind, &str, String)> = project
         .models
         .iter()
         .map(|f| (NodeKind::Model, f))
         .chain(project.snapshots.iter().map(|f| (NodeKind::Snapshot, f)))
-        .chain(project.tests.iter().map(|f| (NodeKind::Test, f)));
+        .chain(project.tests.iter().map(|f| (NodeKind::Test, f)))
+        .map(|(kind, f)| (kind, f.path.as_str(), format!("{prefix}{}", f.text)))
+        .collect();
+    let jinja = Jinja::new(project, options)?;
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
     for seed in &project.seeds {
         let name = stem(&seed.path);
         push_node(
@@ -503,6 +529,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
                 sources: Vec::new(),
                 schema: options.target_schema.clone(),
                 relation: name,
+                rendered: None,
                 compiled: None,
             },
         )
@@ -511,10 +538,11 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
             message: m,
         })?;
     }
-    for (kind, f) in files {
-        let name = stem(&f.path);
-        let (_, recorded) = jinja.render(&f.path, &f.text, &name, None)?;
-        let mut config = project.folder_config(&f.path);
+    for (kind, path, source) in &files {
+        let (kind, path) = (*kind, *path);
+        let name = stem(path);
+        let (rendered, recorded) = jinja.render(path, source, &name)?;
+        let mut config = project.folder_config(path);
         if let Ok(c) = recorded.config.lock() {
             config.extend(c.clone());
         }
@@ -540,17 +568,18 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
             Node {
                 kind,
                 name,
-                path: f.path.clone(),
+                path: path.to_owned(),
                 config,
                 refs,
                 sources,
                 schema,
                 relation,
+                rendered: Some(rendered),
                 compiled: None,
             },
         )
         .map_err(|m| SqlError::Project {
-            path: project.root.join(&f.path),
+            path: project.root.join(path),
             message: m,
         })?;
     }
@@ -673,14 +702,8 @@ fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<u
     Ok(order)
 }
 
-/// Compiles every parsed node (refs and sources become relation names) and, when `out` is
-/// given, writes `out/compiled/<path>` and `out/manifest.json`.
-pub fn compile(
-    project: &Project,
-    manifest: &mut Manifest,
-    options: &CompileOptions,
-    out: Option<&std::path::Path>,
-) -> Result<(), SqlError> {
+/// Compiles every parsed node in memory: relation placeholders become `schema.relation`.
+pub fn compile(manifest: &mut Manifest) {
     let mut relations: Relations = manifest
         .nodes
         .iter()
@@ -689,49 +712,45 @@ pub fn compile(
     for (k, v) in &manifest.sources {
         relations.insert(format!("source:{k}"), v.clone());
     }
-    let relations = Arc::new(relations);
-    let mut jinja = Jinja::new(project, options)?;
-    let texts: HashMap<&str, &str> = project
-        .models
-        .iter()
-        .chain(&project.snapshots)
-        .chain(&project.tests)
-        .map(|f| (f.path.as_str(), f.text.as_str()))
-        .collect();
     for node in &mut manifest.nodes {
-        let Some(text) = texts.get(node.path.as_str()) else {
-            continue;
-        };
-        let (sql, _) = jinja.render(&node.path, text, &node.name, Some(relations.clone()))?;
-        node.compiled = Some(sql.trim().to_owned());
-    }
-    if let Some(out) = out {
-        let write = |path: std::path::PathBuf, text: &str| -> Result<(), SqlError> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
-                    path: parent.to_owned(),
-                    source,
-                })?;
-            }
-            std::fs::write(&path, text).map_err(|source| SqlError::Io { path, source })
-        };
-        for node in &manifest.nodes {
-            if let Some(sql) = &node.compiled {
-                write(
-                    out.join("compiled")
-                        .join(&manifest.project)
-                        .join(&node.path),
-                    sql,
-                )?;
-            }
+        if let Some(rendered) = &node.rendered {
+            node.compiled = Some(substitute(rendered, &relations).trim().to_owned());
         }
-        let json = serde_json::to_string_pretty(manifest).map_err(|e| SqlError::Project {
-            path: out.join("manifest.json"),
-            message: e.to_string(),
-        })?;
-        write(out.join("manifest.json"), &json)?;
     }
-    Ok(())
+}
+
+fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), SqlError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::write(&path, text).map_err(|source| SqlError::Io { path, source })
+}
+
+/// Writes `out/manifest.json` (nodes, dependencies, configs, compiled SQL).
+pub fn write_manifest(manifest: &Manifest, out: &std::path::Path) -> Result<(), SqlError> {
+    let json = serde_json::to_string_pretty(manifest).map_err(|e| SqlError::Project {
+        path: out.join("manifest.json"),
+        message: e.to_string(),
+    })?;
+    write_file(out.join("manifest.json"), &json)
+}
+
+/// Writes the compiled SQL of every node under `out/compiled/<project>/` and the manifest.
+pub fn write_target(manifest: &Manifest, out: &std::path::Path) -> Result<(), SqlError> {
+    for node in &manifest.nodes {
+        if let Some(sql) = &node.compiled {
+            write_file(
+                out.join("compiled")
+                    .join(&manifest.project)
+                    .join(&node.path),
+                sql,
+            )?;
+        }
+    }
+    write_manifest(manifest, out)
 }
 
 #[cfg(test)]

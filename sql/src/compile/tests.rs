@@ -109,7 +109,8 @@ fn compiles_relations_dispatched_macros_and_incremental_filters() {
     let options = CompileOptions::default();
     let mut m = parse(&project, &options).expect("parse");
     let out = dir.path().join("target");
-    compile(&project, &mut m, &options, Some(&out)).expect("compile");
+    compile(&mut m);
+    write_target(&m, &out).expect("write");
     let sql = |m: &Manifest, n: &str| {
         m.nodes
             .iter()
@@ -143,7 +144,7 @@ fn compiles_relations_dispatched_macros_and_incremental_filters() {
         ..CompileOptions::default()
     };
     let mut m = parse(&project, &options).expect("parse");
-    compile(&project, &mut m, &options, None).expect("compile");
+    compile(&mut m);
     let fact = sql(&m, "fact");
     assert!(
         fact.contains("(amount / 100)")
