@@ -345,3 +345,78 @@ fn partitions_backfills_schedules_and_the_daemon_from_the_command_line() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn sql_projects_parse_and_compile_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let project = dir.path().join("proj");
+    rainbow_sql::synthetic::write_project(&project, 30).expect("project");
+    let p = project.to_str().expect("utf-8 path");
+
+    let out = rainbow(dir.path(), &["parse", "--project-dir", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("synthetic: 30 models, 1 seeds"),
+        "{}",
+        stdout(&out)
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join("target/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["nodes"].as_array().map(Vec::len), Some(31));
+
+    let out = rainbow(
+        dir.path(),
+        &["compile", "--project-dir", p, "--vars", "{\"unused\": 1}"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sql = std::fs::read_to_string(
+        project.join("target/compiled/synthetic/models/layer000/m00000.sql"),
+    )
+    .expect("compiled");
+    assert_eq!(sql, "select id, kind, amount from raw.events");
+
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["parse", "--project-dir", "/nonexistent/project"],
+            "no dbt_project.yml",
+        ),
+        (
+            &["compile", "--project-dir", p, "--vars", "[1, 2"],
+            "--vars",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = rainbow(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    std::fs::write(
+        project.join("models/layer000/m00001.sql"),
+        "select 1\nfrom {{ ref('m0000') }}\n",
+    )
+    .expect("write");
+    let out = rainbow(dir.path(), &["parse", "--project-dir", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("model `m00001` refers to unknown `m0000` (did you mean `m00000`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        project.join("models/layer000/m00001.sql"),
+        "select 1\nfrom {{ ref('m00000') }\n",
+    )
+    .expect("write");
+    let out = rainbow(dir.path(), &["parse", "--project-dir", p]);
+    assert!(
+        stderr(&out).contains("models/layer000/m00001.sql:2:"),
+        "{}",
+        stderr(&out)
+    );
+}

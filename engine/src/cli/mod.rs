@@ -135,6 +135,10 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// Parse a dbt-style SQL project: nodes, dependencies, errors with file:line:column.
+    Parse(SqlArgs),
+    /// Compile a SQL project: `target/compiled/` and `target/manifest.json`.
+    Compile(SqlArgs),
     /// List recent runs.
     Runs {
         /// How many.
@@ -170,6 +174,44 @@ pub struct SelectArgs {
     /// Assets to leave out, same grammar (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
+}
+
+/// Options of the SQL project commands.
+#[derive(Debug, clap::Args)]
+pub struct SqlArgs {
+    /// The project directory (holding dbt_project.yml).
+    #[arg(long, default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Variables overriding the project's, as JSON or YAML (`{"key": "value"}`).
+    #[arg(long)]
+    pub vars: Option<String>,
+    /// Warehouse type for dispatched macros: `datafusion` (default) or `bigquery`.
+    #[arg(long, default_value = "datafusion")]
+    pub target_type: String,
+}
+
+impl SqlArgs {
+    fn load(&self) -> Result<(rainbow_sql::Project, rainbow_sql::Manifest)> {
+        let project = rainbow_sql::Project::load(&self.project_dir)?;
+        let vars = match &self.vars {
+            None => Default::default(),
+            Some(text) => serde_norway::from_str::<
+                std::collections::BTreeMap<String, serde_json::Value>,
+            >(text)
+            .map_err(|e| Error::Config {
+                location: "--vars".into(),
+                message: format!("expected a mapping such as '{{\"key\": 1}}': {e}"),
+            })?,
+        };
+        let options = rainbow_sql::CompileOptions {
+            target_type: self.target_type.clone(),
+            vars,
+            run_started_at: chrono::Utc::now().to_rfc3339(),
+            ..Default::default()
+        };
+        let manifest = rainbow_sql::parse(&project, &options)?;
+        Ok((project, manifest))
+    }
 }
 
 /// `rainbow schedule …`
@@ -316,6 +358,37 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backfill(args) => backfill::run(&cli, graph.clone(), args).await,
+        Command::Parse(args) | Command::Compile(args) => {
+            let (project, mut manifest) = args.load()?;
+            let count =
+                |k: rainbow_sql::NodeKind| manifest.nodes.iter().filter(|n| n.kind == k).count();
+            let summary = format!(
+                "{}: {} models, {} seeds, {} snapshots, {} singular tests, {} generic tests, {} sources",
+                manifest.project,
+                count(rainbow_sql::NodeKind::Model),
+                count(rainbow_sql::NodeKind::Seed),
+                count(rainbow_sql::NodeKind::Snapshot),
+                count(rainbow_sql::NodeKind::Test),
+                project.column_tests.len(),
+                manifest.sources.len()
+            );
+            let target = args.project_dir.join("target");
+            rainbow_sql::compile(&mut manifest);
+            if matches!(cli.command, Command::Compile(_)) {
+                rainbow_sql::write_target(&manifest, &target)?;
+                println!(
+                    "{summary}; compiled to {}",
+                    target.join("compiled").display()
+                );
+            } else {
+                rainbow_sql::write_manifest(&manifest, &target)?;
+                println!(
+                    "{summary}; manifest at {}",
+                    target.join("manifest.json").display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Daemon {
             interval,
             once,
