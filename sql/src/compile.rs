@@ -285,8 +285,36 @@ fn project_macros(project: &Project) -> Vec<String> {
     project
         .macros
         .iter()
-        .flat_map(|f| macro_names(&f.text))
+        .flat_map(|f| macro_names(&generic_tests_as_macros(&f.text)))
         .collect()
+}
+
+/// dbt's `{% test name(model, column_name) %}…{% endtest %}` blocks become macros named
+/// `test_<name>` (minijinja has no test blocks); line structure is kept.
+pub(crate) fn generic_tests_as_macros(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let end = tag.find("%}").map(|e| e + 2).unwrap_or(tag.len());
+        let block = &tag[..end];
+        let inner = block
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .trim_start();
+        if let Some(after) = inner.strip_prefix("test ") {
+            let dash = if block.starts_with("{%-") { "-" } else { "" };
+            out.push_str(&format!("{{%{dash} macro test_{}", after.trim_start()));
+        } else if inner.starts_with("endtest") {
+            out.push_str(&block.replacen("endtest", "endmacro", 1));
+        } else {
+            out.push_str(block);
+        }
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl<'p> Jinja<'p> {
@@ -297,10 +325,11 @@ impl<'p> Jinja<'p> {
         let mut macro_lines = Vec::new();
         let mut names = Vec::new();
         for f in &project.macros {
+            let text = generic_tests_as_macros(&f.text);
             macro_lines.push((macros.lines().count() + 1, f.path.clone()));
-            macros.push_str(&f.text);
+            macros.push_str(&text);
             macros.push('\n');
-            names.extend(macro_names(&f.text));
+            names.extend(macro_names(&text));
         }
         let mut jinja = Jinja {
             env,
@@ -498,6 +527,15 @@ impl<'p> Jinja<'p> {
             .map_err(|e| self.error(&e, path))?;
         Ok((rendered, collector))
     }
+}
+
+/// An environment holding the project's macros (generic tests as `test_<name>`), for
+/// rendering snippets such as custom generic tests.
+pub(crate) fn macro_environment<'p>(
+    project: &'p Project,
+    options: &CompileOptions,
+) -> Result<Environment<'p>, SqlError> {
+    Ok(Jinja::new(project, options)?.env)
 }
 
 /// Parses every node: renders each once, records refs, sources and config, checks that

@@ -12,9 +12,11 @@ pub mod compile;
 pub mod error;
 pub mod project;
 pub mod synthetic;
+pub mod tests;
 
 pub use compile::{
     CompileOptions, Manifest, Node, NodeKind, compile, parse, write_manifest, write_target,
 };
 pub use error::SqlError;
 pub use project::Project;
+pub use tests::{DataTest, Severity, data_tests};

@@ -198,11 +198,19 @@ impl Project {
         }
         let file: ProjectFile = parse_yaml(&read(&project_path)?, &project_path)?;
         let models = collect(root, &file.model_paths, "sql")?;
+        // Generic test definitions (`{% test name(model, column_name) %}`) live in macro paths
+        // or in `<test-path>/generic/`; the other files under test paths are singular tests.
+        let (generic, singular): (Vec<SourceFile>, Vec<SourceFile>) =
+            collect(root, &file.test_paths, "sql")?
+                .into_iter()
+                .partition(|f| f.path.split('/').nth(1) == Some("generic"));
+        let mut macros = collect(root, &file.macro_paths, "sql")?;
+        macros.extend(generic);
         let mut project = Project {
             root: root.to_owned(),
             seeds: collect(root, &file.seed_paths, "csv")?,
-            macros: collect(root, &file.macro_paths, "sql")?,
-            tests: collect(root, &file.test_paths, "sql")?,
+            macros,
+            tests: singular,
             snapshots: collect(root, &file.snapshot_paths, "sql")?,
             models,
             file,

@@ -233,3 +233,96 @@ fn errors_name_the_file_line_and_column() {
         .to_string();
     assert!(e.contains("no dbt_project.yml"), "{e}");
 }
+
+#[test]
+fn data_tests_compile_to_queries_returning_failing_rows() {
+    let dir = shop();
+    let r = dir.path();
+    write(r, "models/staging/customers.sql", "select 1 as customer_id");
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    columns:\n      - name: amount\n        tests:\n          - positive\n          - not_null:\n              severity: warn\n              where: \"status = 'paid'\"\n      - name: id\n        data_tests:\n          - relationships:\n              to: ref('customers')\n              field: customer_id\n",
+    );
+    write(
+        r,
+        "tests/generic/positive.sql",
+        "{% test positive(model, column_name) %}\nselect * from {{ model }} where {{ column_name }} <= 0\n{% endtest %}\n",
+    );
+    let project = Project::load(r).expect("load");
+    assert_eq!(
+        project.tests.len(),
+        1,
+        "tests/generic/ holds definitions, not singular tests"
+    );
+    let options = CompileOptions::default();
+    let mut m = parse(&project, &options).expect("parse");
+    compile(&mut m);
+    let tests = crate::data_tests(&project, &m, &options).expect("tests");
+    let by_name = |n: &str| {
+        tests
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap_or_else(|| panic!("{n} in {tests:?}"))
+    };
+    assert_eq!(
+        by_name("unique_stg_orders_id").sql,
+        "select id as unique_field, count(*) as n_records from main_staging.stg_orders where id is not null group by id having count(*) > 1"
+    );
+    assert_eq!(
+        by_name("not_null_stg_orders_id").sql,
+        "select * from main_staging.stg_orders where id is null"
+    );
+    assert_eq!(
+        by_name("accepted_values_stg_orders_status").sql,
+        "select status as value_field, count(*) as n_records from main_staging.stg_orders where status not in ('paid', 'refunded') group by status"
+    );
+    let nn = by_name("not_null_fact_amount");
+    assert_eq!(nn.severity, crate::Severity::Warn);
+    assert_eq!(
+        nn.sql,
+        "select * from (select * from main.fact where status = 'paid') dbt_subquery where amount is null"
+    );
+    assert!(
+        by_name("relationships_fact_id").sql.contains(
+            "left join main_staging.customers as parent on child.id = parent.customer_id"
+        )
+    );
+    assert_eq!(
+        by_name("positive_fact_amount").sql,
+        "select * from main.fact where amount <= 0"
+    );
+    let singular = by_name("assert_positive");
+    assert_eq!(
+        (singular.model.as_str(), singular.sql.as_str()),
+        ("fact", "select * from main.fact where amount < 0")
+    );
+
+    // Bad test declarations are errors naming the test and the model.
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    columns:\n      - name: id\n        tests: [no_such_test]\n",
+    );
+    let project = Project::load(r).expect("load");
+    let mut m = parse(&project, &options).expect("parse");
+    compile(&mut m);
+    let e = crate::data_tests(&project, &m, &options)
+        .expect_err("unknown test")
+        .to_string();
+    assert!(
+        e.contains("test `no_such_test` on `fact.id`")
+            && e.contains("no generic test `no_such_test`"),
+        "{e}"
+    );
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    columns:\n      - name: id\n        tests: [accepted_values]\n",
+    );
+    let project = Project::load(r).expect("load");
+    let e = crate::data_tests(&project, &m, &options)
+        .expect_err("no values")
+        .to_string();
+    assert!(e.contains("needs `values: [...]`"), "{e}");
+}
