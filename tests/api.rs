@@ -295,6 +295,27 @@ async fn every_route_and_status_code(backend: Backend) {
     );
     assert_eq!(count(&db, "orders").await, before);
 
+    let (s, v) = get(&router, "/api/v1/orders/%FF").await;
+    assert_eq!(
+        (s, fields(&v)),
+        (StatusCode::BAD_REQUEST, vec!["id".to_owned()])
+    );
+    let (s, headers, v) = call(
+        &router,
+        Method::DELETE,
+        "/api/v1/orders/1",
+        None,
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    assert_eq!(
+        headers.get("allow").and_then(|h| h.to_str().ok()),
+        Some("GET,HEAD")
+    );
     let (s, v) = get(&router, "/nope").await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
@@ -303,15 +324,33 @@ async fn every_route_and_status_code(backend: Backend) {
     let (s, v) = get(&router, "/api/v1/openapi.json").await;
     assert_eq!((s, v["openapi"].as_str()), (StatusCode::OK, Some("3.0.3")));
 
+    // A total that does not fit in 64 bits is refused before anything is written.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE products SET price = {} WHERE id = 20",
+        i64::MAX / 2
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("price");
+    let before = count(&db, "orders").await;
+    let (s, _, v) = post(
+        &router,
+        json!({"customerId": 1, "payment_id": 1, "products": [{"productId": 20, "quantity": 3}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(fields(&v), vec!["products".to_owned()]);
+    assert_eq!(count(&db, "orders").await, before);
+
     // The database going away: /ping says 503, and errors show no internals.
     db.pool.close().await;
     let (s, v) = get(&router, "/ping").await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     let (s, v) = get(&router, "/api/v1/orders/1").await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         v,
-        json!({"error": {"code": "internal", "message": "internal error"}})
+        json!({"error": {"code": "unavailable", "message": "the database is unavailable"}})
     );
 }
 

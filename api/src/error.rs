@@ -37,6 +37,9 @@ pub enum ApiError {
     /// The resource does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The path exists but not with this method.
+    #[error("this route does not accept the method; see /api/v1/openapi.json")]
+    MethodNotAllowed,
     /// The body is not `application/json`.
     #[error("expected a body with Content-Type application/json")]
     UnsupportedMediaType,
@@ -52,8 +55,16 @@ pub enum ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// A database that cannot be reached (pool closed or exhausted, connection lost) is a 503
+    /// the client may retry; anything else is a 500.
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(Box::new(e))
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::Unavailable
+            }
+            e => ApiError::Internal(Box::new(e)),
+        }
     }
 }
 
@@ -76,6 +87,7 @@ impl IntoResponse for ApiError {
             ApiError::Validation(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

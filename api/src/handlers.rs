@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -245,8 +246,14 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
 /// `GET /api/v1/orders/{id}`.
 pub async fn get_order(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(raw) = raw.map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(
+            "id",
+            format!("bad path segment: {e}"),
+        )])
+    })?;
     let id = parse_id(&raw)?;
     Ok(Json(state.orders.get(id).await?).into_response())
 }
@@ -327,6 +334,11 @@ pub async fn openapi() -> Response {
 /// Any other path.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route; see /api/v1/openapi.json".into())
+}
+
+/// A known path with a method it does not accept: a JSON 405 (axum adds `Allow`).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 #[cfg(test)]

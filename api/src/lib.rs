@@ -23,7 +23,7 @@ use rainbow_db::{Backend, Database};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 pub use error::{ApiError, FieldError};
 pub use service::OrderService;
@@ -69,6 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/orders", get(handlers::list_orders).post(handlers::create_order))
         .route("/api/v1/orders/{id}", get(handlers::get_order))
         .route("/api/v1/openapi.json", get(handlers::openapi))
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(handlers::BODY_LIMIT))
@@ -80,7 +81,9 @@ pub fn app(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
                 tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
-            }),
+            })
+            // One access-log line per request at INFO (status, latency); RAINBOW_LOG=warn mutes it.
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))

@@ -42,6 +42,15 @@ pub struct Order {
     pub updated_at: i64,
 }
 
+/// Sum of price x quantity over `lines`, in minor units; `None` when it does not fit an `i64`.
+pub fn order_total(lines: &[OrderLine]) -> Option<i64> {
+    lines.iter().try_fold(0i64, |sum, l| {
+        l.price
+            .checked_mul(l.quantity)
+            .and_then(|t| sum.checked_add(t))
+    })
+}
+
 /// One line of an [`Order`]: the product's price and promotion at order time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderLine {

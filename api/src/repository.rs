@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rainbow_db::Backend;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
-use crate::model::{NewLine, Order, OrderLine};
+use crate::model::{NewLine, Order, OrderLine, order_total};
 
 /// A transaction: everything done through it commits together or not at all.
 pub struct UnitOfWork {
@@ -280,9 +280,11 @@ pub async fn orders_after(
                 price: row.try_get(3)?,
                 promotion_id: row.try_get(4)?,
             };
-            orders[i].total += line.price * line.quantity;
             orders[i].products.push(line);
         }
+    }
+    for order in &mut orders {
+        order.total = total_of(order)?;
     }
     Ok(orders)
 }
@@ -319,10 +321,18 @@ pub async fn order(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, s
             price: row.try_get(7)?,
             promotion_id: row.try_get(8)?,
         };
-        order.total += line.price * line.quantity;
         order.products.push(line);
     }
+    order.total = total_of(&order)?;
     Ok(Some(order))
+}
+
+/// The total of a stored order; an overflow (only possible for rows written around the API,
+/// which refuses such orders) is reported as a decode error rather than a wrong number.
+fn total_of(order: &Order) -> Result<i64, sqlx::Error> {
+    order_total(&order.products).ok_or_else(|| {
+        sqlx::Error::Decode(format!("order {}: total does not fit in 64 bits", order.id).into())
+    })
 }
 
 /// Lines of a new order, priced from `prices` (every product must be in it).

@@ -5,7 +5,7 @@
 use rainbow_db::Database;
 
 use crate::error::{ApiError, FieldError};
-use crate::model::{NewOrder, Order, OrderPage};
+use crate::model::{NewOrder, Order, OrderPage, order_total};
 use crate::repository::{self, UnitOfWork};
 
 /// Orders.
@@ -56,8 +56,14 @@ impl OrderService {
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
-        let now = now_micros();
         let lines = repository::price_lines(&new.products, &found.prices);
+        let Some(total) = order_total(&lines) else {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "products",
+                "the order total does not fit in 64 bits",
+            )]));
+        };
+        let now = now_micros();
         let id = repository::insert_order_with_lines(
             uow.conn(),
             self.db.backend,
@@ -68,7 +74,6 @@ impl OrderService {
         )
         .await?;
         uow.commit().await?;
-        let total = lines.iter().map(|l| l.price * l.quantity).sum();
         Ok(Order {
             id,
             customer_id: new.customer_id,
