@@ -377,6 +377,33 @@ fn sql_projects_parse_and_compile_from_the_command_line() {
     .expect("compiled");
     assert_eq!(sql, "select id, kind, amount from raw.events");
 
+    // Generic tests are compiled next to their schema file, dbt style; a bad one fails parse.
+    std::fs::write(
+        project.join("models/checks.yml"),
+        "version: 2\nmodels:\n  - name: m00000\n    columns:\n      - name: id\n        tests: [not_null]\n",
+    )
+    .expect("write");
+    let out = rainbow(dir.path(), &["compile", "--project-dir", p]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sql = std::fs::read_to_string(
+        project.join("target/compiled/synthetic/models/checks.yml/not_null_m00000_id.sql"),
+    )
+    .expect("compiled test");
+    assert_eq!(sql, "select * from main.m00000 where id is null");
+    std::fs::write(
+        project.join("models/checks.yml"),
+        "version: 2\nmodels:\n  - name: m00000\n    columns:\n      - name: id\n        tests: [accepted_values]\n",
+    )
+    .expect("write");
+    let out = rainbow(dir.path(), &["parse", "--project-dir", p]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("checks.yml") && stderr(&out).contains("needs `values: [...]`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(project.join("models/checks.yml")).expect("remove");
+
     let cases: &[(&[&str], &str)] = &[
         (
             &["parse", "--project-dir", "/nonexistent/project"],

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::error::{SqlError, did_you_mean};
-use crate::project::Project;
+use crate::project::{Project, merge_config};
 
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,7 +117,11 @@ pub struct Manifest {
 struct Collector {
     refs: Mutex<Vec<String>>,
     sources: Mutex<Vec<(String, String)>>,
+    /// The node's config: the folder-level config, then each `config()` call merged in.
     config: Mutex<BTreeMap<String, Json>>,
+    /// `is_incremental()` answered false for a node the caller says exists, only because
+    /// `materialized='incremental'` had not been configured yet at that point of the file.
+    incremental_too_early: std::sync::atomic::AtomicBool,
 }
 
 impl Object for Collector {}
@@ -270,13 +274,35 @@ struct Jinja<'p> {
     prefix_len: usize,
 }
 
+/// Prefix of the public alias under which a `_private` macro is exported.
+const PRIVATE_ALIAS: &str = "rainbow_private";
+
+/// `{% set` statements, appended after every macro file (so line numbers are unchanged),
+/// that export each `_private` macro under a public alias.
+fn private_exports(names: &[String]) -> String {
+    names
+        .iter()
+        .filter(|n| n.starts_with('_'))
+        .map(|n| format!("{{% set {PRIVATE_ALIAS}{n} = {n} %}}"))
+        .collect()
+}
+
 /// The import of every project macro, prepended to each file (on its first line, so line
 /// numbers stay those of the file).
 fn macro_prefix(names: &[String]) -> String {
     if names.is_empty() {
         String::new()
     } else {
-        format!("{{% from \"__macros__\" import {} %}}", names.join(", "))
+        let imports: Vec<String> = names
+            .iter()
+            .map(|n| match n.strip_prefix('_') {
+                // Jinja does not export or import `_private` names: the macro template
+                // re-exports them under a public alias (see `private_exports`).
+                Some(_) => format!("{PRIVATE_ALIAS}{n} as {n}"),
+                None => n.clone(),
+            })
+            .collect();
+        format!("{{% from \"__macros__\" import {} %}}", imports.join(", "))
     }
 }
 
@@ -337,6 +363,7 @@ impl<'p> Jinja<'p> {
             prefix_len: 0,
         };
         if !names.is_empty() {
+            macros.push_str(&private_exports(&names));
             jinja
                 .env
                 .add_template_owned("__macros__", macros)
@@ -387,8 +414,15 @@ impl<'p> Jinja<'p> {
                     .map(|c| c.get("materialized").cloned())
                     .ok()
                     .flatten();
-                Ok(incremental.contains(&this)
-                    && materialized.as_ref().and_then(Json::as_str) == Some("incremental"))
+                if !incremental.contains(&this) {
+                    return Ok(false);
+                }
+                let is = materialized.as_ref().and_then(Json::as_str) == Some("incremental");
+                if !is {
+                    c.incremental_too_early
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(is)
             },
         );
         env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, JinjaError> {
@@ -453,7 +487,7 @@ impl<'p> Jinja<'p> {
                 if let Ok(mut config) = c.config.lock() {
                     for key in kwargs.args() {
                         let v: Value = kwargs.get(key)?;
-                        config.insert(key.to_owned(), to_json(&v));
+                        merge_config(&mut config, key, to_json(&v));
                     }
                 }
                 Ok(String::new())
@@ -509,8 +543,12 @@ impl<'p> Jinja<'p> {
         path: &'p str,
         text: &'p str,
         name: &str,
+        config: BTreeMap<String, Json>,
     ) -> Result<(String, Arc<Collector>), SqlError> {
-        let collector = Arc::new(Collector::default());
+        let collector = Arc::new(Collector {
+            config: Mutex::new(config),
+            ..Collector::default()
+        });
         let mut ctx = BTreeMap::new();
         ctx.insert(
             "__rainbow".to_owned(),
@@ -538,6 +576,15 @@ pub(crate) fn macro_environment<'p>(
     Ok(Jinja::new(project, options)?.env)
 }
 
+/// dbt's default `generate_schema_name`: `<target schema>_<custom schema>`, or the target
+/// schema when the node sets none.
+fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> String {
+    match config.get("schema").and_then(Json::as_str) {
+        Some(custom) => format!("{}_{custom}", options.target_schema),
+        None => options.target_schema.clone(),
+    }
+}
+
 /// Parses every node: renders each once, records refs, sources and config, checks that
 /// every ref and source exists and that refs have no cycle, and orders the nodes.
 pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, SqlError> {
@@ -555,6 +602,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for seed in &project.seeds {
         let name = stem(&seed.path);
+        let config = project.folder_config(NodeKind::Seed, &seed.path);
         push_node(
             &mut nodes,
             &mut by_name,
@@ -562,10 +610,10 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
                 kind: NodeKind::Seed,
                 name: name.clone(),
                 path: seed.path.clone(),
-                config: project.folder_config(&seed.path),
+                schema: schema_name(&config, options),
+                config,
                 refs: Vec::new(),
                 sources: Vec::new(),
-                schema: options.target_schema.clone(),
                 relation: name,
                 rendered: None,
                 compiled: None,
@@ -579,10 +627,24 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
     for (kind, path, source) in &files {
         let (kind, path) = (*kind, *path);
         let name = stem(path);
-        let (rendered, recorded) = jinja.render(path, source, &name)?;
-        let mut config = project.folder_config(path);
-        if let Ok(c) = recorded.config.lock() {
-            config.extend(c.clone());
+        let folder = project.folder_config(kind, path);
+        let (mut rendered, mut recorded) = jinja.render(path, source, &name, folder.clone())?;
+        let mut config = recorded.config.lock().map(|c| c.clone()).unwrap_or(folder);
+        if recorded
+            .incremental_too_early
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && config.get("materialized").and_then(Json::as_str) == Some("incremental")
+        {
+            // `config(materialized='incremental')` came after `is_incremental()`: render
+            // again knowing the final config (dbt's parse-then-execute gives the same).
+            let mut start = project.folder_config(kind, path);
+            start.insert("materialized".to_owned(), Json::from("incremental"));
+            (rendered, recorded) = jinja.render(path, source, &name, start)?;
+            config = recorded
+                .config
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
         }
         let refs = recorded.refs.lock().map(|r| r.clone()).unwrap_or_default();
         let sources = recorded
@@ -590,11 +652,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
-        let schema = match config.get("schema").and_then(Json::as_str) {
-            // dbt's default generate_schema_name: <target schema>_<custom schema>.
-            Some(custom) => format!("{}_{custom}", options.target_schema),
-            None => options.target_schema.clone(),
-        };
+        let schema = schema_name(&config, options);
         let relation = config
             .get("alias")
             .and_then(Json::as_str)
@@ -742,6 +800,16 @@ fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<u
 
 /// Compiles every parsed node in memory: relation placeholders become `schema.relation`.
 pub fn compile(manifest: &mut Manifest) {
+    let relations = relations(manifest);
+    for node in &mut manifest.nodes {
+        if let Some(rendered) = &node.rendered {
+            node.compiled = Some(substitute(rendered, &relations).trim().to_owned());
+        }
+    }
+}
+
+/// Every node's and source's relation name, by placeholder key.
+fn relations(manifest: &Manifest) -> Relations {
     let mut relations: Relations = manifest
         .nodes
         .iter()
@@ -750,11 +818,25 @@ pub fn compile(manifest: &mut Manifest) {
     for (k, v) in &manifest.sources {
         relations.insert(format!("source:{k}"), v.clone());
     }
-    for node in &mut manifest.nodes {
-        if let Some(rendered) = &node.rendered {
-            node.compiled = Some(substitute(rendered, &relations).trim().to_owned());
-        }
-    }
+    relations
+}
+
+/// Renders a snippet (such as a generic test call) in `env` with `ctx`; `ref()` and
+/// `source()` inside it resolve against `manifest`.
+pub(crate) fn render_snippet(
+    env: &Environment<'_>,
+    source: &str,
+    mut ctx: BTreeMap<String, Value>,
+    manifest: &Manifest,
+) -> Result<String, JinjaError> {
+    ctx.insert(
+        "__rainbow".to_owned(),
+        Value::from_object(Collector::default()),
+    );
+    ctx.entry("__name".to_owned())
+        .or_insert_with(|| Value::from(""));
+    let rendered = env.render_str(source, Value::from(ctx))?;
+    Ok(substitute(&rendered, &relations(manifest)))
 }
 
 fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), SqlError> {

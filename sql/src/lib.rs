@@ -19,4 +19,4 @@ pub use compile::{
 };
 pub use error::SqlError;
 pub use project::Project;
-pub use tests::{DataTest, Severity, data_tests};
+pub use tests::{DataTest, Severity, data_tests, write_tests};

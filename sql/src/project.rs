@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::compile::NodeKind;
 use crate::error::SqlError;
 
 /// `dbt_project.yml`.
@@ -42,6 +43,12 @@ pub struct ProjectFile {
     /// Folder-level seed configs.
     #[serde(default)]
     pub seeds: Value,
+    /// Folder-level snapshot configs.
+    #[serde(default)]
+    pub snapshots: Value,
+    /// Folder-level test configs (`data_tests:`, or the older `tests:`).
+    #[serde(default, alias = "tests")]
+    pub data_tests: Value,
 }
 
 fn models_dir() -> Vec<String> {
@@ -91,6 +98,8 @@ pub struct ColumnTest {
     pub name: String,
     /// Its arguments (`values`, `to`, `field`, `severity`, `where`, …).
     pub args: BTreeMap<String, Value>,
+    /// The schema file declaring it.
+    pub file: PathBuf,
 }
 
 /// A loaded project.
@@ -270,7 +279,7 @@ impl Project {
             let model_tests = model.get("data_tests").or_else(|| model.get("tests"));
             for t in model_tests.and_then(Value::as_array).into_iter().flatten() {
                 self.column_tests
-                    .push(column_test(&name, None, t).map_err(&bad)?);
+                    .push(column_test(&path, &name, None, t).map_err(&bad)?);
             }
             for column in model["columns"].as_array().into_iter().flatten() {
                 let col = column["name"]
@@ -279,37 +288,49 @@ impl Project {
                 let tests = column.get("data_tests").or_else(|| column.get("tests"));
                 for t in tests.and_then(Value::as_array).into_iter().flatten() {
                     self.column_tests
-                        .push(column_test(&name, Some(col), t).map_err(&bad)?);
+                        .push(column_test(&path, &name, Some(col), t).map_err(&bad)?);
                 }
             }
         }
         Ok(())
     }
 
-    /// The folder-level config that applies to a model at `path` (e.g. `models/staging/x.sql`):
-    /// `+key` entries from the project level down to the model's folder, deeper ones winning.
-    pub fn folder_config(&self, path: &str) -> BTreeMap<String, Value> {
-        let mut out = BTreeMap::new();
-        let mut node = &self.file.models[&self.file.name];
-        let folders: Vec<&str> = path.split('/').collect();
-        // Skip the model-path component and the file name.
-        let inner = if folders.len() > 2 {
-            &folders[1..folders.len() - 1]
-        } else {
-            &[][..]
+    /// The folder-level config that applies to a node of `kind` at `path` (e.g.
+    /// `models/staging/x.sql`): `+key` entries of the project file's section for that kind
+    /// (`models:`, `seeds:`, `snapshots:`, `data_tests:`), from the project level down to the
+    /// node's folder, deeper ones winning; `tags` and hooks accumulate as in dbt.
+    pub fn folder_config(&self, kind: NodeKind, path: &str) -> BTreeMap<String, Value> {
+        let (section, roots) = match kind {
+            NodeKind::Model => (&self.file.models, &self.file.model_paths),
+            NodeKind::Seed => (&self.file.seeds, &self.file.seed_paths),
+            NodeKind::Snapshot => (&self.file.snapshots, &self.file.snapshot_paths),
+            NodeKind::Test => (&self.file.data_tests, &self.file.test_paths),
         };
+        let mut out = BTreeMap::new();
+        let Some(mut node) = section.get(&self.file.name) else {
+            return out;
+        };
+        // The folders between the resource path (which may have several components) and
+        // the file name.
+        let relative = roots
+            .iter()
+            .find_map(|root| path.strip_prefix(root.trim_end_matches('/')))
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(path);
+        let mut folders: Vec<&str> = relative.split('/').collect();
+        folders.pop();
         let mut apply = |node: &Value| {
             for (k, v) in node.as_object().into_iter().flatten() {
                 if let Some(key) = k.strip_prefix('+') {
-                    out.insert(key.to_owned(), v.clone());
+                    merge_config(&mut out, key, v.clone());
                 } else if !v.is_object() {
-                    out.insert(k.clone(), v.clone());
+                    merge_config(&mut out, k, v.clone());
                 }
             }
         };
         apply(node);
-        for folder in inner {
-            match node.get(*folder) {
+        for folder in folders {
+            match node.get(folder) {
                 Some(next) if next.is_object() => {
                     node = next;
                     apply(node);
@@ -321,13 +342,43 @@ impl Project {
     }
 }
 
-fn column_test(model: &str, column: Option<&str>, t: &Value) -> Result<ColumnTest, String> {
+/// Config keys whose values accumulate (folder, then file) instead of being replaced.
+const ACCUMULATING: [&str; 5] = ["tags", "pre-hook", "post-hook", "pre_hook", "post_hook"];
+
+/// Sets `key` in `config`: `tags` and hooks are appended (a string counts as a one-element
+/// list, duplicates of tags dropped), every other key is replaced.
+pub fn merge_config(config: &mut BTreeMap<String, Value>, key: &str, value: Value) {
+    if !ACCUMULATING.contains(&key) {
+        config.insert(key.to_owned(), value);
+        return;
+    }
+    let as_list = |v: Value| match v {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    };
+    let mut items = config.remove(key).map(as_list).unwrap_or_default();
+    for v in as_list(value) {
+        if key != "tags" || !items.contains(&v) {
+            items.push(v);
+        }
+    }
+    config.insert(key.to_owned(), Value::Array(items));
+}
+
+fn column_test(
+    file: &Path,
+    model: &str,
+    column: Option<&str>,
+    t: &Value,
+) -> Result<ColumnTest, String> {
     match t {
         Value::String(name) => Ok(ColumnTest {
             model: model.to_owned(),
             column: column.map(str::to_owned),
             name: name.clone(),
             args: BTreeMap::new(),
+            file: file.to_owned(),
         }),
         Value::Object(map) if map.len() == 1 => {
             let (name, args) = map.iter().next().ok_or("empty test")?;
@@ -346,6 +397,7 @@ fn column_test(model: &str, column: Option<&str>, t: &Value) -> Result<ColumnTes
                 column: column.map(str::to_owned),
                 name: name.clone(),
                 args,
+                file: file.to_owned(),
             })
         }
         other => Err(format!(

@@ -5,6 +5,7 @@
 //! warning or an error.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use minijinja::value::Value;
 use serde::Serialize;
@@ -39,6 +40,25 @@ pub struct DataTest {
     pub severity: Severity,
     /// A query returning the failing rows.
     pub sql: String,
+    /// Where its compiled SQL goes under `target/compiled/<project>/`, dbt style: the
+    /// schema file's path then the test name (`models/schema.yml/unique_x_id.sql`), or the
+    /// singular test's own path.
+    pub path: String,
+}
+
+/// Writes each test's SQL to `out/compiled/<project>/<path>`.
+pub fn write_tests(tests: &[DataTest], project: &str, out: &Path) -> Result<(), SqlError> {
+    for t in tests {
+        let path = out.join("compiled").join(project).join(&t.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        std::fs::write(&path, &t.sql).map_err(|source| SqlError::Io { path, source })?;
+    }
+    Ok(())
 }
 
 fn quote_literal(v: &Json) -> String {
@@ -46,6 +66,38 @@ fn quote_literal(v: &Json) -> String {
         Json::String(s) => format!("'{}'", s.replace('\'', "''")),
         other => other.to_string(),
     }
+}
+
+/// The generic tests built in (the rest are `{% test %}` blocks of the project).
+const BUILT_IN: [&str; 4] = ["unique", "not_null", "accepted_values", "relationships"];
+
+/// Test arguments that configure the test rather than parameterise its query.
+const TEST_CONFIG_KEYS: [&str; 14] = [
+    "severity",
+    "where",
+    "tags",
+    "enabled",
+    "limit",
+    "warn_if",
+    "error_if",
+    "store_failures",
+    "config",
+    "meta",
+    "name",
+    "description",
+    "fail_calc",
+    "column_name",
+];
+
+/// An expression (such as `a || b`) as a name fragment: alphanumerics and `_`.
+fn slug(expr: &str) -> String {
+    expr.chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '_' })
+        .collect::<String>()
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
 }
 
 /// `ref('x')` / `source('a', 'b')` in a YAML argument, resolved against the manifest.
@@ -81,9 +133,8 @@ pub fn data_tests(
     options: &CompileOptions,
 ) -> Result<Vec<DataTest>, SqlError> {
     let mut out = Vec::new();
-    let schema_file = project.root.join("models");
     let bad = |t: &ColumnTest, message: String| SqlError::Project {
-        path: schema_file.clone(),
+        path: t.file.clone(),
         message: format!(
             "test `{}` on `{}{}`: {message}",
             t.name,
@@ -101,18 +152,40 @@ pub fn data_tests(
             .iter()
             .find(|n| n.name == t.model && n.kind != NodeKind::Test)
             .ok_or_else(|| bad(t, "the model does not exist".into()))?;
-        let mut relation = format!("{}.{}", node.schema, node.relation);
-        if let Some(w) = t.args.get("where").and_then(Json::as_str) {
-            relation = format!("(select * from {relation} where {w}) dbt_subquery");
+        let table = format!("{}.{}", node.schema, node.relation);
+        // A test config is given inline (`where:`) or under `config:`.
+        let setting = |key: &str| {
+            t.args
+                .get(key)
+                .or_else(|| t.args.get("config").and_then(|c| c.get(key)))
+                .and_then(Json::as_str)
+        };
+        let filter = setting("where");
+        // The model as a FROM item under `alias`: the table, or the `where:`-filtered rows.
+        let from_item = |alias: &str| match filter {
+            Some(w) => format!("(select * from {table} where {w}) {alias}"),
+            None if alias == "dbt_subquery" => table.clone(),
+            None => format!("{table} {alias}"),
+        };
+        let relation = from_item("dbt_subquery");
+        // A column test's column, or a model-level test's `column_name:` argument.
+        let col = t
+            .column
+            .clone()
+            .or_else(|| {
+                t.args
+                    .get("column_name")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        if col.is_empty() && BUILT_IN.contains(&t.name.as_str()) {
+            return Err(bad(
+                t,
+                "needs a column (declare it under `columns:` or give `column_name:`)".into(),
+            ));
         }
-        let col = t.column.clone().unwrap_or_default();
-        let severity = match t
-            .args
-            .get("severity")
-            .and_then(Json::as_str)
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let severity = match setting("severity").map(str::to_ascii_lowercase).as_deref() {
             Some("warn") => Severity::Warn,
             None | Some("error") => Severity::Error,
             Some(other) => {
@@ -164,50 +237,95 @@ pub fn data_tests(
                     .ok_or_else(|| bad(t, "needs `field:`".into()))?;
                 let parent = relation_of(to, manifest)
                     .ok_or_else(|| bad(t, format!("`to: {to}` names no known model or source")))?;
+                let child = from_item("child");
                 format!(
-                    "select child.{col} as from_field from {relation} as child left join {parent} as parent \
+                    "select child.{col} as from_field from {child} left join {parent} as parent \
                      on child.{col} = parent.{field} where child.{col} is not null and parent.{field} is null"
                 )
             }
             custom => {
                 let macro_name = format!("test_{custom}");
-                let mut ctx: BTreeMap<String, Value> = t
-                    .args
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "severity" && k.as_str() != "where")
-                    .map(|(k, v)| (k.clone(), Value::from(minijinja::value::Serde(v.clone()))))
-                    .collect();
-                ctx.insert("model".into(), Value::from(relation.clone()));
-                ctx.insert("column_name".into(), Value::from(col.clone()));
+                let no_test = |e: minijinja::Error| {
+                    bad(
+                        t,
+                        format!(
+                            "no generic test `{custom}` (define it with {{% test {custom}(model, column_name) %}}): {e}"
+                        ),
+                    )
+                };
+                // Only the arguments the test declares are passed (dbt strips config keys
+                // such as severity, where, tags; `column_name` only if the test takes it).
+                let declared = env
+                    .render_str(
+                        &format!("{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}.arguments|join(',') }}}}"),
+                        (),
+                    )
+                    .map_err(no_test)?;
+                let declared: Vec<&str> = declared.split(',').collect();
+                let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+                for (k, v) in &t.args {
+                    if !declared.contains(&k.as_str()) {
+                        if TEST_CONFIG_KEYS.contains(&k.as_str()) {
+                            continue;
+                        }
+                        return Err(bad(
+                            t,
+                            format!(
+                                "argument `{k}` is not a parameter of the test (it takes {})",
+                                declared.join(", ")
+                            ),
+                        ));
+                    }
+                    // `ref('x')` / `source('a', 'b')` arguments are relations, as in dbt.
+                    let v = match v.as_str().and_then(|e| relation_of(e, manifest)) {
+                        Some(r) => Value::from(r),
+                        None => Value::from(minijinja::value::Serde(v.clone())),
+                    };
+                    ctx.insert(k.clone(), v);
+                }
+                if declared.contains(&"model") {
+                    ctx.insert("model".into(), Value::from(relation.clone()));
+                }
+                if declared.contains(&"column_name") {
+                    ctx.insert("column_name".into(), Value::from(col.clone()));
+                }
                 let call_args: Vec<String> = ctx.keys().map(|k| format!("{k}={k}")).collect();
                 let source = format!(
                     "{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
                     call_args.join(", ")
                 );
-                let tmpl = env
-                    .template_from_str(&source)
-                    .map_err(|e| bad(t, e.to_string()))?;
-                let rendered = tmpl.render(Value::from(ctx)).map_err(|e| {
-                    if e.kind() == minijinja::ErrorKind::UndefinedError || e.to_string().contains(&macro_name) {
-                        bad(t, format!("no generic test `{custom}` (define it with {{% test {custom}(model, column_name) %}}): {e}"))
-                    } else {
-                        bad(t, e.to_string())
-                    }
-                })?;
-                rendered.trim().to_owned()
+                crate::compile::render_snippet(&env, &source, ctx, manifest)
+                    .map_err(|e| bad(t, e.to_string()))?
+                    .trim()
+                    .to_owned()
             }
         };
-        let name = match &t.column {
-            Some(c) => format!("{}_{}_{c}", t.name, t.model),
-            None => format!("{}_{}", t.name, t.model),
+        let mut name = match (t.column.as_deref(), col.is_empty()) {
+            (Some(c), _) => format!("{}_{}_{c}", t.name, t.model),
+            (None, false) => format!("{}_{}_{}", t.name, t.model, slug(&col)),
+            (None, true) => format!("{}_{}", t.name, t.model),
         };
+        // A second test of the same kind on the same column gets a numbered name.
+        let base = name.clone();
+        let mut n = 1;
+        while out.iter().any(|d: &DataTest| d.name == name) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
         out.push(DataTest {
-            name,
             model: t.model.clone(),
             column: t.column.clone(),
             test: t.name.clone(),
             severity,
             sql,
+            path: format!(
+                "{}/{name}.sql",
+                t.file
+                    .strip_prefix(&project.root)
+                    .unwrap_or(&t.file)
+                    .to_string_lossy()
+            ),
+            name,
         });
     }
     for n in manifest.nodes.iter().filter(|n| n.kind == NodeKind::Test) {
@@ -222,6 +340,7 @@ pub fn data_tests(
             test: n.name.clone(),
             severity,
             sql: n.compiled.clone().unwrap_or_default(),
+            path: n.path.clone(),
         });
     }
     Ok(out)

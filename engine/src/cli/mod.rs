@@ -191,7 +191,13 @@ pub struct SqlArgs {
 }
 
 impl SqlArgs {
-    fn load(&self) -> Result<(rainbow_sql::Project, rainbow_sql::Manifest)> {
+    fn load(
+        &self,
+    ) -> Result<(
+        rainbow_sql::Project,
+        rainbow_sql::Manifest,
+        rainbow_sql::CompileOptions,
+    )> {
         let project = rainbow_sql::Project::load(&self.project_dir)?;
         let vars = match &self.vars {
             None => Default::default(),
@@ -210,7 +216,7 @@ impl SqlArgs {
             ..Default::default()
         };
         let manifest = rainbow_sql::parse(&project, &options)?;
-        Ok((project, manifest))
+        Ok((project, manifest, options))
     }
 }
 
@@ -359,7 +365,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
         }
         Command::Backfill(args) => backfill::run(&cli, graph.clone(), args).await,
         Command::Parse(args) | Command::Compile(args) => {
-            let (project, mut manifest) = args.load()?;
+            let (project, mut manifest, options) = args.load()?;
             let count =
                 |k: rainbow_sql::NodeKind| manifest.nodes.iter().filter(|n| n.kind == k).count();
             let summary = format!(
@@ -374,8 +380,11 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             );
             let target = args.project_dir.join("target");
             rainbow_sql::compile(&mut manifest);
+            // Data tests are checked on parse too, so a bad test declaration fails early.
+            let tests = rainbow_sql::data_tests(&project, &manifest, &options)?;
             if matches!(cli.command, Command::Compile(_)) {
                 rainbow_sql::write_target(&manifest, &target)?;
+                rainbow_sql::write_tests(&tests, &manifest.project, &target)?;
                 println!(
                     "{summary}; compiled to {}",
                     target.join("compiled").display()

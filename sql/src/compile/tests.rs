@@ -154,6 +154,70 @@ fn compiles_relations_dispatched_macros_and_incremental_filters() {
     assert!(sql(&m, "stg_orders").ends_with("> 50"));
 }
 
+#[test]
+fn folder_configs_apply_per_resource_and_accumulate_tags() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "dbt_project.yml",
+        "name: shop\nmodel-paths: [dbt/models]\nvars:\n  min_amount: 5\nmodels:\n  shop:\n    +tags: [nightly]\n    events:\n      +materialized: incremental\n      +tags: events\nseeds:\n  shop:\n    +schema: raw\n",
+    );
+    std::fs::create_dir_all(r.join("dbt")).expect("mkdir");
+    std::fs::rename(r.join("models"), r.join("dbt/models")).expect("move");
+    // Incremental from the folder only; another model sets it after asking.
+    write(
+        r,
+        "dbt/models/events/clicks.sql",
+        "{{ config(tags=['clicks']) }}select 1 as id{% if is_incremental() %} where id > (select max(id) from {{ this }}){% endif %}",
+    );
+    write(
+        r,
+        "dbt/models/late.sql",
+        "select 2 as id{% if is_incremental() %} where true{% endif %}\n{{ config(materialized='incremental') }}",
+    );
+    // A private macro, used directly and through a public one.
+    write(
+        r,
+        "macros/private.sql",
+        "{% macro _quote(x) %}'{{ x }}'{% endmacro %}\n{% macro quoted(x) %}{{ _quote(x) }}{% endmacro %}\n",
+    );
+    write(
+        r,
+        "dbt/models/names.sql",
+        "select {{ quoted('a') }} as a, {{ _quote('b') }} as b",
+    );
+    let project = Project::load(r).expect("load");
+    let options = CompileOptions {
+        incremental: ["clicks".to_owned(), "late".to_owned()].into(),
+        ..CompileOptions::default()
+    };
+    let mut m = parse(&project, &options).expect("parse");
+    compile(&mut m);
+    let node = |n: &str| m.nodes.iter().find(|x| x.name == n).expect("node");
+    let clicks = node("clicks");
+    assert_eq!(clicks.materialized(), "incremental");
+    assert_eq!(
+        clicks.config["tags"],
+        serde_json::json!(["nightly", "events", "clicks"])
+    );
+    assert_eq!(
+        clicks.compiled.as_deref(),
+        Some("select 1 as id where id > (select max(id) from main.clicks)")
+    );
+    assert_eq!(
+        node("late").compiled.as_deref(),
+        Some("select 2 as id where true")
+    );
+    assert_eq!(
+        node("names").compiled.as_deref(),
+        Some("select 'a' as a, 'b' as b")
+    );
+    let seed = node("countries");
+    assert_eq!(seed.schema, "main_raw", "the seeds: block, not models:");
+    assert!(!seed.config.contains_key("tags"), "{:?}", seed.config);
+}
+
 fn error_of(files: &[(&str, &str)]) -> String {
     let dir = shop();
     for (path, text) in files {
@@ -325,4 +389,70 @@ fn data_tests_compile_to_queries_returning_failing_rows() {
         .expect_err("no values")
         .to_string();
     assert!(e.contains("needs `values: [...]`"), "{e}");
+}
+
+#[test]
+fn model_level_custom_filtered_and_repeated_tests() {
+    let dir = shop();
+    let r = dir.path();
+    write(r, "models/staging/customers.sql", "select 1 as customer_id");
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    tests:\n      - unique:\n          column_name: \"id || status\"\n      - not_empty:\n          tags: [smoke]\n          config:\n            severity: warn\n      - more_than:\n          other: ref('customers')\n    columns:\n      - name: id\n        tests:\n          - relationships:\n              to: ref('customers')\n              field: customer_id\n              where: \"status = 'paid'\"\n          - accepted_values:\n              values: [1, 2]\n              quote: false\n          - accepted_values:\n              values: [3]\n              quote: false\n",
+    );
+    write(
+        r,
+        "macros/tests.sql",
+        "{% test not_empty(model) %}select 1 where not exists (select 1 from {{ model }}) and exists (select 1 from {{ ref('customers') }}){% endtest %}\n{% test more_than(model, other) %}select 1 from {{ model }} having count(*) <= (select count(*) from {{ other }}){% endtest %}\n",
+    );
+    let project = Project::load(r).expect("load");
+    let options = CompileOptions::default();
+    let mut m = parse(&project, &options).expect("parse");
+    compile(&mut m);
+    let tests = crate::data_tests(&project, &m, &options).expect("tests");
+    let sql = |n: &str| {
+        tests
+            .iter()
+            .find(|t| t.name == n)
+            .map(|t| (t.sql.as_str(), t.severity))
+            .unwrap_or_else(|| panic!("{n} in {tests:?}"))
+    };
+    assert_eq!(
+        sql("unique_fact_id_status").0,
+        "select id || status as unique_field, count(*) as n_records from main.fact where id || status is not null group by id || status having count(*) > 1"
+    );
+    assert_eq!(
+        sql("not_empty_fact"),
+        (
+            "select 1 where not exists (select 1 from main.fact) and exists (select 1 from main_staging.customers)",
+            crate::Severity::Warn
+        )
+    );
+    assert_eq!(
+        sql("more_than_fact").0,
+        "select 1 from main.fact having count(*) <= (select count(*) from main_staging.customers)"
+    );
+    assert_eq!(
+        sql("relationships_fact_id").0,
+        "select child.id as from_field from (select * from main.fact where status = 'paid') child left join main_staging.customers as parent \
+         on child.id = parent.customer_id where child.id is not null and parent.customer_id is null"
+    );
+    assert!(sql("accepted_values_fact_id").0.contains("not in (1, 2)"));
+    assert!(sql("accepted_values_fact_id_2").0.contains("not in (3)"));
+
+    // An argument the test does not declare is an error naming it.
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    tests:\n      - more_than:\n          othr: ref('customers')\n",
+    );
+    let project = Project::load(r).expect("load");
+    let e = crate::data_tests(&project, &m, &options)
+        .expect_err("unknown argument")
+        .to_string();
+    assert!(
+        e.contains("argument `othr` is not a parameter") && e.contains("more.yml"),
+        "{e}"
+    );
 }
