@@ -239,6 +239,42 @@ fn placeholder(key: &str) -> String {
     format!("\u{1}{key}\u{2}")
 }
 
+/// Separates a relation's key from the part asked for (`{{ this.schema }}`) in a placeholder.
+const PART: char = '\u{3}';
+
+/// What `ref()`, `source()` and `this` return: renders as the relation's placeholder and
+/// has dbt's Relation attributes (`schema`, `identifier`/`name`/`table`, `database`), each a
+/// placeholder for that part; all are resolved once every node's schema and alias are known.
+#[derive(Debug)]
+struct Relation {
+    key: String,
+}
+
+impl Relation {
+    fn value(key: String) -> Value {
+        Value::from_object(Relation { key })
+    }
+}
+
+impl Object for Relation {
+    fn get_value(self: &Arc<Self>, field: &Value) -> Option<Value> {
+        let part = match field.as_str()? {
+            "schema" => "schema",
+            "identifier" | "name" | "table" => "identifier",
+            "database" => return Some(Value::from("rainbow")),
+            _ => return None,
+        };
+        Some(Value::from(placeholder(&format!(
+            "{}{PART}{part}",
+            self.key
+        ))))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&placeholder(&self.key))
+    }
+}
+
 /// Replaces placeholders with relation names (unknown keys keep their key).
 fn substitute(text: &str, relations: &Relations) -> String {
     let mut out = String::with_capacity(text.len() + 32);
@@ -248,11 +284,19 @@ fn substitute(text: &str, relations: &Relations) -> String {
         let after = &rest[start + 1..];
         match after.find('\u{2}') {
             Some(end) => {
-                let key = &after[..end];
-                match relations.get(key) {
-                    Some(r) => out.push_str(r),
-                    None => out.push_str(key.strip_prefix("source:").unwrap_or(key)),
-                }
+                let (key, part) = match after[..end].split_once(PART) {
+                    Some((key, part)) => (key, Some(part)),
+                    None => (&after[..end], None),
+                };
+                let relation = relations
+                    .get(key)
+                    .map(String::as_str)
+                    .unwrap_or_else(|| key.strip_prefix("source:").unwrap_or(key));
+                out.push_str(match (part, relation.split_once('.')) {
+                    (Some("schema"), Some((schema, _))) => schema,
+                    (Some("identifier"), Some((_, identifier))) => identifier,
+                    _ => relation,
+                });
                 rest = &after[end + 1..];
             }
             None => {
@@ -343,10 +387,43 @@ pub(crate) fn generic_tests_as_macros(text: &str) -> String {
     out
 }
 
+/// dbt's `{% snapshot name %}…{% endsnapshot %}` block: its name and its body, the two tags
+/// blanked out (their newlines kept, so line numbers stay those of the file).
+pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
+    let mut name = None;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let end = tag.find("%}").map(|e| e + 2).unwrap_or(tag.len());
+        let block = &tag[..end];
+        let inner = block
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .trim_end_matches("%}")
+            .trim_end_matches('-')
+            .trim();
+        if let Some(after) = inner.strip_prefix("snapshot ") {
+            name = Some(after.trim().to_owned());
+            out.push_str(&"\n".repeat(block.matches('\n').count()));
+        } else if inner == "endsnapshot" {
+            out.push_str(&"\n".repeat(block.matches('\n').count()));
+        } else {
+            out.push_str(block);
+        }
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    (name, out)
+}
+
 impl<'p> Jinja<'p> {
     fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, SqlError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Python string, list and dict methods (`.upper()`, `.items()`, `.get()`, …) as dbt has.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         let mut macros = String::new();
         let mut macro_lines = Vec::new();
         let mut names = Vec::new();
@@ -370,10 +447,19 @@ impl<'p> Jinja<'p> {
                 .map_err(|e| jinja.error(&e, "__macros__"))?;
             jinja.prefix_len = macro_prefix(&names).len();
         }
+        // Global vars, then those scoped to this project (`vars: {<project>: {...}}`), then
+        // --vars.
+        let scoped = project
+            .file
+            .vars
+            .get(&project.file.name)
+            .and_then(Json::as_object);
         let vars: BTreeMap<String, Json> = project
             .file
             .vars
             .iter()
+            .filter(|(k, _)| scoped.is_none() || **k != project.file.name)
+            .chain(scoped.into_iter().flatten())
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain(options.vars.clone())
             .collect();
@@ -464,7 +550,7 @@ impl<'p> Jinja<'p> {
                     .lock()
                     .map(|mut r| r.push(name.clone()))
                     .ok();
-                Ok(Value::from(placeholder(&name)))
+                Ok(Relation::value(name))
             },
         );
         env.add_function(
@@ -475,9 +561,7 @@ impl<'p> Jinja<'p> {
                     .lock()
                     .map(|mut s| s.push((source.clone(), table.clone())))
                     .ok();
-                Ok(Value::from(placeholder(&format!(
-                    "source:{source}.{table}"
-                ))))
+                Ok(Relation::value(format!("source:{source}.{table}")))
             },
         );
         env.add_function(
@@ -555,7 +639,7 @@ impl<'p> Jinja<'p> {
             Value::from_dyn_object(collector.clone()),
         );
         ctx.insert("__name".to_owned(), Value::from(name.to_owned()));
-        ctx.insert("this".to_owned(), Value::from(placeholder(name)));
+        ctx.insert("this".to_owned(), Relation::value(name.to_owned()));
         let tmpl = self
             .env
             .template_from_named_str(path, text)
@@ -577,8 +661,12 @@ pub(crate) fn macro_environment<'p>(
 }
 
 /// dbt's default `generate_schema_name`: `<target schema>_<custom schema>`, or the target
-/// schema when the node sets none.
+/// schema when the node sets none (a snapshot's `target_schema` wins).
 fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> String {
+    // A snapshot's `target_schema` is used as is.
+    if let Some(schema) = config.get("target_schema").and_then(Json::as_str) {
+        return schema.to_owned();
+    }
     match config.get("schema").and_then(Json::as_str) {
         Some(custom) => format!("{}_{custom}", options.target_schema),
         None => options.target_schema.clone(),
@@ -589,13 +677,19 @@ fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> Str
 /// every ref and source exists and that refs have no cycle, and orders the nodes.
 pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, SqlError> {
     let prefix = macro_prefix(&project_macros(project));
-    let files: Vec<(NodeKind, &str, String)> = project
+    let files: Vec<(NodeKind, &str, Option<String>, String)> = project
         .models
         .iter()
         .map(|f| (NodeKind::Model, f))
         .chain(project.snapshots.iter().map(|f| (NodeKind::Snapshot, f)))
         .chain(project.tests.iter().map(|f| (NodeKind::Test, f)))
-        .map(|(kind, f)| (kind, f.path.as_str(), format!("{prefix}{}", f.text)))
+        .map(|(kind, f)| {
+            let (name, text) = match kind {
+                NodeKind::Snapshot => snapshot_block(&f.text),
+                _ => (None, f.text.clone()),
+            };
+            (kind, f.path.as_str(), name, format!("{prefix}{text}"))
+        })
         .collect();
     let jinja = Jinja::new(project, options)?;
     let mut nodes: Vec<Node> = Vec::new();
@@ -624,9 +718,9 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
             message: m,
         })?;
     }
-    for (kind, path, source) in &files {
+    for (kind, path, block_name, source) in &files {
         let (kind, path) = (*kind, *path);
-        let name = stem(path);
+        let name = block_name.clone().unwrap_or_else(|| stem(path));
         let folder = project.folder_config(kind, path);
         let (mut rendered, mut recorded) = jinja.render(path, source, &name, folder.clone())?;
         let mut config = recorded.config.lock().map(|c| c.clone()).unwrap_or(folder);

@@ -456,3 +456,44 @@ fn model_level_custom_filtered_and_repeated_tests() {
         "{e}"
     );
 }
+
+#[test]
+fn relations_have_parts_python_methods_scoped_vars_and_snapshot_blocks() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "dbt_project.yml",
+        "name: shop\nvars:\n  min_amount: 5\n  region: eu\n  shop:\n    region: asia\nmodels:\n  shop:\n    staging:\n      +schema: staging\n",
+    );
+    write(
+        r,
+        "models/parts.sql",
+        "{% set cols = {'a': 1, 'b': 2} %}select '{{ this.schema }}' as s, '{{ this.identifier }}' as t, '{{ ref('stg_orders').schema }}.{{ ref('stg_orders').identifier }}' as r, \
+         '{{ var('region').upper() }}' as region{% for k, v in cols.items() %}, {{ v }} as {{ k }}{% endfor %}, {{ cols.get('c', 3) }} as c\nfrom {{ ref('stg_orders') }}",
+    );
+    write(
+        r,
+        "snapshots/orders_snapshot.sql",
+        "{% snapshot orders_history %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols='all') }}\nselect * from {{ source('raw', 'orders') }}\n{% endsnapshot %}\n",
+    );
+    let project = Project::load(r).expect("load");
+    let mut m = parse(&project, &CompileOptions::default()).expect("parse");
+    compile(&mut m);
+    let node = |n: &str| m.nodes.iter().find(|x| x.name == n).expect("node");
+    assert_eq!(
+        node("parts").compiled.as_deref(),
+        Some(
+            "select 'main' as s, 'parts' as t, 'main_staging.stg_orders' as r, 'ASIA' as region, 1 as a, 2 as b, 3 as c\nfrom main_staging.stg_orders"
+        )
+    );
+    let snap = node("orders_history");
+    assert_eq!(
+        (snap.kind, snap.schema.as_str(), snap.compiled.as_deref()),
+        (
+            NodeKind::Snapshot,
+            "snapshots",
+            Some("select * from raw.orders")
+        )
+    );
+}
