@@ -1,9 +1,15 @@
-//! The `rainbow` binary: the Rainbow code location's command line.
+//! The `rainbow` binary: the Rainbow code location's command line — the engine's commands
+//! over the code location's definitions, plus `rainbow seed-data` (the Rainbow DB generator).
 //!
 //! Until the Rainbow pipeline's own assets land, the code location is the quickstart example.
 
 use std::process::ExitCode;
 
+mod seed_data;
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "seed-data") {
+        return seed_data::main();
+    }
     rainbow_engine::cli::main(rainbow_examples::quickstart::definitions())
 }

@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod execution;
 mod recovery;
+mod seed_data;
 mod selection;
 mod staleness;
 mod storage;
