@@ -377,7 +377,7 @@ impl Generator {
             promos.join(", ")
         ));
         for sql in statements {
-            sqlx::query(AssertSqlSafe(sql))
+            sqlx::raw_sql(AssertSqlSafe(sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(sql_err("writing reference data"))?;
@@ -628,7 +628,7 @@ async fn insert_rows(
             }
             sql.push_str(row);
         }
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut **tx)
             .await
             .map_err(|source| AssetsError::Sql {
@@ -735,7 +735,7 @@ async fn upsert(
             "INSERT INTO {table} ({cols}) VALUES {} ON CONFLICT (id) DO UPDATE SET {set}",
             chunk.join(", ")
         );
-        sqlx::query(AssertSqlSafe(sql))
+        sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut **tx)
             .await
             .map_err(|source| AssetsError::Sql {
