@@ -359,39 +359,11 @@ fn project_macros(project: &Project) -> Vec<String> {
         .collect()
 }
 
-/// dbt's `{% test name(model, column_name) %}…{% endtest %}` blocks become macros named
-/// `test_<name>` (minijinja has no test blocks); line structure is kept.
-pub(crate) fn generic_tests_as_macros(text: &str) -> String {
+/// Rewrites the `{% … %}` tags of `text`: `f(tag, inner)` gets each tag and its inside
+/// (without delimiters, whitespace control or surrounding spaces) and returns a replacement,
+/// or `None` to keep the tag. Everything outside tags is kept as is.
+fn rewrite_tags(text: &str, mut f: impl FnMut(&str, &str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len() + 16);
-    let mut rest = text;
-    while let Some(i) = rest.find("{%") {
-        out.push_str(&rest[..i]);
-        let tag = &rest[i..];
-        let end = tag.find("%}").map(|e| e + 2).unwrap_or(tag.len());
-        let block = &tag[..end];
-        let inner = block
-            .trim_start_matches("{%")
-            .trim_start_matches('-')
-            .trim_start();
-        if let Some(after) = inner.strip_prefix("test ") {
-            let dash = if block.starts_with("{%-") { "-" } else { "" };
-            out.push_str(&format!("{{%{dash} macro test_{}", after.trim_start()));
-        } else if inner.starts_with("endtest") {
-            out.push_str(&block.replacen("endtest", "endmacro", 1));
-        } else {
-            out.push_str(block);
-        }
-        rest = &tag[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// dbt's `{% snapshot name %}…{% endsnapshot %}` block: its name and its body, the two tags
-/// blanked out (their newlines kept, so line numbers stay those of the file).
-pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
-    let mut name = None;
-    let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find("{%") {
         out.push_str(&rest[..i]);
@@ -404,18 +376,51 @@ pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
             .trim_end_matches("%}")
             .trim_end_matches('-')
             .trim();
-        if let Some(after) = inner.strip_prefix("snapshot ") {
-            name = Some(after.trim().to_owned());
-            out.push_str(&"\n".repeat(block.matches('\n').count()));
-        } else if inner == "endsnapshot" {
-            out.push_str(&"\n".repeat(block.matches('\n').count()));
-        } else {
-            out.push_str(block);
+        match f(block, inner) {
+            Some(replacement) => out.push_str(&replacement),
+            None => out.push_str(block),
         }
         rest = &tag[end..];
     }
     out.push_str(rest);
-    (name, out)
+    out
+}
+
+/// dbt's `{% test name(model, column_name) %}…{% endtest %}` blocks become macros named
+/// `test_<name>` (minijinja has no test blocks); line structure is kept.
+pub(crate) fn generic_tests_as_macros(text: &str) -> String {
+    rewrite_tags(text, |block, inner| {
+        if let Some(after) = inner.strip_prefix("test ") {
+            let dash = if block.starts_with("{%-") { "-" } else { "" };
+            let end = if block.ends_with("-%}") { "-%}" } else { "%}" };
+            let head = format!("{{%{dash} macro test_{}", after.trim_start());
+            // Keep the tag's line count (trimming may have dropped trailing newlines).
+            let lost = block.matches('\n').count() - head.matches('\n').count();
+            Some(format!("{head}{} {end}", "\n".repeat(lost)))
+        } else if inner == "endtest" {
+            Some(block.replacen("endtest", "endmacro", 1))
+        } else {
+            None
+        }
+    })
+}
+
+/// dbt's `{% snapshot name %}…{% endsnapshot %}` block: its name and its body, the two tags
+/// blanked out (their newlines kept, so line numbers stay those of the file).
+pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
+    let mut name = None;
+    let body = rewrite_tags(text, |block, inner| {
+        let blank = || "\n".repeat(block.matches('\n').count());
+        if let Some(after) = inner.strip_prefix("snapshot ") {
+            name = Some(after.trim().to_owned());
+            Some(blank())
+        } else if inner == "endsnapshot" {
+            Some(blank())
+        } else {
+            None
+        }
+    });
+    (name, body)
 }
 
 impl<'p> Jinja<'p> {
