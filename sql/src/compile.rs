@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
-use minijinja::value::{Kwargs, Object, Serde, Value};
+use minijinja::value::{DynObject, Kwargs, Object, ObjectRepr, Serde, Value};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -119,9 +119,9 @@ struct Collector {
     sources: Mutex<Vec<(String, String)>>,
     /// The node's config: the folder-level config, then each `config()` call merged in.
     config: Mutex<BTreeMap<String, Json>>,
-    /// `is_incremental()` answered false for a node the caller says exists, only because
-    /// `materialized='incremental'` had not been configured yet at that point of the file.
-    incremental_too_early: std::sync::atomic::AtomicBool,
+    /// The answers `is_incremental()` gave, which the final config may contradict (a
+    /// `config(materialized=…)` after the call).
+    incremental_answers: Mutex<Vec<bool>>,
 }
 
 impl Object for Collector {}
@@ -257,6 +257,15 @@ impl Relation {
 }
 
 impl Object for Relation {
+    /// A plain value (not a map): it prints, compares and serialises as its relation.
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn custom_cmp(self: &Arc<Self>, other: &DynObject) -> Option<std::cmp::Ordering> {
+        Some(self.key.cmp(&other.downcast_ref::<Self>()?.key))
+    }
+
     fn get_value(self: &Arc<Self>, field: &Value) -> Option<Value> {
         let part = match field.as_str()? {
             "schema" => "schema",
@@ -505,13 +514,10 @@ impl<'p> Jinja<'p> {
                     .map(|c| c.get("materialized").cloned())
                     .ok()
                     .flatten();
-                if !incremental.contains(&this) {
-                    return Ok(false);
-                }
-                let is = materialized.as_ref().and_then(Json::as_str) == Some("incremental");
-                if !is {
-                    c.incremental_too_early
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                let is = incremental.contains(&this)
+                    && materialized.as_ref().and_then(Json::as_str) == Some("incremental");
+                if let Ok(mut answers) = c.incremental_answers.lock() {
+                    answers.push(is);
                 }
                 Ok(is)
             },
@@ -729,15 +735,21 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
         let folder = project.folder_config(kind, path);
         let (mut rendered, mut recorded) = jinja.render(path, source, &name, folder.clone())?;
         let mut config = recorded.config.lock().map(|c| c.clone()).unwrap_or(folder);
-        if recorded
-            .incremental_too_early
-            .load(std::sync::atomic::Ordering::Relaxed)
-            && config.get("materialized").and_then(Json::as_str) == Some("incremental")
-        {
-            // `config(materialized='incremental')` came after `is_incremental()`: render
-            // again knowing the final config (dbt's parse-then-execute gives the same).
+        let materialized = config.get("materialized").cloned();
+        let final_answer = options.incremental.contains(&name)
+            && materialized.as_ref().and_then(Json::as_str) == Some("incremental");
+        let answers = recorded
+            .incremental_answers
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default();
+        if answers.iter().any(|a| *a != final_answer) {
+            // A `config(materialized=…)` after `is_incremental()` changed the answer: render
+            // again knowing the final materialization (dbt's parse-then-execute gives the same).
             let mut start = project.folder_config(kind, path);
-            start.insert("materialized".to_owned(), Json::from("incremental"));
+            if let Some(m) = materialized {
+                start.insert("materialized".to_owned(), m);
+            }
             (rendered, recorded) = jinja.render(path, source, &name, start)?;
             config = recorded
                 .config

@@ -314,8 +314,10 @@ impl Project {
         // the file name.
         let relative = roots
             .iter()
-            .find_map(|root| path.strip_prefix(root.trim_end_matches('/')))
-            .map(|r| r.trim_start_matches('/'))
+            .find_map(|root| {
+                let root = root.trim_start_matches("./").trim_end_matches('/');
+                path.strip_prefix(root)?.strip_prefix('/')
+            })
             .unwrap_or(path);
         let mut folders: Vec<&str> = relative.split('/').collect();
         folders.pop();
@@ -343,11 +345,17 @@ impl Project {
 }
 
 /// Config keys whose values accumulate (folder, then file) instead of being replaced.
-const ACCUMULATING: [&str; 5] = ["tags", "pre-hook", "post-hook", "pre_hook", "post_hook"];
+const ACCUMULATING: [&str; 3] = ["tags", "pre_hook", "post_hook"];
 
 /// Sets `key` in `config`: `tags` and hooks are appended (a string counts as a one-element
 /// list, duplicates of tags dropped), every other key is replaced.
 pub fn merge_config(config: &mut BTreeMap<String, Value>, key: &str, value: Value) {
+    // `+pre-hook:` in YAML and `pre_hook=` in `config()` are one setting.
+    let key = match key {
+        "pre-hook" => "pre_hook",
+        "post-hook" => "post_hook",
+        other => other,
+    };
     if !ACCUMULATING.contains(&key) {
         config.insert(key.to_owned(), value);
         return;

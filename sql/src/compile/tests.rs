@@ -161,7 +161,7 @@ fn folder_configs_apply_per_resource_and_accumulate_tags() {
     write(
         r,
         "dbt_project.yml",
-        "name: shop\nmodel-paths: [dbt/models]\nvars:\n  min_amount: 5\nmodels:\n  shop:\n    +tags: [nightly]\n    events:\n      +materialized: incremental\n      +tags: events\nseeds:\n  shop:\n    +schema: raw\n",
+        "name: shop\nmodel-paths: [dbt/models]\nvars:\n  min_amount: 5\nmodels:\n  shop:\n    +tags: [nightly]\n    events:\n      +materialized: incremental\n      +tags: events\n      +post-hook: vacuum\nseeds:\n  shop:\n    +schema: raw\n",
     );
     std::fs::create_dir_all(r.join("dbt")).expect("mkdir");
     std::fs::rename(r.join("models"), r.join("dbt/models")).expect("move");
@@ -176,6 +176,12 @@ fn folder_configs_apply_per_resource_and_accumulate_tags() {
         "dbt/models/late.sql",
         "select 2 as id{% if is_incremental() %} where true{% endif %}\n{{ config(materialized='incremental') }}",
     );
+    // The folder says incremental, the file says table after asking: not incremental.
+    write(
+        r,
+        "dbt/models/events/late_table.sql",
+        "select 3 as id{% if is_incremental() %} where false{% endif %}{% if ref('clicks') == ref('clicks') and this != ref('clicks') %} -- same{% endif %}\n{{ config(materialized='table', post_hook='analyze') }}",
+    );
     // A private macro, used directly and through a public one.
     write(
         r,
@@ -189,7 +195,12 @@ fn folder_configs_apply_per_resource_and_accumulate_tags() {
     );
     let project = Project::load(r).expect("load");
     let options = CompileOptions {
-        incremental: ["clicks".to_owned(), "late".to_owned()].into(),
+        incremental: [
+            "clicks".to_owned(),
+            "late".to_owned(),
+            "late_table".to_owned(),
+        ]
+        .into(),
         ..CompileOptions::default()
     };
     let mut m = parse(&project, &options).expect("parse");
@@ -208,6 +219,15 @@ fn folder_configs_apply_per_resource_and_accumulate_tags() {
     assert_eq!(
         node("late").compiled.as_deref(),
         Some("select 2 as id where true")
+    );
+    let late_table = node("late_table");
+    assert_eq!(
+        late_table.compiled.as_deref(),
+        Some("select 3 as id -- same")
+    );
+    assert_eq!(
+        (late_table.materialized(), &late_table.config["post_hook"]),
+        ("table", &serde_json::json!(["vacuum", "analyze"]))
     );
     assert_eq!(
         node("names").compiled.as_deref(),
