@@ -20,7 +20,8 @@ struct Args {
     /// Random seed: the same options give the same rows.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// First day (YYYY-MM-DD); default: so that the last day is yesterday (UTC).
+    /// First day (YYYY-MM-DD); default: so that the last day is yesterday (UTC). Give it to get
+    /// the same rows on another day.
     #[arg(long)]
     start: Option<chrono::NaiveDate>,
     /// The Rainbow DB: `sqlite://…` or `postgres://…`; default: the embedded source,
@@ -65,7 +66,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let start = match args.start {
         Some(d) => d,
-        None => chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(args.days)),
+        None => chrono::Utc::now()
+            .date_naive()
+            .checked_sub_days(chrono::Days::new(u64::from(args.days)))
+            .with_context(|| {
+                format!(
+                    "--days {} reaches before the first representable date",
+                    args.days
+                )
+            })?,
     };
     let options = rainbow_assets::generate::GenerateOptions {
         start,

@@ -113,6 +113,17 @@ async fn seed_data_is_deterministic_and_realistic(backend: Backend) {
         assert!(changed[0] > 0 && changed[1] > 1, "{table}: {changed:?}");
     }
 
+    // E-mail changes keep the domain.
+    let bad = ints(
+        &db,
+        "SELECT COUNT(*) FROM customers WHERE email NOT LIKE '%@mail.example'",
+    )
+    .await[0];
+    assert_eq!(bad, 0);
+    // No Fixed Amount discount reaches a third of the product's price.
+    let cheap = ints(&db, "SELECT COUNT(*) FROM products p JOIN promotions m ON m.id = p.promotion_id WHERE m.coupon_type = 'Fixed Amount' AND p.price <= 3 * m.price_treatment * 1000").await[0];
+    assert_eq!(cheap, 0);
+
     // A second run refuses to write and changes nothing.
     let e = generate(&db, &options(7))
         .await
@@ -163,6 +174,24 @@ fn the_command_fills_a_database_and_names_bad_flags() {
     let out = run(&["seed-data", "--days", "3", "--start", "2026-02-01"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds"));
+    for (args, expected) in [
+        (
+            &["seed-data", "--days", "4000000000", "--start", "2026-01-01"][..],
+            "past the last representable date",
+        ),
+        (
+            &["seed-data", "--orders-per-day", "4000000000"][..],
+            "above the limit",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = run(&["seed-data", "--days", "many"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -10,8 +10,10 @@
 //! customers signing up — each change stamping `updated_at`, so that the daily extract and the
 //! SCD type 2 dimensions have real work.
 //!
-//! Determinism: the same options give the same rows (our own SplitMix64 generator, not a
-//! crate's, so an upgrade cannot change the data). [`Generator::write_day`] writes one day at a
+//! Determinism: the same options (including the start date) give the same rows (our own
+//! SplitMix64 generator, not a crate's, so an upgrade cannot change the data). The skew
+//! curves use `f64::powf`, i.e. the platform's libm: another libm could round differently, so
+//! determinism is tested per platform (here x86-64 Linux, glibc), not across platforms. [`Generator::write_day`] writes one day at a
 //! time, so a caller can interleave generation with the nightly extract, which is how
 //! intermediate versions of a row reach the master dataset (the source keeps only the latest).
 //!
@@ -166,6 +168,8 @@ const WEEKDAY_FACTOR: [f64; 7] = [0.92, 0.95, 0.98, 1.0, 1.05, 1.15, 0.95];
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Rows per INSERT statement.
 const CHUNK: usize = 500;
+/// The largest `orders_per_day`: a day's rows are built in memory before being written.
+pub const MAX_ORDERS_PER_DAY: u32 = 1_000_000;
 
 #[derive(Debug, Clone)]
 struct Product {
@@ -214,6 +218,22 @@ impl Generator {
     pub fn new(options: GenerateOptions) -> Result<Self, AssetsError> {
         if options.days == 0 {
             return Err(AssetsError::Invalid("--days must be at least 1".into()));
+        }
+        if options.orders_per_day > MAX_ORDERS_PER_DAY {
+            return Err(AssetsError::Invalid(format!(
+                "--orders-per-day {} is above the limit of {MAX_ORDERS_PER_DAY} (a day is built in memory)",
+                options.orders_per_day
+            )));
+        }
+        if options
+            .start
+            .checked_add_days(chrono::Days::new(u64::from(options.days)))
+            .is_none()
+        {
+            return Err(AssetsError::Invalid(format!(
+                "--start {} plus {} days is past the last representable date",
+                options.start, options.days
+            )));
         }
         let mut rng = Rng(options.seed ^ 0x5241_494E_424F_5721);
         let n = u64::from(options.orders_per_day);
@@ -301,9 +321,17 @@ impl Generator {
         })
     }
 
+    /// Day `day`'s date ([`Generator::new`] checked that every day exists).
+    fn date(&self, day: u32) -> NaiveDate {
+        self.options
+            .start
+            .checked_add_days(chrono::Days::new(u64::from(day)))
+            .unwrap_or(NaiveDate::MAX)
+    }
+
     fn day_start(&self, day: u32) -> i64 {
-        let date = self.options.start + chrono::Days::new(u64::from(day));
-        date.and_hms_opt(0, 0, 0)
+        self.date(day)
+            .and_hms_opt(0, 0, 0)
             .map(|t| t.and_utc().timestamp_micros())
             .unwrap_or(0)
     }
@@ -316,7 +344,11 @@ impl Generator {
             move |source| AssetsError::Sql { context, source }
         };
         let existing: i64 = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM products) + (SELECT COUNT(*) FROM orders) + (SELECT COUNT(*) FROM customers)",
+            "SELECT (SELECT COUNT(*) FROM categories) + (SELECT COUNT(*) FROM brands) \
+             + (SELECT COUNT(*) FROM payments) + (SELECT COUNT(*) FROM promotions) \
+             + (SELECT COUNT(*) FROM sellers) + (SELECT COUNT(*) FROM customers) \
+             + (SELECT COUNT(*) FROM products) + (SELECT COUNT(*) FROM orders) \
+             + (SELECT COUNT(*) FROM orderdetails)",
         )
         .fetch_one(&db.pool)
         .await
@@ -324,7 +356,7 @@ impl Generator {
         .map_err(sql_err("counting existing rows"))?;
         if existing > 0 {
             return Err(AssetsError::Invalid(format!(
-                "the Rainbow DB already holds {existing} customers, products or orders; \
+                "the Rainbow DB already holds {existing} rows; \
                  seed-data fills an empty one (use a new database file or URL)"
             )));
         }
@@ -402,7 +434,7 @@ impl Generator {
             }
         };
         let start = self.day_start(day);
-        let date = self.options.start + chrono::Days::new(u64::from(day));
+        let date = self.date(day);
         let factor = WEEKDAY_FACTOR[date.weekday().num_days_from_monday() as usize];
         let noise = 0.9 + 0.2 * self.rng.unit();
         let count = (f64::from(self.options.orders_per_day) * factor * noise).round() as u64;
@@ -480,6 +512,14 @@ impl Generator {
                 product.price =
                     ((product.price as f64 * factor / 1000.0).round() as i64).max(1) * 1000;
                 product.original_price = product.original_price.max(product.price);
+                // A fixed discount stays well below the price.
+                if let Some(("Fixed Amount", t)) = product
+                    .promotion
+                    .and_then(|p| self.promotions.get(p as usize - 1))
+                    && product.price <= 3 * t * 1000
+                {
+                    product.promotion = None;
+                }
                 changed = true;
             }
             if rng.chance(0.003) {
@@ -494,12 +534,13 @@ impl Generator {
             }
             if rng.chance(0.002) {
                 let promo = rng.below(self.promotions.len() as u64 + 1) as usize;
-                product.promotion = match self.promotions.get(promo) {
+                let next = match self.promotions.get(promo) {
                     Some(("Fixed Amount", t)) if product.price <= 3 * t * 1000 => None,
                     Some(_) => Some(promo as i64 + 1),
                     None => None,
                 };
-                changed = true;
+                changed |= next != product.promotion;
+                product.promotion = next;
             }
             if changed {
                 changed_products.push(p);
@@ -507,15 +548,23 @@ impl Generator {
         }
         let mut changed_customers = Vec::new();
         for (c, customer) in self.customers.iter_mut().enumerate() {
-            let moved = self.rng.chance(0.002);
-            let new_email = self.rng.chance(0.0005);
-            if moved {
-                customer.city = self.rng.pick(CITIES).to_owned();
+            let mut changed = false;
+            if self.rng.chance(0.002) {
+                let city = self.rng.pick(CITIES);
+                changed |= city != customer.city;
+                customer.city = city.to_owned();
             }
-            if new_email {
-                customer.email = format!("{}{day}", customer.email);
+            if self.rng.chance(0.0005) {
+                // A new address at the same provider: `local+d<day>@domain`.
+                let (local, domain) = customer
+                    .email
+                    .split_once('@')
+                    .unwrap_or((customer.email.as_str(), "mail.example"));
+                let local = local.split('+').next().unwrap_or(local);
+                customer.email = format!("{local}+d{day}@{domain}");
+                changed = true;
             }
-            if moved || new_email {
+            if changed {
                 changed_customers.push(c);
             }
         }
@@ -533,12 +582,18 @@ impl Generator {
         let mut changed_sellers = Vec::new();
         for (s, seller) in self.sellers.iter_mut().enumerate() {
             if self.rng.chance(0.005) {
-                if self.rng.chance(0.5) {
-                    seller.city = self.rng.pick(CITIES).to_owned();
+                let changed = if self.rng.chance(0.5) {
+                    let city = self.rng.pick(CITIES);
+                    let moved = city != seller.city;
+                    seller.city = city.to_owned();
+                    moved
                 } else {
                     seller.name = format!("{} {}", self.rng.pick(WORDS), seller.name);
+                    true
+                };
+                if changed {
+                    changed_sellers.push(s);
                 }
-                changed_sellers.push(s);
             }
         }
         summary.product_changes = changed_products.len() as u64;
@@ -749,9 +804,10 @@ async fn upsert(
 /// Generates the whole history into `db` (migrated first): reference data, then every day,
 /// with a progress bar on a terminal.
 pub async fn generate(db: &Database, options: &GenerateOptions) -> Result<Summary, AssetsError> {
-    rainbow_db::source::migrate(db).await?;
     let mut generator = Generator::new(options.clone())?;
+    rainbow_db::source::migrate(db).await?;
     generator.write_reference_data(db).await?;
+    Generator::sync_sequences(db).await?;
     let bar = indicatif::ProgressBar::new(u64::from(options.days)).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} days, {msg} [{elapsed}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -759,11 +815,12 @@ pub async fn generate(db: &Database, options: &GenerateOptions) -> Result<Summar
     let mut summary = Summary::default();
     for day in 0..options.days {
         summary.add(&generator.write_day(db, day).await?);
+        // After every committed day, so an interrupted run leaves usable sequences.
+        Generator::sync_sequences(db).await?;
         bar.set_message(format!("{} orders", summary.orders));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Generator::sync_sequences(db).await?;
     tracing::info!(
         orders = summary.orders,
         lines = summary.lines,
