@@ -160,6 +160,15 @@ pub fn data_tests(
                 .or_else(|| t.args.get("config").and_then(|c| c.get(key)))
                 .and_then(Json::as_str)
         };
+        let enabled = t
+            .args
+            .get("enabled")
+            .or_else(|| t.args.get("config").and_then(|c| c.get("enabled")))
+            .and_then(Json::as_bool)
+            .unwrap_or(true);
+        if !enabled {
+            continue;
+        }
         let filter = setting("where");
         // The model as a FROM item under `alias`: the table, or the `where:`-filtered rows.
         let from_item = |alias: &str| match filter {
@@ -277,9 +286,16 @@ pub fn data_tests(
                         ));
                     }
                     // `ref('x')` / `source('a', 'b')` arguments are relations, as in dbt.
-                    let v = match v.as_str().and_then(|e| relation_of(e, manifest)) {
-                        Some(r) => Value::from(r),
-                        None => Value::from(minijinja::value::Serde(v.clone())),
+                    let v = match v.as_str() {
+                        Some(e)
+                            if e.trim_start().starts_with("ref(")
+                                || e.trim_start().starts_with("source(") =>
+                        {
+                            Value::from(relation_of(e, manifest).ok_or_else(|| {
+                                bad(t, format!("`{k}: {e}` names no known model or source"))
+                            })?)
+                        }
+                        _ => Value::from(minijinja::value::Serde(v.clone())),
                     };
                     ctx.insert(k.clone(), v);
                 }

@@ -419,7 +419,7 @@ fn model_level_custom_filtered_and_repeated_tests() {
     write(
         r,
         "models/staging/more.yml",
-        "version: 2\nmodels:\n  - name: fact\n    tests:\n      - unique:\n          column_name: \"id || status\"\n      - not_empty:\n          tags: [smoke]\n          config:\n            severity: warn\n      - more_than:\n          other: ref('customers')\n    columns:\n      - name: id\n        tests:\n          - relationships:\n              to: ref('customers')\n              field: customer_id\n              where: \"status = 'paid'\"\n          - accepted_values:\n              values: [1, 2]\n              quote: false\n          - accepted_values:\n              values: [3]\n              quote: false\n",
+        "version: 2\nmodels:\n  - name: fact\n    tests:\n      - unique:\n          column_name: \"id || status\"\n      - not_empty:\n          tags: [smoke]\n          config:\n            severity: warn\n      - more_than:\n          other: ref('customers')\n    columns:\n      - name: id\n        tests:\n          - relationships:\n              to: ref('customers')\n              field: customer_id\n              where: \"status = 'paid'\"\n          - accepted_values:\n              values: [1, 2]\n              quote: false\n          - accepted_values:\n              values: [3]\n              quote: false\n          - not_null:\n              config:\n                enabled: false\n",
     );
     write(
         r,
@@ -460,6 +460,10 @@ fn model_level_custom_filtered_and_repeated_tests() {
     );
     assert!(sql("accepted_values_fact_id").0.contains("not in (1, 2)"));
     assert!(sql("accepted_values_fact_id_2").0.contains("not in (3)"));
+    assert!(
+        !tests.iter().any(|t| t.name == "not_null_fact_id"),
+        "a disabled test is not compiled"
+    );
 
     // An argument the test does not declare is an error naming it.
     write(
@@ -473,6 +477,19 @@ fn model_level_custom_filtered_and_repeated_tests() {
         .to_string();
     assert!(
         e.contains("argument `othr` is not a parameter") && e.contains("more.yml"),
+        "{e}"
+    );
+    write(
+        r,
+        "models/staging/more.yml",
+        "version: 2\nmodels:\n  - name: fact\n    tests:\n      - more_than:\n          other: ref('custmers')\n",
+    );
+    let project = Project::load(r).expect("load");
+    let e = crate::data_tests(&project, &m, &options)
+        .expect_err("unknown model")
+        .to_string();
+    assert!(
+        e.contains("`other: ref('custmers')` names no known model"),
         "{e}"
     );
 }
