@@ -127,7 +127,7 @@ struct Collector {
 impl Object for Collector {}
 
 /// Relations known when compiling: node name -> `schema.relation`.
-type Relations = HashMap<String, String>;
+pub(crate) type Relations = HashMap<String, String>;
 
 /// `exceptions.raise_compiler_error(msg)`.
 #[derive(Debug)]
@@ -920,7 +920,7 @@ pub fn compile(manifest: &mut Manifest) {
 }
 
 /// Every node's and source's relation name, by placeholder key.
-fn relations(manifest: &Manifest) -> Relations {
+pub(crate) fn relations(manifest: &Manifest) -> Relations {
     let mut relations: Relations = manifest
         .nodes
         .iter()
@@ -933,12 +933,12 @@ fn relations(manifest: &Manifest) -> Relations {
 }
 
 /// Renders a snippet (such as a generic test call) in `env` with `ctx`; `ref()` and
-/// `source()` inside it resolve against `manifest`.
+/// `source()` inside it resolve to `relations`.
 pub(crate) fn render_snippet(
     env: &Environment<'_>,
     source: &str,
     mut ctx: BTreeMap<String, Value>,
-    manifest: &Manifest,
+    relations: &Relations,
 ) -> Result<String, JinjaError> {
     ctx.insert(
         "__rainbow".to_owned(),
@@ -947,7 +947,7 @@ pub(crate) fn render_snippet(
     ctx.entry("__name".to_owned())
         .or_insert_with(|| Value::from(""));
     let rendered = env.render_str(source, Value::from(ctx))?;
-    Ok(substitute(&rendered, &relations(manifest)))
+    Ok(substitute(&rendered, relations))
 }
 
 fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), SqlError> {

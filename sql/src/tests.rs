@@ -4,7 +4,7 @@
 //! already. A test fails when its query returns rows; its severity says whether that is a
 //! warning or an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use minijinja::value::Value;
@@ -72,7 +72,7 @@ fn quote_literal(v: &Json) -> String {
 const BUILT_IN: [&str; 4] = ["unique", "not_null", "accepted_values", "relationships"];
 
 /// Test arguments that configure the test rather than parameterise its query.
-const TEST_CONFIG_KEYS: [&str; 14] = [
+const TEST_CONFIG_KEYS: [&str; 13] = [
     "severity",
     "where",
     "tags",
@@ -81,7 +81,6 @@ const TEST_CONFIG_KEYS: [&str; 14] = [
     "warn_if",
     "error_if",
     "store_failures",
-    "config",
     "meta",
     "name",
     "description",
@@ -146,27 +145,24 @@ pub fn data_tests(
         ),
     };
     let env = crate::compile::macro_environment(project, options)?;
+    // Built once: looked up by every test.
+    let nodes: HashMap<&str, &crate::compile::Node> = manifest
+        .nodes
+        .iter()
+        .filter(|n| n.kind != NodeKind::Test)
+        .map(|n| (n.name.as_str(), n))
+        .collect();
+    let relations = crate::compile::relations(manifest);
+    // A custom test's declared parameters, by macro.
+    let mut declared_args: HashMap<String, String> = HashMap::new();
     for t in &project.column_tests {
-        let node = manifest
-            .nodes
-            .iter()
-            .find(|n| n.name == t.model && n.kind != NodeKind::Test)
+        let node = *nodes
+            .get(t.model.as_str())
             .ok_or_else(|| bad(t, "the model does not exist".into()))?;
         let table = format!("{}.{}", node.schema, node.relation);
-        // A test config is given inline (`where:`) or under `config:`.
-        let setting = |key: &str| {
-            t.args
-                .get(key)
-                .or_else(|| t.args.get("config").and_then(|c| c.get(key)))
-                .and_then(Json::as_str)
-        };
-        let enabled = t
-            .args
-            .get("enabled")
-            .or_else(|| t.args.get("config").and_then(|c| c.get("enabled")))
-            .and_then(Json::as_bool)
-            .unwrap_or(true);
-        if !enabled {
+        // Settings given inline or under `config:` (the project loader flattened both).
+        let setting = |key: &str| t.args.get(key).and_then(Json::as_str);
+        if t.args.get("enabled").and_then(Json::as_bool) == Some(false) {
             continue;
         }
         let filter = setting("where");
@@ -264,12 +260,18 @@ pub fn data_tests(
                 };
                 // Only the arguments the test declares are passed (dbt strips config keys
                 // such as severity, where, tags; `column_name` only if the test takes it).
-                let declared = env
-                    .render_str(
-                        &format!("{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}.arguments|join(',') }}}}"),
-                        (),
-                    )
-                    .map_err(no_test)?;
+                let declared = match declared_args.get(&macro_name) {
+                    Some(d) => d,
+                    None => {
+                        let d = env
+                            .render_str(
+                                &format!("{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}.arguments|join(',') }}}}"),
+                                (),
+                            )
+                            .map_err(no_test)?;
+                        declared_args.entry(macro_name.clone()).or_insert(d)
+                    }
+                };
                 let declared: Vec<&str> = declared.split(',').collect();
                 let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
                 for (k, v) in &t.args {
@@ -310,7 +312,7 @@ pub fn data_tests(
                     "{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
                     call_args.join(", ")
                 );
-                crate::compile::render_snippet(&env, &source, ctx, manifest)
+                crate::compile::render_snippet(&env, &source, ctx, &relations)
                     .map_err(|e| bad(t, e.to_string()))?
                     .trim()
                     .to_owned()
