@@ -34,8 +34,11 @@ struct Args {
 }
 
 pub fn main() -> ExitCode {
-    // `rainbow seed-data …`: parse what follows the subcommand.
-    let args = Args::parse_from(std::env::args_os().skip(1));
+    // `rainbow seed-data …`: parse what follows the subcommand, usage shown as `rainbow seed-data`.
+    let args = Args::parse_from(
+        std::iter::once(std::ffi::OsString::from("rainbow seed-data"))
+            .chain(std::env::args_os().skip(2)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

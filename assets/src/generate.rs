@@ -192,6 +192,18 @@ struct Person {
     city: String,
 }
 
+impl Person {
+    /// A random person; `i` makes the e-mail address unique.
+    fn random(rng: &mut Rng, i: usize, domain: &str) -> Self {
+        let (g, f) = (rng.pick(GIVEN), rng.pick(FAMILY));
+        Person {
+            name: format!("{f} {g}"),
+            email: format!("{}.{}{i}@{domain}", g.to_lowercase(), f.to_lowercase()),
+            city: rng.pick(CITIES).to_owned(),
+        }
+    }
+}
+
 /// The generator's world: every entity's current state.
 #[derive(Debug, Clone)]
 pub struct Generator {
@@ -250,20 +262,12 @@ impl Generator {
                 }
             })
             .collect();
-        let person = |rng: &mut Rng, i: usize, domain: &str| {
-            let (g, f) = (rng.pick(GIVEN), rng.pick(FAMILY));
-            Person {
-                name: format!("{f} {g}"),
-                email: format!("{}.{}{i}@{domain}", g.to_lowercase(), f.to_lowercase()),
-                city: rng.pick(CITIES).to_owned(),
-            }
-        };
         let customers = (0..customer_count)
-            .map(|i| person(&mut rng, i, "mail.example"))
+            .map(|i| Person::random(&mut rng, i, "mail.example"))
             .collect();
         let sellers = (0..seller_count)
             .map(|i| {
-                let mut p = person(&mut rng, i, "shop.example");
+                let mut p = Person::random(&mut rng, i, "shop.example");
                 p.name = format!("{} {} Store", rng.pick(WORDS), p.name);
                 p
             })
@@ -571,12 +575,8 @@ impl Generator {
         let signups = (count / 40).max(1) as usize;
         for _ in 0..signups {
             let i = self.customers.len();
-            let (g, f) = (self.rng.pick(GIVEN), self.rng.pick(FAMILY));
-            self.customers.push(Person {
-                name: format!("{f} {g}"),
-                email: format!("{}.{}{i}@mail.example", g.to_lowercase(), f.to_lowercase()),
-                city: self.rng.pick(CITIES).to_owned(),
-            });
+            let customer = Person::random(&mut self.rng, i, "mail.example");
+            self.customers.push(customer);
             changed_customers.push(i);
         }
         let mut changed_sellers = Vec::new();
