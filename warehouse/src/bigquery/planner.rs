@@ -1,0 +1,87 @@
+//! BigQuery types and operators in DataFusion's planner.
+//!
+//! Types: `INT64`, `FLOAT64`, `NUMERIC` (DECIMAL(38, 9)), `BIGNUMERIC` (DECIMAL(76, 38)),
+//! `STRING`, `BOOL`, `BYTES`, `TIMESTAMP` (microseconds, UTC), `DATETIME` (microseconds, no
+//! zone), `DATE`. Operators: `/` on two integers is a FLOAT64 division, as in BigQuery.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::common::{DFSchema, Result};
+use datafusion::logical_expr::expr::Cast;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr, TypePlanner};
+use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::sql::sqlparser::ast::{self, BinaryOperator, ExactNumberInfo};
+
+/// The UTC zone of BigQuery `TIMESTAMP`.
+pub const UTC: &str = "UTC";
+
+/// Plans BigQuery's type names.
+#[derive(Debug, Default)]
+pub struct BigQueryTypes;
+
+fn field(data_type: DataType) -> Option<FieldRef> {
+    Some(Arc::new(Field::new("", data_type, true)))
+}
+
+impl TypePlanner for BigQueryTypes {
+    fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
+        use ast::DataType as T;
+        Ok(match sql_type {
+            T::Int64 | T::Integer(_) | T::Int(_) | T::BigInt(_) => field(DataType::Int64),
+            T::Float64 | T::Double(_) | T::DoublePrecision | T::Float(_) => {
+                field(DataType::Float64)
+            }
+            T::Numeric(info) | T::Decimal(info) | T::Dec(info) => match info {
+                ExactNumberInfo::None => field(DataType::Decimal128(38, 9)),
+                ExactNumberInfo::Precision(p) => field(DataType::Decimal128(*p as u8, 0)),
+                ExactNumberInfo::PrecisionAndScale(p, s) => {
+                    field(DataType::Decimal128(*p as u8, *s as i8))
+                }
+            },
+            T::BigNumeric(ExactNumberInfo::None) | T::BigDecimal(ExactNumberInfo::None) => {
+                field(DataType::Decimal256(76, 38))
+            }
+            T::String(_) => field(DataType::Utf8),
+            T::Bool | T::Boolean => field(DataType::Boolean),
+            T::Bytes(_) => field(DataType::Binary),
+            T::Timestamp(_, _) => {
+                field(DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())))
+            }
+            T::Datetime(_) => field(DataType::Timestamp(TimeUnit::Microsecond, None)),
+            _ => None,
+        })
+    }
+}
+
+/// Plans BigQuery's operator semantics.
+#[derive(Debug, Default)]
+pub struct BigQueryOperators;
+
+impl ExprPlanner for BigQueryOperators {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        if expr.op != BinaryOperator::Divide {
+            return Ok(PlannerResult::Original(expr));
+        }
+        let integer = |e: &Expr| {
+            e.get_type(schema)
+                .map(|t| t.is_integer() || t == DataType::Null)
+                .unwrap_or(false)
+        };
+        if integer(&expr.left) && integer(&expr.right) {
+            let double = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Float64));
+            return Ok(PlannerResult::Planned(Expr::BinaryExpr(
+                datafusion::logical_expr::BinaryExpr::new(
+                    Box::new(double(expr.left)),
+                    datafusion::logical_expr::Operator::Divide,
+                    Box::new(double(expr.right)),
+                ),
+            )));
+        }
+        Ok(PlannerResult::Original(expr))
+    }
+}

@@ -1,0 +1,214 @@
+//! The warehouse catalog: schemas are directories under the warehouse location, tables are
+//! Delta Lake tables (`<schema>/<name>/_delta_log`), views are BigQuery SQL definitions
+//! (`<schema>/<name>.view.sql`). DataFusion resolves names through [`WarehouseCatalog`];
+//! a view is planned each time it is resolved, so it always reads its tables' latest version.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock, Weak};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use url::Url;
+
+/// What a name in a schema is.
+#[derive(Debug, Clone)]
+pub(crate) enum Relation {
+    /// A Delta table; its provider once loaded (a snapshot of one version).
+    Table(Option<Arc<dyn TableProvider>>),
+    /// A view: its BigQuery SQL.
+    View(String),
+}
+
+/// The kind of a relation, as dbt calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    /// A table (Delta).
+    Table,
+    /// A view.
+    View,
+}
+
+/// State shared by the catalog and its schemas.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Warehouse location (a directory URL ending in `/`).
+    pub location: Url,
+    /// The session, to plan views and register Delta object stores.
+    pub context: OnceLock<Weak<SessionContext>>,
+}
+
+impl Shared {
+    pub fn table_url(&self, schema: &str, name: &str) -> Result<Url, url::ParseError> {
+        self.location.join(&format!("{schema}/{name}/"))
+    }
+}
+
+/// DataFusion's view of the warehouse: one catalog, a schema per directory.
+#[derive(Debug)]
+pub(crate) struct WarehouseCatalog {
+    pub shared: Arc<Shared>,
+    pub schemas: RwLock<BTreeMap<String, Arc<WarehouseSchema>>>,
+}
+
+impl WarehouseCatalog {
+    pub fn schema_of(&self, name: &str) -> Arc<WarehouseSchema> {
+        if let Ok(schemas) = self.schemas.read()
+            && let Some(s) = schemas.get(name)
+        {
+            return s.clone();
+        }
+        let mut schemas = match self.schemas.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        schemas
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(WarehouseSchema {
+                    name: name.to_owned(),
+                    shared: self.shared.clone(),
+                    relations: RwLock::new(BTreeMap::new()),
+                })
+            })
+            .clone()
+    }
+
+    /// The relation `schema.name`, if any.
+    pub fn kind(&self, schema: &str, name: &str) -> Option<RelationKind> {
+        let schemas = self.schemas.read().ok()?;
+        let relations = schemas.get(schema)?.relations.read().ok()?;
+        relations.get(name).map(|r| match r {
+            Relation::Table(_) => RelationKind::Table,
+            Relation::View(_) => RelationKind::View,
+        })
+    }
+
+    /// Every `schema.name`.
+    pub fn all_names(&self) -> Vec<String> {
+        let Ok(schemas) = self.schemas.read() else {
+            return Vec::new();
+        };
+        schemas
+            .values()
+            .flat_map(|s| {
+                s.table_names()
+                    .into_iter()
+                    .map(move |t| format!("{}.{t}", s.name))
+            })
+            .collect()
+    }
+}
+
+impl CatalogProvider for WarehouseCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.schemas
+            .read()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        Some(self.schema_of(name) as Arc<dyn SchemaProvider>)
+    }
+}
+
+/// One schema (dataset).
+#[derive(Debug)]
+pub(crate) struct WarehouseSchema {
+    pub name: String,
+    pub shared: Arc<Shared>,
+    pub relations: RwLock<BTreeMap<String, Relation>>,
+}
+
+impl WarehouseSchema {
+    pub fn set(&self, name: &str, relation: Relation) {
+        let mut relations = match self.relations.write() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        relations.insert(name.to_owned(), relation);
+    }
+
+    pub fn remove(&self, name: &str) {
+        let mut relations = match self.relations.write() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        relations.remove(name);
+    }
+
+    fn get(&self, name: &str) -> Option<Relation> {
+        self.relations.read().ok()?.get(name).cloned()
+    }
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Loads the Delta table at `url` as a table provider registered with the session.
+pub(crate) async fn delta_provider(
+    url: Url,
+    context: Option<&SessionContext>,
+) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+    let table = DeltaTable::try_from_url(url).await.map_err(external)?;
+    if table.version().is_none() {
+        return Ok(None);
+    }
+    if let Some(context) = context {
+        table
+            .update_datafusion_session(&context.state())
+            .map_err(external)?;
+    }
+    let provider = table.table_provider().await.map_err(external)?;
+    Ok(Some(provider))
+}
+
+#[async_trait]
+impl SchemaProvider for WarehouseSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.relations
+            .read()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let context = self.shared.context.get().and_then(Weak::upgrade);
+        match self.get(name) {
+            None => Ok(None),
+            Some(Relation::Table(Some(provider))) => Ok(Some(provider)),
+            Some(Relation::Table(None)) => {
+                let url = self.shared.table_url(&self.name, name).map_err(external)?;
+                let provider = delta_provider(url, context.as_deref()).await?;
+                if let Some(p) = &provider {
+                    self.set(name, Relation::Table(Some(p.clone())));
+                }
+                Ok(provider)
+            }
+            Some(Relation::View(sql)) => {
+                let Some(context) = context else {
+                    return Ok(None);
+                };
+                let plan = crate::warehouse::plan_query(
+                    &context,
+                    &sql,
+                    &format!("view {}.{name}", self.name),
+                )
+                .await
+                .map_err(external)?;
+                Ok(Some(Arc::new(datafusion::catalog::view::ViewTable::new(
+                    plan,
+                    Some(sql),
+                ))))
+            }
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.relations.read().is_ok_and(|r| r.contains_key(name))
+    }
+}

@@ -1,0 +1,299 @@
+//! Warehouse tests: BigQuery functions and types against expected values, tables, views,
+//! MERGE, atomic replace.
+
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::{RelationKind, Warehouse, WriteMode};
+
+async fn warehouse() -> (tempfile::TempDir, Warehouse) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wh = Warehouse::open(dir.path().to_str().expect("utf-8"), "main")
+        .await
+        .expect("open");
+    (dir, wh)
+}
+
+/// Every cell of a query's result as text, row by row.
+async fn rows(wh: &Warehouse, sql: &str) -> Vec<Vec<String>> {
+    let batches = wh
+        .execute(sql, "test")
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out = Vec::new();
+    let options = FormatOptions::default().with_null("NULL");
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+async fn one(wh: &Warehouse, sql: &str) -> String {
+    let r = rows(wh, sql).await;
+    assert_eq!(r.len(), 1, "{sql}: {r:?}");
+    r[0].join("|")
+}
+
+#[tokio::test]
+async fn bigquery_functions_and_types_match_bigquery() {
+    let (_dir, wh) = warehouse().await;
+    let cases: &[(&str, &str)] = &[
+        (
+            "SELECT CAST('42' AS INT64), CAST(1 AS FLOAT64) / 4",
+            "42|0.25",
+        ),
+        (
+            "SELECT CAST('1.5' AS NUMERIC), CAST(7 AS STRING), CAST('true' AS BOOL)",
+            "1.500000000|7|true",
+        ),
+        (
+            "SELECT CAST(2 AS BIGNUMERIC) IS NOT NULL, CAST('ab' AS BYTES) IS NOT NULL",
+            "true|true",
+        ),
+        (
+            "SELECT SAFE_CAST('x' AS INT64), SAFE_CAST('12' AS INT64)",
+            "NULL|12",
+        ),
+        (
+            "SELECT 7 / 2, DIV(7, 2), SAFE_DIVIDE(1, 0), SAFE_DIVIDE(3, 2)",
+            "3.5|3|NULL|1.5",
+        ),
+        (
+            "SELECT EXTRACT(DATE FROM TIMESTAMP '2024-03-10 23:30:00'), DATE(TIMESTAMP '2024-03-10 05:00:00')",
+            "2024-03-10|2024-03-10",
+        ),
+        ("SELECT DATE(2024, 2, 29)", "2024-02-29"),
+        // 2024-03-10 is a Sunday: BigQuery's DAYOFWEEK is 1..7 from Sunday.
+        (
+            "SELECT EXTRACT(DAYOFWEEK FROM DATE '2024-03-10'), EXTRACT(DAYOFWEEK FROM DATE '2024-03-16'), EXTRACT(YEAR FROM DATE '2024-03-16')",
+            "1|7|2024",
+        ),
+        (
+            "SELECT FORMAT_DATE('%A', DATE '2024-03-11'), FORMAT_DATE('%Y/%m/%d Q%Q', DATE '2024-03-11')",
+            "Monday|2024/03/11 Q1",
+        ),
+        (
+            "SELECT DATE_ADD(DATE '2024-01-31', INTERVAL 1 MONTH), DATE_SUB(DATE '2024-03-01', INTERVAL 1 DAY), DATE_ADD(DATE '2024-03-01', INTERVAL 2 WEEK)",
+            "2024-02-29|2024-02-29|2024-03-15",
+        ),
+        (
+            "SELECT DATE_TRUNC(DATE '2024-03-13', MONTH), DATE_TRUNC(DATE '2024-03-13', WEEK), DATE_TRUNC(DATE '2024-03-13', ISOWEEK), DATE_TRUNC(DATE '2024-08-13', QUARTER)",
+            "2024-03-01|2024-03-10|2024-03-11|2024-07-01",
+        ),
+        (
+            "SELECT TIMESTAMP_TRUNC(TIMESTAMP '2024-03-13 17:45:12', HOUR)",
+            "2024-03-13T17:00:00Z",
+        ),
+        (
+            "SELECT DATE_DIFF(DATE '2024-03-01', DATE '2024-02-01', DAY), DATE_DIFF(DATE '2024-01-01', DATE '2023-12-31', YEAR), DATE_DIFF(DATE '2024-03-10', DATE '2024-03-09', WEEK)",
+            "29|1|1",
+        ),
+        (
+            "SELECT TIMESTAMP_DIFF(TIMESTAMP '2024-03-02 01:00:00', TIMESTAMP '2024-03-01 02:00:00', DAY), TIMESTAMP_DIFF(TIMESTAMP '2024-03-01 02:30:00', TIMESTAMP '2024-03-01 01:00:00', HOUR)",
+            "0|1",
+        ),
+        (
+            "SELECT FORMAT_TIMESTAMP('%Y-%m-%d %H:%M', TIMESTAMP '2024-03-13 17:45:12')",
+            "2024-03-13 17:45",
+        ),
+        (
+            "SELECT PARSE_DATE('%Y%m%d', '20240313'), PARSE_TIMESTAMP('%Y-%m-%d %H:%M:%S', '2024-03-13 17:45:12')",
+            "2024-03-13|2024-03-13T17:45:12Z",
+        ),
+        ("SELECT IFNULL(NULL, 3), IFNULL(2, 3)", "3|2"),
+        (
+            "SELECT COUNTIF(x > 1), ANY_VALUE(y), STRING_AGG(y ORDER BY y), ARRAY_AGG(x ORDER BY x) FROM UNNEST([1, 2, 3]) AS x CROSS JOIN (SELECT 'a' AS y) AS t",
+            "2|a|a,a,a|[1, 2, 3]",
+        ),
+        (
+            "SELECT STRING_AGG(y, '-') FROM (SELECT 'a' AS y UNION ALL SELECT 'b')",
+            "a-b",
+        ),
+        (
+            "SELECT CURRENT_DATE() = CURRENT_DATE, CURRENT_TIMESTAMP() IS NOT NULL",
+            "true|true",
+        ),
+        ("SELECT LENGTH(GENERATE_UUID())", "36"),
+        (
+            "SELECT x FROM UNNEST([3, 1, 2]) AS x WHERE TRUE QUALIFY ROW_NUMBER() OVER (ORDER BY x DESC) = 1",
+            "3",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(&one(&wh, sql).await, expected, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn bad_sql_names_the_problem() {
+    let (_dir, wh) = warehouse().await;
+    let err = wh
+        .execute("SELECT FROM WHERE", "models/x.sql")
+        .await
+        .expect_err("bad");
+    assert!(
+        err.to_string()
+            .starts_with("models/x.sql: SQL does not parse"),
+        "{err}"
+    );
+    let err = wh
+        .execute("SELECT DATE_ADD(DATE '2024-01-01', 1)", "q")
+        .await
+        .expect_err("bad");
+    assert!(err.to_string().contains("INTERVAL n PART"), "{err}");
+    wh.execute("CREATE TABLE main.orders AS SELECT 1 AS id", "q")
+        .await
+        .expect("create");
+    let err = wh
+        .execute("SELECT * FROM main.order", "q")
+        .await
+        .expect_err("unknown");
+    assert!(err.to_string().contains("order"), "{err}");
+}
+
+#[tokio::test]
+async fn tables_and_views_survive_reopening_and_backticks_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().to_str().expect("utf-8");
+    {
+        let wh = Warehouse::open(location, "main").await.expect("open");
+        wh.execute(
+            "CREATE TABLE staging.orders AS SELECT * FROM UNNEST([1, 2, 3]) AS id; \
+             CREATE VIEW main.big_orders AS SELECT id FROM staging.orders WHERE id > 1",
+            "setup",
+        )
+        .await
+        .expect("setup");
+    }
+    let wh = Warehouse::open(location, "main").await.expect("reopen");
+    assert_eq!(wh.kind("staging", "orders"), Some(RelationKind::Table));
+    assert_eq!(wh.kind("main", "big_orders"), Some(RelationKind::View));
+    assert_eq!(
+        one(&wh, "SELECT COUNT(*) FROM `my-project.staging.orders`").await,
+        "3"
+    );
+    // A view reads the latest version of its table.
+    wh.execute("INSERT INTO staging.orders SELECT 10", "insert")
+        .await
+        .expect("insert");
+    assert_eq!(one(&wh, "SELECT SUM(id) FROM big_orders").await, "15");
+    // Unqualified names find a relation in another schema when it is the only one.
+    assert_eq!(one(&wh, "SELECT COUNT(*) FROM orders").await, "4");
+}
+
+#[tokio::test]
+async fn a_failed_replace_leaves_the_previous_table_readable() {
+    let (dir, wh) = warehouse().await;
+    wh.execute(
+        "CREATE TABLE main.t AS SELECT * FROM UNNEST([1, 2, 3]) AS id",
+        "setup",
+    )
+    .await
+    .expect("setup");
+    // The query fails while rows are being written (ERROR() at the last row).
+    let df = wh
+        .dataframe(
+            "SELECT IF(id = 200000, ERROR('boom'), id) AS id FROM UNNEST(GENERATE_ARRAY(1, 200000)) AS id",
+            "failing",
+        )
+        .await
+        .expect("plans");
+    let err = wh
+        .write_table("main", "t", df, WriteMode::Replace)
+        .await
+        .expect_err("fails");
+    assert!(err.to_string().contains("boom"), "{err}");
+    assert_eq!(
+        one(&wh, "SELECT COUNT(*), SUM(id) FROM main.t").await,
+        "3|6"
+    );
+    let reopened = Warehouse::open(dir.path().to_str().expect("utf-8"), "main")
+        .await
+        .expect("reopen");
+    assert_eq!(
+        one(&reopened, "SELECT COUNT(*), SUM(id) FROM main.t").await,
+        "3|6"
+    );
+}
+
+#[tokio::test]
+async fn merge_statement_updates_inserts_and_deletes() {
+    let (_dir, wh) = warehouse().await;
+    wh.execute(
+        "CREATE TABLE main.products AS SELECT 1 AS id, 'a' AS name UNION ALL SELECT 2, 'b' UNION ALL SELECT 3, 'c'",
+        "setup",
+    )
+    .await
+    .expect("setup");
+    wh.execute(
+        "MERGE INTO main.products AS t \
+         USING (SELECT 2 AS id, 'B' AS name UNION ALL SELECT 4, 'd' UNION ALL SELECT 3, 'gone') AS s \
+         ON t.id = s.id \
+         WHEN MATCHED AND s.name = 'gone' THEN DELETE \
+         WHEN MATCHED THEN UPDATE SET name = s.name \
+         WHEN NOT MATCHED THEN INSERT (id, name) VALUES (s.id, s.name)",
+        "merge",
+    )
+    .await
+    .expect("merge");
+    let got = rows(&wh, "SELECT id, name FROM main.products ORDER BY id").await;
+    assert_eq!(
+        got,
+        vec![
+            vec!["1".to_owned(), "a".to_owned()],
+            vec!["2".to_owned(), "B".to_owned()],
+            vec!["4".to_owned(), "d".to_owned()],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn merge_and_delete_insert_by_key() {
+    let (_dir, wh) = warehouse().await;
+    wh.execute(
+        "CREATE TABLE main.f AS SELECT 1 AS k1, 'x' AS k2, 10 AS v UNION ALL SELECT 1, 'y', 20",
+        "setup",
+    )
+    .await
+    .expect("setup");
+    let source = wh
+        .dataframe(
+            "SELECT 1 AS k1, 'y' AS k2, 21 AS v UNION ALL SELECT 2, 'x', 30",
+            "src",
+        )
+        .await
+        .expect("src");
+    let keys = vec!["k1".to_owned(), "k2".to_owned()];
+    wh.merge("main", "f", source.clone(), &keys, false)
+        .await
+        .expect("merge");
+    let once = rows(&wh, "SELECT k1, k2, v FROM main.f ORDER BY k1, k2").await;
+    assert_eq!(once.len(), 3);
+    assert_eq!(once[1], vec!["1", "y", "21"]);
+    // Merging the same input again changes nothing.
+    wh.merge("main", "f", source.clone(), &keys, false)
+        .await
+        .expect("merge again");
+    assert_eq!(
+        rows(&wh, "SELECT k1, k2, v FROM main.f ORDER BY k1, k2").await,
+        once
+    );
+    wh.delete_insert("main", "f", source, &keys)
+        .await
+        .expect("delete+insert");
+    assert_eq!(
+        rows(&wh, "SELECT k1, k2, v FROM main.f ORDER BY k1, k2").await,
+        once
+    );
+}

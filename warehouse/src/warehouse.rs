@@ -1,0 +1,841 @@
+//! [`Warehouse`]: the embedded warehouse. A DataFusion session planning BigQuery SQL over a
+//! directory of Delta Lake tables and persisted views.
+//!
+//! Invariants:
+//! - every table write is one Delta commit: a failed or interrupted write leaves the previous
+//!   version readable (orphan data files are harmless and removed by `VACUUM`);
+//! - timestamps are stored as microseconds (BigQuery's precision), `TIMESTAMP` in UTC;
+//! - a name is either a table or a view: writing one kind removes the other.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::JoinType;
+use datafusion::logical_expr::{LogicalPlan, cast, ident};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, Ident, ObjectName, ObjectNamePart, Query, Statement, Visit, VisitMut, Visitor, VisitorMut,
+};
+use deltalake::DeltaTable;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use crate::bigquery;
+use crate::catalog::{Relation, RelationKind, Shared, WarehouseCatalog};
+use crate::error::{Result, WarehouseError};
+
+/// DataFusion's catalog name for the warehouse.
+pub const CATALOG: &str = "rainbow";
+
+const VIEW_SUFFIX: &str = ".view.sql";
+
+/// How [`Warehouse::write_table`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Replace the table's content and schema (one commit).
+    Replace,
+    /// Add rows (the table's schema must accept them).
+    Append,
+}
+
+/// The embedded warehouse.
+#[derive(Clone)]
+pub struct Warehouse {
+    context: Arc<SessionContext>,
+    catalog: Arc<WarehouseCatalog>,
+    store: Arc<dyn ObjectStore>,
+    default_schema: String,
+}
+
+impl std::fmt::Debug for Warehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Warehouse")
+            .field("location", &self.location().as_str())
+            .field("default_schema", &self.default_schema)
+            .finish()
+    }
+}
+
+fn location_url(location: &str) -> Result<Url> {
+    if location.contains("://") {
+        let mut url = Url::parse(location).map_err(|e| WarehouseError::Config {
+            node: "warehouse".into(),
+            key: "location".into(),
+            message: format!("`{location}` is not a URL: {e}"),
+        })?;
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        return Ok(url);
+    }
+    let path = std::path::Path::new(location);
+    std::fs::create_dir_all(path).map_err(|source| WarehouseError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let absolute = std::fs::canonicalize(path).map_err(|source| WarehouseError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Url::from_directory_path(&absolute).map_err(|()| WarehouseError::Config {
+        node: "warehouse".into(),
+        key: "location".into(),
+        message: format!("`{}` is not an absolute directory", absolute.display()),
+    })
+}
+
+fn store_error(context: impl Into<String>) -> impl FnOnce(object_store::Error) -> WarehouseError {
+    let context = context.into();
+    move |source| WarehouseError::Store { context, source }
+}
+
+impl Warehouse {
+    /// Opens (creating if needed) the warehouse at `location`: a local directory or a URL
+    /// (`file:///…`, `memory:///`). Unqualified names resolve in `default_schema`.
+    pub async fn open(location: &str, default_schema: &str) -> Result<Self> {
+        let url = location_url(location)?;
+        let (store, prefix) = object_store::parse_url(&url).map_err(store_error(url.as_str()))?;
+        let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+            Arc::from(store)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+        };
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, default_schema)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+        let state = bigquery::session_state(config)?;
+        let context = Arc::new(SessionContext::new_with_state(state));
+        let shared = Arc::new(Shared {
+            location: url,
+            context: OnceLock::new(),
+        });
+        let _ = shared.context.set(Arc::downgrade(&context));
+        let catalog = Arc::new(WarehouseCatalog {
+            shared,
+            schemas: Default::default(),
+        });
+        context.register_catalog(CATALOG, catalog.clone());
+        let warehouse = Warehouse {
+            context,
+            catalog,
+            store,
+            default_schema: default_schema.to_owned(),
+        };
+        warehouse.scan().await?;
+        Ok(warehouse)
+    }
+
+    /// Reads the directory: schemas, Delta tables, views.
+    async fn scan(&self) -> Result<()> {
+        let root = self
+            .store
+            .list_with_delimiter(None)
+            .await
+            .map_err(store_error("listing the warehouse"))?;
+        for schema_dir in root.common_prefixes {
+            let Some(schema) = schema_dir.filename().map(str::to_owned) else {
+                continue;
+            };
+            let listing = self
+                .store
+                .list_with_delimiter(Some(&schema_dir))
+                .await
+                .map_err(store_error(format!("listing schema {schema}")))?;
+            let provider = self.catalog.schema_of(&schema);
+            for table_dir in listing.common_prefixes {
+                if let Some(name) = table_dir.filename() {
+                    let log = table_dir.clone().join("_delta_log");
+                    let has_log = self
+                        .store
+                        .list_with_delimiter(Some(&log))
+                        .await
+                        .map(|l| !l.objects.is_empty())
+                        .unwrap_or(false);
+                    if has_log {
+                        provider.set(name, Relation::Table(None));
+                    }
+                }
+            }
+            for object in listing.objects {
+                if let Some(name) = object
+                    .location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(VIEW_SUFFIX))
+                {
+                    let bytes = self
+                        .store
+                        .get(&object.location)
+                        .await
+                        .map_err(store_error(object.location.to_string()))?
+                        .bytes()
+                        .await
+                        .map_err(store_error(object.location.to_string()))?;
+                    let sql = String::from_utf8_lossy(&bytes).into_owned();
+                    provider.set(name, Relation::View(sql));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The DataFusion session (BigQuery functions registered).
+    pub fn context(&self) -> &SessionContext {
+        &self.context
+    }
+
+    /// The schema unqualified names resolve in.
+    pub fn default_schema(&self) -> &str {
+        &self.default_schema
+    }
+
+    /// The warehouse location.
+    pub fn location(&self) -> &Url {
+        &self.catalog.shared.location
+    }
+
+    /// What `schema.name` is, if it exists.
+    pub fn kind(&self, schema: &str, name: &str) -> Option<RelationKind> {
+        self.catalog.kind(schema, name)
+    }
+
+    /// Every relation as `schema.name`.
+    pub fn relations(&self) -> Vec<String> {
+        self.catalog.all_names()
+    }
+
+    /// Plans one BigQuery query.
+    pub async fn plan(&self, sql: &str, context: &str) -> Result<LogicalPlan> {
+        plan_query(&self.context, sql, context).await
+    }
+
+    /// One BigQuery query as a DataFrame.
+    pub async fn dataframe(&self, sql: &str, context: &str) -> Result<DataFrame> {
+        let plan = self.plan(sql, context).await?;
+        Ok(DataFrame::new(self.context.state(), plan))
+    }
+
+    /// Runs one BigQuery query and collects its rows.
+    pub async fn query(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+        self.dataframe(sql, context)
+            .await?
+            .collect()
+            .await
+            .map_err(WarehouseError::datafusion(context))
+    }
+
+    /// Runs BigQuery statements (`;`-separated): queries, `CREATE TABLE … AS`, `CREATE VIEW`,
+    /// `INSERT INTO … SELECT`, `DELETE`, `DROP`, `MERGE`. Returns the last query's rows.
+    pub async fn execute(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+        let mut last = Vec::new();
+        for statement in bigquery::parse(sql, context)? {
+            last = self.execute_statement(statement, context).await?;
+        }
+        Ok(last)
+    }
+
+    async fn execute_statement(
+        &self,
+        mut statement: Statement,
+        context: &str,
+    ) -> Result<Vec<RecordBatch>> {
+        qualify_names(&self.context, &mut statement);
+        match statement {
+            Statement::Query(_) => {
+                let plan = self.plan_statement(statement, context).await?;
+                DataFrame::new(self.context.state(), plan)
+                    .collect()
+                    .await
+                    .map_err(WarehouseError::datafusion(context))
+            }
+            Statement::CreateTable(create) => {
+                let (schema, name) = self.split_name(&create.name, context)?;
+                let Some(query) = create.query else {
+                    return Err(unsupported(context, "CREATE TABLE needs AS SELECT"));
+                };
+                if self.kind(&schema, &name).is_some() && !create.or_replace {
+                    if create.if_not_exists {
+                        return Ok(Vec::new());
+                    }
+                    return Err(unsupported(
+                        context,
+                        &format!("{schema}.{name} exists (use CREATE OR REPLACE)"),
+                    ));
+                }
+                let df = self.query_frame(*query, context).await?;
+                self.write_table(&schema, &name, df, WriteMode::Replace)
+                    .await?;
+                Ok(Vec::new())
+            }
+            Statement::CreateView(create) => {
+                let (schema, name) = self.split_name(&create.name, context)?;
+                if self.kind(&schema, &name).is_some() && !create.or_replace {
+                    return Err(unsupported(
+                        context,
+                        &format!("{schema}.{name} exists (use CREATE OR REPLACE)"),
+                    ));
+                }
+                self.create_view(&schema, &name, &create.query.to_string())
+                    .await?;
+                Ok(Vec::new())
+            }
+            Statement::Insert(insert) => {
+                let ast::TableObject::TableName(table) = &insert.table else {
+                    return Err(unsupported(context, "INSERT into a table function"));
+                };
+                let (schema, name) = self.split_name(table, context)?;
+                let Some(source) = insert.source else {
+                    return Err(unsupported(context, "INSERT needs VALUES or SELECT"));
+                };
+                let df = self.query_frame(*source, context).await?;
+                // INSERT matches columns by position: to the listed ones, or to the table's.
+                let target = self.schema_of(&schema, &name).await?;
+                let names: Vec<String> = if insert.columns.is_empty() {
+                    target.fields().iter().map(|f| f.name().clone()).collect()
+                } else {
+                    insert
+                        .columns
+                        .iter()
+                        .map(|c| c.to_string().trim_matches('`').to_owned())
+                        .collect()
+                };
+                if names.len() != df.schema().fields().len() {
+                    return Err(unsupported(
+                        context,
+                        &format!(
+                            "INSERT into {schema}.{name} names {} columns but the query gives {}",
+                            names.len(),
+                            df.schema().fields().len()
+                        ),
+                    ));
+                }
+                let mut exprs = Vec::new();
+                for (field, n) in df.schema().fields().iter().zip(&names) {
+                    let typed = target
+                        .field_with_name(n)
+                        .map_err(|_| self.unknown(&format!("{schema}.{name}.{n}")))?;
+                    exprs.push(cast(ident(field.name()), typed.data_type().clone()).alias(n));
+                }
+                let df = df
+                    .select(exprs)
+                    .map_err(WarehouseError::datafusion(context))?;
+                self.write_table(&schema, &name, df, WriteMode::Append)
+                    .await?;
+                Ok(Vec::new())
+            }
+            Statement::Drop {
+                names, if_exists, ..
+            } => {
+                for n in &names {
+                    let (schema, name) = self.split_name(n, context)?;
+                    if self.kind(&schema, &name).is_none() && !if_exists {
+                        return Err(self.unknown(&format!("{schema}.{name}")));
+                    }
+                    self.drop_relation(&schema, &name).await?;
+                }
+                Ok(Vec::new())
+            }
+            Statement::Delete(delete) => {
+                let tables = match &delete.from {
+                    ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => t,
+                };
+                let Some(ast::TableFactor::Table { name, .. }) =
+                    tables.first().map(|t| &t.relation)
+                else {
+                    return Err(unsupported(context, "DELETE needs a table"));
+                };
+                let (schema, name) = self.split_name(name, context)?;
+                let table = self.delta(&schema, &name).await?;
+                let mut builder = table
+                    .delete()
+                    .with_session_state(Arc::new(self.context.state()));
+                if let Some(selection) = delete.selection {
+                    builder = builder.with_predicate(selection.to_string());
+                }
+                builder.await.map_err(WarehouseError::delta(format!(
+                    "DELETE FROM {schema}.{name}"
+                )))?;
+                self.refresh(&schema, &name);
+                Ok(Vec::new())
+            }
+            Statement::Merge(merge) => {
+                crate::merge::execute(self, merge, context).await?;
+                Ok(Vec::new())
+            }
+            other => Err(unsupported(
+                context,
+                &format!(
+                    "`{}` is not supported here (queries, CREATE TABLE AS, CREATE VIEW, INSERT, DELETE, DROP and MERGE are)",
+                    other
+                        .to_string()
+                        .split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            )),
+        }
+    }
+
+    pub(crate) async fn query_frame(&self, query: Query, context: &str) -> Result<DataFrame> {
+        let plan = self
+            .plan_statement(Statement::Query(Box::new(query)), context)
+            .await?;
+        Ok(DataFrame::new(self.context.state(), plan))
+    }
+
+    async fn plan_statement(&self, statement: Statement, context: &str) -> Result<LogicalPlan> {
+        self.context
+            .state()
+            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(WarehouseError::datafusion(context))
+    }
+
+    /// `dataset.table` or `table` -> (schema, name).
+    pub(crate) fn split_name(&self, name: &ObjectName, context: &str) -> Result<(String, String)> {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(|p| match p {
+                ObjectNamePart::Identifier(i) if i.quote_style.is_some() => Some(i.value.clone()),
+                ObjectNamePart::Identifier(i) => Some(i.value.to_lowercase()),
+                ObjectNamePart::Function(_) => None,
+            })
+            .collect();
+        match parts.as_slice() {
+            [name] => Ok((self.default_schema.clone(), name.clone())),
+            [schema, name] => Ok((schema.clone(), name.clone())),
+            _ => Err(unsupported(
+                context,
+                &format!("cannot use the name `{name}`"),
+            )),
+        }
+    }
+
+    pub(crate) fn unknown(&self, name: &str) -> WarehouseError {
+        let names = self.relations();
+        let suggestion = names
+            .iter()
+            .map(|n| (strsim::jaro_winkler(n, name), n))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, n)| format!(" (did you mean `{n}`?)"))
+            .unwrap_or_default();
+        WarehouseError::UnknownRelation {
+            name: name.to_owned(),
+            suggestion,
+        }
+    }
+
+    fn table_url(&self, schema: &str, name: &str) -> Result<Url> {
+        self.catalog
+            .shared
+            .table_url(schema, name)
+            .map_err(|e| WarehouseError::Config {
+                node: format!("{schema}.{name}"),
+                key: "name".into(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The Delta table `schema.name` (must exist).
+    pub(crate) async fn delta(&self, schema: &str, name: &str) -> Result<DeltaTable> {
+        if self.kind(schema, name) != Some(RelationKind::Table) {
+            return Err(self.unknown(&format!("{schema}.{name}")));
+        }
+        DeltaTable::try_from_url(self.table_url(schema, name)?)
+            .await
+            .map_err(WarehouseError::delta(format!("opening {schema}.{name}")))
+    }
+
+    /// Forgets the cached snapshot of `schema.name` after a write.
+    pub(crate) fn refresh(&self, schema: &str, name: &str) {
+        self.catalog
+            .schema_of(schema)
+            .set(name, Relation::Table(None));
+    }
+
+    /// Arrow schema of a relation.
+    pub async fn schema_of(&self, schema: &str, name: &str) -> Result<SchemaRef> {
+        let provider = self
+            .context
+            .table_provider(datafusion::common::TableReference::partial(schema, name))
+            .await
+            .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
+        Ok(provider.schema())
+    }
+
+    /// Writes a DataFrame to the Delta table `schema.name` in one commit.
+    pub async fn write_table(
+        &self,
+        schema: &str,
+        name: &str,
+        df: DataFrame,
+        mode: WriteMode,
+    ) -> Result<()> {
+        let what = format!("writing {schema}.{name}");
+        let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
+        if self.kind(schema, name) == Some(RelationKind::View) {
+            self.drop_relation(schema, name).await?;
+        }
+        let url = self.table_url(schema, name)?;
+        if let Ok(dir) = url.to_file_path() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| WarehouseError::Io { path: dir, source })?;
+        }
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(WarehouseError::delta(&what))?;
+        let (save, schema_mode) = match mode {
+            WriteMode::Replace => (SaveMode::Overwrite, Some(SchemaMode::Overwrite)),
+            WriteMode::Append => (SaveMode::Append, None),
+        };
+        let mut builder = table
+            .write(Vec::new())
+            .with_input_plan(df.logical_plan().clone())
+            .with_session_state(Arc::new(self.context.state()))
+            .with_save_mode(save)
+            .with_table_name(name);
+        if let Some(m) = schema_mode {
+            builder = builder.with_schema_mode(m);
+        }
+        builder.await.map_err(WarehouseError::delta(&what))?;
+        self.refresh(schema, name);
+        Ok(())
+    }
+
+    /// Upserts `source` into `schema.name` on `keys`: matched rows are updated, new rows
+    /// inserted (one Delta commit). Columns of the target missing from the source keep
+    /// their values; source columns missing from the target are an error unless `add_columns`.
+    pub async fn merge(
+        &self,
+        schema: &str,
+        name: &str,
+        source: DataFrame,
+        keys: &[String],
+        add_columns: bool,
+    ) -> Result<()> {
+        let what = format!("merging into {schema}.{name}");
+        let source = storable(source).map_err(WarehouseError::datafusion(&what))?;
+        let table = self.delta(schema, name).await?;
+        let target = self.schema_of(schema, name).await?;
+        let columns: Vec<String> = source
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|c| add_columns || target.field_with_name(c).is_ok())
+            .collect();
+        for key in keys {
+            if !columns.contains(key) {
+                return Err(WarehouseError::Config {
+                    node: format!("{schema}.{name}"),
+                    key: "unique_key".into(),
+                    message: format!("`{key}` is not a column of both the model and the table"),
+                });
+            }
+        }
+        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+        let predicate = keys
+            .iter()
+            .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let builder = table
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_merge_schema(add_columns)
+            .with_session_state(Arc::new(self.context.state()))
+            .when_matched_update(|mut u| {
+                for c in &columns {
+                    u = u.update(quote(c), format!("source.{}", quote(c)));
+                }
+                u
+            })
+            .map_err(WarehouseError::delta(&what))?
+            .when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(quote(c), format!("source.{}", quote(c)));
+                }
+                i
+            })
+            .map_err(WarehouseError::delta(&what))?;
+        builder.await.map_err(WarehouseError::delta(&what))?;
+        self.refresh(schema, name);
+        Ok(())
+    }
+
+    /// Replaces the rows of `schema.name` whose `keys` appear in `source` by `source`'s rows
+    /// (dbt's `delete+insert`), in one commit.
+    pub async fn delete_insert(
+        &self,
+        schema: &str,
+        name: &str,
+        source: DataFrame,
+        keys: &[String],
+    ) -> Result<()> {
+        let what = format!("delete+insert into {schema}.{name}");
+        let target = self
+            .context
+            .table(datafusion::common::TableReference::partial(schema, name))
+            .await
+            .map_err(WarehouseError::datafusion(&what))?;
+        let columns: Vec<String> = target
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let aligned = align(source, &target)?;
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let renamed: Vec<String> = keys.iter().map(|k| format!("__rb_key_{k}")).collect();
+        let source_keys = aligned
+            .clone()
+            .select(
+                keys.iter()
+                    .zip(&renamed)
+                    .map(|(k, r)| ident(k).alias(r))
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(|d| d.distinct())
+            .map_err(WarehouseError::datafusion(&what))?;
+        let renamed_refs: Vec<&str> = renamed.iter().map(String::as_str).collect();
+        let kept = target
+            .join(
+                source_keys,
+                JoinType::LeftAnti,
+                &key_refs,
+                &renamed_refs,
+                None,
+            )
+            .and_then(|d| d.select(columns.iter().map(|c| ident(c)).collect::<Vec<_>>()))
+            .map_err(WarehouseError::datafusion(&what))?;
+        let combined = kept
+            .union(aligned)
+            .map_err(WarehouseError::datafusion(&what))?;
+        // The plan reads the current version's files; the overwrite commits after they are read.
+        let batches = combined
+            .collect()
+            .await
+            .map_err(WarehouseError::datafusion(&what))?;
+        let df = self
+            .context
+            .read_batches(batches)
+            .map_err(WarehouseError::datafusion(&what))?;
+        self.write_table(schema, name, df, WriteMode::Replace).await
+    }
+
+    /// Creates or replaces the view `schema.name` (BigQuery SQL), checking that it plans.
+    pub async fn create_view(&self, schema: &str, name: &str, sql: &str) -> Result<()> {
+        let context = format!("view {schema}.{name}");
+        self.plan(sql, &context).await?;
+        if self.kind(schema, name) == Some(RelationKind::Table) {
+            self.drop_relation(schema, name).await?;
+        }
+        let path = StorePath::from(format!("{schema}/{name}{VIEW_SUFFIX}"));
+        self.store
+            .put(&path, sql.to_owned().into())
+            .await
+            .map_err(store_error(format!("writing {context}")))?;
+        self.catalog
+            .schema_of(schema)
+            .set(name, Relation::View(sql.to_owned()));
+        Ok(())
+    }
+
+    /// Drops a table (every file under it) or a view.
+    pub async fn drop_relation(&self, schema: &str, name: &str) -> Result<()> {
+        match self.kind(schema, name) {
+            Some(RelationKind::View) => {
+                let path = StorePath::from(format!("{schema}/{name}{VIEW_SUFFIX}"));
+                self.store
+                    .delete(&path)
+                    .await
+                    .map_err(store_error(format!("dropping view {schema}.{name}")))?;
+            }
+            Some(RelationKind::Table) => {
+                let prefix = StorePath::from(format!("{schema}/{name}"));
+                let files: Vec<_> = self
+                    .store
+                    .list(Some(&prefix))
+                    .try_collect()
+                    .await
+                    .map_err(store_error(format!("listing table {schema}.{name}")))?;
+                for file in files {
+                    self.store
+                        .delete(&file.location)
+                        .await
+                        .map_err(store_error(format!("dropping table {schema}.{name}")))?;
+                }
+            }
+            None => return Ok(()),
+        }
+        self.catalog.schema_of(schema).remove(name);
+        Ok(())
+    }
+}
+
+fn unsupported(context: &str, message: &str) -> WarehouseError {
+    WarehouseError::Unsupported {
+        context: context.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// `source` with `target`'s columns, in `target`'s order and types.
+fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
+    let mut exprs = Vec::new();
+    for field in target.schema().fields() {
+        if source
+            .schema()
+            .field_with_unqualified_name(field.name())
+            .is_err()
+        {
+            return Err(WarehouseError::Config {
+                node: "incremental".into(),
+                key: "on_schema_change".into(),
+                message: format!(
+                    "the model no longer has the table's column `{}`",
+                    field.name()
+                ),
+            });
+        }
+        exprs.push(cast(ident(field.name()), field.data_type().clone()).alias(field.name()));
+    }
+    source
+        .select(exprs)
+        .map_err(WarehouseError::datafusion("aligning columns"))
+}
+
+/// Casts what Delta cannot store: nanosecond/millisecond/second timestamps -> microseconds,
+/// NULL-typed columns -> INT64, unsigned integers -> signed 64-bit.
+fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    let mut changed = false;
+    let exprs: Vec<_> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let target = match f.data_type() {
+                DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => Some(
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+                ),
+                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() != "UTC" => {
+                    Some(DataType::Timestamp(
+                        TimeUnit::Microsecond,
+                        Some("UTC".into()),
+                    ))
+                }
+                DataType::Null => Some(DataType::Int64),
+                DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                    Some(DataType::Int64)
+                }
+                _ => None,
+            };
+            match target {
+                Some(t) => {
+                    changed = true;
+                    cast(ident(f.name()), t).alias(f.name())
+                }
+                None => ident(f.name()),
+            }
+        })
+        .collect();
+    if changed { df.select(exprs) } else { Ok(df) }
+}
+
+/// Plans one BigQuery query in `context`.
+pub(crate) async fn plan_query(
+    context: &SessionContext,
+    sql: &str,
+    what: &str,
+) -> Result<LogicalPlan> {
+    let mut statements = bigquery::parse(sql, what)?;
+    if statements.len() != 1 || !matches!(statements[0], Statement::Query(_)) {
+        return Err(unsupported(what, "expected exactly one SELECT query"));
+    }
+    let mut statement = statements.remove(0);
+    qualify_names(context, &mut statement);
+    context
+        .state()
+        .statement_to_plan(DFStatement::Statement(Box::new(statement)))
+        .await
+        .map_err(WarehouseError::datafusion(what))
+}
+
+/// Unqualified table names that are not in the default schema (nor CTEs) but exist in exactly
+/// one other schema are qualified with it, so every model is visible by its name.
+fn qualify_names(context: &SessionContext, statement: &mut Statement) {
+    struct Ctes(HashSet<String>);
+    impl Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            if let Some(with) = &query.with {
+                for cte in &with.cte_tables {
+                    self.0.insert(cte.alias.name.value.to_lowercase());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut ctes = Ctes(HashSet::new());
+    let _ = Visit::visit(&*statement, &mut ctes);
+    let state = context.state();
+    let defaults = &state.config().options().catalog;
+    let Some(catalog) = context.catalog(&defaults.default_catalog) else {
+        return;
+    };
+    let default_schema = defaults.default_schema.clone();
+    struct Qualify<'a> {
+        ctes: HashSet<String>,
+        catalog: Arc<dyn datafusion::catalog::CatalogProvider>,
+        default_schema: &'a str,
+    }
+    impl VisitorMut for Qualify<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+            if let [ObjectNamePart::Identifier(ident)] = relation.0.as_slice() {
+                let name = if ident.quote_style.is_some() {
+                    ident.value.clone()
+                } else {
+                    ident.value.to_lowercase()
+                };
+                let in_default = self
+                    .catalog
+                    .schema(self.default_schema)
+                    .is_some_and(|s| s.table_exist(&name));
+                if !in_default && !self.ctes.contains(&name) {
+                    let holders: Vec<String> = self
+                        .catalog
+                        .schema_names()
+                        .into_iter()
+                        .filter(|s| self.catalog.schema(s).is_some_and(|p| p.table_exist(&name)))
+                        .collect();
+                    if let [schema] = holders.as_slice() {
+                        *relation = ObjectName::from(vec![Ident::new(schema), ident.clone()]);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(
+        statement,
+        &mut Qualify {
+            ctes: ctes.0,
+            catalog,
+            default_schema: &default_schema,
+        },
+    );
+}
