@@ -909,13 +909,72 @@ fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<u
     Ok(order)
 }
 
-/// Compiles every parsed node in memory: relation placeholders become `schema.relation`.
+/// Compiles every parsed node in memory: relation placeholders become `schema.relation`;
+/// refs to `ephemeral` models become CTEs named `__dbt__cte__<name>` injected at the top of
+/// the referencing node's SQL (as dbt does), transitively.
 pub fn compile(manifest: &mut Manifest) {
     let relations = relations(manifest);
     for node in &mut manifest.nodes {
         if let Some(rendered) = &node.rendered {
             node.compiled = Some(substitute(rendered, &relations).trim().to_owned());
         }
+    }
+    let ephemeral: HashMap<String, (Vec<String>, String)> = manifest
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Model && n.materialized() == "ephemeral")
+        .map(|n| {
+            (
+                n.name.clone(),
+                (n.refs.clone(), n.compiled.clone().unwrap_or_default()),
+            )
+        })
+        .collect();
+    if ephemeral.is_empty() {
+        return;
+    }
+    for node in &mut manifest.nodes {
+        let mut order: Vec<&str> = Vec::new();
+        fn visit<'a>(
+            name: &'a str,
+            ephemeral: &'a HashMap<String, (Vec<String>, String)>,
+            order: &mut Vec<&'a str>,
+        ) {
+            if let Some((refs, _)) = ephemeral.get(name)
+                && !order.contains(&name)
+            {
+                for r in refs {
+                    visit(r, ephemeral, order);
+                }
+                order.push(name);
+            }
+        }
+        for r in &node.refs {
+            visit(r, &ephemeral, &mut order);
+        }
+        if order.is_empty() {
+            continue;
+        }
+        let ctes: Vec<String> = order
+            .iter()
+            .map(|name| format!("__dbt__cte__{name} as (\n{}\n)", ephemeral[*name].1))
+            .collect();
+        if let Some(sql) = &mut node.compiled {
+            *sql = inject_ctes(&ctes.join(",\n"), sql);
+        }
+    }
+}
+
+/// `with <ctes>` in front of `sql`, merged into its own `WITH` if it has one.
+fn inject_ctes(ctes: &str, sql: &str) -> String {
+    let trimmed = sql.trim_start();
+    let starts_with_with = trimmed.len() > 4
+        && trimmed[..4].eq_ignore_ascii_case("with")
+        && trimmed[4..].starts_with(|c: char| c.is_whitespace());
+    if starts_with_with {
+        format!("with {ctes},\n{}", trimmed[4..].trim_start())
+    } else {
+        format!("with {ctes}\n{sql}")
     }
 }
 
@@ -924,7 +983,14 @@ pub(crate) fn relations(manifest: &Manifest) -> Relations {
     let mut relations: Relations = manifest
         .nodes
         .iter()
-        .map(|n| (n.name.clone(), format!("{}.{}", n.schema, n.relation)))
+        .map(|n| {
+            let relation = if n.kind == NodeKind::Model && n.materialized() == "ephemeral" {
+                format!("__dbt__cte__{}", n.name)
+            } else {
+                format!("{}.{}", n.schema, n.relation)
+            };
+            (n.name.clone(), relation)
+        })
         .collect();
     for (k, v) in &manifest.sources {
         relations.insert(format!("source:{k}"), v.clone());

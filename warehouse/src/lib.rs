@@ -14,9 +14,11 @@ mod catalog;
 pub mod error;
 pub mod materialize;
 mod merge;
+pub mod selection;
 mod warehouse;
 
 pub use catalog::RelationKind;
+pub use datafusion;
 pub use error::{Result, WarehouseError};
 pub use warehouse::{CATALOG, Warehouse, WriteMode};
 

@@ -112,7 +112,9 @@ impl Warehouse {
             .with_default_catalog_and_schema(CATALOG, default_schema)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true);
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            // BigQuery orders NULLs as the smallest value (first ascending, last descending).
+            .set_str("datafusion.sql_parser.default_null_ordering", "nulls_min");
         let state = bigquery::session_state(config)?;
         let context = Arc::new(SessionContext::new_with_state(state));
         let shared = Arc::new(Shared {
@@ -248,7 +250,9 @@ impl Warehouse {
         mut statement: Statement,
         context: &str,
     ) -> Result<Vec<RecordBatch>> {
-        qualify_names(&self.context, &mut statement);
+        if let Some(missing) = qualify_names(&self.context, &mut statement) {
+            return Err(self.unknown(&missing));
+        }
         match statement {
             Statement::Query(_) => {
                 let plan = self.plan_statement(statement, context).await?;
@@ -423,18 +427,7 @@ impl Warehouse {
     }
 
     pub(crate) fn unknown(&self, name: &str) -> WarehouseError {
-        let names = self.relations();
-        let suggestion = names
-            .iter()
-            .map(|n| (strsim::jaro_winkler(n, name), n))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, n)| format!(" (did you mean `{n}`?)"))
-            .unwrap_or_default();
-        WarehouseError::UnknownRelation {
-            name: name.to_owned(),
-            suggestion,
-        }
+        unknown_in(&self.context, name)
     }
 
     fn table_url(&self, schema: &str, name: &str) -> Result<Url> {
@@ -512,6 +505,27 @@ impl Warehouse {
         builder.await.map_err(WarehouseError::delta(&what))?;
         self.refresh(schema, name);
         Ok(())
+    }
+
+    /// Appends `source`'s rows to `schema.name`, columns matched by name (one commit).
+    pub async fn append(&self, schema: &str, name: &str, source: DataFrame) -> Result<()> {
+        let target = self
+            .context
+            .table(datafusion::common::TableReference::partial(schema, name))
+            .await
+            .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
+        let aligned = align(source, &target)?;
+        self.write_table(schema, name, aligned, WriteMode::Append)
+            .await
+    }
+
+    /// A DataFrame over rows already in memory (keeps `schema` even with no rows).
+    pub fn frame(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+            .map_err(WarehouseError::datafusion("in-memory rows"))?;
+        self.context
+            .read_table(Arc::new(table))
+            .map_err(WarehouseError::datafusion("in-memory rows"))
     }
 
     /// Upserts `source` into `schema.name` on `keys`: matched rows are updated, new rows
@@ -625,14 +639,12 @@ impl Warehouse {
             .union(aligned)
             .map_err(WarehouseError::datafusion(&what))?;
         // The plan reads the current version's files; the overwrite commits after they are read.
+        let schema_ref = combined.schema().inner().clone();
         let batches = combined
             .collect()
             .await
             .map_err(WarehouseError::datafusion(&what))?;
-        let df = self
-            .context
-            .read_batches(batches)
-            .map_err(WarehouseError::datafusion(&what))?;
+        let df = self.frame(schema_ref, batches)?;
         self.write_table(schema, name, df, WriteMode::Replace).await
     }
 
@@ -766,7 +778,9 @@ pub(crate) async fn plan_query(
         return Err(unsupported(what, "expected exactly one SELECT query"));
     }
     let mut statement = statements.remove(0);
-    qualify_names(context, &mut statement);
+    if let Some(missing) = qualify_names(context, &mut statement) {
+        return Err(unknown_in(context, &missing));
+    }
     context
         .state()
         .statement_to_plan(DFStatement::Statement(Box::new(statement)))
@@ -774,9 +788,37 @@ pub(crate) async fn plan_query(
         .map_err(WarehouseError::datafusion(what))
 }
 
+/// [`WarehouseError::UnknownRelation`] with the closest existing name.
+fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
+    let mut names = Vec::new();
+    if let Some(catalog) = context.catalog(CATALOG) {
+        for schema in catalog.schema_names() {
+            if let Some(provider) = catalog.schema(&schema) {
+                names.extend(provider.table_names().into_iter().map(|t| format!("{schema}.{t}")));
+            }
+        }
+    }
+    let bare = name.rsplit('.').next().unwrap_or(name);
+    let suggestion = names
+        .iter()
+        .map(|n| {
+            let candidate = n.rsplit('.').next().unwrap_or(n);
+            (strsim::jaro_winkler(candidate, bare), n)
+        })
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| format!(" (did you mean `{n}`?)"))
+        .unwrap_or_default();
+    WarehouseError::UnknownRelation {
+        name: name.to_owned(),
+        suggestion,
+    }
+}
+
 /// Unqualified table names that are not in the default schema (nor CTEs) but exist in exactly
-/// one other schema are qualified with it, so every model is visible by its name.
-fn qualify_names(context: &SessionContext, statement: &mut Statement) {
+/// one other schema are qualified with it, so every model is visible by its name. Returns the
+/// first name that exists nowhere.
+fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<String> {
     struct Ctes(HashSet<String>);
     impl Visitor for Ctes {
         type Break = ();
@@ -793,14 +835,13 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) {
     let _ = Visit::visit(&*statement, &mut ctes);
     let state = context.state();
     let defaults = &state.config().options().catalog;
-    let Some(catalog) = context.catalog(&defaults.default_catalog) else {
-        return;
-    };
+    let catalog = context.catalog(&defaults.default_catalog)?;
     let default_schema = defaults.default_schema.clone();
     struct Qualify<'a> {
         ctes: HashSet<String>,
         catalog: Arc<dyn datafusion::catalog::CatalogProvider>,
         default_schema: &'a str,
+        missing: Option<String>,
     }
     impl VisitorMut for Qualify<'_> {
         type Break = ();
@@ -822,20 +863,45 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) {
                         .into_iter()
                         .filter(|s| self.catalog.schema(s).is_some_and(|p| p.table_exist(&name)))
                         .collect();
-                    if let [schema] = holders.as_slice() {
-                        *relation = ObjectName::from(vec![Ident::new(schema), ident.clone()]);
+                    match holders.as_slice() {
+                        [schema] => {
+                            *relation = ObjectName::from(vec![Ident::new(schema), ident.clone()]);
+                        }
+                        [] => {
+                            self.missing.get_or_insert(name);
+                        }
+                        _ => {}
                     }
+                }
+            } else if let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(table)] =
+                relation.0.as_slice()
+            {
+                let norm = |i: &Ident| {
+                    if i.quote_style.is_some() {
+                        i.value.clone()
+                    } else {
+                        i.value.to_lowercase()
+                    }
+                };
+                let (schema, table) = (norm(schema), norm(table));
+                let exists = schema == "information_schema"
+                    || self
+                        .catalog
+                        .schema(&schema)
+                        .is_some_and(|s| s.table_exist(&table));
+                if !exists {
+                    self.missing.get_or_insert(format!("{schema}.{table}"));
                 }
             }
             ControlFlow::Continue(())
         }
     }
-    let _ = VisitMut::visit(
-        statement,
-        &mut Qualify {
-            ctes: ctes.0,
-            catalog,
-            default_schema: &default_schema,
-        },
-    );
+    let mut qualify = Qualify {
+        ctes: ctes.0,
+        catalog,
+        default_schema: &default_schema,
+        missing: None,
+    };
+    let _ = VisitMut::visit(statement, &mut qualify);
+    qualify.missing
 }

@@ -534,3 +534,33 @@ fn relations_have_parts_python_methods_scoped_vars_and_snapshot_blocks() {
         )
     );
 }
+
+#[test]
+fn ephemeral_models_are_inlined_as_ctes_transitively() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "models/base.sql",
+        "{{ config(materialized='ephemeral') }}\nselect id from {{ ref('stg_orders') }}",
+    );
+    write(
+        r,
+        "models/mid.sql",
+        "{{ config(materialized='ephemeral') }}\nwith b as (select * from {{ ref('base') }}) select id from b",
+    );
+    write(r, "models/top.sql", "WITH x AS (select * from {{ ref('mid') }}) select * from x");
+    let project = Project::load(r).expect("load");
+    let mut manifest = parse(&project, &CompileOptions::default()).expect("parse");
+    compile(&mut manifest);
+    let top = manifest
+        .nodes
+        .iter()
+        .find(|n| n.name == "top")
+        .and_then(|n| n.compiled.clone())
+        .expect("top compiled");
+    assert_eq!(
+        top,
+        "with __dbt__cte__base as (\nselect id from main_staging.stg_orders\n),\n__dbt__cte__mid as (\nwith b as (select * from __dbt__cte__base) select id from b\n),\nx AS (select * from __dbt__cte__mid) select * from x"
+    );
+}
