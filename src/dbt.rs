@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use rainbow_warehouse::materialize::{self, NodeResult, RunOptions, Status, Verb};
 use rainbow_warehouse::Warehouse;
+use rainbow_warehouse::materialize::{self, NodeResult, RunOptions, Status, Verb};
 
 /// The verbs this module handles; everything else goes to the engine's CLI.
 const VERBS: [&str; 6] = ["seed", "run", "snapshot", "test", "build", "query"];
@@ -54,7 +54,10 @@ pub fn handles(args: &[String]) -> bool {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "rainbow", about = "Rainbow SQL projects: dbt's verbs on the embedded warehouse")]
+#[command(
+    name = "rainbow",
+    about = "Rainbow SQL projects: dbt's verbs on the embedded warehouse"
+)]
 struct Cli {
     /// The SQL project directory (holding dbt_project.yml).
     #[arg(long, global = true, default_value = ".")]
@@ -123,7 +126,10 @@ enum Command {
 /// Runs the command; errors print with their chain and exit 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -152,8 +158,9 @@ async fn open(cli: &Cli) -> Result<Warehouse> {
 fn parse_vars(text: Option<&str>) -> Result<BTreeMap<String, serde_json::Value>> {
     match text {
         None => Ok(BTreeMap::new()),
-        Some(t) => serde_norway::from_str(t)
-            .with_context(|| format!("--vars: expected a mapping such as '{{\"key\": 1}}', got `{t}`")),
+        Some(t) => serde_norway::from_str(t).with_context(|| {
+            format!("--vars: expected a mapping such as '{{\"key\": 1}}', got `{t}`")
+        }),
     }
 }
 
@@ -209,7 +216,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if summary.results.is_empty() {
         bail!("nothing to run: the selection matched no {verb:?} node");
     }
-    let count = |resource: &str| summary.results.iter().filter(|r| r.resource == resource).count();
+    let count = |resource: &str| {
+        summary
+            .results
+            .iter()
+            .filter(|r| r.resource == resource)
+            .count()
+    };
     println!(
         "\nFinished running {} seed(s), {} model(s), {} snapshot(s), {} test(s) in {:.2}s.",
         count("seed"),
@@ -223,7 +236,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         .iter()
         .filter(|r| matches!(r.status, Status::Error | Status::Fail | Status::Warn))
     {
-        println!("  {:?} in {} {}: {}", r.status, r.resource, r.name, r.message);
+        println!(
+            "  {:?} in {} {}: {}",
+            r.status, r.resource, r.name, r.message
+        );
     }
     println!("{}", summary.done_line());
     Ok(if summary.success() {
@@ -246,10 +262,16 @@ fn print_batches(
     let mut out = stdout.lock();
     match format {
         Format::Table => {
-            writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(batches)?
+            )?;
         }
         Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             for b in batches {
                 writer.write(b)?;
             }

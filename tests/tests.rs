@@ -11,5 +11,6 @@ mod execution;
 mod recovery;
 mod seed_data;
 mod selection;
+mod sql_models;
 mod staleness;
 mod storage;

@@ -707,7 +707,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
     let mut by_name: HashMap<String, usize> = HashMap::new();
     for seed in &project.seeds {
         let name = stem(&seed.path);
-        let config = project.folder_config(NodeKind::Seed, &seed.path);
+        let config = project.node_config(NodeKind::Seed, &seed.path, &name);
         push_node(
             &mut nodes,
             &mut by_name,
@@ -732,7 +732,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
     for (kind, path, block_name, source) in &files {
         let (kind, path) = (*kind, *path);
         let name = block_name.clone().unwrap_or_else(|| stem(path));
-        let folder = project.folder_config(kind, path);
+        let folder = project.node_config(kind, path, &name);
         let (mut rendered, mut recorded) = jinja.render(path, source, &name, folder.clone())?;
         let mut config = recorded.config.lock().map(|c| c.clone()).unwrap_or(folder);
         let materialized = config.get("materialized").cloned();
@@ -746,7 +746,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
         if answers.iter().any(|a| *a != final_answer) {
             // A `config(materialized=…)` after `is_incremental()` changed the answer: render
             // again knowing the final materialization (dbt's parse-then-execute gives the same).
-            let mut start = project.folder_config(kind, path);
+            let mut start = project.node_config(kind, path, &name);
             if let Some(m) = materialized {
                 start.insert("materialized".to_owned(), m);
             }

@@ -125,6 +125,8 @@ pub struct Project {
     pub descriptions: BTreeMap<String, String>,
     /// Generic tests from schema files.
     pub column_tests: Vec<ColumnTest>,
+    /// `config:` of model, seed and snapshot entries in schema files, by node name.
+    pub property_configs: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
 fn read(path: &Path) -> Result<String, SqlError> {
@@ -226,9 +228,17 @@ impl Project {
             sources: Vec::new(),
             descriptions: BTreeMap::new(),
             column_tests: Vec::new(),
+            property_configs: BTreeMap::new(),
         };
-        let mut schema_files = collect(root, &project.file.model_paths, "yml")?;
-        schema_files.extend(collect(root, &project.file.model_paths, "yaml")?);
+        let mut schema_files = Vec::new();
+        for paths in [
+            &project.file.model_paths,
+            &project.file.seed_paths,
+            &project.file.snapshot_paths,
+        ] {
+            schema_files.extend(collect(root, paths, "yml")?);
+            schema_files.extend(collect(root, paths, "yaml")?);
+        }
         for f in &schema_files {
             project.read_schema_file(f)?;
         }
@@ -268,11 +278,20 @@ impl Project {
                 tables,
             });
         }
-        for model in doc["models"].as_array().into_iter().flatten() {
+        let entries = ["models", "seeds", "snapshots"]
+            .into_iter()
+            .flat_map(|section| doc[section].as_array().into_iter().flatten());
+        for model in entries {
             let name = model["name"]
                 .as_str()
                 .ok_or_else(|| bad("a model entry has no `name`".into()))?
                 .to_owned();
+            if let Some(config) = model.get("config").and_then(Value::as_object) {
+                let target = self.property_configs.entry(name.clone()).or_default();
+                for (k, v) in config {
+                    merge_config(target, k, v.clone());
+                }
+            }
             if let Some(d) = model["description"].as_str() {
                 self.descriptions.insert(name.clone(), d.to_owned());
             }
@@ -293,6 +312,18 @@ impl Project {
             }
         }
         Ok(())
+    }
+
+    /// The config a node starts from before its own `config()` calls: the folder-level
+    /// config, then its `config:` in a schema file (dbt's precedence).
+    pub fn node_config(&self, kind: NodeKind, path: &str, name: &str) -> BTreeMap<String, Value> {
+        let mut config = self.folder_config(kind, path);
+        if let Some(props) = self.property_configs.get(name) {
+            for (k, v) in props {
+                merge_config(&mut config, k, v.clone());
+            }
+        }
+        config
     }
 
     /// The folder-level config that applies to a node of `kind` at `path` (e.g.

@@ -207,8 +207,10 @@ pub async fn run(
     }
     let total = steps.len();
     let mut summary = RunSummary::default();
-    // Nodes that failed or were skipped, and nodes whose error-severity tests failed.
+    // Nodes that errored or were skipped, and nodes whose error-severity tests failed: both
+    // skip what is downstream; only the first skips the node's own tests.
     let mut broken: HashSet<String> = HashSet::new();
+    let mut untrusted: HashSet<String> = HashSet::new();
     let parents = |name: &str| -> Vec<String> {
         manifest
             .nodes
@@ -227,7 +229,10 @@ pub async fn run(
                     NodeKind::Snapshot => "snapshot",
                     _ => "model",
                 };
-                if let Some(p) = parents(&node.name).iter().find(|p| broken.contains(*p)) {
+                if let Some(p) = parents(&node.name)
+                    .iter()
+                    .find(|p| broken.contains(*p) || untrusted.contains(*p))
+                {
                     broken.insert(node.name.clone());
                     NodeResult {
                         resource,
@@ -263,8 +268,7 @@ pub async fn run(
                 }
             }
             Step::Test(test) => {
-                let (status, message) = if broken.contains(&test.model) && verb == Verb::Build
-                {
+                let (status, message) = if broken.contains(&test.model) && verb == Verb::Build {
                     (Status::Skipped, format!("skipped: `{}` failed", test.model))
                 } else {
                     match failing_rows(warehouse, test).await {
@@ -273,14 +277,14 @@ pub async fn run(
                             let status = match test.severity {
                                 Severity::Warn => Status::Warn,
                                 Severity::Error => {
-                                    broken.insert(test.model.clone());
+                                    untrusted.insert(test.model.clone());
                                     Status::Fail
                                 }
                             };
                             (status, format!("Got {n} failing row(s)"))
                         }
                         Err(e) => {
-                            broken.insert(test.model.clone());
+                            untrusted.insert(test.model.clone());
                             (Status::Error, e.to_string())
                         }
                     }
@@ -304,8 +308,13 @@ pub async fn run(
 
 /// Rows returned by a test's failing-row query.
 pub async fn failing_rows(warehouse: &Warehouse, test: &DataTest) -> Result<u64> {
-    let sql = format!("SELECT COUNT(*) AS failures FROM (\n{}\n) AS dbt_test", test.sql);
-    let batches = warehouse.query(&sql, &format!("test {}", test.name)).await?;
+    let sql = format!(
+        "SELECT COUNT(*) AS failures FROM (\n{}\n) AS dbt_test",
+        test.sql
+    );
+    let batches = warehouse
+        .query(&sql, &format!("test {}", test.name))
+        .await?;
     let count = batches
         .first()
         .and_then(|b| {
@@ -369,8 +378,13 @@ fn hooks(node: &Node, key: &str) -> Vec<String> {
 async fn model(warehouse: &Warehouse, node: &Node, options: &RunOptions) -> Result<String> {
     let sql = node.compiled.clone().unwrap_or_default();
     let context = node.path.clone();
-    for hook in hooks(node, "pre_hook").iter().chain(&hooks(node, "pre-hook")) {
-        warehouse.execute(hook, &format!("{context} pre-hook")).await?;
+    for hook in hooks(node, "pre_hook")
+        .iter()
+        .chain(&hooks(node, "pre-hook"))
+    {
+        warehouse
+            .execute(hook, &format!("{context} pre-hook"))
+            .await?;
     }
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let message = match node.materialized() {
@@ -381,7 +395,9 @@ async fn model(warehouse: &Warehouse, node: &Node, options: &RunOptions) -> Resu
         }
         "table" => {
             let df = warehouse.dataframe(&sql, &context).await?;
-            warehouse.write_table(schema, name, df, WriteMode::Replace).await?;
+            warehouse
+                .write_table(schema, name, df, WriteMode::Replace)
+                .await?;
             "CREATE TABLE".to_owned()
         }
         "incremental" => incremental(warehouse, node, &sql, options).await?,
@@ -393,8 +409,13 @@ async fn model(warehouse: &Warehouse, node: &Node, options: &RunOptions) -> Resu
             ));
         }
     };
-    for hook in hooks(node, "post_hook").iter().chain(&hooks(node, "post-hook")) {
-        warehouse.execute(hook, &format!("{context} post-hook")).await?;
+    for hook in hooks(node, "post_hook")
+        .iter()
+        .chain(&hooks(node, "post-hook"))
+    {
+        warehouse
+            .execute(hook, &format!("{context} post-hook"))
+            .await?;
     }
     Ok(message)
 }
@@ -409,7 +430,9 @@ async fn incremental(
     let df = warehouse.dataframe(sql, &node.path).await?;
     let exists = warehouse.kind(schema, name) == Some(crate::RelationKind::Table);
     if !exists || options.full_refresh {
-        warehouse.write_table(schema, name, df, WriteMode::Replace).await?;
+        warehouse
+            .write_table(schema, name, df, WriteMode::Replace)
+            .await?;
         return Ok("CREATE TABLE".to_owned());
     }
     let keys = unique_key(node)?;
@@ -465,7 +488,9 @@ async fn incremental(
     match strategy.as_str() {
         "merge" => {
             need_keys("merge")?;
-            warehouse.merge(schema, name, df, &keys, add_columns).await?;
+            warehouse
+                .merge(schema, name, df, &keys, add_columns)
+                .await?;
             Ok("MERGE".to_owned())
         }
         "delete+insert" => {
@@ -536,7 +561,9 @@ async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<S
                 ));
             }
         }
-        df = df.select(exprs).map_err(WarehouseError::datafusion(&context))?;
+        df = df
+            .select(exprs)
+            .map_err(WarehouseError::datafusion(&context))?;
     }
     let schema_ref = df.schema().inner().clone();
     let batches = df
@@ -604,18 +631,30 @@ impl SnapshotConfig {
     pub fn from_node(node: &Node) -> Result<Self> {
         let keys = unique_key(node)?;
         if keys.is_empty() {
-            return Err(config_error(node, "unique_key", "a snapshot needs a unique_key"));
+            return Err(config_error(
+                node,
+                "unique_key",
+                "a snapshot needs a unique_key",
+            ));
         }
         let text = |k: &str| node.config.get(k).and_then(Json::as_str).map(str::to_owned);
         let strategy = text("strategy").unwrap_or_else(|| "timestamp".into());
         let updated_at = text("updated_at");
         match strategy.as_str() {
             "timestamp" if updated_at.is_none() => {
-                return Err(config_error(node, "updated_at", "the timestamp strategy needs updated_at"));
+                return Err(config_error(
+                    node,
+                    "updated_at",
+                    "the timestamp strategy needs updated_at",
+                ));
             }
             "timestamp" | "check" => {}
             other => {
-                return Err(config_error(node, "strategy", format!("`{other}` is not timestamp or check")));
+                return Err(config_error(
+                    node,
+                    "strategy",
+                    format!("`{other}` is not timestamp or check"),
+                ));
             }
         }
         let check_cols = match node.config.get("check_cols") {
@@ -630,13 +669,23 @@ impl SnapshotConfig {
             ),
             Some(_) => return Err(config_error(node, "check_cols", "expected 'all' or a list")),
         };
-        let hard_deletes = match (text("hard_deletes"), node.config.get("invalidate_hard_deletes")) {
+        let hard_deletes = match (
+            text("hard_deletes"),
+            node.config.get("invalidate_hard_deletes"),
+        ) {
             (Some(h), _) => h,
             (None, Some(Json::Bool(true))) => "invalidate".into(),
             _ => "ignore".into(),
         };
-        if !matches!(hard_deletes.as_str(), "ignore" | "invalidate" | "new_record") {
-            return Err(config_error(node, "hard_deletes", format!("`{hard_deletes}` is not ignore, invalidate or new_record")));
+        if !matches!(
+            hard_deletes.as_str(),
+            "ignore" | "invalidate" | "new_record"
+        ) {
+            return Err(config_error(
+                node,
+                "hard_deletes",
+                format!("`{hard_deletes}` is not ignore, invalidate or new_record"),
+            ));
         }
         let names = node.config.get("snapshot_meta_column_names");
         let name = |k: &str, default: &str| {
@@ -771,7 +820,12 @@ pub fn snapshot_sql(
     let closes_gone = cfg.hard_deletes != "ignore";
     let snap_cols = {
         let mut c: Vec<String> = source_columns.iter().map(|c| q(c)).collect();
-        for m in [&cfg.scd_id, &cfg.updated_at_column, &cfg.valid_from, &cfg.valid_to] {
+        for m in [
+            &cfg.scd_id,
+            &cfg.updated_at_column,
+            &cfg.valid_from,
+            &cfg.valid_to,
+        ] {
             c.push(q(m));
         }
         if new_record {
@@ -845,7 +899,11 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
         .collect();
     for key in &cfg.keys {
         if !source_columns.contains(key) {
-            return Err(config_error(node, "unique_key", format!("`{key}` is not a column of the snapshot query")));
+            return Err(config_error(
+                node,
+                "unique_key",
+                format!("`{key}` is not a column of the snapshot query"),
+            ));
         }
     }
     let time_type = match (&cfg.strategy[..], &cfg.updated_at) {
@@ -855,7 +913,13 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
                 .fields()
                 .iter()
                 .find(|f| f.name() == u)
-                .ok_or_else(|| config_error(node, "updated_at", format!("`{u}` is not a column of the snapshot query")))?;
+                .ok_or_else(|| {
+                    config_error(
+                        node,
+                        "updated_at",
+                        format!("`{u}` is not a column of the snapshot query"),
+                    )
+                })?;
             temporal_sql(field.data_type())
         }
         _ => "TIMESTAMP",
@@ -870,8 +934,10 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
     let dup = duplicates
         .first()
         .and_then(|b| {
-            datafusion::arrow::array::AsArray::as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>(b.column(0))
-                .map(|a| a.value(0))
+            datafusion::arrow::array::AsArray::as_primitive_opt::<
+                datafusion::arrow::datatypes::Int64Type,
+            >(b.column(0))
+            .map(|a| a.value(0))
         })
         .unwrap_or(0);
     if dup > 0 {
@@ -892,7 +958,14 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let existing = (warehouse.kind(schema, name) == Some(crate::RelationKind::Table))
         .then(|| format!("{schema}.{name}"));
-    let sql = snapshot_sql(&cfg, &query, &source_columns, time_type, existing.as_deref(), &now_text);
+    let sql = snapshot_sql(
+        &cfg,
+        &query,
+        &source_columns,
+        time_type,
+        existing.as_deref(),
+        &now_text,
+    );
     let next = warehouse
         .dataframe(&sql, &format!("{context} (snapshot)"))
         .await?;
@@ -903,6 +976,8 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
         .map_err(WarehouseError::datafusion(&context))?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let df = warehouse.frame(schema_ref, batches)?;
-    warehouse.write_table(schema, name, df, WriteMode::Replace).await?;
+    warehouse
+        .write_table(schema, name, df, WriteMode::Replace)
+        .await?;
     Ok(format!("SNAPSHOT {rows}"))
 }

@@ -33,8 +33,9 @@ fn glob(pattern: &str, text: &str) -> bool {
         None => pattern == text,
         Some((head, tail)) => {
             text.starts_with(head)
-                && (0..=text.len() - head.len())
-                    .any(|i| text.is_char_boundary(head.len() + i) && glob(tail, &text[head.len() + i..]))
+                && (0..=text.len() - head.len()).any(|i| {
+                    text.is_char_boundary(head.len() + i) && glob(tail, &text[head.len() + i..])
+                })
         }
     }
 }
@@ -150,9 +151,7 @@ impl<'a> Selection<'a> {
             }
             Some(("path", path)) => {
                 let path = path.trim_end_matches('/');
-                nodes = node_matches(&|n| {
-                    n.path == path || n.path.starts_with(&format!("{path}/"))
-                })
+                nodes = node_matches(&|n| n.path == path || n.path.starts_with(&format!("{path}/")))
             }
             Some(("config.materialized", m)) => nodes = node_matches(&|n| n.materialized() == m),
             Some(("resource_type", kind)) => {
@@ -167,7 +166,9 @@ impl<'a> Selection<'a> {
                     other => {
                         return Err(bad(
                             atom,
-                            format!("unknown resource_type `{other}` (model, seed, snapshot, test)"),
+                            format!(
+                                "unknown resource_type `{other}` (model, seed, snapshot, test)"
+                            ),
                         ));
                     }
                 };
@@ -193,24 +194,25 @@ impl<'a> Selection<'a> {
         if nodes.is_empty() && tests.is_empty() {
             return Err(bad(atom, "matches no node"));
         }
-        let walk = |start: &HashSet<usize>, depth: Option<usize>, next: &dyn Fn(usize) -> Vec<usize>| {
-            let mut seen = start.clone();
-            let mut frontier: Vec<usize> = start.iter().copied().collect();
-            let mut level = 0;
-            while !frontier.is_empty() && depth.is_none_or(|d| level < d) {
-                let mut new = Vec::new();
-                for i in frontier {
-                    for j in next(i) {
-                        if seen.insert(j) {
-                            new.push(j);
+        let walk =
+            |start: &HashSet<usize>, depth: Option<usize>, next: &dyn Fn(usize) -> Vec<usize>| {
+                let mut seen = start.clone();
+                let mut frontier: Vec<usize> = start.iter().copied().collect();
+                let mut level = 0;
+                while !frontier.is_empty() && depth.is_none_or(|d| level < d) {
+                    let mut new = Vec::new();
+                    for i in frontier {
+                        for j in next(i) {
+                            if seen.insert(j) {
+                                new.push(j);
+                            }
                         }
                     }
+                    frontier = new;
+                    level += 1;
                 }
-                frontier = new;
-                level += 1;
-            }
-            seen
-        };
+                seen
+            };
         let mut all = nodes.clone();
         if let Some(depth) = up {
             all.extend(walk(&nodes, depth, &|i| {

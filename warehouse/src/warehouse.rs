@@ -521,6 +521,8 @@ impl Warehouse {
 
     /// A DataFrame over rows already in memory (keeps `schema` even with no rows).
     pub fn frame(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        // Executed batches may differ from the plan's schema in nullability or string layout.
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or(schema);
         let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
             .map_err(WarehouseError::datafusion("in-memory rows"))?;
         self.context
@@ -633,7 +635,7 @@ impl Warehouse {
                 &renamed_refs,
                 None,
             )
-            .and_then(|d| d.select(columns.iter().map(|c| ident(c)).collect::<Vec<_>>()))
+            .and_then(|d| d.select(columns.iter().map(ident).collect::<Vec<_>>()))
             .map_err(WarehouseError::datafusion(&what))?;
         let combined = kept
             .union(aligned)
@@ -794,7 +796,12 @@ fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
     if let Some(catalog) = context.catalog(CATALOG) {
         for schema in catalog.schema_names() {
             if let Some(provider) = catalog.schema(&schema) {
-                names.extend(provider.table_names().into_iter().map(|t| format!("{schema}.{t}")));
+                names.extend(
+                    provider
+                        .table_names()
+                        .into_iter()
+                        .map(|t| format!("{schema}.{t}")),
+                );
             }
         }
     }
@@ -842,9 +849,19 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<
         catalog: Arc<dyn datafusion::catalog::CatalogProvider>,
         default_schema: &'a str,
         missing: Option<String>,
+        /// Depth of queries being visited: only names read by a query must exist.
+        queries: usize,
     }
     impl VisitorMut for Qualify<'_> {
         type Break = ();
+        fn pre_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.queries += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _: &mut Query) -> ControlFlow<()> {
+            self.queries = self.queries.saturating_sub(1);
+            ControlFlow::Continue(())
+        }
         fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
             if let [ObjectNamePart::Identifier(ident)] = relation.0.as_slice() {
                 let name = if ident.quote_style.is_some() {
@@ -867,14 +884,16 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<
                         [schema] => {
                             *relation = ObjectName::from(vec![Ident::new(schema), ident.clone()]);
                         }
-                        [] => {
+                        [] if self.queries > 0 => {
                             self.missing.get_or_insert(name);
                         }
                         _ => {}
                     }
                 }
-            } else if let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(table)] =
-                relation.0.as_slice()
+            } else if let [
+                ObjectNamePart::Identifier(schema),
+                ObjectNamePart::Identifier(table),
+            ] = relation.0.as_slice()
             {
                 let norm = |i: &Ident| {
                     if i.quote_style.is_some() {
@@ -889,7 +908,7 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<
                         .catalog
                         .schema(&schema)
                         .is_some_and(|s| s.table_exist(&table));
-                if !exists {
+                if !exists && self.queries > 0 {
                     self.missing.get_or_insert(format!("{schema}.{table}"));
                 }
             }
@@ -901,6 +920,7 @@ fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<
         catalog,
         default_schema: &default_schema,
         missing: None,
+        queries: 0,
     };
     let _ = VisitMut::visit(statement, &mut qualify);
     qualify.missing

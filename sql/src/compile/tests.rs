@@ -549,7 +549,11 @@ fn ephemeral_models_are_inlined_as_ctes_transitively() {
         "models/mid.sql",
         "{{ config(materialized='ephemeral') }}\nwith b as (select * from {{ ref('base') }}) select id from b",
     );
-    write(r, "models/top.sql", "WITH x AS (select * from {{ ref('mid') }}) select * from x");
+    write(
+        r,
+        "models/top.sql",
+        "WITH x AS (select * from {{ ref('mid') }}) select * from x",
+    );
     let project = Project::load(r).expect("load");
     let mut manifest = parse(&project, &CompileOptions::default()).expect("parse");
     compile(&mut manifest);

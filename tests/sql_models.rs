@@ -1,0 +1,537 @@
+//! SQL projects on the embedded warehouse (rainbow-sql + rainbow-warehouse): every
+//! materialization with idempotence, seeds' type inference, SCD2 snapshots over a scripted
+//! history, tests as checks, selection, the CLI's `build` and `query`.
+
+use std::path::Path;
+
+use rainbow_sql::Project;
+use rainbow_warehouse::Warehouse;
+use rainbow_warehouse::datafusion::arrow::datatypes::DataType;
+use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rainbow_warehouse::materialize::{self, RunOptions, RunSummary, Status, Verb};
+
+fn write(root: &Path, path: &str, text: &str) {
+    let p = root.join(path);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+async fn rows(wh: &Warehouse, sql: &str) -> Vec<String> {
+    let batches = wh
+        .execute(sql, "test")
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+async fn run(root: &Path, wh: &Warehouse, verb: Verb, options: &RunOptions) -> RunSummary {
+    let project = Project::load(root).expect("project loads");
+    materialize::run(&project, wh, verb, options, &mut |_, _, _| {})
+        .await
+        .expect("run")
+}
+
+fn failures(summary: &RunSummary) -> Vec<String> {
+    summary
+        .results
+        .iter()
+        .filter(|r| !matches!(r.status, Status::Success | Status::Pass))
+        .map(|r| format!("{} {:?}: {}", r.name, r.status, r.message))
+        .collect()
+}
+
+const PROJECT: &str = "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n    staging:\n      +materialized: view\n      +schema: staging\n";
+
+fn shop() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "seeds/events.csv",
+        "id,kind,amount,at,flag\n1,a,1.5,2024-01-01,true\n2,b,2.5,2024-01-02,false\n3,a,3.0,2024-01-03,true\n",
+    );
+    write(
+        r,
+        "seeds/schema.yml",
+        "version: 2\nseeds:\n  - name: events\n    config:\n      column_types:\n        amount: NUMERIC\n",
+    );
+    write(
+        r,
+        "models/staging/stg_events.sql",
+        "select id, kind, amount, at from {{ ref('events') }}",
+    );
+    write(
+        r,
+        "models/events_by_kind.sql",
+        "select kind, count(*) as n, sum(amount) as amount from {{ ref('stg_events') }} group by kind",
+    );
+    write(
+        r,
+        "models/inc_merge.sql",
+        "{{ config(materialized='incremental', unique_key='id') }}\nselect id, kind, amount from {{ ref('stg_events') }}\n{% if is_incremental() %}where id >= (select max(id) - 1 from {{ this }}){% endif %}",
+    );
+    write(
+        r,
+        "models/inc_append.sql",
+        "{{ config(materialized='incremental') }}\nselect id, kind from {{ ref('stg_events') }}\n{% if is_incremental() %}where id > (select max(id) from {{ this }}){% endif %}",
+    );
+    write(
+        r,
+        "models/inc_delete_insert.sql",
+        "{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key=['kind']) }}\nselect kind, id, amount from {{ ref('stg_events') }}\n{% if is_incremental() %}where kind in (select kind from {{ ref('stg_events') }} where id = (select max(id) from {{ ref('stg_events') }})){% endif %}",
+    );
+    write(
+        r,
+        "models/eph.sql",
+        "{{ config(materialized='ephemeral') }}\nselect id * 10 as id10 from {{ ref('stg_events') }}",
+    );
+    write(
+        r,
+        "models/uses_eph.sql",
+        "select sum(id10) as s from {{ ref('eph') }}",
+    );
+    write(
+        r,
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: events_by_kind\n    columns:\n      - name: kind\n        tests: [unique, not_null]\n  - name: inc_merge\n    columns:\n      - name: id\n        tests:\n          - unique\n          - relationships:\n              to: ref('events')\n              field: id\n      - name: kind\n        tests:\n          - accepted_values:\n              values: ['a', 'b']\n              config:\n                severity: warn\n",
+    );
+    write(
+        r,
+        "tests/no_negative_amounts.sql",
+        "select * from {{ ref('inc_merge') }} where amount < 0",
+    );
+    dir
+}
+
+async fn warehouse(dir: &Path) -> Warehouse {
+    Warehouse::open(dir.join("wh").to_str().expect("utf-8"), "main")
+        .await
+        .expect("warehouse")
+}
+
+#[tokio::test]
+async fn every_materialization_builds_and_rebuilding_changes_nothing() {
+    let dir = shop();
+    let r = dir.path();
+    let wh = warehouse(r).await;
+    let options = RunOptions::default();
+    let first = run(r, &wh, Verb::Build, &options).await;
+    assert!(failures(&first).is_empty(), "{:?}", failures(&first));
+    assert_eq!(first.count(Status::Pass), 6, "{first:?}");
+
+    // Seeds: inferred types, configured NUMERIC.
+    let schema = wh.schema_of("main", "events").await.expect("seed table");
+    let types: Vec<(String, DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect();
+    // Strings read back from Parquet as Utf8View (DataFusion's default).
+    assert_eq!(
+        types,
+        vec![
+            ("id".into(), DataType::Int64),
+            ("kind".into(), DataType::Utf8View),
+            ("amount".into(), DataType::Decimal128(38, 9)),
+            ("at".into(), DataType::Date32),
+            ("flag".into(), DataType::Boolean),
+        ]
+    );
+    assert_eq!(
+        wh.kind("main_staging", "stg_events"),
+        Some(rainbow_warehouse::RelationKind::View)
+    );
+    assert_eq!(
+        rows(
+            &wh,
+            "select kind, n, amount from events_by_kind order by kind"
+        )
+        .await,
+        ["a|2|4.500000000", "b|1|2.500000000"]
+    );
+    assert_eq!(rows(&wh, "select s from uses_eph").await, ["60"]);
+    assert_eq!(
+        wh.kind("main", "eph"),
+        None,
+        "ephemeral models are not stored"
+    );
+
+    let snapshot = |wh: Warehouse| async move {
+        let mut all = Vec::new();
+        for t in [
+            "inc_merge",
+            "inc_append",
+            "inc_delete_insert",
+            "events_by_kind",
+        ] {
+            all.push(rows(&wh, &format!("select * from main.{t} order by 1, 2")).await);
+        }
+        all
+    };
+    let before = snapshot(wh.clone()).await;
+    // Incremental models run twice on the same input: the same tables.
+    let second = run(r, &wh, Verb::Build, &options).await;
+    assert!(failures(&second).is_empty(), "{:?}", failures(&second));
+    let messages: Vec<&str> = second
+        .results
+        .iter()
+        .filter(|x| x.name.starts_with("inc_"))
+        .map(|x| x.message.as_str())
+        .collect();
+    assert_eq!(messages, ["APPEND", "DELETE+INSERT", "MERGE"]);
+    assert_eq!(snapshot(wh.clone()).await, before);
+
+    // New and changed source rows: merge updates and inserts, append adds only new rows,
+    // delete+insert replaces the touched key.
+    write(
+        r,
+        "seeds/events.csv",
+        "id,kind,amount,at,flag\n1,a,1.5,2024-01-01,true\n2,b,2.5,2024-01-02,false\n3,a,30.0,2024-01-03,true\n4,b,4.0,2024-01-04,true\n",
+    );
+    let third = run(r, &wh, Verb::Build, &options).await;
+    assert!(failures(&third).is_empty(), "{:?}", failures(&third));
+    assert_eq!(
+        rows(&wh, "select id, amount from inc_merge order by id").await,
+        [
+            "1|1.500000000",
+            "2|2.500000000",
+            "3|30.000000000",
+            "4|4.000000000"
+        ]
+    );
+    assert_eq!(
+        rows(&wh, "select id from inc_append order by id").await,
+        ["1", "2", "3", "4"]
+    );
+    assert_eq!(
+        rows(
+            &wh,
+            "select kind, id from inc_delete_insert order by kind, id"
+        )
+        .await,
+        ["a|1", "a|3", "b|2", "b|4"]
+    );
+    // --full-refresh rebuilds from scratch.
+    let refresh = RunOptions {
+        full_refresh: true,
+        select: vec!["inc_merge".into()],
+        ..Default::default()
+    };
+    let fourth = run(r, &wh, Verb::Run, &refresh).await;
+    assert_eq!(fourth.results.len(), 1);
+    assert_eq!(fourth.results[0].message, "CREATE TABLE");
+}
+
+#[tokio::test]
+async fn failing_tests_report_by_severity_and_errors_skip_downstream() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "seeds/events.csv",
+        "id,kind,amount,at,flag\n1,a,1.5,2024-01-01,true\n1,c,-2.5,2024-01-02,false\n",
+    );
+    write(
+        r,
+        "models/downstream.sql",
+        "select * from {{ ref('inc_merge') }}",
+    );
+    let wh = warehouse(r).await;
+    let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let status = |name: &str| {
+        summary
+            .results
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| x.status)
+            .unwrap_or_else(|| panic!("{name} not run"))
+    };
+    assert_eq!(status("unique_inc_merge_id"), Status::Fail);
+    assert_eq!(status("accepted_values_inc_merge_kind"), Status::Warn);
+    assert_eq!(status("no_negative_amounts"), Status::Fail);
+    assert_eq!(status("downstream"), Status::Skipped);
+    assert!(!summary.success());
+    assert!(
+        summary.done_line().contains("SKIP=1"),
+        "{}",
+        summary.done_line()
+    );
+}
+
+#[tokio::test]
+async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "models/broken.sql",
+        "select nope( from {{ ref('events') }}",
+    );
+    write(
+        r,
+        "models/after_broken.sql",
+        "select * from {{ ref('broken') }}",
+    );
+    let wh = warehouse(r).await;
+    let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let broken = summary
+        .results
+        .iter()
+        .find(|x| x.name == "broken")
+        .expect("broken ran");
+    assert_eq!(broken.status, Status::Error);
+    assert!(
+        broken.message.starts_with("models/broken.sql"),
+        "{}",
+        broken.message
+    );
+    let after = summary
+        .results
+        .iter()
+        .find(|x| x.name == "after_broken")
+        .expect("after ran");
+    assert_eq!(after.status, Status::Skipped);
+    assert!(
+        summary
+            .results
+            .iter()
+            .any(|x| x.name == "events_by_kind" && x.status == Status::Success)
+    );
+}
+
+#[tokio::test]
+async fn selection_by_name_graph_path_and_materialization() {
+    let dir = shop();
+    let r = dir.path();
+    let wh = warehouse(r).await;
+    let names = |s: &RunSummary| {
+        let mut n: Vec<String> = s.results.iter().map(|x| x.name.clone()).collect();
+        n.sort();
+        n
+    };
+    let select = |s: &[&str], e: &[&str]| RunOptions {
+        select: s.iter().map(|x| x.to_string()).collect(),
+        exclude: e.iter().map(|x| x.to_string()).collect(),
+        ..Default::default()
+    };
+    let seeded = run(r, &wh, Verb::Seed, &RunOptions::default()).await;
+    assert_eq!(names(&seeded), ["events"]);
+    let s = run(r, &wh, Verb::Run, &select(&["path:models/staging"], &[])).await;
+    assert_eq!(names(&s), ["stg_events"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Run,
+        &select(&["config.materialized:incremental"], &["inc_append"]),
+    )
+    .await;
+    assert_eq!(names(&s), ["inc_delete_insert", "inc_merge"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Build,
+        &select(&["+events_by_kind"], &["resource_type:test"]),
+    )
+    .await;
+    assert_eq!(names(&s), ["events", "events_by_kind", "stg_events"]);
+    let s = run(r, &wh, Verb::Test, &select(&["test_name:unique"], &[])).await;
+    assert_eq!(
+        names(&s),
+        ["unique_events_by_kind_kind", "unique_inc_merge_id"]
+    );
+    let project = Project::load(r).expect("load");
+    let err = materialize::run(
+        &project,
+        &wh,
+        Verb::Run,
+        &select(&["tag:nope"], &[]),
+        &mut |_, _, _| {},
+    )
+    .await
+    .expect_err("unknown tag");
+    assert!(err.to_string().contains("tag:nope"), "{err}");
+}
+
+const SNAPSHOT: &str = "{% snapshot products_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='timestamp', updated_at='updated_at', hard_deletes='invalidate', dbt_valid_to_current=\"TIMESTAMP '2100-01-01'\", snapshot_meta_column_names={'dbt_valid_from': 'valid_from', 'dbt_valid_to': 'valid_to', 'dbt_is_current': 'is_current'}) }}\nselect id, name, price, updated_at from {{ source('raw', 'products') }}\n{% endsnapshot %}\n";
+
+#[tokio::test]
+async fn snapshots_keep_scd2_history_version_by_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: products\n",
+    );
+    write(r, "snapshots/products.sql", SNAPSHOT);
+    let wh = warehouse(r).await;
+    let source = |rows: &str| {
+        format!(
+            "CREATE OR REPLACE TABLE raw.products AS SELECT id, name, CAST(price AS NUMERIC) AS price, CAST(updated_at AS TIMESTAMP) AS updated_at FROM ({rows}) AS p"
+        )
+    };
+    let day = |d: u32| RunOptions {
+        run_started_at: Some(
+            chrono::DateTime::parse_from_rfc3339(&format!("2024-01-0{d}T23:00:00Z"))
+                .expect("time")
+                .with_timezone(&chrono::Utc),
+        ),
+        ..Default::default()
+    };
+    let steps = [
+        // Day 1: two products.
+        "SELECT 1 AS id, 'lamp' AS name, 10 AS price, '2024-01-01 08:00:00' AS updated_at UNION ALL SELECT 2, 'desk', 200, '2024-01-01 08:00:00'",
+        // Day 2: product 1 renamed.
+        "SELECT 1 AS id, 'lamp pro' AS name, 10 AS price, '2024-01-02 09:00:00' AS updated_at UNION ALL SELECT 2, 'desk', 200, '2024-01-01 08:00:00'",
+        // Day 3: product 2's price changes; product 3 appears.
+        "SELECT 1 AS id, 'lamp pro' AS name, 10 AS price, '2024-01-02 09:00:00' AS updated_at UNION ALL SELECT 2, 'desk', 180, '2024-01-03 10:00:00' UNION ALL SELECT 3, 'chair', 50, '2024-01-03 11:00:00'",
+        // Day 4: product 1 is deleted at the source; nothing else changes.
+        "SELECT 2 AS id, 'desk' AS name, 180 AS price, '2024-01-03 10:00:00' AS updated_at UNION ALL SELECT 3, 'chair', 50, '2024-01-03 11:00:00'",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        wh.execute(&source(step), "source").await.expect("source");
+        let s = run(r, &wh, Verb::Snapshot, &day(i as u32 + 1)).await;
+        assert!(failures(&s).is_empty(), "day {}: {:?}", i + 1, failures(&s));
+    }
+    // Running the snapshot again on unchanged input changes nothing.
+    let s = run(r, &wh, Verb::Snapshot, &day(5)).await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    let got = rows(
+        &wh,
+        "select id, name, price, valid_from, valid_to, is_current from snapshots.products_snapshot order by id, valid_from",
+    )
+    .await;
+    assert_eq!(
+        got,
+        [
+            "1|lamp|10.000000000|2024-01-01T08:00:00Z|2024-01-02T09:00:00Z|false",
+            "1|lamp pro|10.000000000|2024-01-02T09:00:00Z|2024-01-04T23:00:00Z|false",
+            "2|desk|200.000000000|2024-01-01T08:00:00Z|2024-01-03T10:00:00Z|false",
+            "2|desk|180.000000000|2024-01-03T10:00:00Z|2100-01-01T00:00:00Z|true",
+            "3|chair|50.000000000|2024-01-03T11:00:00Z|2100-01-01T00:00:00Z|true",
+        ]
+    );
+    let ids = rows(
+        &wh,
+        "select count(distinct dbt_scd_id), count(*) from snapshots.products_snapshot",
+    )
+    .await;
+    assert_eq!(ids, ["5|5"]);
+}
+
+#[tokio::test]
+async fn check_strategy_snapshots_compare_the_checked_columns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: sellers\n",
+    );
+    write(
+        r,
+        "snapshots/sellers.sql",
+        "{% snapshot sellers_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols=['city']) }}\nselect * from {{ source('raw', 'sellers') }}\n{% endsnapshot %}\n",
+    );
+    let wh = warehouse(r).await;
+    let at = |t: &str| RunOptions {
+        run_started_at: Some(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .expect("time")
+                .with_timezone(&chrono::Utc),
+        ),
+        ..Default::default()
+    };
+    wh.execute(
+        "CREATE TABLE raw.sellers AS SELECT 1 AS id, 'Hanoi' AS city, 'x' AS note",
+        "s",
+    )
+    .await
+    .expect("source");
+    run(r, &wh, Verb::Snapshot, &at("2024-02-01T00:00:00Z")).await;
+    // A change to an unchecked column is not a new version; a change to `city` is.
+    wh.execute(
+        "CREATE OR REPLACE TABLE raw.sellers AS SELECT 1 AS id, 'Hanoi' AS city, 'y' AS note",
+        "s",
+    )
+    .await
+    .expect("source");
+    run(r, &wh, Verb::Snapshot, &at("2024-02-02T00:00:00Z")).await;
+    wh.execute(
+        "CREATE OR REPLACE TABLE raw.sellers AS SELECT 1 AS id, 'Hue' AS city, 'y' AS note",
+        "s",
+    )
+    .await
+    .expect("source");
+    run(r, &wh, Verb::Snapshot, &at("2024-02-03T00:00:00Z")).await;
+    assert_eq!(
+        rows(&wh, "select city, dbt_valid_from, dbt_valid_to from snapshots.sellers_snapshot order by dbt_valid_from").await,
+        [
+            "Hanoi|2024-02-01T00:00:00Z|2024-02-03T00:00:00Z",
+            "Hue|2024-02-03T00:00:00Z|NULL",
+        ]
+    );
+}
+
+#[test]
+fn cli_build_then_query_prints_tables_and_csv() {
+    let dir = shop();
+    let r = dir.path();
+    let bin = env!("CARGO_BIN_EXE_rainbow");
+    let out = std::process::Command::new(bin)
+        .args(["--project-dir", r.to_str().expect("utf-8"), "build"])
+        .env("RAINBOW_HOME", r.join("home"))
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Done. PASS=14 WARN=0 ERROR=0 SKIP=0 TOTAL=14"),
+        "{stdout}"
+    );
+    let out = std::process::Command::new(bin)
+        .args([
+            "query",
+            "select kind, n from events_by_kind order by kind",
+            "--format",
+            "csv",
+        ])
+        .env("RAINBOW_HOME", r.join("home"))
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kind,n\na,2\nb,1\n");
+    let out = std::process::Command::new(bin)
+        .args(["query", "select * from evnts_by_kind"])
+        .env("RAINBOW_HOME", r.join("home"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean `main.events_by_kind`?"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
