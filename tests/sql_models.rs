@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use rainbow_engine::EventData;
 use rainbow_sql::Project;
 use rainbow_warehouse::Warehouse;
 use rainbow_warehouse::datafusion::arrow::datatypes::DataType;
@@ -533,5 +534,120 @@ fn cli_build_then_query_prints_tables_and_csv() {
         String::from_utf8_lossy(&out.stderr).contains("did you mean `main.events_by_kind`?"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rust asset `raw/orders` (written to the warehouse) -> SQL models (a partitioned daily
+/// model, a table with a blocking test) -> Rust asset reading a model: one graph, one run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_models_and_rust_assets_share_one_graph() {
+    use rainbow_engine::prelude::*;
+    use std::collections::HashSet;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(
+        r,
+        "dbt_project.yml",
+        "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n",
+    );
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: orders\nmodels:\n  - name: revenue\n    columns:\n      - name: day\n        tests: [unique, not_null]\n",
+    );
+    write(
+        r,
+        "models/revenue.sql",
+        "select order_date as day, sum(amount) as revenue from {{ source('raw', 'orders') }} group by order_date",
+    );
+    write(
+        r,
+        "models/daily_orders.sql",
+        "select count(*) as n, '{{ partition_key }}' as day from {{ source('raw', 'orders') }} where order_date = DATE '{{ partition_key }}'",
+    );
+    let location = r.join("wh").to_string_lossy().into_owned();
+    let loc = location.clone();
+    let orders = asset(AssetKey::new(["raw", "orders"])).compute(move |_| {
+        let loc = loc.clone();
+        async move {
+            let wh = Warehouse::open(&loc, "main").await?;
+            wh.execute(
+                "CREATE OR REPLACE TABLE raw.orders AS SELECT DATE '2024-01-01' AS order_date, 10 AS amount UNION ALL SELECT DATE '2024-01-01', 5 UNION ALL SELECT DATE '2024-01-02', 7",
+                "raw orders",
+            )
+            .await?;
+            Ok::<_, BoxError>(MaterializeResult::new().row_count(3))
+        }
+    });
+    let loc = location.clone();
+    let report = asset("report")
+        .dep(AssetKey::new(["main", "revenue"]))
+        .compute(move |_| {
+            let loc = loc.clone();
+            async move {
+                let wh = Warehouse::open(&loc, "main").await?;
+                let n = wh
+                    .query("SELECT SUM(revenue) FROM revenue", "report")
+                    .await?;
+                Ok::<_, BoxError>(MaterializeResult::new().metadata("batches", n.len() as i64))
+            }
+        });
+    let produced: HashSet<AssetKey> = [AssetKey::new(["raw", "orders"])].into_iter().collect();
+    let sql = rainbow_warehouse::SqlProject::new(r, location.clone())
+        .partitioned("daily_orders", PartitionsDefinition::daily("2024-01-01"))
+        .assets(&produced)
+        .expect("sql assets");
+    let keys: Vec<String> = sql
+        .iter()
+        .flat_map(|a| a.keys().map(|k| k.to_string()))
+        .collect();
+    assert_eq!(
+        keys,
+        ["main/daily_orders", "main/revenue"],
+        "no source asset for raw/orders: a Rust asset makes it"
+    );
+    let defs = Definitions::new().asset(orders).asset(report).assets(sql);
+    let storage = crate::support::fresh_storage(crate::support::Backend::Sqlite).await;
+    let partitioned = rainbow_warehouse::SqlProject::new(r, location.clone())
+        .partitioned("daily_orders", PartitionsDefinition::daily("2024-01-01"))
+        .assets(&HashSet::new())
+        .expect("sql assets");
+    let result =
+        crate::support::materialize(defs, &storage.storage, "raw/orders main/revenue report").await;
+    assert!(result.success(), "{result:?}");
+    assert_eq!(result.steps.len(), 3, "{result:?}");
+    let evs = crate::support::events(&storage.storage, &result.run_id).await;
+    let checks: Vec<(String, bool)> = evs
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::CheckEvaluation(c) => Some((c.check_name.clone(), c.passed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert!(checks.iter().all(|(_, passed)| *passed), "{checks:?}");
+    let wh = Warehouse::open(&location, "main").await.expect("open");
+    assert_eq!(
+        rows(&wh, "select day, revenue from revenue order by day").await,
+        ["2024-01-01|15", "2024-01-02|7"]
+    );
+    // A partitioned model is built per partition with the partition's variables.
+    let result = crate::support::materialize_with(
+        Definitions::new().assets(partitioned),
+        &storage.storage,
+        "main/daily_orders",
+        rainbow_engine::RunOptions {
+            partitions: vec!["2024-01-02".into()],
+            ..Default::default()
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    assert!(result.success(), "{result:?}");
+    let wh = Warehouse::open(&location, "main").await.expect("open");
+    assert_eq!(
+        rows(&wh, "select n, day from daily_orders").await,
+        ["1|2024-01-02"]
     );
 }

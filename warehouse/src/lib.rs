@@ -9,6 +9,7 @@
 //! mid-write leaves the previous version readable), merges rewrite only touched files, and
 //! the table history is kept for time travel and audits.
 
+pub mod assets;
 pub mod bigquery;
 mod catalog;
 pub mod error;
@@ -17,6 +18,7 @@ mod merge;
 pub mod selection;
 mod warehouse;
 
+pub use assets::SqlProject;
 pub use catalog::RelationKind;
 pub use datafusion;
 pub use error::{Result, WarehouseError};

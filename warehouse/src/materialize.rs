@@ -243,13 +243,14 @@ pub async fn run(
                         seconds: 0.0,
                     }
                 } else {
-                    let outcome = match node.kind {
-                        NodeKind::Seed => seed(project, warehouse, node).await,
-                        NodeKind::Snapshot => {
-                            snapshot(warehouse, node, &compile_options.run_started_at).await
-                        }
-                        _ => model(warehouse, node, options).await,
-                    };
+                    let outcome = build_node(
+                        project,
+                        warehouse,
+                        node,
+                        options,
+                        &compile_options.run_started_at,
+                    )
+                    .await;
                     let (status, message) = match outcome {
                         Ok(m) => (Status::Success, m),
                         Err(e) => {
@@ -304,6 +305,27 @@ pub async fn run(
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Builds one compiled node (seed, model or snapshot); returns dbt's status message
+/// (`INSERT 3`, `CREATE TABLE`, `MERGE`, `SNAPSHOT 5`…).
+pub async fn build_node(
+    project: &Project,
+    warehouse: &Warehouse,
+    node: &Node,
+    options: &RunOptions,
+    run_started_at: &str,
+) -> Result<String> {
+    match node.kind {
+        NodeKind::Seed => seed(project, warehouse, node).await,
+        NodeKind::Snapshot => snapshot(warehouse, node, run_started_at).await,
+        NodeKind::Model => model(warehouse, node, options).await,
+        NodeKind::Test => Err(config_error(
+            node,
+            "kind",
+            "a singular test is not built; it runs as a test",
+        )),
+    }
 }
 
 /// Rows returned by a test's failing-row query.
