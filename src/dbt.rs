@@ -16,7 +16,8 @@ use rainbow_warehouse::materialize::{self, NodeResult, RunOptions, Status, Verb}
 const VERBS: [&str; 6] = ["seed", "run", "snapshot", "test", "build", "query"];
 
 /// Global flags that take a value (to find the verb after them).
-const VALUE_FLAGS: [&str; 8] = [
+const VALUE_FLAGS: [&str; 9] = [
+    "--profiles-dir",
     "--project-dir",
     "--home",
     "--warehouse",
@@ -48,6 +49,7 @@ pub fn handles(args: &[String]) -> bool {
     }
     match positional.as_slice() {
         ["run", "show", ..] => false,
+        ["bench", "run", ..] => true,
         [verb, ..] => VERBS.contains(verb),
         [] => false,
     }
@@ -68,12 +70,17 @@ struct Cli {
     /// Warehouse location (a directory or URL).
     #[arg(long, env = "RAINBOW_WAREHOUSE", global = true)]
     warehouse: Option<String>,
-    /// The target schema (dataset) unqualified names and models default to.
-    #[arg(long, global = true, default_value = "main")]
-    target_schema: String,
-    /// Target name (`target.name`).
-    #[arg(long, global = true, default_value = "dev")]
-    target: String,
+    /// The target schema (dataset) unqualified names and models default to (default: the
+    /// profile's `schema`, else `main`).
+    #[arg(long, global = true)]
+    target_schema: Option<String>,
+    /// Target name (`target.name`; default: the profile's `target`, else `dev`).
+    #[arg(long, global = true)]
+    target: Option<String>,
+    /// Where `profiles.yml` is (default: the project directory). Without one, or without an
+    /// entry for the project's profile, the embedded DataFusion warehouse is the target.
+    #[arg(long, global = true)]
+    profiles_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +120,9 @@ enum Command {
     Test(RunArgs),
     /// Seeds, models, snapshots and tests in DAG order.
     Build(RunArgs),
+    /// Benchmarks (`bench run`; the engine's `bench` has the others).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run BigQuery SQL on the warehouse (every model and seed visible by its name).
     Query {
         /// The SQL.
@@ -120,6 +130,17 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Build every model of a synthetic project of N models on the embedded warehouse
+    /// (generation, seeding and the source table are set up first, not timed).
+    Run {
+        /// Number of models.
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
     },
 }
 
@@ -145,14 +166,64 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn open(cli: &Cli) -> Result<Warehouse> {
-    let location = match &cli.warehouse {
-        Some(w) => w.clone(),
-        None => cli.home.join("warehouse").to_string_lossy().into_owned(),
+/// The target a command runs against: flags, then the profile, then the embedded default.
+struct Target {
+    name: String,
+    schema: String,
+    location: String,
+}
+
+fn target(cli: &Cli, project: Option<&rainbow_sql::Project>) -> Result<Target> {
+    let profiles_dir = cli
+        .profiles_dir
+        .clone()
+        .unwrap_or_else(|| cli.project_dir.clone());
+    let profile = match project {
+        Some(p) => p.profile_target(&profiles_dir, cli.target.as_deref())?,
+        None => None,
     };
-    Warehouse::open(&location, &cli.target_schema)
+    if let Some(p) = &profile {
+        match p.kind.as_str() {
+            "datafusion" => {}
+            "bigquery" => bail!(
+                "target `{}` is a BigQuery target: not supported yet; use a `type: datafusion` target (the embedded default)",
+                p.name
+            ),
+            other => eprintln!(
+                "note: target `{}` has type `{other}`: running on the embedded DataFusion warehouse",
+                p.name
+            ),
+        }
+    }
+    let embedded = profile.as_ref().is_none_or(|p| p.kind == "datafusion");
+    Ok(Target {
+        name: cli
+            .target
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.name.clone()))
+            .unwrap_or_else(|| "dev".into()),
+        schema: cli
+            .target_schema
+            .clone()
+            .or_else(|| profile.as_ref().and_then(|p| p.schema.clone()))
+            .unwrap_or_else(|| "main".into()),
+        location: cli
+            .warehouse
+            .clone()
+            .or_else(|| {
+                profile
+                    .as_ref()
+                    .filter(|_| embedded)
+                    .and_then(|p| p.location.clone())
+            })
+            .unwrap_or_else(|| cli.home.join("warehouse").to_string_lossy().into_owned()),
+    })
+}
+
+async fn open(target: &Target) -> Result<Warehouse> {
+    Warehouse::open(&target.location, &target.schema)
         .await
-        .with_context(|| format!("opening the warehouse at {location}"))
+        .with_context(|| format!("opening the warehouse at {}", target.location))
 }
 
 fn parse_vars(text: Option<&str>) -> Result<BTreeMap<String, serde_json::Value>> {
@@ -164,10 +235,72 @@ fn parse_vars(text: Option<&str>) -> Result<BTreeMap<String, serde_json::Value>>
     }
 }
 
+async fn bench_run(models: usize) -> Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!(
+        "rainbow-bench-run-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ));
+    rainbow_sql::synthetic::write_project(&dir, models)?;
+    let location = dir.join("warehouse").to_string_lossy().into_owned();
+    let warehouse = Warehouse::open(&location, "main").await?;
+    let project = rainbow_sql::Project::load(&dir)?;
+    let mut quiet = |_: &NodeResult, _: usize, _: usize| {};
+    let seeded = materialize::run(
+        &project,
+        &warehouse,
+        Verb::Seed,
+        &RunOptions::default(),
+        &mut quiet,
+    )
+    .await?;
+    if !seeded.success() {
+        bail!("seeding the synthetic project failed: {:?}", seeded.results);
+    }
+    warehouse
+        .execute(
+            "CREATE TABLE raw.events AS SELECT * FROM main.events",
+            "bench setup",
+        )
+        .await?;
+    let bar = indicatif::ProgressBar::new(models as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} models {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = std::time::Instant::now();
+    // Like `dbt run`: load, parse and compile the project, then build every model.
+    let project = rainbow_sql::Project::load(&dir)?;
+    let mut progress = |_: &NodeResult, _: usize, _: usize| bar.inc(1);
+    let summary = materialize::run(
+        &project,
+        &warehouse,
+        Verb::Run,
+        &RunOptions::default(),
+        &mut progress,
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !summary.success() {
+        bail!("{}", summary.done_line());
+    }
+    println!("{}", summary.done_line());
+    println!("{{\"bench\":\"run\",\"models\":{models},\"seconds\":{seconds}}}");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let warehouse = open(&cli).await?;
     let (verb, args) = match &cli.command {
+        Command::Bench(BenchCommand::Run { models }) => return bench_run(*models).await,
         Command::Query { sql, format } => {
+            let project = if cli.project_dir.join("dbt_project.yml").exists() {
+                Some(rainbow_sql::Project::load(&cli.project_dir)?)
+            } else {
+                None
+            };
+            let warehouse = open(&target(&cli, project.as_ref())?).await?;
             let batches = warehouse.execute(sql, "query").await?;
             print_batches(&batches, *format)?;
             return Ok(ExitCode::SUCCESS);
@@ -179,12 +312,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Build(a) => (Verb::Build, a),
     };
     let project = rainbow_sql::Project::load(&cli.project_dir)?;
+    let target = target(&cli, Some(&project))?;
+    let warehouse = open(&target).await?;
     let options = RunOptions {
         select: args.select.clone(),
         exclude: args.exclude.clone(),
         full_refresh: args.full_refresh,
         vars: parse_vars(args.vars.as_deref())?,
-        target_name: Some(cli.target.clone()),
+        target_name: Some(target.name.clone()),
         ..Default::default()
     };
     let mut report = |r: &NodeResult, i: usize, total: usize| {

@@ -651,3 +651,46 @@ async fn sql_models_and_rust_assets_share_one_graph() {
         ["1|2024-01-02"]
     );
 }
+
+#[test]
+fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
+    let dir = shop();
+    let r = dir.path();
+    let bin = env!("CARGO_BIN_EXE_rainbow");
+    write(
+        r,
+        "profiles.yml",
+        "shop:\n  target: local\n  outputs:\n    local:\n      type: duckdb\n      path: shop.duckdb\n      schema: analytics\n    prod:\n      type: bigquery\n      dataset: analytics\n",
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["--project-dir", r.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        args.push("build");
+        std::process::Command::new(bin)
+            .args(&args)
+            .env("RAINBOW_HOME", r.join("home"))
+            .output()
+            .expect("runs")
+    };
+    let out = build(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(bin)
+        .args(["query", "select count(*) from analytics.events_by_kind", "--format", "csv"])
+        .env("RAINBOW_HOME", r.join("home"))
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "count(*)\n2\n");
+    let out = build(&["--target", "prod"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("BigQuery target: not supported yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = build(&["--target", "staging"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no output `staging` (outputs: local, prod)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

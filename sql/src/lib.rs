@@ -18,5 +18,5 @@ pub use compile::{
     CompileOptions, Manifest, Node, NodeKind, compile, parse, write_manifest, write_target,
 };
 pub use error::SqlError;
-pub use project::Project;
+pub use project::{ProfileTarget, Project};
 pub use tests::{DataTest, Severity, data_tests, write_tests};

@@ -445,3 +445,67 @@ fn column_test(
         )),
     }
 }
+
+/// The output a `profiles.yml` target names: which warehouse and schema a run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileTarget {
+    /// Target name (`target.name`).
+    pub name: String,
+    /// Warehouse type (`datafusion`, `bigquery`, or another adapter's name).
+    pub kind: String,
+    /// Default schema (dataset), if given.
+    pub schema: Option<String>,
+    /// Warehouse location (`location:` or dbt-duckdb's `path:`), if given.
+    pub location: Option<String>,
+}
+
+impl Project {
+    /// Reads the project's profile from `profiles.yml` in `dir` (dbt's `--profiles-dir`):
+    /// `target` picks the output (default: the profile's `target:`). `None` when there is no
+    /// profiles file or it has no entry for this project's profile (the embedded default).
+    pub fn profile_target(
+        &self,
+        dir: &Path,
+        target: Option<&str>,
+    ) -> Result<Option<ProfileTarget>, SqlError> {
+        let path = dir.join("profiles.yml");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let doc: Value = parse_yaml(&read(&path)?, &path)?;
+        let Some(profile_name) = &self.file.profile else {
+            return Ok(None);
+        };
+        let Some(profile) = doc.get(profile_name) else {
+            return Ok(None);
+        };
+        let bad = |message: String| SqlError::Project {
+            path: path.clone(),
+            message,
+        };
+        let name = match target {
+            Some(t) => t.to_owned(),
+            None => profile["target"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("profile `{profile_name}` has no `target:`")))?,
+        };
+        let output = profile["outputs"].get(&name).ok_or_else(|| {
+            let known: Vec<&str> = profile["outputs"]
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            bad(format!(
+                "profile `{profile_name}` has no output `{name}` (outputs: {})",
+                known.join(", ")
+            ))
+        })?;
+        let text = |k: &str| output.get(k).and_then(Value::as_str).map(str::to_owned);
+        Ok(Some(ProfileTarget {
+            name,
+            kind: text("type").unwrap_or_else(|| "datafusion".into()),
+            schema: text("schema").or_else(|| text("dataset")),
+            location: text("location").or_else(|| text("path")),
+        }))
+    }
+}
