@@ -673,9 +673,18 @@ fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
             .expect("runs")
     };
     let out = build(&[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(bin)
-        .args(["query", "select count(*) from analytics.events_by_kind", "--format", "csv"])
+        .args([
+            "query",
+            "select count(*) from analytics.events_by_kind",
+            "--format",
+            "csv",
+        ])
         .env("RAINBOW_HOME", r.join("home"))
         .output()
         .expect("runs");
@@ -693,4 +702,56 @@ fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A process killed while it replaces a table leaves the previous version readable (or, if it
+/// got to commit first, the complete new one): never a partial table.
+#[test]
+fn a_process_killed_mid_write_leaves_a_whole_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    let bin = env!("CARGO_BIN_EXE_rainbow");
+    let query = |sql: &str| {
+        std::process::Command::new(bin)
+            .args(["query", sql, "--format", "csv"])
+            .env("RAINBOW_HOME", &home)
+            .output()
+            .expect("runs")
+    };
+    let out = query("CREATE TABLE main.t AS SELECT * FROM UNNEST(GENERATE_ARRAY(1, 1000)) AS id");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "query",
+            "CREATE OR REPLACE TABLE main.t AS SELECT id, md5(CAST(id AS STRING)) AS h FROM UNNEST(GENERATE_ARRAY(1, 30000000)) AS id",
+        ])
+        .env("RAINBOW_HOME", &home)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let finished_first = child.try_wait().expect("wait").is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = query("SELECT COUNT(*), MIN(id), MAX(id) FROM main.t");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    if finished_first {
+        assert_eq!(got, "30000000,1,30000000");
+    } else {
+        assert_eq!(got, "1000,1,1000", "the killed write must not be visible");
+    }
 }
