@@ -247,20 +247,13 @@ impl SqlProject {
                     if warehouse.kind(&node.schema, &node.relation)
                         == Some(crate::RelationKind::Table)
                     {
-                        let count = warehouse
-                            .query(
+                        let n = warehouse
+                            .count(
                                 &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
                                 &node.path,
                             )
                             .await?;
-                        if let Some(n) = count.first().and_then(|b| {
-                            datafusion::arrow::array::AsArray::as_primitive_opt::<
-                                datafusion::arrow::datatypes::Int64Type,
-                            >(b.column(0))
-                            .map(|a| a.value(0))
-                        }) {
-                            result = result.row_count(u64::try_from(n).unwrap_or(0));
-                        }
+                        result = result.row_count(u64::try_from(n).unwrap_or(0));
                     }
                     Ok::<_, BoxError>(result)
                 }

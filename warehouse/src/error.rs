@@ -66,6 +66,14 @@ pub enum WarehouseError {
         /// What is wrong.
         message: String,
     },
+    /// A `--select`/`--exclude` expression that cannot be used.
+    #[error("selector `{selector}`: {message}")]
+    Selection {
+        /// The selector.
+        selector: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A local file (seed CSV, warehouse directory).
     #[error("{}: {source}", path.display())]
     Io {

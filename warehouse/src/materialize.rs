@@ -334,18 +334,9 @@ pub async fn failing_rows(warehouse: &Warehouse, test: &DataTest) -> Result<u64>
         "SELECT COUNT(*) AS failures FROM (\n{}\n) AS dbt_test",
         test.sql
     );
-    let batches = warehouse
-        .query(&sql, &format!("test {}", test.name))
+    let count = warehouse
+        .count(&sql, &format!("test {}", test.name))
         .await?;
-    let count = batches
-        .first()
-        .and_then(|b| {
-            datafusion::arrow::array::AsArray::as_primitive_opt::<
-                datafusion::arrow::datatypes::Int64Type,
-            >(b.column(0))
-            .map(|a| a.value(0))
-        })
-        .unwrap_or(0);
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
@@ -947,21 +938,12 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
         _ => "TIMESTAMP",
     };
     let keys = cfg.keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
-    let duplicates = warehouse
-        .query(
+    let dup = warehouse
+        .count(
             &format!("SELECT COUNT(*) FROM (SELECT {keys} FROM ({query}) AS s GROUP BY {keys} HAVING COUNT(*) > 1) AS d"),
             &context,
         )
         .await?;
-    let dup = duplicates
-        .first()
-        .and_then(|b| {
-            datafusion::arrow::array::AsArray::as_primitive_opt::<
-                datafusion::arrow::datatypes::Int64Type,
-            >(b.column(0))
-            .map(|a| a.value(0))
-        })
-        .unwrap_or(0);
     if dup > 0 {
         return Err(config_error(
             node,

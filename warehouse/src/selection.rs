@@ -20,10 +20,9 @@ pub struct Selection<'a> {
     children: Vec<Vec<usize>>,
 }
 
-fn bad(expression: &str, message: impl Into<String>) -> WarehouseError {
-    WarehouseError::Config {
-        node: "--select".into(),
-        key: expression.to_owned(),
+fn bad(selector: &str, message: impl Into<String>) -> WarehouseError {
+    WarehouseError::Selection {
+        selector: selector.to_owned(),
         message: message.into(),
     }
 }

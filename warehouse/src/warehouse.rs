@@ -235,6 +235,19 @@ impl Warehouse {
             .map_err(WarehouseError::datafusion(context))
     }
 
+    /// Runs a query whose first column of its first row is a count (`SELECT COUNT(*) …`).
+    pub async fn count(&self, sql: &str, context: &str) -> Result<i64> {
+        let batches = self.query(sql, context).await?;
+        let first = batches.iter().find(|b| b.num_rows() > 0);
+        let value = first.and_then(|b| {
+            datafusion::arrow::array::AsArray::as_primitive_opt::<
+                datafusion::arrow::datatypes::Int64Type,
+            >(b.column(0))
+            .map(|a| a.value(0))
+        });
+        value.ok_or_else(|| unsupported(context, "expected a query returning one INT64 count"))
+    }
+
     /// Runs BigQuery statements (`;`-separated): queries, `CREATE TABLE … AS`, `CREATE VIEW`,
     /// `INSERT INTO … SELECT`, `DELETE`, `DROP`, `MERGE`. Returns the last query's rows.
     pub async fn execute(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
