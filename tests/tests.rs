@@ -8,6 +8,7 @@ mod backfills;
 mod cli;
 mod daemon;
 mod execution;
+mod extract;
 mod recovery;
 mod seed_data;
 mod selection;

@@ -1,6 +1,8 @@
 //! The Rainbow pipeline: assets over the Rainbow DB. So far: [`generate`], the deterministic
-//! source-data generator behind `rainbow seed-data`.
+//! source-data generator behind `rainbow seed-data`, and [`extract`], the daily-partitioned
+//! extract of every source table into the Parquet master dataset.
 
+pub mod extract;
 pub mod generate;
 
 /// Errors of the Rainbow pipeline's assets.

@@ -303,11 +303,119 @@ pub mod source {
     pub async fn migrate(db: &Database) -> Result<(), DbError> {
         super::migrate(db, "rainbow_db_schema", MIGRATIONS, 0x0052_4442_5343_4845).await
     }
+
+    /// A column's storage class in the Rainbow DB.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum ColumnKind {
+        /// `BIGINT` or the id key.
+        Int,
+        /// `TEXT`.
+        Text,
+        /// `DOUBLE PRECISION`.
+        Double,
+    }
+
+    /// One column of a Rainbow DB table.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ColumnDef {
+        /// Name.
+        pub name: String,
+        /// Storage class.
+        pub kind: ColumnKind,
+        /// May be NULL.
+        pub nullable: bool,
+    }
+
+    /// One Rainbow DB table, as its migration creates it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TableDef {
+        /// Name.
+        pub name: String,
+        /// Columns in order.
+        pub columns: Vec<ColumnDef>,
+    }
+
+    /// The Rainbow DB's tables and columns, read from the migrations (the one copy of the
+    /// schema), in creation order.
+    pub fn tables() -> Vec<TableDef> {
+        let mut out: Vec<TableDef> = Vec::new();
+        for (_, sql) in MIGRATIONS {
+            let mut current: Option<TableDef> = None;
+            for line in sql.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
+                    let name = rest.split_whitespace().next().unwrap_or_default();
+                    current = Some(TableDef {
+                        name: name.to_owned(),
+                        columns: Vec::new(),
+                    });
+                    continue;
+                }
+                if line.starts_with(");") {
+                    out.extend(current.take());
+                    continue;
+                }
+                let Some(table) = current.as_mut() else {
+                    continue;
+                };
+                let mut words = line.split_whitespace();
+                let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let kind = match kind.trim_end_matches(',') {
+                    "{id}" | "BIGINT" => ColumnKind::Int,
+                    "TEXT" => ColumnKind::Text,
+                    "DOUBLE" => ColumnKind::Double,
+                    _ => continue,
+                };
+                table.columns.push(ColumnDef {
+                    name: name.to_owned(),
+                    kind,
+                    nullable: !line.contains("NOT NULL") && !line.contains("{id}"),
+                });
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_is_read_from_the_migration() {
+        let tables = source::tables();
+        let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "customers",
+                "sellers",
+                "brands",
+                "categories",
+                "promotions",
+                "payments",
+                "products",
+                "orders",
+                "orderdetails"
+            ]
+        );
+        let products = &tables[6];
+        let col = |n: &str| {
+            products
+                .columns
+                .iter()
+                .find(|c| c.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        assert_eq!(products.columns.len(), 13);
+        assert_eq!(col("id").kind, source::ColumnKind::Int);
+        assert!(!col("id").nullable);
+        assert_eq!(col("rating_average").kind, source::ColumnKind::Double);
+        assert_eq!(col("name").kind, source::ColumnKind::Text);
+        assert!(col("promotion_id").nullable);
+        assert!(!col("seller_id").nullable);
+    }
 
     #[test]
     fn urls() {

@@ -1,0 +1,172 @@
+//! The extract: `raw/<table>` daily partitions from a generated Rainbow DB (SQLite and
+//! PostgreSQL) into Parquet files in a local object store — row counts equal the source's,
+//! re-running adds nothing, a changed day is refused unless reprocessed.
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use rainbow_assets::extract::{ExtractSettings, extract_assets, extract_day, partition_path};
+use rainbow_assets::generate::{GenerateOptions, generate};
+use rainbow_engine::prelude::*;
+use rainbow_warehouse::Warehouse;
+use sqlx::Row;
+
+use crate::on_both_backends;
+use crate::support::{Backend, fresh_storage, fresh_url, materialize_with};
+
+on_both_backends!(extract_writes_each_day_once_and_refuses_silent_rewrites);
+
+async fn count(db: &rainbow_db::Database, sql: String) -> i64 {
+    sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .try_get::<i64, _>(0)
+        .expect("count")
+}
+
+async fn parquet_rows(wh: &Warehouse, file: &std::path::Path) -> i64 {
+    let df = wh
+        .context()
+        .read_parquet(
+            file.to_str().expect("utf-8"),
+            rainbow_warehouse::datafusion::prelude::ParquetReadOptions::default(),
+        )
+        .await
+        .expect("parquet reads");
+    df.count().await.expect("count") as i64
+}
+
+async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backend) {
+    let (url, _db_dir) = fresh_url(backend).await;
+    let db = rainbow_db::connect(&url, 2).await.expect("connect");
+    let start = NaiveDate::from_ymd_opt(2026, 1, 5).expect("date");
+    generate(
+        &db,
+        &GenerateOptions {
+            start,
+            days: 3,
+            orders_per_day: 50,
+            seed: 3,
+        },
+    )
+    .await
+    .expect("generate");
+    let lake = tempfile::tempdir().expect("lake");
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(lake.path()).expect("store"),
+    );
+    let assets = extract_assets(ExtractSettings {
+        database_url: url.clone(),
+        store: store.clone(),
+        store_url: lake.path().display().to_string(),
+        start,
+        reprocess: false,
+    });
+    assert_eq!(assets.len(), 9);
+    let t = fresh_storage(backend).await;
+    let days = ["2026-01-05", "2026-01-06", "2026-01-07"];
+    let run = |select: &'static str| {
+        let defs = Definitions::new().assets(extract_assets(ExtractSettings {
+            database_url: url.clone(),
+            store: store.clone(),
+            store_url: lake.path().display().to_string(),
+            start,
+            reprocess: false,
+        }));
+        let storage = t.storage.clone();
+        async move {
+            let mut results = Vec::new();
+            for day in days {
+                results.push(
+                    materialize_with(
+                        defs.clone(),
+                        &storage,
+                        select,
+                        rainbow_engine::RunOptions {
+                            partitions: vec![day.into()],
+                            ..Default::default()
+                        },
+                        tokio_util::sync::CancellationToken::new(),
+                    )
+                    .await,
+                );
+            }
+            results
+        }
+    };
+    for r in run("group:raw").await {
+        assert!(r.success(), "{r:?}");
+    }
+    let wh = Warehouse::open(lake.path().join("wh").to_str().expect("utf-8"), "main")
+        .await
+        .expect("warehouse");
+    for table in rainbow_db::source::tables() {
+        for day in days {
+            let d = NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("day");
+            let from = d
+                .and_hms_opt(0, 0, 0)
+                .expect("t")
+                .and_utc()
+                .timestamp_micros();
+            let to = from + 86_400_000_000;
+            let expected = count(
+                &db,
+                format!(
+                    "SELECT COUNT(*) FROM {} WHERE updated_at >= {from} AND updated_at < {to}",
+                    table.name
+                ),
+            )
+            .await;
+            let file = lake.path().join(partition_path(&table.name, d));
+            assert_eq!(
+                parquet_rows(&wh, &file).await,
+                expected,
+                "{}",
+                file.display()
+            );
+        }
+    }
+    let orders_total = count(&db, "SELECT COUNT(*) FROM orders".into()).await;
+    assert!(orders_total > 100);
+
+    // Again: identical content, nothing rewritten, no error.
+    let tables = rainbow_db::source::tables();
+    let orders = tables.iter().find(|t| t.name == "orders").expect("orders");
+    let day = NaiveDate::from_ymd_opt(2026, 1, 6).expect("day");
+    let again = extract_day(&db, store.as_ref(), orders, day, false)
+        .await
+        .expect("same content is fine");
+    assert!(!again.written);
+    for r in run("raw/orders").await {
+        assert!(r.success(), "{r:?}");
+    }
+
+    // The source changes a stored day: refused (immutable), unless reprocessed.
+    let from = day
+        .and_hms_opt(12, 0, 0)
+        .expect("t")
+        .and_utc()
+        .timestamp_micros();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE orders SET updated_at = {from} WHERE id = (SELECT MIN(id) FROM orders)"
+    )))
+    .execute(&db.pool)
+    .await
+    .expect("update");
+    let err = extract_day(&db, store.as_ref(), orders, day, false)
+        .await
+        .expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("raw/orders/dt=2026-01-06/orders.parquet is already in the master dataset"),
+        "{err}"
+    );
+    let file = lake.path().join(partition_path("orders", day));
+    let before = parquet_rows(&wh, &file).await;
+    let redone = extract_day(&db, store.as_ref(), orders, day, true)
+        .await
+        .expect("reprocess");
+    assert!(redone.written);
+    assert_eq!(parquet_rows(&wh, &file).await, before + 1);
+}
