@@ -129,6 +129,36 @@ async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backe
     }
     let orders_total = count(&db, "SELECT COUNT(*) FROM orders".into()).await;
     assert!(orders_total > 100);
+    // The master dataset read in place by the warehouse, `dt=` folders as a column.
+    wh.create_external_table(
+        "raw",
+        "orders",
+        lake.path().join("raw/orders").to_str().expect("utf-8"),
+    )
+    .await
+    .expect("external table");
+    let reopened = Warehouse::open(lake.path().join("wh").to_str().expect("utf-8"), "main")
+        .await
+        .expect("reopen");
+    let batches = reopened
+        .query(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT dt) AS days, SUM(customer_id) AS c FROM raw.orders",
+            "master",
+        )
+        .await
+        .expect("query");
+    let text = rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .expect("format")
+        .to_string();
+    let customers = count(
+        &db,
+        "SELECT CAST(SUM(customer_id) AS BIGINT) FROM orders".into(),
+    )
+    .await;
+    assert!(
+        text.contains(&format!("| {orders_total} | 3    | {customers} |")),
+        "{text}"
+    );
 
     // Again: identical content, nothing rewritten, no error.
     let tables = rainbow_db::source::tables();

@@ -20,6 +20,9 @@ pub(crate) enum Relation {
     Table(Option<Arc<dyn TableProvider>>),
     /// A view: its BigQuery SQL.
     View(String),
+    /// Parquet files under a directory URL (Hive-style `key=value/` folders become columns),
+    /// read in place: the master dataset seen from the warehouse.
+    External(String),
 }
 
 /// The kind of a relation, as dbt calls it.
@@ -29,6 +32,8 @@ pub enum RelationKind {
     Table,
     /// A view.
     View,
+    /// An external table (Parquet files read in place).
+    External,
 }
 
 /// State shared by the catalog and its schemas.
@@ -83,6 +88,7 @@ impl WarehouseCatalog {
         relations.get(name).map(|r| match r {
             Relation::Table(_) => RelationKind::Table,
             Relation::View(_) => RelationKind::View,
+            Relation::External(_) => RelationKind::External,
         })
     }
 
@@ -167,6 +173,39 @@ pub(crate) async fn delta_provider(
     Ok(Some(provider))
 }
 
+/// A listing table over the Parquet files under `location`; first-level `key=value` folders
+/// are partition columns (strings).
+pub(crate) async fn external_provider(
+    context: &SessionContext,
+    location: &str,
+) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    use datafusion::datasource::file_format::parquet::ParquetFormat;
+    use datafusion::datasource::listing::{
+        ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    };
+    let url = ListingTableUrl::parse(location)?;
+    let state = context.state();
+    let store = state.runtime_env().object_store(&url)?;
+    let listing = store
+        .list_with_delimiter(Some(url.prefix()))
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let mut partition_cols = Vec::new();
+    if let Some(first) = listing.common_prefixes.first()
+        && let Some((key, _)) = first.filename().and_then(|f| f.split_once('='))
+    {
+        partition_cols.push((key.to_owned(), datafusion::arrow::datatypes::DataType::Utf8));
+    }
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&state)
+        .await?;
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
 #[async_trait]
 impl SchemaProvider for WarehouseSchema {
     fn table_names(&self) -> Vec<String> {
@@ -188,6 +227,12 @@ impl SchemaProvider for WarehouseSchema {
                     self.set(name, Relation::Table(Some(p.clone())));
                 }
                 Ok(provider)
+            }
+            Some(Relation::External(location)) => {
+                let Some(context) = context else {
+                    return Ok(None);
+                };
+                external_provider(&context, &location).await.map(Some)
             }
             Some(Relation::View(sql)) => {
                 let Some(context) = context else {

@@ -36,6 +36,7 @@ use crate::error::{Result, WarehouseError};
 pub const CATALOG: &str = "rainbow";
 
 const VIEW_SUFFIX: &str = ".view.sql";
+const EXTERNAL_SUFFIX: &str = ".external";
 
 /// How [`Warehouse::write_table`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +185,21 @@ impl Warehouse {
                         .map_err(store_error(object.location.to_string()))?;
                     let sql = String::from_utf8_lossy(&bytes).into_owned();
                     provider.set(name, Relation::View(sql));
+                } else if let Some(name) = object
+                    .location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(EXTERNAL_SUFFIX))
+                {
+                    let bytes = self
+                        .store
+                        .get(&object.location)
+                        .await
+                        .map_err(store_error(object.location.to_string()))?
+                        .bytes()
+                        .await
+                        .map_err(store_error(object.location.to_string()))?;
+                    let location = String::from_utf8_lossy(&bytes).trim().to_owned();
+                    provider.set(name, Relation::External(location));
                 }
             }
         }
@@ -491,7 +507,10 @@ impl Warehouse {
     ) -> Result<()> {
         let what = format!("writing {schema}.{name}");
         let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
-        if self.kind(schema, name) == Some(RelationKind::View) {
+        if matches!(
+            self.kind(schema, name),
+            Some(RelationKind::View | RelationKind::External)
+        ) {
             self.drop_relation(schema, name).await?;
         }
         let url = self.table_url(schema, name)?;
@@ -667,7 +686,10 @@ impl Warehouse {
     pub async fn create_view(&self, schema: &str, name: &str, sql: &str) -> Result<()> {
         let context = format!("view {schema}.{name}");
         self.plan(sql, &context).await?;
-        if self.kind(schema, name) == Some(RelationKind::Table) {
+        if matches!(
+            self.kind(schema, name),
+            Some(RelationKind::Table | RelationKind::External)
+        ) {
             self.drop_relation(schema, name).await?;
         }
         let path = StorePath::from(format!("{schema}/{name}{VIEW_SUFFIX}"));
@@ -681,11 +703,45 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Drops a table (every file under it) or a view.
+    /// Declares `schema.name` as the Parquet files under `location` (a directory path or URL),
+    /// read in place — e.g. the master dataset `raw/orders/` with its `dt=YYYY-MM-DD/` folders
+    /// as a `dt` column. Checked by reading the schema; persisted with the warehouse.
+    pub async fn create_external_table(
+        &self,
+        schema: &str,
+        name: &str,
+        location: &str,
+    ) -> Result<()> {
+        let context = format!("external table {schema}.{name}");
+        let url = location_url(location)?;
+        crate::catalog::external_provider(&self.context, url.as_str())
+            .await
+            .map_err(WarehouseError::datafusion(&context))?;
+        if self.kind(schema, name).is_some() {
+            self.drop_relation(schema, name).await?;
+        }
+        let path = StorePath::from(format!("{schema}/{name}{EXTERNAL_SUFFIX}"));
+        self.store
+            .put(&path, url.as_str().to_owned().into())
+            .await
+            .map_err(store_error(format!("writing {context}")))?;
+        self.catalog
+            .schema_of(schema)
+            .set(name, Relation::External(url.as_str().to_owned()));
+        Ok(())
+    }
+
+    /// Drops a table (every file under it), a view, or an external table's declaration
+    /// (never its files).
     pub async fn drop_relation(&self, schema: &str, name: &str) -> Result<()> {
         match self.kind(schema, name) {
-            Some(RelationKind::View) => {
-                let path = StorePath::from(format!("{schema}/{name}{VIEW_SUFFIX}"));
+            Some(kind @ (RelationKind::View | RelationKind::External)) => {
+                let suffix = if kind == RelationKind::View {
+                    VIEW_SUFFIX
+                } else {
+                    EXTERNAL_SUFFIX
+                };
+                let path = StorePath::from(format!("{schema}/{name}{suffix}"));
                 self.store
                     .delete(&path)
                     .await
