@@ -113,6 +113,18 @@ async fn bigquery_functions_and_types_match_bigquery() {
         ),
         ("SELECT IFNULL(NULL, 3), IFNULL(2, 3)", "3|2"),
         (
+            "SELECT TIMESTAMP_MICROS(1704067200000000), TIMESTAMP_MILLIS(1704067200000), TIMESTAMP_SECONDS(1704067200)",
+            "2024-01-01T00:00:00Z|2024-01-01T00:00:00Z|2024-01-01T00:00:00Z",
+        ),
+        (
+            "SELECT UNIX_MICROS(TIMESTAMP '2024-01-01 00:00:00.000001'), UNIX_MILLIS(TIMESTAMP '1969-12-31 23:59:59.9995'), UNIX_SECONDS(TIMESTAMP '2024-01-01 00:00:01')",
+            "1704067200000001|-1|1704067201",
+        ),
+        (
+            "SELECT UNIX_DATE(DATE '2024-01-01'), DATE_FROM_UNIX_DATE(19723)",
+            "19723|2024-01-01",
+        ),
+        (
             "SELECT COUNTIF(x > 1), ANY_VALUE(y), STRING_AGG(y ORDER BY y), ARRAY_AGG(x ORDER BY x) FROM UNNEST([1, 2, 3]) AS x CROSS JOIN (SELECT 'a' AS y) AS t",
             "2|a|a,a,a|[1, 2, 3]",
         ),

@@ -304,6 +304,67 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 else_result: Some(Box::new(args[2].clone())),
             }
         }
+        "TIMESTAMP_MICROS" | "TIMESTAMP_MILLIS" | "TIMESTAMP_SECONDS" => {
+            arity(name, &args, &[1])?;
+            let f = match name {
+                "TIMESTAMP_MICROS" => "to_timestamp_micros",
+                "TIMESTAMP_MILLIS" => "to_timestamp_millis",
+                _ => "to_timestamp_seconds",
+            };
+            cast(
+                call(f, vec![args[0].clone()]),
+                DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+            )
+        }
+        "UNIX_MICROS" | "UNIX_MILLIS" | "UNIX_SECONDS" => {
+            arity(name, &args, &[1])?;
+            let micros = cast(
+                cast(
+                    args[0].clone(),
+                    DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+                ),
+                DataType::Int64,
+            );
+            let unit = match name {
+                "UNIX_MICROS" => return Ok(Some(micros)),
+                "UNIX_MILLIS" => "1000",
+                _ => "1000000",
+            };
+            // BigQuery rounds down (toward the past).
+            cast(
+                call(
+                    "floor",
+                    vec![Expr::BinaryOp {
+                        left: Box::new(cast(micros, DataType::Float64)),
+                        op: BinaryOperator::Divide,
+                        right: Box::new(Expr::value(Value::Number(unit.into(), false))),
+                    }],
+                ),
+                DataType::Int64,
+            )
+        }
+        "UNIX_DATE" => {
+            arity(name, &args, &[1])?;
+            call(
+                "bq_date_diff",
+                vec![
+                    cast(args[0].clone(), DataType::Date),
+                    cast(string("1970-01-01"), DataType::Date),
+                    string("DAY"),
+                ],
+            )
+        }
+        "DATE_FROM_UNIX_DATE" => {
+            arity(name, &args, &[1])?;
+            call(
+                "bq_date_add",
+                vec![
+                    cast(string("1970-01-01"), DataType::Date),
+                    args[0].clone(),
+                    string("DAY"),
+                ],
+            )
+        }
         "IFNULL" => {
             arity(name, &args, &[2])?;
             call("coalesce", args)
