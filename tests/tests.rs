@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod backfills;
+mod batch;
 mod cli;
 mod daemon;
 mod execution;

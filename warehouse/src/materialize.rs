@@ -816,7 +816,7 @@ pub fn snapshot_sql(
             };
             let diffs: Vec<String> = checked
                 .iter()
-                .map(|c| format!("src.{0} IS DISTINCT FROM cur.{0}", q(c)))
+                .map(|c| format!("(src.{0} IS DISTINCT FROM cur.{0})", q(c)))
                 .collect();
             if diffs.is_empty() {
                 "FALSE".to_owned()
