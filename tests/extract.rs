@@ -209,6 +209,34 @@ async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backe
         .await
         .expect("count");
     assert_eq!(current, products, "one current row per product");
+    // fact_sales: one row per order line, the same sales total as the source, exactly.
+    let lines = count(&db, "SELECT COUNT(*) FROM orderdetails".into()).await;
+    let total = count(
+        &db,
+        "SELECT CAST(SUM(quantity * price) AS BIGINT) FROM orderdetails".into(),
+    )
+    .await;
+    assert_eq!(
+        reopened
+            .count("SELECT COUNT(*) FROM fact_sales", "fact")
+            .await
+            .expect("fact rows"),
+        lines
+    );
+    assert_eq!(
+        reopened
+            .count("SELECT SUM(extended_sales_amount) FROM fact_sales", "fact")
+            .await
+            .expect("fact total"),
+        total
+    );
+    assert!(
+        summary
+            .results
+            .iter()
+            .any(|r| r.name == "assert_consistent_total_sales"),
+        "the seed's consistency check ran"
+    );
 
     // Again: identical content, nothing rewritten, no error.
     let tables = rainbow_db::source::tables();

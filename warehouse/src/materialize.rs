@@ -189,6 +189,8 @@ pub async fn run(
         Verb::Build => kind != NodeKind::Test,
     };
     let run_tests = matches!(verb, Verb::Test | Verb::Build);
+    let test_deps: Vec<(&DataTest, Vec<String>)> =
+        tests.iter().map(|t| (t, reads(t, &manifest))).collect();
     let mut steps: Vec<Step<'_>> = Vec::new();
     for node in &manifest.nodes {
         if node.kind == NodeKind::Test {
@@ -198,7 +200,11 @@ pub async fn run(
             steps.push(Step::Node(node));
         }
         if run_tests {
-            for test in tests.iter().filter(|t| t.model == node.name) {
+            // A test runs once the last node it reads is built.
+            for (test, _) in test_deps
+                .iter()
+                .filter(|(_, deps)| deps.last() == Some(&node.name))
+            {
                 if selected.contains(&test.name) {
                     steps.push(Step::Test(test));
                 }
@@ -269,8 +275,16 @@ pub async fn run(
                 }
             }
             Step::Test(test) => {
-                let (status, message) = if broken.contains(&test.model) && verb == Verb::Build {
-                    (Status::Skipped, format!("skipped: `{}` failed", test.model))
+                let deps = test_deps
+                    .iter()
+                    .find(|(t, _)| std::ptr::eq(*t, *test))
+                    .map(|(_, d)| d.as_slice())
+                    .unwrap_or_default();
+                let failed_dep = deps.iter().find(|d| broken.contains(*d));
+                let (status, message) = if let Some(dep) = failed_dep
+                    && verb == Verb::Build
+                {
+                    (Status::Skipped, format!("skipped: `{dep}` failed"))
                 } else {
                     match failing_rows(warehouse, test).await {
                         Ok(0) => (Status::Pass, "PASS".to_owned()),
@@ -326,6 +340,36 @@ pub async fn build_node(
             "a singular test is not built; it runs as a test",
         )),
     }
+}
+
+/// The nodes a test reads, in build order (the tested node and every relation its compiled
+/// SQL names, such as a relationships test's `to` or a singular test's refs).
+fn reads(test: &DataTest, manifest: &Manifest) -> Vec<String> {
+    let names = |relation: &str| {
+        let mut rest = test.sql.as_str();
+        while let Some(i) = rest.find(relation) {
+            let after = rest[i + relation.len()..].chars().next();
+            let before = rest[..i].chars().next_back();
+            let word =
+                |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+            if !word(after) && !word(before) {
+                return true;
+            }
+            rest = &rest[i + relation.len()..];
+        }
+        false
+    };
+    manifest
+        .nodes
+        .iter()
+        .filter(|n| n.kind != NodeKind::Test)
+        .filter(|n| {
+            n.name == test.model
+                || names(&format!("{}.{}", n.schema, n.relation))
+                || names(&format!("__dbt__cte__{}", n.name))
+        })
+        .map(|n| n.name.clone())
+        .collect()
 }
 
 /// Rows returned by a test's failing-row query.

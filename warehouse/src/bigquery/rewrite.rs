@@ -186,7 +186,43 @@ fn arity(name: &str, args: &[Expr], expected: &[usize]) -> Result<(), String> {
     }
 }
 
+/// sqlparser parses the right side of `IS [NOT] DISTINCT FROM` with the lowest precedence, so
+/// `a IS DISTINCT FROM b OR c` comes out as `a IS DISTINCT FROM (b OR c)`; SQL (and BigQuery)
+/// mean `(a IS DISTINCT FROM b) OR c`. Rotates AND/OR chains out of the right side.
+fn distinct_from_precedence(expr: &Expr) -> Option<Expr> {
+    let (left, right, negated) = match expr {
+        Expr::IsDistinctFrom(l, r) => (l, r, false),
+        Expr::IsNotDistinctFrom(l, r) => (l, r, true),
+        _ => return None,
+    };
+    let Expr::BinaryOp {
+        left: b,
+        op,
+        right: c,
+    } = right.as_ref()
+    else {
+        return None;
+    };
+    if !matches!(op, BinaryOperator::And | BinaryOperator::Or) {
+        return None;
+    }
+    let inner = if negated {
+        Expr::IsNotDistinctFrom(left.clone(), b.clone())
+    } else {
+        Expr::IsDistinctFrom(left.clone(), b.clone())
+    };
+    let inner = distinct_from_precedence(&inner).unwrap_or(inner);
+    Some(Expr::BinaryOp {
+        left: Box::new(inner),
+        op: op.clone(),
+        right: c.clone(),
+    })
+}
+
 fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
+    if let Some(fixed) = distinct_from_precedence(expr) {
+        return Ok(Some(fixed));
+    }
     match expr {
         Expr::Cast {
             kind: CastKind::SafeCast,
@@ -509,6 +545,32 @@ mod tests {
         assert_eq!(
             rewritten("SELECT DATE_TRUNC(d, WEEK(MONDAY)) FROM t"),
             "SELECT bq_date_trunc(d, 'WEEK(MONDAY)') FROM t"
+        );
+    }
+
+    #[test]
+    fn is_distinct_from_binds_tighter_than_or() {
+        assert_eq!(
+            rewritten("SELECT a IS DISTINCT FROM b OR c = 1 OR d IS NOT DISTINCT FROM e AND f"),
+            "SELECT a IS DISTINCT FROM b OR c = 1 OR d IS NOT DISTINCT FROM e AND f"
+        );
+        let mut statements =
+            Parser::parse_sql(&BigQueryDialect, "SELECT a IS DISTINCT FROM b OR c")
+                .expect("parses");
+        rewrite(&mut statements[0]).expect("rewrites");
+        let Statement::Query(q) = &statements[0] else {
+            panic!("a query")
+        };
+        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else {
+            panic!("a select")
+        };
+        let datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(e) = &select.projection[0]
+        else {
+            panic!("an expression")
+        };
+        assert!(
+            matches!(e, Expr::BinaryOp { op: BinaryOperator::Or, left, .. } if matches!(left.as_ref(), Expr::IsDistinctFrom(..))),
+            "{e:?}"
         );
     }
 
