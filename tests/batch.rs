@@ -5,32 +5,9 @@ use std::path::Path;
 
 use rainbow_sql::Project;
 use rainbow_warehouse::Warehouse;
-use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use rainbow_warehouse::materialize::{self, RunOptions, Status, Verb};
 
-async fn rows(wh: &Warehouse, sql: &str) -> Vec<String> {
-    let batches = wh
-        .query(sql, "test")
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
-}
+use crate::support::warehouse_rows as rows;
+use rainbow_warehouse::materialize::{self, RunOptions, Status, Verb};
 
 fn sql_models() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql_models"))

@@ -7,38 +7,15 @@ use std::path::Path;
 use rainbow_engine::EventData;
 use rainbow_sql::Project;
 use rainbow_warehouse::Warehouse;
+
+use crate::support::warehouse_rows as rows;
 use rainbow_warehouse::datafusion::arrow::datatypes::DataType;
-use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use rainbow_warehouse::materialize::{self, RunOptions, RunSummary, Status, Verb};
 
 fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, text).expect("write");
-}
-
-async fn rows(wh: &Warehouse, sql: &str) -> Vec<String> {
-    let batches = wh
-        .execute(sql, "test")
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for row in 0..batch.num_rows() {
-            let cells: Vec<String> = formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect();
-            out.push(cells.join("|"));
-        }
-    }
-    out
 }
 
 async fn run(root: &Path, wh: &Warehouse, verb: Verb, options: &RunOptions) -> RunSummary {

@@ -168,3 +168,29 @@ pub fn materialized(events: &[rainbow_engine::Event], key: &str) -> bool {
             && e.asset_key.as_ref().map(ToString::to_string).as_deref() == Some(key)
     })
 }
+
+/// Every row of a warehouse statement's result, cells joined by `|` (NULL as `NULL`).
+pub async fn warehouse_rows(wh: &rainbow_warehouse::Warehouse, sql: &str) -> Vec<String> {
+    use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let batches = wh
+        .execute(sql, "test")
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
+            .collect();
+        for row in 0..batch.num_rows() {
+            let cells: Vec<String> = formatters
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}

@@ -622,13 +622,7 @@ async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<S
             .select(exprs)
             .map_err(WarehouseError::datafusion(&context))?;
     }
-    let schema_ref = df.schema().inner().clone();
-    let batches = df
-        .collect()
-        .await
-        .map_err(WarehouseError::datafusion(&context))?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let df = warehouse.frame(schema_ref, batches)?;
+    let (rows, df) = warehouse.collect_frame(df, &context).await?;
     warehouse
         .write_table(&node.schema, &node.relation, df, WriteMode::Replace)
         .await?;
@@ -1017,13 +1011,8 @@ async fn snapshot(warehouse: &Warehouse, node: &Node, run_started_at: &str) -> R
     let next = warehouse
         .dataframe(&sql, &format!("{context} (snapshot)"))
         .await?;
-    let schema_ref = next.schema().inner().clone();
-    let batches = next
-        .collect()
-        .await
-        .map_err(WarehouseError::datafusion(&context))?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let df = warehouse.frame(schema_ref, batches)?;
+    // The next version reads the current one: collected before the overwrite commits.
+    let (rows, df) = warehouse.collect_frame(next, &context).await?;
     warehouse
         .write_table(schema, name, df, WriteMode::Replace)
         .await?;

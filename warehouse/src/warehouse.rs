@@ -175,35 +175,44 @@ impl Warehouse {
                     .filename()
                     .and_then(|f| f.strip_suffix(VIEW_SUFFIX))
                 {
-                    let bytes = self
-                        .store
-                        .get(&object.location)
-                        .await
-                        .map_err(store_error(object.location.to_string()))?
-                        .bytes()
-                        .await
-                        .map_err(store_error(object.location.to_string()))?;
-                    let sql = String::from_utf8_lossy(&bytes).into_owned();
+                    let sql = self.read_text(&object.location).await?;
                     provider.set(name, Relation::View(sql));
                 } else if let Some(name) = object
                     .location
                     .filename()
                     .and_then(|f| f.strip_suffix(EXTERNAL_SUFFIX))
                 {
-                    let bytes = self
-                        .store
-                        .get(&object.location)
-                        .await
-                        .map_err(store_error(object.location.to_string()))?
-                        .bytes()
-                        .await
-                        .map_err(store_error(object.location.to_string()))?;
-                    let location = String::from_utf8_lossy(&bytes).trim().to_owned();
-                    provider.set(name, Relation::External(location));
+                    let location = self.read_text(&object.location).await?;
+                    provider.set(name, Relation::External(location.trim().to_owned()));
                 }
             }
         }
         Ok(())
+    }
+
+    /// A small text object of the warehouse directory (a view's SQL, an external location).
+    async fn read_text(&self, location: &StorePath) -> Result<String> {
+        let bytes = self
+            .store
+            .get(location)
+            .await
+            .map_err(store_error(location.to_string()))?
+            .bytes()
+            .await
+            .map_err(store_error(location.to_string()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Runs `df` to completion and returns its row count and a DataFrame over the rows in
+    /// memory — for writes that replace a table they read from (the read finishes first).
+    pub async fn collect_frame(&self, df: DataFrame, context: &str) -> Result<(usize, DataFrame)> {
+        let schema = df.schema().inner().clone();
+        let batches = df
+            .collect()
+            .await
+            .map_err(WarehouseError::datafusion(context))?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        Ok((rows, self.frame(schema, batches)?))
     }
 
     /// The DataFusion session (BigQuery functions registered).
@@ -673,12 +682,7 @@ impl Warehouse {
             .union(aligned)
             .map_err(WarehouseError::datafusion(&what))?;
         // The plan reads the current version's files; the overwrite commits after they are read.
-        let schema_ref = combined.schema().inner().clone();
-        let batches = combined
-            .collect()
-            .await
-            .map_err(WarehouseError::datafusion(&what))?;
-        let df = self.frame(schema_ref, batches)?;
+        let (_, df) = self.collect_frame(combined, &what).await?;
         self.write_table(schema, name, df, WriteMode::Replace).await
     }
 
