@@ -79,10 +79,7 @@ pub enum SqlError {
 }
 
 /// " (did you mean `x`?)" for the candidates closest to `wanted`, or "".
-pub(crate) fn did_you_mean<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> String {
+pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     let mut scored: Vec<(f64, &str)> = candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(wanted, c), c))

@@ -166,7 +166,8 @@ pub fn compile(
 /// One step of a run.
 enum Step<'a> {
     Node(&'a Node),
-    Test(&'a DataTest),
+    /// A test and the nodes it reads.
+    Test(&'a DataTest, &'a [String]),
 }
 
 /// Runs `verb` over the project; `report` sees each result as it completes.
@@ -201,12 +202,12 @@ pub async fn run(
         }
         if run_tests {
             // A test runs once the last node it reads is built.
-            for (test, _) in test_deps
+            for (test, deps) in test_deps
                 .iter()
                 .filter(|(_, deps)| deps.last() == Some(&node.name))
             {
                 if selected.contains(&test.name) {
-                    steps.push(Step::Test(test));
+                    steps.push(Step::Test(test, deps));
                 }
             }
         }
@@ -274,12 +275,7 @@ pub async fn run(
                     }
                 }
             }
-            Step::Test(test) => {
-                let deps = test_deps
-                    .iter()
-                    .find(|(t, _)| std::ptr::eq(*t, *test))
-                    .map(|(_, d)| d.as_slice())
-                    .unwrap_or_default();
+            Step::Test(test, deps) => {
                 let failed_dep = deps.iter().find(|d| broken.contains(*d));
                 let (status, message) = if let Some(dep) = failed_dep
                     && verb == Verb::Build

@@ -863,7 +863,8 @@ pub(crate) async fn plan_query(
         .map_err(WarehouseError::datafusion(what))
 }
 
-/// [`WarehouseError::UnknownRelation`] with the closest existing name.
+/// [`WarehouseError::UnknownRelation`] with the closest existing names (an unqualified name
+/// is compared as if in the default schema, where DataFusion looked for it).
 fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
     let mut names = Vec::new();
     if let Some(catalog) = context.catalog(CATALOG) {
@@ -878,20 +879,15 @@ fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
             }
         }
     }
-    let bare = name.rsplit('.').next().unwrap_or(name);
-    let suggestion = names
-        .iter()
-        .map(|n| {
-            let candidate = n.rsplit('.').next().unwrap_or(n);
-            (strsim::jaro_winkler(candidate, bare), n)
-        })
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, n)| format!(" (did you mean `{n}`?)"))
-        .unwrap_or_default();
+    let qualified = if name.contains('.') {
+        name.to_owned()
+    } else {
+        let state = context.state();
+        format!("{}.{name}", state.config().options().catalog.default_schema)
+    };
     WarehouseError::UnknownRelation {
         name: name.to_owned(),
-        suggestion,
+        suggestion: rainbow_sql::error::did_you_mean(&qualified, names.iter().map(String::as_str)),
     }
 }
 
