@@ -438,7 +438,8 @@ async fn materializations_per_partition(storage: &Storage, asset: &str) -> HashM
 
 fn rainbow(url: &str, args: &[&str], latency_ms: u64) -> Command {
     let mut cmd = Command::new(RAINBOW);
-    cmd.args(["--database-url", url])
+    cmd.env("RAINBOW_CODE_LOCATION", "quickstart")
+        .args(["--database-url", url])
         .args(args)
         .env("RAINBOW_RESOURCE__SHOP__LATENCY_MS", latency_ms.to_string())
         .env_remove("RAINBOW_RESOURCE__SHOP__FAIL_DAYS")

@@ -7,6 +7,7 @@ const RAINBOW: &str = env!("CARGO_BIN_EXE_rainbow");
 
 fn rainbow(dir: &Path, args: &[&str]) -> Output {
     Command::new(RAINBOW)
+        .env("RAINBOW_CODE_LOCATION", "quickstart")
         .current_dir(dir)
         .env_remove("RAINBOW_DATABASE_URL")
         .env_remove("RAINBOW_HOME")
@@ -170,6 +171,7 @@ fn bad_input_gets_clear_errors_and_exit_code_2() {
     assert!(stderr(&out).contains("rainbow.toml"), "{}", stderr(&out));
     std::fs::write(d.join("rainbow.toml"), "[resources.shop]\ncurrency = 1\n").expect("write");
     let out = Command::new(RAINBOW)
+        .env("RAINBOW_CODE_LOCATION", "quickstart")
         .current_dir(d)
         .env_remove("RAINBOW_RESOURCE__SHOP__CURRENCY")
         .args(["materialize", "--select", "*"])

@@ -31,6 +31,7 @@ fn spawn_slow_run(url: &str) -> std::process::Child {
 /// `rainbow bench assets` with `sleep_ms` per asset, two at a time.
 fn spawn_run(url: &str, sleep_ms: &str) -> std::process::Child {
     Command::new(RAINBOW)
+        .env("RAINBOW_CODE_LOCATION", "quickstart")
         .args([
             "bench",
             "assets",
@@ -131,6 +132,7 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
 
     // The next `rainbow` process notices, whatever command it runs.
     let out = Command::new(RAINBOW)
+        .env("RAINBOW_CODE_LOCATION", "quickstart")
         .args(["--database-url", &t.url, "runs", "--json"])
         .output()
         .expect("run rainbow runs");

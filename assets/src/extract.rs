@@ -2,9 +2,12 @@
 //! partition is the rows whose `updated_at` falls in that UTC day, written as one Parquet file
 //! `raw/<table>/dt=YYYY-MM-DD/<table>.parquet` in the object store (the master dataset).
 //!
-//! The master dataset is append-only and immutable: extracting a day again that yields the
-//! same bytes adds nothing (the file is left as is); a different result for a day already
-//! stored is refused with an error naming the file, unless `reprocess` is set.
+//! The master dataset is append-only and immutable: extracting a day again adds nothing (the
+//! file is left as is) when every row read now is already in the stored file — rows updated
+//! again on a later day have left the day's query and live in that later day's file. Rows
+//! that are not in the stored file (a late write into a closed day) are refused with an error
+//! naming the file, unless `reprocess` is set, which replaces the file with what the source
+//! holds now.
 //! Columns and types come from the Rainbow DB migration ([`rainbow_db::source::tables`]):
 //! BIGINT -> INT64, TEXT -> STRING, DOUBLE PRECISION -> FLOAT64 (money stays integer minor
 //! units, times stay microseconds since the epoch).
@@ -36,8 +39,10 @@ pub struct Extracted {
     pub rows: u64,
     /// File size.
     pub bytes: u64,
-    /// False when an identical file was already there (nothing written).
+    /// False when the stored file already held every row (nothing written).
     pub written: bool,
+    /// Rows of the stored file the source no longer has in this day (updated again later).
+    pub superseded: u64,
 }
 
 /// The object path of a table's day.
@@ -131,16 +136,71 @@ pub async fn read_day(
         .map_err(|e| AssetsError::Invalid(format!("{} for {day}: {e}", table.name)))
 }
 
-/// Encodes a batch as one Parquet file (deterministic for the same rows).
-fn parquet_bytes(batch: &RecordBatch) -> Result<Vec<u8>, AssetsError> {
+/// Encodes batches as one Parquet file (deterministic for the same rows).
+pub(crate) fn parquet_bytes(
+    schema: Arc<Schema>,
+    batches: &[RecordBatch],
+) -> Result<Vec<u8>, AssetsError> {
     let mut out = Vec::new();
     let bad = |e: rainbow_warehouse::datafusion::parquet::errors::ParquetError| {
         AssetsError::Invalid(format!("encoding Parquet: {e}"))
     };
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), None).map_err(bad)?;
-    writer.write(batch).map_err(bad)?;
+    let mut writer = ArrowWriter::try_new(&mut out, schema, None).map_err(bad)?;
+    for batch in batches {
+        writer.write(batch).map_err(bad)?;
+    }
     writer.close().map_err(bad)?;
     Ok(out)
+}
+
+/// Decodes a stored Parquet file.
+fn decode(bytes: bytes::Bytes, path: &str) -> Result<Vec<RecordBatch>, AssetsError> {
+    use rainbow_warehouse::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |e: &dyn std::fmt::Display| AssetsError::Invalid(format!("reading {path}: {e}"));
+    ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(&e))?
+        .build()
+        .map_err(|e| bad(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))
+}
+
+/// Rows of `now` missing from `stored`, and rows of `stored` missing from `now` (row
+/// equality over every column).
+fn row_difference(
+    now: &RecordBatch,
+    stored: &[RecordBatch],
+    path: &str,
+) -> Result<(u64, u64), AssetsError> {
+    use rainbow_warehouse::datafusion::arrow::row::{RowConverter, SortField};
+    use std::collections::HashSet;
+    let bad = |e: &dyn std::fmt::Display| AssetsError::Invalid(format!("comparing {path}: {e}"));
+    let fields = now
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(|e| bad(&e))?;
+    let mut stored_rows: HashSet<Vec<u8>> = HashSet::new();
+    for b in stored {
+        if b.schema().fields() != now.schema().fields() {
+            return Err(AssetsError::Invalid(format!(
+                "{path} was written with another schema than the Rainbow DB's now; reprocess it explicitly"
+            )));
+        }
+        let rows = converter
+            .convert_columns(b.columns())
+            .map_err(|e| bad(&e))?;
+        stored_rows.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+    }
+    let rows = converter
+        .convert_columns(now.columns())
+        .map_err(|e| bad(&e))?;
+    let now_rows: HashSet<Vec<u8>> = rows.iter().map(|r| r.as_ref().to_vec()).collect();
+    let new = now_rows.difference(&stored_rows).count() as u64;
+    let gone = stored_rows.difference(&now_rows).count() as u64;
+    Ok((new, gone))
 }
 
 /// Extracts one table's day into the master dataset (see the module docs for immutability).
@@ -152,7 +212,7 @@ pub async fn extract_day(
     reprocess: bool,
 ) -> Result<Extracted, AssetsError> {
     let batch = read_day(db, table, day).await?;
-    let bytes = parquet_bytes(&batch)?;
+    let bytes = parquet_bytes(batch.schema(), std::slice::from_ref(&batch))?;
     let path = partition_path(&table.name, day);
     let location = StorePath::from(path.as_str());
     let store_error = |e: object_store::Error| AssetsError::Invalid(format!("{path}: {e}"));
@@ -165,13 +225,24 @@ pub async fn extract_day(
                     rows: batch.num_rows() as u64,
                     bytes: bytes.len() as u64,
                     written: false,
+                    superseded: 0,
+                });
+            }
+            let size = existing.len() as u64;
+            let stored = decode(existing, &path)?;
+            let (new, superseded) = row_difference(&batch, &stored, &path)?;
+            if new == 0 && !reprocess {
+                return Ok(Extracted {
+                    rows: stored.iter().map(|b| b.num_rows() as u64).sum(),
+                    path,
+                    bytes: size,
+                    written: false,
+                    superseded,
                 });
             }
             if !reprocess {
                 return Err(AssetsError::Invalid(format!(
-                    "{path} is already in the master dataset with different content ({} bytes now, {} stored): the master dataset is immutable; reprocess explicitly to replace it",
-                    bytes.len(),
-                    existing.len()
+                    "{path} is already in the master dataset and the source now has {new} row(s) for that day that the file lacks: the master dataset is immutable; reprocess explicitly to replace it"
                 )));
             }
         }
@@ -188,6 +259,7 @@ pub async fn extract_day(
         rows: batch.num_rows() as u64,
         bytes: size,
         written: true,
+        superseded: 0,
     })
 }
 
@@ -200,13 +272,14 @@ pub struct ExtractSettings {
     pub store: Arc<dyn ObjectStore>,
     /// A display name for the store (a path or URL), for metadata.
     pub store_url: String,
-    /// First day of the partitions.
-    pub start: NaiveDate,
+    /// The daily partitions (e.g. `PartitionsDefinition::daily("2026-01-01")`).
+    pub partitions: PartitionsDefinition,
     /// Replace files whose content changed (explicit reprocessing).
     pub reprocess: bool,
 }
 
-/// One `raw/<table>` asset per Rainbow DB table, daily-partitioned from `settings.start`.
+/// One `raw/<table>` asset per Rainbow DB table, daily-partitioned by `settings.partitions`
+/// (a backfill runs each table's whole range in one run).
 pub fn extract_assets(settings: ExtractSettings) -> Vec<AssetDefinition> {
     let database: Arc<tokio::sync::OnceCell<Database>> = Arc::new(tokio::sync::OnceCell::new());
     rainbow_db::source::tables()
@@ -222,40 +295,50 @@ pub fn extract_assets(settings: ExtractSettings) -> Vec<AssetDefinition> {
                     "Rows of the Rainbow DB table `{}` updated during each day, as Parquet",
                     table.name
                 ))
-                .partitions(PartitionsDefinition::daily(
-                    &settings.start.format("%Y-%m-%d").to_string(),
-                ))
+                .partitions(settings.partitions.clone())
+                .backfill_policy(BackfillPolicy::SingleRun)
                 .compute(move |ctx: AssetContext| {
                     let settings = settings.clone();
                     let database = database.clone();
                     let table = table.clone();
                     async move {
-                        let key = ctx
-                            .partition_key()
-                            .ok_or("raw assets are daily-partitioned")?;
-                        let day = NaiveDate::parse_from_str(key, "%Y-%m-%d")
-                            .map_err(|e| format!("partition `{key}`: {e}"))?;
+                        if ctx.partition_keys().is_empty() {
+                            return Err("raw assets are daily-partitioned: give a partition".into());
+                        }
                         let db = database
                             .get_or_try_init(|| rainbow_db::connect(&settings.database_url, 4))
                             .await?;
-                        let out = extract_day(
-                            db,
-                            settings.store.as_ref(),
-                            &table,
-                            day,
-                            settings.reprocess,
-                        )
-                        .await?;
+                        // A single-run backfill hands over a range: one file per day.
+                        let (mut rows, mut bytes, mut written, mut superseded) = (0, 0, 0, 0);
+                        let mut last = String::new();
+                        for key in ctx.partition_keys() {
+                            let day = NaiveDate::parse_from_str(key, "%Y-%m-%d")
+                                .map_err(|e| format!("partition `{key}`: {e}"))?;
+                            let out = rainbow_warehouse::instrument::work(extract_day(
+                                db,
+                                settings.store.as_ref(),
+                                &table,
+                                day,
+                                settings.reprocess,
+                            ))
+                            .await?;
+                            rows += out.rows;
+                            bytes += out.bytes;
+                            written += u64::from(out.written);
+                            superseded += out.superseded;
+                            last = out.path;
+                        }
                         Ok::<_, BoxError>(
                             MaterializeResult::new()
-                                .row_count(out.rows)
+                                .row_count(rows)
                                 .path(format!(
                                     "{}/{}",
                                     settings.store_url.trim_end_matches('/'),
-                                    out.path
+                                    last
                                 ))
-                                .metadata("bytes", out.bytes as i64)
-                                .metadata("written", out.written)
+                                .metadata("bytes", bytes as i64)
+                                .metadata("files_written", written as i64)
+                                .metadata("superseded_rows", superseded as i64)
                                 .metadata(
                                     "schema",
                                     table

@@ -1,9 +1,13 @@
-//! The Rainbow pipeline: assets over the Rainbow DB. So far: [`generate`], the deterministic
-//! source-data generator behind `rainbow seed-data`, and [`extract`], the daily-partitioned
-//! extract of every source table into the Parquet master dataset.
+//! The Rainbow pipeline: assets over the Rainbow DB. [`generate`] is the deterministic
+//! source-data generator behind `rainbow seed-data`; [`extract`] the daily-partitioned extract
+//! of every source table into the Parquet master dataset; [`export`] writes the batch views
+//! for the serving layer; [`pipeline`] puts them, the SQL project (`sql_models/`) and the
+//! checks together as the Rainbow code location.
 
+pub mod export;
 pub mod extract;
 pub mod generate;
+pub mod pipeline;
 
 /// Errors of the Rainbow pipeline's assets.
 #[derive(Debug, thiserror::Error)]
@@ -23,4 +27,7 @@ pub enum AssetsError {
     /// Generation options make no sense or the target is not empty.
     #[error("{0}")]
     Invalid(String),
+    /// The warehouse or the SQL project failed.
+    #[error(transparent)]
+    Warehouse(#[from] rainbow_warehouse::WarehouseError),
 }

@@ -1,6 +1,6 @@
 //! A SQL project as engine assets: every seed, model and snapshot is an asset keyed
 //! `<schema>/<name>` (its relation), with its `ref()`s and `source()`s as dependencies;
-//! every data test is an asset check on the node it tests (severity `error` = blocking,
+//! every data test is an asset check on the last node it reads (severity `error` = blocking,
 //! `warn` = warning). Sources that no other asset produces become source assets keyed
 //! `<source schema>/<table>`; a Rust asset with that key is the source's producer instead, so
 //! Rust assets and SQL models depend on each other in both directions.
@@ -23,7 +23,7 @@ use crate::materialize::{self, RunOptions};
 use crate::warehouse::Warehouse;
 
 /// A dbt project to expose as assets.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqlProject {
     dir: PathBuf,
     location: String,
@@ -31,6 +31,27 @@ pub struct SqlProject {
     group: Option<String>,
     partitions: BTreeMap<String, PartitionsDefinition>,
     vars: BTreeMap<String, Json>,
+    externals: Vec<External>,
+    warehouse: Arc<OnceCell<Warehouse>>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for SqlProject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlProject")
+            .field("dir", &self.dir)
+            .field("location", &self.location)
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An external table the project reads (dbt-external-tables' `stage_external_sources`).
+#[derive(Debug, Clone)]
+struct External {
+    schema: String,
+    name: String,
+    location: String,
 }
 
 struct Shared {
@@ -38,14 +59,47 @@ struct Shared {
     location: String,
     schema: String,
     vars: BTreeMap<String, Json>,
-    warehouse: OnceCell<Warehouse>,
+    externals: Vec<External>,
+    warehouse: Arc<OnceCell<Warehouse>>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Opens (once) the project's warehouse, refreshes it so that what other processes wrote is
+/// visible, and declares the external tables not declared yet.
+/// Concurrent steps take turns (`refreshing`): two declaring the same table at once would
+/// each drop the other's declaration.
+async fn open_warehouse<'a>(
+    cell: &'a OnceCell<Warehouse>,
+    refreshing: &tokio::sync::Mutex<()>,
+    location: &str,
+    schema: &str,
+    externals: &[External],
+) -> Result<&'a Warehouse> {
+    let warehouse = cell
+        .get_or_try_init(|| Warehouse::open(location, schema))
+        .await?;
+    let _turn = refreshing.lock().await;
+    warehouse.refresh_catalog().await?;
+    for e in externals {
+        if warehouse.kind(&e.schema, &e.name).is_none() {
+            warehouse
+                .create_external_table(&e.schema, &e.name, &e.location)
+                .await?;
+        }
+    }
+    Ok(warehouse)
 }
 
 impl Shared {
     async fn warehouse(&self) -> Result<&Warehouse> {
-        self.warehouse
-            .get_or_try_init(|| Warehouse::open(&self.location, &self.schema))
-            .await
+        open_warehouse(
+            &self.warehouse,
+            &self.refreshing,
+            &self.location,
+            &self.schema,
+            &self.externals,
+        )
+        .await
     }
 
     /// Compiles the project for one materialization (partition variables included).
@@ -105,7 +159,40 @@ impl SqlProject {
             group: None,
             partitions: BTreeMap::new(),
             vars: BTreeMap::new(),
+            externals: Vec::new(),
+            warehouse: Arc::new(OnceCell::new()),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Declares `<schema>.<name>` as an external table over the Parquet files under
+    /// `location` (Hive `key=value` folders become columns) before anything is built, as
+    /// dbt-external-tables' `stage_external_sources` does. Declared once files exist.
+    pub fn external_table(
+        mut self,
+        schema: impl Into<String>,
+        name: impl Into<String>,
+        location: impl Into<String>,
+    ) -> Self {
+        self.externals.push(External {
+            schema: schema.into(),
+            name: name.into(),
+            location: location.into(),
+        });
+        self
+    }
+
+    /// The project's warehouse, shared by every asset of the project (opened on first use,
+    /// refreshed on each call).
+    pub async fn warehouse(&self) -> Result<&Warehouse> {
+        open_warehouse(
+            &self.warehouse,
+            &self.refreshing,
+            &self.location,
+            &self.schema,
+            &self.externals,
+        )
+        .await
     }
 
     /// The target schema (default `main`).
@@ -160,7 +247,9 @@ impl SqlProject {
             location: self.location.clone(),
             schema: self.schema.clone(),
             vars: self.vars.clone(),
-            warehouse: OnceCell::new(),
+            externals: self.externals.clone(),
+            warehouse: self.warehouse.clone(),
+            refreshing: self.refreshing.clone(),
         });
         let keys: BTreeMap<&str, AssetKey> = manifest
             .nodes
@@ -233,13 +322,13 @@ impl SqlProject {
                         .iter()
                         .find(|n| n.name == name)
                         .ok_or_else(|| format!("`{name}` is no longer in the project"))?;
-                    let message = materialize::build_node(
+                    let message = crate::instrument::work(materialize::build_node(
                         &shared.project,
                         warehouse,
                         node,
                         &options,
                         &started,
-                    )
+                    ))
                     .await?;
                     let mut result = MaterializeResult::new()
                         .metadata("status", message)
@@ -247,18 +336,22 @@ impl SqlProject {
                     if warehouse.kind(&node.schema, &node.relation)
                         == Some(crate::RelationKind::Table)
                     {
-                        let n = warehouse
-                            .count(
-                                &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
-                                &node.path,
-                            )
-                            .await?;
+                        let n = crate::instrument::work(warehouse.count(
+                            &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
+                            &node.path,
+                        ))
+                        .await?;
                         result = result.row_count(u64::try_from(n).unwrap_or(0));
                     }
                     Ok::<_, BoxError>(result)
                 }
             });
-            for test in tests.iter().filter(|t| t.model == node.name) {
+            // A test checks the last node it reads (a singular test over a staging model and
+            // a fact is evaluated once the fact is built).
+            for test in tests
+                .iter()
+                .filter(|t| materialize::reads(t, &manifest).last() == Some(&node.name))
+            {
                 let check = AssetCheckSpec::new(test.name.clone(), key.clone())
                     .description(format!("dbt test `{}` ({})", test.test, test.path))
                     .severity(match test.severity {
@@ -276,7 +369,9 @@ impl SqlProject {
                         let test = tests.iter().find(|t| t.name == test_name).ok_or_else(|| {
                             format!("test `{test_name}` is no longer in the project")
                         })?;
-                        let failing = materialize::failing_rows(warehouse, test).await?;
+                        let failing =
+                            crate::instrument::work(materialize::failing_rows(warehouse, test))
+                                .await?;
                         Ok::<_, BoxError>(
                             AssetCheckResult::new(failing == 0)
                                 .metadata("failing_rows", failing as i64),

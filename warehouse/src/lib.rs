@@ -13,6 +13,7 @@ pub mod assets;
 pub mod bigquery;
 mod catalog;
 pub mod error;
+pub mod instrument;
 pub mod materialize;
 mod merge;
 pub mod selection;

@@ -340,7 +340,7 @@ pub async fn build_node(
 
 /// The nodes a test reads, in build order (the tested node and every relation its compiled
 /// SQL names, such as a relationships test's `to` or a singular test's refs).
-fn reads(test: &DataTest, manifest: &Manifest) -> Vec<String> {
+pub(crate) fn reads(test: &DataTest, manifest: &Manifest) -> Vec<String> {
     let names = |relation: &str| {
         let mut rest = test.sql.as_str();
         while let Some(i) = rest.find(relation) {

@@ -138,6 +138,14 @@ impl Warehouse {
         Ok(warehouse)
     }
 
+    /// Reads the directory again: relations created by other processes appear, and every
+    /// table is read at its latest version from the next query on (cached table versions are
+    /// dropped). Orchestrated materializations call it first, so a long-running daemon sees
+    /// what a CLI run wrote.
+    pub async fn refresh_catalog(&self) -> Result<()> {
+        self.scan().await
+    }
+
     /// Reads the directory: schemas, Delta tables, views.
     async fn scan(&self) -> Result<()> {
         let root = self

@@ -1,0 +1,395 @@
+//! `rainbow demo` (README command 1) and `rainbow bench pipeline`: the whole batch layer on
+//! the embedded default (SQLite source, Parquet lake, DataFusion warehouse, SQLite run storage).
+//!
+//! The history is replayed as it would happen in production: each generated day is followed
+//! by that night's extract of the day's partition, so every intermediate version of a row
+//! reaches the immutable master dataset (SCD2 needs them). Then one backfill of `batch_job`
+//! over every partition: the extracts find their days already stored (nothing written), the
+//! models, checks and exports run once. A second `demo` finds the history in place, runs the
+//! backfill again (idempotent) and prints the same analyses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::NaiveDate;
+use clap::Parser;
+use rainbow_assets::generate::{GenerateOptions, Generator};
+use rainbow_assets::pipeline::{self, BATCH_JOB, PipelineSettings};
+use rainbow_engine::backfill::{
+    BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
+};
+use rainbow_engine::resource::RainbowConfig;
+use rainbow_engine::storage::Storage;
+use rainbow_engine::storage::backfills::BackfillStatus;
+use rainbow_engine::{AssetGraph, Executor, RunOptions};
+use rainbow_warehouse::Warehouse;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rainbow demo",
+    about = "The Rainbow batch layer end to end on the embedded default: generate a history, extract it night by night, backfill, build, check, export, print the analyses"
+)]
+struct DemoCli {
+    /// State directory (run storage, source DB, lake, warehouse, pipeline.toml).
+    #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow")]
+    home: PathBuf,
+    /// Days of history.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Orders per average day.
+    #[arg(long, default_value_t = 1500)]
+    orders_per_day: u32,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rainbow bench pipeline",
+    about = "Times the whole batch layer (nightly extracts + backfill) and its orchestration overhead"
+)]
+struct BenchCli {
+    /// Days of history.
+    #[arg(long, default_value_t = 100)]
+    days: u32,
+    /// Orders per average day (100 days x 10,000 = 1,000,000 orders).
+    #[arg(long, default_value_t = 10_000)]
+    orders_per_day: u32,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Steps run at once inside each run (1 makes work time and wall time comparable).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+}
+
+/// `rainbow demo …` (args after the program name).
+pub fn main(args: &[String]) -> ExitCode {
+    let cli = match DemoCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    finish(runtime().and_then(|rt| rt.block_on(demo(cli))))
+}
+
+/// `rainbow bench pipeline …` (args after `bench`).
+pub fn bench_main(args: &[String]) -> ExitCode {
+    let cli = match BenchCli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    finish(runtime().and_then(|rt| rt.block_on(bench(cli))))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn finish(result: Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings of a demo home: its own, or new ones bounded to the generated history.
+fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSettings> {
+    let end = start + chrono::Duration::days(i64::from(days));
+    if home.join(pipeline::SETTINGS_FILE).exists() {
+        let settings = PipelineSettings::load(home)?;
+        if settings.start_date != start || settings.end_date != Some(end) {
+            bail!(
+                "{} holds a pipeline from {} to {}, not a {days}-day demo: use another --home, or remove it to start over",
+                home.join(pipeline::SETTINGS_FILE).display(),
+                settings.start_date,
+                settings
+                    .end_date
+                    .map_or_else(|| "today".to_owned(), |d| d.to_string())
+            );
+        }
+        return Ok(settings);
+    }
+    let mut settings = PipelineSettings::defaults(home);
+    settings.start_date = start;
+    settings.end_date = Some(end);
+    settings.save(home)?;
+    Ok(settings)
+}
+
+/// What a replay measured.
+struct Replay {
+    generated: bool,
+    generation: Duration,
+    extracts: Duration,
+    backfill: Duration,
+}
+
+/// Replays the history (when not there yet) and backfills `batch_job`.
+async fn replay(
+    home: &Path,
+    settings: &PipelineSettings,
+    options: &GenerateOptions,
+    concurrency: usize,
+    quiet: bool,
+) -> Result<Replay> {
+    let defs = pipeline::definitions(settings)?;
+    let graph = Arc::new(AssetGraph::build(defs)?);
+    let storage = Storage::open_sqlite_dir(home).await?;
+    let executor = Executor::new(graph.clone(), storage.clone(), &RainbowConfig::default())?;
+    let marker = home.join("demo-history.done");
+    let source_file = home.join("source.db");
+    let mut report = Replay {
+        generated: false,
+        generation: Duration::ZERO,
+        extracts: Duration::ZERO,
+        backfill: Duration::ZERO,
+    };
+    if !marker.exists() {
+        if source_file.exists() {
+            bail!(
+                "{} exists but its history was not completed (an earlier demo was interrupted): remove {} to start over",
+                source_file.display(),
+                home.display()
+            );
+        }
+        report.generated = true;
+        let db = rainbow_db::connect(&settings.source_url, 4).await?;
+        rainbow_db::source::migrate(&db).await?;
+        let mut generator = Generator::new(options.clone())?;
+        let started = Instant::now();
+        generator.write_reference_data(&db).await?;
+        Generator::sync_sequences(&db).await?;
+        report.generation += started.elapsed();
+        let raw = graph.select(&["group:raw"], &[] as &[&str])?;
+        let bar = progress(quiet, options.days, "days generated and extracted");
+        for day in 0..options.days {
+            let started = Instant::now();
+            generator.write_day(&db, day).await?;
+            Generator::sync_sequences(&db).await?;
+            report.generation += started.elapsed();
+            let key = (options.start + chrono::Duration::days(i64::from(day)))
+                .format("%Y-%m-%d")
+                .to_string();
+            let started = Instant::now();
+            let result = executor
+                .materialize(
+                    &raw,
+                    RunOptions {
+                        selection: "group:raw".into(),
+                        partitions: vec![key.clone()],
+                        concurrency,
+                        tags: BTreeMap::from([(
+                            "rainbow/replay".to_owned(),
+                            pipeline::NIGHTLY.to_owned(),
+                        )]),
+                        ..Default::default()
+                    },
+                    CancellationToken::new(),
+                    None,
+                )
+                .await?;
+            report.extracts += started.elapsed();
+            if !result.success() {
+                bail!(
+                    "the extract of {key} failed (run {}): see `rainbow run show {}`",
+                    result.run_id,
+                    result.run_id
+                );
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        std::fs::write(&marker, b"").with_context(|| marker.display().to_string())?;
+    }
+    let started = Instant::now();
+    let record = launch_backfill(
+        &graph,
+        &storage,
+        &BackfillRequest {
+            select: vec!["*".into()],
+            exclude: Vec::new(),
+            partitions: PartitionSelector::All,
+            max_concurrent: 1,
+            tags: BTreeMap::from([("rainbow/job".to_owned(), BATCH_JOB.to_owned())]),
+        },
+        chrono::Utc::now(),
+    )
+    .await?;
+    let status = run_backfill(
+        &executor,
+        &record.backfill_id,
+        &BackfillRunOptions {
+            run_concurrency: concurrency,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+        None,
+    )
+    .await?;
+    report.backfill = started.elapsed();
+    if status != BackfillStatus::Completed {
+        bail!(
+            "backfill {} ended {status:?}: see `rainbow backfill show {}` and `rainbow runs`",
+            record.backfill_id,
+            record.backfill_id
+        );
+    }
+    // The latest result of every check.
+    let (mut passed, mut warned, mut failed) = (0, 0, 0);
+    for node in graph.nodes() {
+        let results = storage.check_results(&node.spec.key, 1000).await?;
+        let mut seen = std::collections::HashSet::new();
+        for r in results {
+            if !seen.insert(r.evaluation.check_name.clone()) {
+                continue;
+            }
+            match (r.evaluation.passed, r.evaluation.severity) {
+                (true, _) => passed += 1,
+                (false, rainbow_engine::AssetCheckSeverity::Warn) => warned += 1,
+                (false, _) => failed += 1,
+            }
+        }
+    }
+    if !quiet {
+        println!(
+            "backfill {} completed: {} assets, checks {passed} passed, {warned} warned, {failed} failed",
+            record.backfill_id,
+            graph.nodes().iter().filter(|n| !n.is_source).count()
+        );
+    }
+    if failed > 0 {
+        bail!("{failed} check(s) failed: see `rainbow status`");
+    }
+    Ok(report)
+}
+
+fn progress(quiet: bool, len: u32, what: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    indicatif::ProgressBar::new(u64::from(len)).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} [{{elapsed}}]"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
+}
+
+/// The six analyses: (title, query).
+const ANALYSES: [(&str, &str); 6] = [
+    ("Total sales", "SELECT * FROM main_views.total_sales"),
+    (
+        "Sales by day of week",
+        "SELECT * FROM main_views.sales_by_day_of_week ORDER BY day_of_week_number",
+    ),
+    (
+        "Top sellers (first 10)",
+        "SELECT * FROM main_views.top_sellers ORDER BY sales_rank, seller_id LIMIT 10",
+    ),
+    (
+        "Top 5 most profitable products per category (first 3 categories)",
+        "SELECT * FROM main_views.top_profitable_products_by_category WHERE category IN (SELECT DISTINCT category FROM main_views.top_profitable_products_by_category ORDER BY category LIMIT 3) ORDER BY category, profit_rank",
+    ),
+    (
+        "Payment method distribution",
+        "SELECT * FROM main_views.payment_method_distribution ORDER BY sales_amount DESC, payment_method",
+    ),
+    (
+        "Customer ranking (first 10)",
+        "SELECT * FROM main_views.customer_ranking ORDER BY customer_rank, customer_id LIMIT 10",
+    ),
+];
+
+async fn print_analyses(settings: &PipelineSettings) -> Result<()> {
+    let warehouse = Warehouse::open(&settings.warehouse, "main").await?;
+    for (title, sql) in ANALYSES {
+        let batches = warehouse.query(sql, title).await?;
+        println!("\n{title}");
+        println!(
+            "{}",
+            rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        );
+    }
+    Ok(())
+}
+
+async fn demo(cli: DemoCli) -> Result<ExitCode> {
+    let start = NaiveDate::parse_from_str(pipeline::DEFAULT_START, "%Y-%m-%d")?;
+    let settings = demo_settings(&cli.home, start, cli.days)?;
+    let options = GenerateOptions {
+        start,
+        days: cli.days,
+        orders_per_day: cli.orders_per_day,
+        seed: cli.seed,
+    };
+    let started = Instant::now();
+    let report = replay(&cli.home, &settings, &options, 8, false).await?;
+    print_analyses(&settings).await?;
+    println!(
+        "\n{} in {:.1} s. Next: rainbow --home {} list | status | runs | partitions raw/orders; rainbow --home {h} query 'SELECT * FROM main_views.total_sales'",
+        if report.generated {
+            format!(
+                "{} days of history generated, extracted night by night and backfilled",
+                cli.days
+            )
+        } else {
+            "History already in place: backfilled again".to_owned()
+        },
+        started.elapsed().as_secs_f64(),
+        cli.home.display(),
+        h = cli.home.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(cli: BenchCli) -> Result<ExitCode> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let start = NaiveDate::parse_from_str(pipeline::DEFAULT_START, "%Y-%m-%d")?;
+    let settings = demo_settings(&home, start, cli.days)?;
+    let options = GenerateOptions {
+        start,
+        days: cli.days,
+        orders_per_day: cli.orders_per_day,
+        seed: cli.seed,
+    };
+    rainbow_warehouse::instrument::reset();
+    let report = replay(&home, &settings, &options, cli.concurrency, true).await?;
+    let work = rainbow_warehouse::instrument::work_time().as_secs_f64();
+    let pipeline = (report.extracts + report.backfill).as_secs_f64();
+    let db = rainbow_db::connect(&settings.source_url, 1).await?;
+    let (orders, lines): (i64, i64) = sqlx_counts(&db).await?;
+    let overhead = pipeline - work;
+    println!(
+        "{{\"bench\":\"pipeline\",\"days\":{},\"orders\":{orders},\"order_lines\":{lines},\"concurrency\":{},\"generation_seconds\":{:.2},\"extract_seconds\":{:.2},\"backfill_seconds\":{:.2},\"pipeline_seconds\":{pipeline:.2},\"work_seconds\":{work:.2},\"overhead_seconds\":{overhead:.2},\"overhead_percent\":{:.1}}}",
+        cli.days,
+        cli.concurrency,
+        report.generation.as_secs_f64(),
+        report.extracts.as_secs_f64(),
+        report.backfill.as_secs_f64(),
+        100.0 * overhead / pipeline,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sqlx_counts(db: &rainbow_db::Database) -> Result<(i64, i64)> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT (SELECT COUNT(*) FROM orders) AS orders, (SELECT COUNT(*) FROM orderdetails) AS lines",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    Ok((row.try_get("orders")?, row.try_get("lines")?))
+}
