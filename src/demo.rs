@@ -8,26 +8,16 @@
 //! models, checks and exports run once. A second `demo` finds the history in place, runs the
 //! backfill again (idempotent) and prints the same analyses.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 use clap::Parser;
-use rainbow_assets::generate::{GenerateOptions, Generator};
-use rainbow_assets::pipeline::{self, BATCH_JOB, PipelineSettings};
-use rainbow_engine::backfill::{
-    BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
-};
-use rainbow_engine::resource::RainbowConfig;
-use rainbow_engine::storage::Storage;
-use rainbow_engine::storage::backfills::BackfillStatus;
-use rainbow_engine::{AssetGraph, Executor, RunOptions};
+use rainbow_assets::generate::GenerateOptions;
+use rainbow_assets::pipeline::{self, PipelineSettings, replay};
 use rainbow_warehouse::Warehouse;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,153 +118,6 @@ fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSet
     Ok(settings)
 }
 
-/// What a replay measured.
-struct Replay {
-    generated: bool,
-    generation: Duration,
-    extracts: Duration,
-    backfill: Duration,
-}
-
-/// Replays the history (when not there yet) and backfills `batch_job`.
-async fn replay(
-    home: &Path,
-    settings: &PipelineSettings,
-    options: &GenerateOptions,
-    concurrency: usize,
-    quiet: bool,
-) -> Result<Replay> {
-    let defs = pipeline::definitions(settings)?;
-    let graph = Arc::new(AssetGraph::build(defs)?);
-    let storage = Storage::open_sqlite_dir(home).await?;
-    let executor = Executor::new(graph.clone(), storage.clone(), &RainbowConfig::default())?;
-    let marker = home.join("demo-history.done");
-    let source_file = home.join("source.db");
-    let mut report = Replay {
-        generated: false,
-        generation: Duration::ZERO,
-        extracts: Duration::ZERO,
-        backfill: Duration::ZERO,
-    };
-    if !marker.exists() {
-        if source_file.exists() {
-            bail!(
-                "{} exists but its history was not completed (an earlier demo was interrupted): remove {} to start over",
-                source_file.display(),
-                home.display()
-            );
-        }
-        report.generated = true;
-        let db = rainbow_db::connect(&settings.source_url, 4).await?;
-        rainbow_db::source::migrate(&db).await?;
-        let mut generator = Generator::new(options.clone())?;
-        let started = Instant::now();
-        generator.write_reference_data(&db).await?;
-        Generator::sync_sequences(&db).await?;
-        report.generation += started.elapsed();
-        let raw = graph.select(&["group:raw"], &[] as &[&str])?;
-        let bar = progress(quiet, options.days, "days generated and extracted");
-        for day in 0..options.days {
-            let started = Instant::now();
-            generator.write_day(&db, day).await?;
-            Generator::sync_sequences(&db).await?;
-            report.generation += started.elapsed();
-            let key = (options.start + chrono::Duration::days(i64::from(day)))
-                .format("%Y-%m-%d")
-                .to_string();
-            let started = Instant::now();
-            let result = executor
-                .materialize(
-                    &raw,
-                    RunOptions {
-                        selection: "group:raw".into(),
-                        partitions: vec![key.clone()],
-                        concurrency,
-                        tags: BTreeMap::from([(
-                            "rainbow/replay".to_owned(),
-                            pipeline::NIGHTLY.to_owned(),
-                        )]),
-                        ..Default::default()
-                    },
-                    CancellationToken::new(),
-                    None,
-                )
-                .await?;
-            report.extracts += started.elapsed();
-            if !result.success() {
-                bail!(
-                    "the extract of {key} failed (run {}): see `rainbow run show {}`",
-                    result.run_id,
-                    result.run_id
-                );
-            }
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        std::fs::write(&marker, b"").with_context(|| marker.display().to_string())?;
-    }
-    let started = Instant::now();
-    let record = launch_backfill(
-        &graph,
-        &storage,
-        &BackfillRequest {
-            select: vec!["*".into()],
-            exclude: Vec::new(),
-            partitions: PartitionSelector::All,
-            max_concurrent: 1,
-            tags: BTreeMap::from([("rainbow/job".to_owned(), BATCH_JOB.to_owned())]),
-        },
-        chrono::Utc::now(),
-    )
-    .await?;
-    let status = run_backfill(
-        &executor,
-        &record.backfill_id,
-        &BackfillRunOptions {
-            run_concurrency: concurrency,
-            ..Default::default()
-        },
-        CancellationToken::new(),
-        None,
-    )
-    .await?;
-    report.backfill = started.elapsed();
-    if status != BackfillStatus::Completed {
-        bail!(
-            "backfill {} ended {status:?}: see `rainbow backfill show {}` and `rainbow runs`",
-            record.backfill_id,
-            record.backfill_id
-        );
-    }
-    // The latest result of every check.
-    let (mut passed, mut warned, mut failed) = (0, 0, 0);
-    for node in graph.nodes() {
-        let results = storage.check_results(&node.spec.key, 1000).await?;
-        let mut seen = std::collections::HashSet::new();
-        for r in results {
-            if !seen.insert(r.evaluation.check_name.clone()) {
-                continue;
-            }
-            match (r.evaluation.passed, r.evaluation.severity) {
-                (true, _) => passed += 1,
-                (false, rainbow_engine::AssetCheckSeverity::Warn) => warned += 1,
-                (false, _) => failed += 1,
-            }
-        }
-    }
-    if !quiet {
-        println!(
-            "backfill {} completed: {} assets, checks {passed} passed, {warned} warned, {failed} failed",
-            record.backfill_id,
-            graph.nodes().iter().filter(|n| !n.is_source).count()
-        );
-    }
-    if failed > 0 {
-        bail!("{failed} check(s) failed: see `rainbow status`");
-    }
-    Ok(report)
-}
-
 fn progress(quiet: bool, len: u32, what: &str) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
@@ -335,7 +178,24 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
         seed: cli.seed,
     };
     let started = Instant::now();
-    let report = replay(&cli.home, &settings, &options, 8, false).await?;
+    let bar = progress(false, cli.days, "days generated and extracted");
+    let report = replay(&cli.home, &settings, &options, 8, &|| bar.inc(1)).await?;
+    bar.finish_and_clear();
+    println!(
+        "backfill {} completed: {} assets, checks {} passed, {} warned, {} failed",
+        report.backfill_id,
+        report.assets,
+        report.checks_passed,
+        report.checks_warned,
+        report.checks_failed
+    );
+    if report.checks_failed > 0 {
+        bail!(
+            "{} check(s) failed: see `rainbow --home {} status`",
+            report.checks_failed,
+            cli.home.display()
+        );
+    }
     print_analyses(&settings).await?;
     println!(
         "\n{} in {:.1} s. Next: rainbow --home {} list | status | runs | partitions raw/orders; rainbow --home {h} query 'SELECT * FROM main_views.total_sales'",
@@ -366,7 +226,10 @@ async fn bench(cli: BenchCli) -> Result<ExitCode> {
         seed: cli.seed,
     };
     rainbow_warehouse::instrument::reset();
-    let report = replay(&home, &settings, &options, cli.concurrency, true).await?;
+    let report = replay(&home, &settings, &options, cli.concurrency, &|| {}).await?;
+    if report.checks_failed > 0 {
+        bail!("{} check(s) failed", report.checks_failed);
+    }
     let work = rainbow_warehouse::instrument::work_time().as_secs_f64();
     let pipeline = (report.extracts + report.backfill).as_secs_f64();
     let db = rainbow_db::connect(&settings.source_url, 1).await?;

@@ -60,7 +60,7 @@ async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backe
         database_url: url.clone(),
         store: store.clone(),
         store_url: lake.path().display().to_string(),
-        start,
+        partitions: PartitionsDefinition::daily("2026-01-05"),
         reprocess: false,
     });
     assert_eq!(assets.len(), 9);

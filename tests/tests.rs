@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod execution;
 mod extract;
+mod pipeline;
 mod recovery;
 mod seed_data;
 mod selection;

@@ -27,6 +27,9 @@ pub enum AssetsError {
     /// Generation options make no sense or the target is not empty.
     #[error("{0}")]
     Invalid(String),
+    /// The engine refused or failed (definitions, storage, a backfill).
+    #[error(transparent)]
+    Engine(#[from] rainbow_engine::Error),
     /// The warehouse or the SQL project failed.
     #[error(transparent)]
     Warehouse(#[from] rainbow_warehouse::WarehouseError),

@@ -17,20 +17,30 @@
 //! in the master dataset). Settings come from `<home>/pipeline.toml` when present, then
 //! environment variables ([`PipelineSettings::load`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use object_store::ObjectStore;
 use rainbow_checks::{HiveDataset, completeness_check, freshness_check, system_clock};
+use rainbow_engine::backfill::{
+    BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
+};
 use rainbow_engine::prelude::*;
+use rainbow_engine::resource::RainbowConfig;
+use rainbow_engine::storage::Storage;
+use rainbow_engine::storage::backfills::BackfillStatus;
+use rainbow_engine::{Executor, RunOptions};
 use rainbow_warehouse::SqlProject;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::AssetsError;
 use crate::export::export_assets;
 use crate::extract::{ExtractSettings, extract_assets};
+use crate::generate::{GenerateOptions, Generator};
 
 /// Where the pipeline reads and writes, and its partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,4 +241,162 @@ pub fn definitions(settings: &PipelineSettings) -> Result<Definitions, AssetsErr
             ScheduleDefinition::new(NIGHTLY, "0 0 * * *", BATCH_JOB)
                 .catch_up(rainbow_engine::CatchUpPolicy::AllMissed),
         ))
+}
+
+/// What [`replay`] did and measured.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// False when the history was already in place (only the backfill ran).
+    pub generated: bool,
+    /// Time spent generating source data.
+    pub generation: Duration,
+    /// Time spent in the nightly extract runs.
+    pub extracts: Duration,
+    /// Time spent in the backfill.
+    pub backfill: Duration,
+    /// The backfill's id.
+    pub backfill_id: String,
+    /// Materializable assets.
+    pub assets: usize,
+    /// Checks whose latest result passed.
+    pub checks_passed: usize,
+    /// Checks whose latest result failed with severity warn.
+    pub checks_warned: usize,
+    /// Checks whose latest result failed with severity error.
+    pub checks_failed: usize,
+}
+
+/// Replays a generated history the way production lives it, then backfills `batch_job`:
+/// unless `<home>/demo-history.done` exists, a new source DB gets the generator's reference
+/// data and then, day after day, that day's rows followed by that night's extract of its
+/// partition (so every intermediate version reaches the master dataset); `day_done` is
+/// called after each day. Then one backfill of every asset over every partition (extracts
+/// find their days stored; models, checks and exports run once). A backfill that does not
+/// complete is an error; failed checks are counted in the report.
+pub async fn replay(
+    home: &Path,
+    settings: &PipelineSettings,
+    options: &GenerateOptions,
+    concurrency: usize,
+    day_done: &(dyn Fn() + Sync),
+) -> Result<Replay, AssetsError> {
+    let defs = definitions(settings)?;
+    let graph = Arc::new(AssetGraph::build(defs)?);
+    let storage = Storage::open_sqlite_dir(home).await?;
+    let executor = Executor::new(graph.clone(), storage.clone(), &RainbowConfig::default())?;
+    let marker = home.join("demo-history.done");
+    let source_file = home.join("source.db");
+    let mut report = Replay {
+        generated: false,
+        generation: Duration::ZERO,
+        extracts: Duration::ZERO,
+        backfill: Duration::ZERO,
+        backfill_id: String::new(),
+        assets: graph.nodes().iter().filter(|n| !n.is_source).count(),
+        checks_passed: 0,
+        checks_warned: 0,
+        checks_failed: 0,
+    };
+    if !marker.exists() {
+        if source_file.exists() {
+            return Err(AssetsError::Invalid(format!(
+                "{} exists but its history was not completed (an earlier demo was interrupted): remove {} to start over",
+                source_file.display(),
+                home.display()
+            )));
+        }
+        report.generated = true;
+        let db = rainbow_db::connect(&settings.source_url, 4).await?;
+        rainbow_db::source::migrate(&db).await?;
+        let mut generator = Generator::new(options.clone())?;
+        let started = Instant::now();
+        generator.write_reference_data(&db).await?;
+        Generator::sync_sequences(&db).await?;
+        report.generation += started.elapsed();
+        let raw = graph.select(&["group:raw"], &[] as &[&str])?;
+        for day in 0..options.days {
+            let started = Instant::now();
+            generator.write_day(&db, day).await?;
+            Generator::sync_sequences(&db).await?;
+            report.generation += started.elapsed();
+            let key = (options.start + chrono::Duration::days(i64::from(day)))
+                .format("%Y-%m-%d")
+                .to_string();
+            let started = Instant::now();
+            let result = executor
+                .materialize(
+                    &raw,
+                    RunOptions {
+                        selection: "group:raw".into(),
+                        partitions: vec![key.clone()],
+                        concurrency,
+                        tags: BTreeMap::from([("rainbow/replay".to_owned(), NIGHTLY.to_owned())]),
+                        ..Default::default()
+                    },
+                    CancellationToken::new(),
+                    None,
+                )
+                .await?;
+            report.extracts += started.elapsed();
+            if !result.success() {
+                return Err(AssetsError::Invalid(format!(
+                    "the extract of {key} failed: see `rainbow run show {}`",
+                    result.run_id
+                )));
+            }
+            day_done();
+        }
+        std::fs::write(&marker, b"")
+            .map_err(|e| AssetsError::Invalid(format!("{}: {e}", marker.display())))?;
+    }
+    let started = Instant::now();
+    let record = launch_backfill(
+        &graph,
+        &storage,
+        &BackfillRequest {
+            select: vec!["*".into()],
+            exclude: Vec::new(),
+            partitions: PartitionSelector::All,
+            max_concurrent: 1,
+            tags: BTreeMap::from([("rainbow/job".to_owned(), BATCH_JOB.to_owned())]),
+        },
+        chrono::Utc::now(),
+    )
+    .await?;
+    let status = run_backfill(
+        &executor,
+        &record.backfill_id,
+        &BackfillRunOptions {
+            run_concurrency: concurrency,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+        None,
+    )
+    .await?;
+    report.backfill = started.elapsed();
+    report.backfill_id = record.backfill_id.clone();
+    if status != BackfillStatus::Completed {
+        return Err(AssetsError::Invalid(format!(
+            "backfill {} ended {status:?}: see `rainbow backfill show {}` and `rainbow runs`",
+            record.backfill_id, record.backfill_id
+        )));
+    }
+    // The latest result of every check.
+
+    for node in graph.nodes() {
+        let results = storage.check_results(&node.spec.key, 1000).await?;
+        let mut seen = std::collections::HashSet::new();
+        for r in results {
+            if !seen.insert(r.evaluation.check_name.clone()) {
+                continue;
+            }
+            match (r.evaluation.passed, r.evaluation.severity) {
+                (true, _) => report.checks_passed += 1,
+                (false, AssetCheckSeverity::Warn) => report.checks_warned += 1,
+                (false, _) => report.checks_failed += 1,
+            }
+        }
+    }
+    Ok(report)
 }

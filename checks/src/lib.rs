@@ -171,11 +171,13 @@ pub async fn evaluate_freshness(
         .as_ref()
         .and_then(|newest| expected.iter().rev().position(|k| k == newest))
         .unwrap_or(expected.len());
-    let mut result = AssetCheckResult::new(lag <= max_lag)
+    // Nothing stored is stale whatever the allowed lag.
+    let fresh = newest_stored.is_some() && lag <= max_lag;
+    let mut result = AssetCheckResult::new(fresh)
         .metadata("latest_due", latest.clone())
         .metadata("newest_stored", newest_stored.clone().unwrap_or_default())
         .metadata("lag_partitions", lag as i64);
-    if lag > max_lag {
+    if !fresh {
         result = result.description(format!(
             "{lag} partition(s) behind: the latest due is {latest}, the newest stored {}",
             newest_stored.as_deref().unwrap_or("none")
