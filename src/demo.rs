@@ -29,10 +29,10 @@ struct DemoCli {
     #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow")]
     home: PathBuf,
     /// Days of history.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 90)]
     days: u32,
     /// Orders per average day.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 5000)]
     orders_per_day: u32,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]

@@ -30,7 +30,13 @@ pub enum AssetsError {
     /// The engine refused or failed (definitions, storage, a backfill).
     #[error(transparent)]
     Engine(#[from] rainbow_engine::Error),
-    /// The warehouse or the SQL project failed.
+    /// The warehouse or the SQL project failed (boxed: the warehouse's error is large).
     #[error(transparent)]
-    Warehouse(#[from] rainbow_warehouse::WarehouseError),
+    Warehouse(Box<rainbow_warehouse::WarehouseError>),
+}
+
+impl From<rainbow_warehouse::WarehouseError> for AssetsError {
+    fn from(e: rainbow_warehouse::WarehouseError) -> Self {
+        AssetsError::Warehouse(Box::new(e))
+    }
 }

@@ -76,12 +76,13 @@ pub const SETTINGS_FILE: &str = "pipeline.toml";
 pub const DEFAULT_START: &str = "2026-01-01";
 
 impl PipelineSettings {
-    /// Defaults for a home directory: the embedded SQLite source `<home>/source.db`, the lake
+    /// Defaults for a home directory: the embedded SQLite source `<home>/rainbow_db.sqlite`
+    /// (where `rainbow seed-data` and the orders API write by default), the lake
     /// `<home>/lake`, the warehouse `<home>/warehouse` (where `rainbow query` looks),
     /// partitions from [`DEFAULT_START`], the repository's `sql_models/`.
     pub fn defaults(home: &Path) -> Self {
         PipelineSettings {
-            source_url: rainbow_db::sqlite_url(&home.join("source.db")),
+            source_url: rainbow_db::sqlite_url(&home.join("rainbow_db.sqlite")),
             lake: home.join("lake").display().to_string(),
             warehouse: home.join("warehouse").display().to_string(),
             start_date: NaiveDate::parse_from_str(DEFAULT_START, "%Y-%m-%d")
@@ -285,7 +286,6 @@ pub async fn replay(
     let storage = Storage::open_sqlite_dir(home).await?;
     let executor = Executor::new(graph.clone(), storage.clone(), &RainbowConfig::default())?;
     let marker = home.join("demo-history.done");
-    let source_file = home.join("source.db");
     let mut report = Replay {
         generated: false,
         generation: Duration::ZERO,
@@ -298,19 +298,20 @@ pub async fn replay(
         checks_failed: 0,
     };
     if !marker.exists() {
-        if source_file.exists() {
-            return Err(AssetsError::Invalid(format!(
-                "{} exists but its history was not completed (an earlier demo was interrupted): remove {} to start over",
-                source_file.display(),
-                home.display()
-            )));
-        }
         report.generated = true;
         let db = rainbow_db::connect(&settings.source_url, 4).await?;
         rainbow_db::source::migrate(&db).await?;
         let mut generator = Generator::new(options.clone())?;
         let started = Instant::now();
-        generator.write_reference_data(&db).await?;
+        // A source DB with data but no completed history (an interrupted replay, or another
+        // application's data) is refused before anything is written.
+        generator.write_reference_data(&db).await.map_err(|e| {
+            AssetsError::Invalid(format!(
+                "{e}: {} has no completed history; remove {} to start over",
+                rainbow_db::redact(&settings.source_url),
+                home.display()
+            ))
+        })?;
         Generator::sync_sequences(&db).await?;
         report.generation += started.elapsed();
         let raw = graph.select(&["group:raw"], &[] as &[&str])?;

@@ -285,11 +285,25 @@ fn init_tracing() {
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
         .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+    // Rainbow's own crates at the chosen level; libraries (DataFusion, Delta, sqlx) only warn
+    // unless debugging was asked for.
+    let others = if level >= tracing::Level::DEBUG {
+        level
+    } else {
+        level.min(tracing::Level::WARN)
+    };
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("rainbow", level)
+        .with_default(others);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(layer)
+        .with(filter)
         .try_init();
 }
 
