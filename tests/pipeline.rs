@@ -206,8 +206,8 @@ async fn the_batch_layer_end_to_end() {
         .expect("the history replays and backfills");
     assert!(report.generated);
     assert_eq!((report.checks_failed, report.checks_warned), (0, 0));
-    // Every dbt test (31) plus completeness and freshness on each of the nine raw tables.
-    assert!(report.checks_passed >= 18 + 30, "{report:?}");
+    // Every dbt test (43) plus completeness and freshness on each of the nine raw tables.
+    assert_eq!(report.checks_passed, 43 + 18, "{report:?}");
 
     let db = rainbow_db::connect(&settings.source_url, 2)
         .await
