@@ -54,14 +54,11 @@ struct External {
     location: String,
 }
 
+/// What every asset of a project shares: the parsed project and its configuration (whose
+/// warehouse handle is shared too).
 struct Shared {
     project: Project,
-    location: String,
-    schema: String,
-    vars: BTreeMap<String, Json>,
-    externals: Vec<External>,
-    warehouse: Arc<OnceCell<Warehouse>>,
-    refreshing: Arc<tokio::sync::Mutex<()>>,
+    config: SqlProject,
 }
 
 /// Opens (once) the project's warehouse, refreshes it so that what other processes wrote is
@@ -92,14 +89,7 @@ async fn open_warehouse<'a>(
 
 impl Shared {
     async fn warehouse(&self) -> Result<&Warehouse> {
-        open_warehouse(
-            &self.warehouse,
-            &self.refreshing,
-            &self.location,
-            &self.schema,
-            &self.externals,
-        )
-        .await
+        self.config.warehouse().await
     }
 
     /// Compiles the project for one materialization (partition variables included).
@@ -129,7 +119,7 @@ impl Shared {
             );
         }
         let options = RunOptions {
-            vars: self.vars.clone(),
+            vars: self.config.vars.clone(),
             extra,
             ..Default::default()
         };
@@ -244,12 +234,7 @@ impl SqlProject {
         let tests = rainbow_sql::data_tests(&project, &manifest, &options)?;
         let shared = Arc::new(Shared {
             project,
-            location: self.location.clone(),
-            schema: self.schema.clone(),
-            vars: self.vars.clone(),
-            externals: self.externals.clone(),
-            warehouse: self.warehouse.clone(),
-            refreshing: self.refreshing.clone(),
+            config: self.clone(),
         });
         let keys: BTreeMap<&str, AssetKey> = manifest
             .nodes
