@@ -29,10 +29,10 @@ struct DemoCli {
     #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow")]
     home: PathBuf,
     /// Days of history.
-    #[arg(long, default_value_t = 90)]
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
     days: u32,
     /// Orders per average day.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
     orders_per_day: u32,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
@@ -46,10 +46,10 @@ struct DemoCli {
 )]
 struct BenchCli {
     /// Days of history.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     days: u32,
     /// Orders per average day (100 days x 10,000 = 1,000,000 orders).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     orders_per_day: u32,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
