@@ -84,9 +84,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// One line on stdout; a closed pipe (`rainbow demo | head`) ends the output quietly.
+fn say(text: &str) -> Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{text}")?;
+    Ok(())
+}
+
 fn finish(result: Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -118,10 +131,7 @@ fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSet
     Ok(settings)
 }
 
-fn progress(quiet: bool, len: u32, what: &str) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
-    }
+fn progress(len: u32, what: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(u64::from(len)).with_style(
         indicatif::ProgressStyle::with_template(&format!(
             "{{bar:40}} {{pos}}/{{len}} {what} [{{elapsed}}]"
@@ -159,11 +169,11 @@ async fn print_analyses(settings: &PipelineSettings) -> Result<()> {
     let warehouse = Warehouse::open(&settings.warehouse, "main").await?;
     for (title, sql) in ANALYSES {
         let batches = warehouse.query(sql, title).await?;
-        println!("\n{title}");
-        println!(
+        say(&format!("\n{title}"))?;
+        say(&format!(
             "{}",
             rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-        );
+        ))?;
     }
     Ok(())
 }
@@ -178,17 +188,17 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
         seed: cli.seed,
     };
     let started = Instant::now();
-    let bar = progress(false, cli.days, "days generated and extracted");
+    let bar = progress(cli.days, "days generated and extracted");
     let report = replay(&cli.home, &settings, &options, 8, &|| bar.inc(1)).await?;
     bar.finish_and_clear();
-    println!(
+    say(&format!(
         "backfill {} completed: {} assets, checks {} passed, {} warned, {} failed",
         report.backfill_id,
         report.assets,
         report.checks_passed,
         report.checks_warned,
         report.checks_failed
-    );
+    ))?;
     if report.checks_failed > 0 {
         bail!(
             "{} check(s) failed: see `rainbow --home {} status`",
@@ -197,7 +207,7 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
         );
     }
     print_analyses(&settings).await?;
-    println!(
+    say(&format!(
         "\n{} in {:.1} s. Next: rainbow --home {} list | status | runs | partitions raw/orders; rainbow --home {h} query 'SELECT * FROM main_views.total_sales'",
         if report.generated {
             format!(
@@ -210,7 +220,7 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         cli.home.display(),
         h = cli.home.display(),
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -235,7 +245,7 @@ async fn bench(cli: BenchCli) -> Result<ExitCode> {
     let db = rainbow_db::connect(&settings.source_url, 1).await?;
     let (orders, lines): (i64, i64) = sqlx_counts(&db).await?;
     let overhead = pipeline - work;
-    println!(
+    say(&format!(
         "{{\"bench\":\"pipeline\",\"days\":{},\"orders\":{orders},\"order_lines\":{lines},\"concurrency\":{},\"generation_seconds\":{:.2},\"extract_seconds\":{:.2},\"backfill_seconds\":{:.2},\"pipeline_seconds\":{pipeline:.2},\"work_seconds\":{work:.2},\"overhead_seconds\":{overhead:.2},\"overhead_percent\":{:.1}}}",
         cli.days,
         cli.concurrency,
@@ -243,7 +253,7 @@ async fn bench(cli: BenchCli) -> Result<ExitCode> {
         report.extracts.as_secs_f64(),
         report.backfill.as_secs_f64(),
         100.0 * overhead / pipeline,
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 
