@@ -1,6 +1,8 @@
 //! The orders API against a real database: every route and status code (PostgreSQL and
-//! SQLite), rollback of an order that fails midway, 200 concurrent orders, and 1,000+
-//! requests generated from the OpenAPI document without a single 5xx.
+//! SQLite), rollback of an order that fails midway (alone and inside a group of concurrent
+//! orders), 200 concurrent orders, concurrent valid and invalid orders and coalesced reads
+//! each getting their own answer, the connection pool's rollback of a dropped transaction,
+//! and 1,000+ requests generated from the OpenAPI document without a single 5xx.
 
 use std::sync::Arc;
 
@@ -19,7 +21,9 @@ use crate::support::{Backend, fresh_url};
 on_both_backends!(
     every_route_and_status_code,
     concurrent_orders_are_all_persisted_with_correct_totals,
-    an_order_failing_midway_leaves_no_rows
+    an_order_failing_midway_leaves_no_rows,
+    concurrent_orders_and_reads_each_get_their_own_answer,
+    a_connection_dropped_mid_transaction_is_rolled_back_before_reuse
 );
 
 /// Prices of the fixture products 1..=20 (product 7 is on promotion 1).
@@ -440,6 +444,136 @@ async fn an_order_failing_midway_leaves_no_rows(backend: Backend) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED);
+
+    // Concurrent orders (grouped into shared transactions on PostgreSQL): the one naming
+    // product 13 fails alone, every other is written.
+    let (orders, lines) = (count(&db, "orders").await, count(&db, "orderdetails").await);
+    let router = Arc::new(router);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30i64 {
+        let router = router.clone();
+        let product = if i == 17 { 13 } else { i % 12 + 1 };
+        tasks.spawn(async move {
+            let body = json!({"customerId": 1, "payment_id": 1, "products": [{"productId": 20, "quantity": 1}, {"productId": product, "quantity": 2}]});
+            (i, post(&router, body).await.0)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (i, s) = joined.expect("task");
+        let expected = if i == 17 {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::CREATED
+        };
+        assert_eq!(s, expected, "order {i}");
+    }
+    assert_eq!(count(&db, "orders").await, orders + 29);
+    assert_eq!(count(&db, "orderdetails").await, lines + 58);
+}
+
+async fn concurrent_orders_and_reads_each_get_their_own_answer(backend: Backend) {
+    let (router, db, _dir) = setup(backend).await;
+    let router = Arc::new(router);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..120i64 {
+        let router = router.clone();
+        tasks.spawn(async move {
+            // Lines in descending product order: they must come back as sent.
+            let (first, second) = (20 - i % 10, 9 - i % 8);
+            let body = match i % 6 {
+                0 => json!({"customerId": 2, "payment_id": 2, "products": [{"productId": first, "quantity": 1}, {"productId": 99, "quantity": 1}]}),
+                1 => json!({"customerId": 77, "payment_id": 3, "products": [{"productId": first, "quantity": 1}]}),
+                _ => json!({"customerId": i % 5 + 1, "payment_id": i % 3 + 1, "products": [{"productId": first, "quantity": i % 4 + 1}, {"productId": second, "quantity": 1}]}),
+            };
+            let (s, headers, v) = post(&router, body).await;
+            (i, s, headers, v, first, second)
+        });
+    }
+    let mut created = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (i, s, headers, v, first, second) = joined.expect("task");
+        match i % 6 {
+            0 => {
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+                assert_eq!(fields(&v), vec!["products[1].productId".to_owned()]);
+            }
+            1 => {
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+                assert_eq!(fields(&v), vec!["customerId".to_owned()]);
+            }
+            _ => {
+                assert_eq!(s, StatusCode::CREATED, "{v}");
+                assert_eq!(v["customerId"], i % 5 + 1);
+                assert_eq!(v["payment_id"], i % 3 + 1);
+                assert_eq!(v["products"][0]["productId"], first);
+                assert_eq!(v["products"][1]["productId"], second);
+                assert_eq!(v["products"][1]["price"], price_of(second));
+                assert_eq!(v["total"], price_of(first) * (i % 4 + 1) + price_of(second));
+                let id = v["id"].as_i64().expect("id");
+                assert_eq!(
+                    headers.get(header::LOCATION).and_then(|h| h.to_str().ok()),
+                    Some(format!("/api/v1/orders/{id}").as_str())
+                );
+                created.push(v);
+            }
+        }
+    }
+    assert_eq!(created.len(), 80);
+    assert_eq!(count(&db, "orders").await, 80);
+    assert_eq!(count(&db, "orderdetails").await, 160);
+
+    // Concurrent reads (coalesced): every order twice, and ids that do not exist.
+    let mut reads = tokio::task::JoinSet::new();
+    for order in created.iter().chain(created.iter()) {
+        let (router, order) = (router.clone(), order.clone());
+        reads.spawn(async move {
+            let (s, v) = get(&router, &format!("/api/v1/orders/{}", order["id"])).await;
+            assert_eq!(s, StatusCode::OK, "{v}");
+            assert_eq!(v, order, "the stored order is the one created");
+        });
+    }
+    for missing in [999_999i64, 1_000_000, 1_000_001] {
+        let router = router.clone();
+        reads.spawn(async move {
+            let (s, v) = get(&router, &format!("/api/v1/orders/{missing}")).await;
+            assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        });
+    }
+    while let Some(joined) = reads.join_next().await {
+        joined.expect("read");
+    }
+}
+
+async fn a_connection_dropped_mid_transaction_is_rolled_back_before_reuse(backend: Backend) {
+    let (url, _dir) = fresh_url(backend).await;
+    let db = rainbow_api::connect(&url, 1).await.expect("connect");
+    let pool = rainbow_api::pool::ConnectionPool::new(db.pool.clone());
+    {
+        let mut lease = pool.acquire().await.expect("acquire");
+        let mut uow = rainbow_api::repository::UnitOfWork::begin(lease.conn(), db.backend)
+            .await
+            .expect("begin");
+        sqlx::query("INSERT INTO customers (name, email, city, created_at, updated_at) VALUES ('x', 'x@x', 'Hue', 0, 0)")
+            .execute(uow.conn())
+            .await
+            .expect("insert");
+        // Dropped without commit or release, as when a request is cancelled.
+    }
+    // The pool's only connection comes back once it was checked; it is outside any
+    // transaction and the insert is gone.
+    let mut lease = pool.acquire().await.expect("acquire again");
+    let mut uow = rainbow_api::repository::UnitOfWork::begin(lease.conn(), db.backend)
+        .await
+        .expect("a new transaction begins");
+    use sqlx::Row;
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM customers")
+        .fetch_one(uow.conn())
+        .await
+        .and_then(|r| r.try_get(0))
+        .expect("count");
+    assert_eq!(n, 0, "the dropped transaction was rolled back");
+    uow.commit().await.expect("commit");
+    lease.release();
 }
 
 /// A tiny deterministic generator.

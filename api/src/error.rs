@@ -68,6 +68,19 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error for each of several requests that failed together with `e` (logged once by
+    /// the caller): 503 when the database cannot be reached, otherwise 500.
+    pub fn shared(e: &sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                ApiError::Unavailable
+            }
+            e => ApiError::Internal(e.to_string().into()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: ErrorBody<'a>,

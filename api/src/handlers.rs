@@ -316,7 +316,7 @@ pub async fn create_order(
         }
         Err((other, _)) => return Err(other),
     };
-    let order = state.orders.create(&new).await?;
+    let order = state.orders.create(new).await?;
     let location = format!("/api/v1/orders/{}", order.id);
     Ok((
         StatusCode::CREATED,

@@ -7,11 +7,15 @@
 //!
 //! `app(state)` is a plain `Router`, so tests drive it with `tower::ServiceExt::oneshot`.
 
+pub mod coalesce;
 pub mod error;
 pub mod handlers;
+pub mod loader;
 pub mod model;
+pub mod pool;
 pub mod repository;
 pub mod service;
+pub mod writer;
 
 use std::time::{Duration, Instant};
 

@@ -5,6 +5,11 @@
 
 use anyhow::Context;
 
+/// mimalloc: a request allocates and frees many small buffers (HTTP, JSON, rows) across
+/// worker threads, which glibc's allocator served with measurably more CPU (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Ok(v) = std::env::var("RAINBOW_API_WORKERS") {

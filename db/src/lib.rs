@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 
 /// Which database a pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +89,9 @@ fn query_err(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> DbError 
     move |source| DbError::Query { context, source }
 }
 
+/// How long a pooled connection may sit idle before it is pinged on acquire.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(2);
+
 /// A pool and its backend.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -118,7 +121,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
     let backend = backend_of(url)?;
     let options = AnyPoolOptions::new()
         .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(30));
+        .acquire_timeout(Duration::from_secs(30))
+        // A connection used within the last few seconds is handed out without a ping (a
+        // round trip per acquire otherwise); one idle longer is pinged first, so a database
+        // restart or a dropped idle connection costs no request (HikariCP's rule).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        });
     let options = match backend {
         Backend::Sqlite => options.after_connect(|conn, _meta| {
             Box::pin(async move {
