@@ -335,54 +335,16 @@ pub async fn orders_after(
     after_id: i64,
     limit: i64,
 ) -> Result<Vec<Order>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT id, customer_id, payment_id, created_at, updated_at FROM orders WHERE id > $1 ORDER BY id LIMIT $2",
-    )
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut orders = Vec::with_capacity(rows.len());
-    for row in rows {
-        orders.push(Order {
-            id: row.try_get(0)?,
-            customer_id: row.try_get(1)?,
-            payment_id: row.try_get(2)?,
-            products: Vec::new(),
-            total: 0,
-            created_at: row.try_get(3)?,
-            updated_at: row.try_get(4)?,
-        });
-    }
-    let (Some(first), Some(last)) = (orders.first().map(|o| o.id), orders.last().map(|o| o.id))
-    else {
-        return Ok(orders);
-    };
-    let lines = sqlx::query(
-        "SELECT order_id, product_id, quantity, price, promotion_id FROM orderdetails \
-         WHERE order_id BETWEEN $1 AND $2 ORDER BY order_id, id",
-    )
-    .bind(first)
-    .bind(last)
-    .fetch_all(conn)
-    .await?;
-    let index: HashMap<i64, usize> = orders.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
-    for row in lines {
-        let order_id: i64 = row.try_get(0)?;
-        if let Some(&i) = index.get(&order_id) {
-            let line = OrderLine {
-                product_id: row.try_get(1)?,
-                quantity: row.try_get(2)?,
-                price: row.try_get(3)?,
-                promotion_id: row.try_get(4)?,
-            };
-            orders[i].products.push(line);
-        }
-    }
-    for order in &mut orders {
-        order.total = total_of(order)?;
-    }
-    Ok(orders)
+    let ids: Vec<i64> = sqlx::query("SELECT id FROM orders WHERE id > $1 ORDER BY id LIMIT $2")
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut orders = orders_by_ids(conn, &ids).await?;
+    Ok(ids.iter().filter_map(|id| orders.remove(id)).collect())
 }
 
 /// The orders among `ids` that exist, with their lines, in one round trip. Ids may repeat.
