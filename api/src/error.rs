@@ -58,12 +58,11 @@ impl From<sqlx::Error> for ApiError {
     /// A database that cannot be reached (pool closed or exhausted, connection lost) is a 503
     /// the client may retry; anything else is a 500.
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::warn!(error = %e, "database unavailable");
-                ApiError::Unavailable
-            }
-            e => ApiError::Internal(Box::new(e)),
+        if unreachable_database(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal(Box::new(e))
         }
     }
 }
@@ -72,13 +71,20 @@ impl ApiError {
     /// The error for each of several requests that failed together with `e` (logged once by
     /// the caller): 503 when the database cannot be reached, otherwise 500.
     pub fn shared(e: &sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                ApiError::Unavailable
-            }
-            e => ApiError::Internal(e.to_string().into()),
+        if unreachable_database(e) {
+            ApiError::Unavailable
+        } else {
+            ApiError::Internal(e.to_string().into())
         }
     }
+}
+
+/// The pool is closed or exhausted, or the connection was lost: the client may retry.
+fn unreachable_database(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    )
 }
 
 #[derive(Serialize)]

@@ -46,47 +46,6 @@ fn list(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Whether a row with `id` exists in `table` (`customers` or `payments`).
-pub async fn exists(
-    conn: &mut AnyConnection,
-    table: &'static str,
-    id: i64,
-) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT 1 FROM {table} WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
-
-/// Price and promotion of each existing product among `ids`.
-pub async fn product_prices(
-    conn: &mut AnyConnection,
-    ids: &[i64],
-) -> Result<HashMap<i64, (i64, Option<i64>)>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = format!(
-        "SELECT id, price, promotion_id FROM products WHERE id IN ({})",
-        list(1, ids.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for id in ids {
-        q = q.bind(*id);
-    }
-    let mut out = HashMap::with_capacity(ids.len());
-    for row in q.fetch_all(conn).await? {
-        out.insert(
-            row.try_get::<i64, _>(0)?,
-            (row.try_get::<i64, _>(1)?, row.try_get::<Option<i64>, _>(2)?),
-        );
-    }
-    Ok(out)
-}
-
 /// What [`lookup`] or [`lookup_group`] found: the customers and payment methods that exist,
 /// the price and promotion of each existing product, and (for a group) new order ids.
 #[derive(Default)]
@@ -120,11 +79,12 @@ impl Lookup {
     }
 }
 
-/// Checks an order's references and reads its products' prices in one round trip.
+/// Checks an order's references and reads its products' prices in one round trip. A `None`
+/// customer or payment method is not looked up.
 pub async fn lookup(
     conn: &mut AnyConnection,
-    customer: i64,
-    payment: i64,
+    customer: Option<i64>,
+    payment: Option<i64>,
     products: &[i64],
 ) -> Result<Lookup, sqlx::Error> {
     let mut sql = "SELECT CAST(1 AS BIGINT), id, CAST(0 AS BIGINT), CAST(NULL AS BIGINT) FROM customers WHERE id = $1 \

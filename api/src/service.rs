@@ -33,30 +33,51 @@ pub(crate) fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// Checks `new`'s references against `found` and prices its lines: every unknown reference
-/// is reported, and a total that does not fit in 64 bits.
-pub(crate) fn price(new: &NewOrder, found: &Lookup) -> Result<(Vec<OrderLine>, i64), ApiError> {
+/// An error for each of the references that `found` lacks: a customer, a payment method,
+/// products given as (position in the request, id).
+fn reference_errors(
+    customer: Option<i64>,
+    payment: Option<i64>,
+    products: impl IntoIterator<Item = (usize, i64)>,
+    found: &Lookup,
+) -> Vec<FieldError> {
     let mut errors = Vec::new();
-    if !found.customers.contains(&new.customer_id) {
+    if let Some(id) = customer
+        && !found.customers.contains(&id)
+    {
         errors.push(FieldError::new(
             "customerId",
-            format!("no customer with id {}", new.customer_id),
+            format!("no customer with id {id}"),
         ));
     }
-    if !found.payments.contains(&new.payment_id) {
+    if let Some(id) = payment
+        && !found.payments.contains(&id)
+    {
         errors.push(FieldError::new(
             "payment_id",
-            format!("no payment method with id {}", new.payment_id),
+            format!("no payment method with id {id}"),
         ));
     }
-    for (i, line) in new.products.iter().enumerate() {
-        if !found.prices.contains_key(&line.product_id) {
+    for (i, id) in products {
+        if !found.prices.contains_key(&id) {
             errors.push(FieldError::new(
                 format!("products[{i}].productId"),
-                format!("no product with id {}", line.product_id),
+                format!("no product with id {id}"),
             ));
         }
     }
+    errors
+}
+
+/// Checks `new`'s references against `found` and prices its lines: every unknown reference
+/// is reported, and a total that does not fit in 64 bits.
+pub(crate) fn price(new: &NewOrder, found: &Lookup) -> Result<(Vec<OrderLine>, i64), ApiError> {
+    let errors = reference_errors(
+        Some(new.customer_id),
+        Some(new.payment_id),
+        new.products.iter().map(|l| l.product_id).enumerate(),
+        found,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -80,7 +101,13 @@ pub(crate) async fn create_one(
     let mut lease = pool.acquire().await?;
     let mut uow = UnitOfWork::begin(lease.conn(), backend).await?;
     let ids: Vec<i64> = new.products.iter().map(|l| l.product_id).collect();
-    let found = repository::lookup(uow.conn(), new.customer_id, new.payment_id, &ids).await?;
+    let found = repository::lookup(
+        uow.conn(),
+        Some(new.customer_id),
+        Some(new.payment_id),
+        &ids,
+    )
+    .await?;
     let (lines, total) = price(new, &found)?;
     let now = now_micros();
     let id = repository::insert_order_with_lines(
@@ -108,11 +135,10 @@ pub(crate) async fn create_one(
 impl OrderService {
     /// A service over `db`.
     pub fn new(db: Database) -> Self {
-        let concurrency = GROUP_WORKERS;
         let pool = ConnectionPool::new(db.pool);
         OrderService {
-            loader: OrderLoader::new(pool.clone(), concurrency),
-            writer: OrderWriter::new(pool.clone(), concurrency),
+            loader: OrderLoader::new(pool.clone(), GROUP_WORKERS),
+            writer: OrderWriter::new(pool.clone(), GROUP_WORKERS),
             pool,
             backend: db.backend,
         }
@@ -136,37 +162,16 @@ impl OrderService {
         payment: Option<i64>,
         products: &[(usize, i64)],
     ) -> Result<Vec<FieldError>, ApiError> {
-        let mut lease = self.pool.acquire().await?;
-        let conn = lease.conn();
-        let mut errors = Vec::new();
-        if let Some(id) = customer
-            && !repository::exists(conn, "customers", id).await?
-        {
-            errors.push(FieldError::new(
-                "customerId",
-                format!("no customer with id {id}"),
-            ));
-        }
-        if let Some(id) = payment
-            && !repository::exists(conn, "payments", id).await?
-        {
-            errors.push(FieldError::new(
-                "payment_id",
-                format!("no payment method with id {id}"),
-            ));
-        }
         let ids: Vec<i64> = products.iter().map(|(_, id)| *id).collect();
-        let prices = repository::product_prices(conn, &ids).await?;
+        let mut lease = self.pool.acquire().await?;
+        let found = repository::lookup(lease.conn(), customer, payment, &ids).await?;
         lease.release();
-        for (i, id) in products {
-            if !prices.contains_key(id) {
-                errors.push(FieldError::new(
-                    format!("products[{i}].productId"),
-                    format!("no product with id {id}"),
-                ));
-            }
-        }
-        Ok(errors)
+        Ok(reference_errors(
+            customer,
+            payment,
+            products.iter().copied(),
+            &found,
+        ))
     }
 
     /// The order `id`.
