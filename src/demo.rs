@@ -8,26 +8,19 @@
 //! models, checks and exports run once. A second `demo` finds the history in place, runs the
 //! backfill again (idempotent) and prints the same analyses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::NaiveDate;
-use clap::Parser;
 use rainbow_assets::generate::GenerateOptions;
 use rainbow_assets::pipeline::{self, PipelineSettings, replay};
 use rainbow_warehouse::Warehouse;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "rainbow demo",
-    about = "The Rainbow batch layer end to end on the embedded default: generate a history, extract it night by night, backfill, build, check, export, print the analyses"
-)]
-struct DemoCli {
-    /// State directory (run storage, source DB, lake, warehouse, pipeline.toml).
-    #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow")]
-    home: PathBuf,
+/// `rainbow demo`'s options (the state directory is the global `--home`).
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
     /// Days of history.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
     days: u32,
@@ -39,12 +32,9 @@ struct DemoCli {
     seed: u64,
 }
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "rainbow bench pipeline",
-    about = "Times the whole batch layer (nightly extracts + backfill) and its orchestration overhead"
-)]
-struct BenchCli {
+/// `rainbow bench pipeline`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
     /// Days of history.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     days: u32,
@@ -59,52 +49,11 @@ struct BenchCli {
     concurrency: usize,
 }
 
-/// `rainbow demo …` (args after the program name).
-pub fn main(args: &[String]) -> ExitCode {
-    let cli = match DemoCli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    finish(runtime().and_then(|rt| rt.block_on(demo(cli))))
-}
-
-/// `rainbow bench pipeline …` (args after `bench`).
-pub fn bench_main(args: &[String]) -> ExitCode {
-    let cli = match BenchCli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    finish(runtime().and_then(|rt| rt.block_on(bench(cli))))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// One line on stdout; a closed pipe (`rainbow demo | head`) ends the output quietly.
 fn say(text: &str) -> Result<()> {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
-}
-
-fn finish(result: Result<ExitCode>) -> ExitCode {
-    match result {
-        Ok(code) => code,
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// Settings of a demo home: its own, or new ones bounded to the generated history.
@@ -178,9 +127,10 @@ async fn print_analyses(settings: &PipelineSettings) -> Result<()> {
     Ok(())
 }
 
-async fn demo(cli: DemoCli) -> Result<ExitCode> {
+/// `rainbow demo`: the batch layer end to end in `home`.
+pub async fn demo(home: &Path, cli: &DemoArgs) -> Result<ExitCode> {
     let start = NaiveDate::parse_from_str(pipeline::DEFAULT_START, "%Y-%m-%d")?;
-    let settings = demo_settings(&cli.home, start, cli.days)?;
+    let settings = demo_settings(home, start, cli.days)?;
     let options = GenerateOptions {
         start,
         days: cli.days,
@@ -189,7 +139,7 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
     };
     let started = Instant::now();
     let bar = progress(cli.days, "days generated and extracted");
-    let report = replay(&cli.home, &settings, &options, 8, &|| bar.inc(1)).await?;
+    let report = replay(home, &settings, &options, 8, &|| bar.inc(1)).await?;
     bar.finish_and_clear();
     say(&format!(
         "backfill {} completed: {} assets, checks {} passed, {} warned, {} failed",
@@ -201,14 +151,14 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
     ))?;
     if report.checks_failed > 0 {
         bail!(
-            "{} check(s) failed: see `rainbow --home {} status`",
+            "{} check(s) failed: see `rainbow status --home {}`",
             report.checks_failed,
-            cli.home.display()
+            home.display()
         );
     }
     print_analyses(&settings).await?;
     say(&format!(
-        "\n{} in {:.1} s. Next: rainbow --home {} list | status | runs | partitions raw/orders; rainbow --home {h} query 'SELECT * FROM main_views.total_sales'",
+        "\n{} in {:.1} s. Next: rainbow list | status | runs | partitions raw/orders --home {}; rainbow query 'SELECT * FROM main_views.total_sales' --home {h}",
         if report.generated {
             format!(
                 "{} days of history generated, extracted night by night and backfilled",
@@ -218,13 +168,14 @@ async fn demo(cli: DemoCli) -> Result<ExitCode> {
             "History already in place: backfilled again".to_owned()
         },
         started.elapsed().as_secs_f64(),
-        cli.home.display(),
-        h = cli.home.display(),
+        home.display(),
+        h = home.display(),
     ))?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bench(cli: BenchCli) -> Result<ExitCode> {
+/// `rainbow bench pipeline`: times the batch layer and its orchestration overhead.
+pub async fn bench(cli: &BenchArgs) -> Result<ExitCode> {
     let dir = tempfile::tempdir()?;
     let home = dir.path().join("home");
     let start = NaiveDate::parse_from_str(pipeline::DEFAULT_START, "%Y-%m-%d")?;

@@ -1,58 +1,107 @@
-//! The `rainbow` binary: the Rainbow code location's command line — the engine's commands
-//! over the code location's definitions, plus `rainbow demo` (the batch layer end to end),
-//! `rainbow seed-data` (the Rainbow DB generator), `rainbow bench pipeline`, and dbt's verbs
-//! on the embedded warehouse (`seed`, `run`, `snapshot`, `test`, `build`, `query`).
+//! The `rainbow` binary: the Rainbow code location's command line — one parser composed of the
+//! engine's commands over the code location's definitions, dbt's commands (`seed`, `run`,
+//! `snapshot`, `test`, `build`, `parse`, `compile`, `query`), `demo` (the batch layer end to
+//! end), `seed-data` (the Rainbow DB generator) and every benchmark under `bench`. Exit codes
+//! are decided in one place ([`rainbow_engine::cli::exit_code`]): 0 ok, 1 a run failed or was
+//! canceled, 2 bad input.
 //!
 //! The code location is the Rainbow pipeline ([`rainbow_assets::pipeline`]), configured by
 //! `<home>/pipeline.toml`; `RAINBOW_CODE_LOCATION=quickstart` serves the quickstart example
 //! instead.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod dbt;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rainbow_engine::cli::GlobalArgs;
+
 mod demo;
 mod seed_data;
 
-/// `--home DIR`, `--home=DIR`, else `RAINBOW_HOME`, else `.rainbow` (as the engine CLI).
-fn home(args: &[String]) -> PathBuf {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--home" {
-            if let Some(v) = it.next() {
-                return PathBuf::from(v);
-            }
-        } else if let Some(v) = a.strip_prefix("--home=") {
-            return PathBuf::from(v);
-        }
-    }
-    std::env::var_os("RAINBOW_HOME").map_or_else(|| PathBuf::from(".rainbow"), PathBuf::from)
+/// Rainbow: asset-graph orchestration with dbt-style SQL models, and the Rainbow data platform.
+#[derive(Debug, Parser)]
+#[command(name = "rainbow", version, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(flatten)]
+    project: rainbow_dbt::cli::ProjectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Engine(rainbow_engine::cli::Command),
+    #[command(flatten)]
+    Dbt(rainbow_dbt::cli::DbtCommand),
+    /// The batch layer end to end on the embedded default: generate a history, extract it night
+    /// by night, backfill, build, check, export, print the analyses.
+    Demo(demo::DemoArgs),
+    /// Fill a Rainbow DB with a deterministic, realistic e-commerce history.
+    SeedData(seed_data::SeedDataArgs),
+    /// Benchmarks (each prints one JSON line last; see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    #[command(flatten)]
+    Engine(rainbow_engine::cli::bench::BenchCommand),
+    #[command(flatten)]
+    Dbt(rainbow_dbt::cli::BenchCommand),
+    /// Times the whole batch layer (nightly extracts + backfill) and its orchestration overhead.
+    Pipeline(demo::BenchArgs),
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("seed-data") => return seed_data::main(),
-        Some("demo") => return demo::main(&args),
-        Some("bench") if args.get(1).is_some_and(|a| a == "pipeline") => {
-            return demo::bench_main(&args[1..]);
+    let cli = Cli::parse();
+    rainbow_engine::cli::init_tracing();
+    let result = rainbow_engine::cli::runtime()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        // A closed pipe (`rainbow demo | head`) ends the output quietly.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
         }
-        _ => {}
+        other => rainbow_engine::cli::exit_code(other),
     }
-    if dbt::handles(&args) {
-        return dbt::main();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let home = &cli.global.home;
+    match &cli.command {
+        Command::Engine(command) => {
+            Ok(rainbow_engine::cli::run(&cli.global, command, code_location(&cli.global)?).await?)
+        }
+        Command::Dbt(command) => {
+            Ok(rainbow_dbt::cli::run(&cli.global, &cli.project, command).await?)
+        }
+        Command::Demo(args) => demo::demo(home, args).await,
+        Command::SeedData(args) => seed_data::run(home, args).await,
+        Command::Bench { command } => match command {
+            Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
+            Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),
+            Bench::Pipeline(args) => demo::bench(args).await,
+        },
     }
+}
+
+/// The code location's definitions: the Rainbow pipeline configured by `<home>/pipeline.toml`,
+/// or the quickstart when `RAINBOW_CODE_LOCATION=quickstart`.
+fn code_location(global: &GlobalArgs) -> anyhow::Result<rainbow_engine::Definitions> {
     if std::env::var("RAINBOW_CODE_LOCATION").is_ok_and(|v| v == "quickstart") {
-        return rainbow_engine::cli::main(rainbow_examples::quickstart::definitions());
+        return Ok(rainbow_examples::quickstart::definitions());
     }
-    let home = home(&args);
-    let definitions = rainbow_assets::pipeline::PipelineSettings::load(&home)
-        .and_then(|settings| rainbow_assets::pipeline::definitions(&settings));
-    match definitions {
-        Ok(defs) => rainbow_engine::cli::main(defs),
-        Err(e) => {
-            eprintln!("error: loading the Rainbow code location: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    rainbow_assets::pipeline::PipelineSettings::load(&global.home)
+        .and_then(|settings| rainbow_assets::pipeline::definitions(&settings))
+        .context("loading the Rainbow code location")
 }

@@ -1,16 +1,14 @@
 //! `rainbow seed-data`: fills a Rainbow DB (the embedded SQLite source by default, or any
 //! `postgres://` URL such as the orders API's) with generated history.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
 
-/// Fill a Rainbow DB with a deterministic, realistic e-commerce history.
-#[derive(Debug, Parser)]
-#[command(name = "rainbow seed-data")]
-struct Args {
+/// `rainbow seed-data`'s options.
+#[derive(Debug, clap::Args)]
+pub struct SeedDataArgs {
     /// Days of history.
     #[arg(long, default_value_t = 30)]
     days: u32,
@@ -25,46 +23,19 @@ struct Args {
     #[arg(long)]
     start: Option<chrono::NaiveDate>,
     /// The Rainbow DB: `sqlite://…` or `postgres://…`; default: the embedded source,
-    /// `$RAINBOW_HOME/rainbow_db.sqlite`.
-    #[arg(long, env = "RAINBOW_DB_URL")]
-    database_url: Option<String>,
-    /// Rainbow's home directory (holds the embedded source).
-    #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow")]
-    home: PathBuf,
+    /// `<home>/rainbow_db.sqlite`.
+    #[arg(long = "source-url", env = "RAINBOW_DB_URL")]
+    source_url: Option<String>,
 }
 
-pub fn main() -> ExitCode {
-    // `rainbow seed-data …`: parse what follows the subcommand, usage shown as `rainbow seed-data`.
-    let args = Args::parse_from(
-        std::iter::once(std::ffi::OsString::from("rainbow seed-data"))
-            .chain(std::env::args_os().skip(2)),
-    );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-async fn run(args: Args) -> anyhow::Result<()> {
-    let url = match args.database_url {
+/// `rainbow seed-data`: fills the Rainbow DB (the embedded source under `home` by default).
+pub async fn run(home: &Path, args: &SeedDataArgs) -> anyhow::Result<ExitCode> {
+    let url = match args.source_url.clone() {
         Some(url) => url,
         None => {
-            std::fs::create_dir_all(&args.home)
-                .with_context(|| format!("creating {}", args.home.display()))?;
-            rainbow_db::sqlite_url(&args.home.join("rainbow_db.sqlite"))
+            std::fs::create_dir_all(home)
+                .with_context(|| format!("creating {}", home.display()))?;
+            rainbow_db::sqlite_url(&home.join("rainbow_db.sqlite"))
         }
     };
     let start = match args.start {
@@ -99,5 +70,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
         summary.seller_changes,
         began.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use rainbow_sql::Project;
+use rainbow_dbt::{Status, Verb};
 use rainbow_warehouse::Warehouse;
 
+use crate::support::DbtOptions as RunOptions;
 use crate::support::warehouse_rows as rows;
-use rainbow_warehouse::materialize::{self, RunOptions, Status, Verb};
 
 fn sql_models() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql_models"))
@@ -47,13 +47,12 @@ async fn dim_products_keeps_every_version_of_a_scripted_history() {
     )
     .await
     .expect("raw products");
-    let project = Project::load(sql_models()).expect("sql_models loads");
     let options = RunOptions {
         select: vec!["+dim_products".into()],
         ..Default::default()
     };
     let build = || async {
-        let summary = materialize::run(&project, &wh, Verb::Build, &options, &mut |_, _, _| {})
+        let summary = crate::support::dbt(sql_models(), &wh, Verb::Build, &options)
             .await
             .expect("build");
         let bad: Vec<String> = summary

@@ -1,4 +1,4 @@
-//! The `rainbow` binary as a user meets it: list, materialize, status, runs, run show, bad input.
+//! The `rainbow` binary as a user meets it: list, materialize, status, runs, runs show, bad input.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -96,7 +96,7 @@ fn a_new_user_lists_materializes_and_inspects() {
     assert!(out.status.success(), "{}", stderr(&out));
     let runs: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
     let run_id = runs[0]["run_id"].as_str().expect("id").to_owned();
-    let out = rainbow(d, &["run", "show", &run_id]);
+    let out = rainbow(d, &["runs", "show", &run_id]);
     assert!(out.status.success());
     let text = stdout(&out);
     assert!(text.contains("status    SUCCESS"), "{text}");
@@ -143,7 +143,7 @@ fn bad_input_gets_clear_errors_and_exit_code_2() {
         ),
         (&["runs", "--status", "DONE"], "unknown status `DONE`"),
         (
-            &["run", "show", "does-not-exist"],
+            &["runs", "show", "does-not-exist"],
             "no run with id `does-not-exist`",
         ),
         (
@@ -352,7 +352,7 @@ fn partitions_backfills_schedules_and_the_daemon_from_the_command_line() {
 fn sql_projects_parse_and_compile_from_the_command_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let project = dir.path().join("proj");
-    rainbow_sql::synthetic::write_project(&project, 30).expect("project");
+    rainbow_dbt::synthetic::write_project(&project, 30).expect("project");
     let p = project.to_str().expect("utf-8 path");
 
     let out = rainbow(dir.path(), &["parse", "--project-dir", p]);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rainbow_engine::prelude::*;
-use rainbow_engine::{EventData, RunOptions, RunStatus, StepStatus};
+use rainbow_engine::{EventData, Executor, NodeSet, RunOptions, RunStatus, StepStatus};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,9 @@ on_both_backends!(
     multi_asset_materializes_each_key_with_its_metadata,
     resources_reach_compute_and_missing_ones_fail_clearly,
     a_panicking_step_fails_and_the_run_finishes,
-    cancellation_stops_in_flight_steps_and_records_a_canceled_run
+    cancellation_stops_in_flight_steps_and_records_a_canceled_run,
+    selected_checks_run_alone_in_checks_only_steps,
+    a_check_waits_for_its_additional_deps
 );
 
 /// a ─► b (fails) ─► c ─► d ;  a ─► e ;  f (independent)
@@ -464,4 +466,193 @@ async fn cancellation_stops_in_flight_steps_and_records_a_canceled_run(backend: 
         evs.last().map(|e| &e.data),
         Some(EventData::RunCanceled { .. })
     ));
+}
+
+/// `checks: Some(set)`: exactly the selected checks run; a check whose asset is not
+/// materialized runs in a checks-only step that materializes nothing (as `dbt test`).
+async fn selected_checks_run_alone_in_checks_only_steps(backend: Backend) {
+    let t = fresh_storage(backend).await;
+    let computed = Arc::new(AtomicUsize::new(0));
+    let counting = |key: &'static str| {
+        let computed = computed.clone();
+        asset(key).compute(move |_| {
+            let computed = computed.clone();
+            async move {
+                computed.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(MaterializeResult::new())
+            }
+        })
+    };
+    let check = |name: &'static str, on: &'static str, passed: bool| {
+        AssetCheckSpec::new(name, on)
+            .blocking(true)
+            .compute(move |_| async move { Ok::<_, BoxError>(AssetCheckResult::new(passed)) })
+    };
+    let defs = || {
+        Definitions::new()
+            .assets([
+                counting("a").check(check("a_ok", "a", true)),
+                counting("b").check(check("b_bad", "b", false)),
+            ])
+            .asset(AssetSpec::new("src").source())
+            .check(check("src_ok", "src", true))
+    };
+    let graph = Arc::new(AssetGraph::build(defs()).expect("graph"));
+    let picked = graph
+        .select_with_checks(&["a_ok src_ok"], &[] as &[&str])
+        .expect("selection");
+    let executor =
+        Executor::new(graph.clone(), t.storage.clone(), &Default::default()).expect("executor");
+    let result = executor
+        .materialize(
+            &NodeSet::empty(graph.len()),
+            RunOptions {
+                checks: Some(picked.checks),
+                ..RunOptions::default()
+            },
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .expect("run");
+    assert!(result.success(), "{result:?}");
+    assert_eq!(
+        computed.load(Ordering::SeqCst),
+        0,
+        "nothing is materialized"
+    );
+    assert_eq!(result.steps.len(), 2, "{result:?}");
+    let evs = events(&t.storage, &result.run_id).await;
+    let evaluated: Vec<(String, bool)> = evs
+        .iter()
+        .filter_map(|e| match &e.data {
+            EventData::CheckEvaluation(c) => Some((c.check_name.clone(), c.passed)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evaluated.len(), 2, "{evaluated:?}");
+    assert!(
+        evaluated.contains(&("a_ok".into(), true)) && evaluated.contains(&("src_ok".into(), true))
+    );
+    assert!(
+        !evs.iter()
+            .any(|e| matches!(e.data, EventData::Materialization(_)))
+    );
+
+    // A failing blocking check of a checks-only step fails the run; the asset is not rebuilt.
+    let all = graph.select_with_checks(&["test_is_b"], &[] as &[&str]);
+    assert!(all.is_err(), "no such check");
+    let b_bad = graph
+        .select_with_checks(&["b_bad"], &[] as &[&str])
+        .expect("selection");
+    let result = executor
+        .materialize(
+            &NodeSet::empty(graph.len()),
+            RunOptions {
+                checks: Some(b_bad.checks),
+                ..RunOptions::default()
+            },
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .expect("run");
+    assert_eq!(result.status, RunStatus::Failure);
+    assert_eq!(
+        result.steps["b"],
+        StepStatus::Failed("blocking check `b_bad` on `b` failed".into())
+    );
+    assert_eq!(computed.load(Ordering::SeqCst), 0);
+
+    // Materializing with a check selection runs only the selected checks of the asset.
+    let result = executor
+        .materialize(
+            &graph.select(&["a b"], &[] as &[&str]).expect("selection"),
+            RunOptions {
+                checks: Some(NodeSet::empty(graph.checks().len())),
+                ..RunOptions::default()
+            },
+            CancellationToken::new(),
+            None,
+        )
+        .await
+        .expect("run");
+    assert!(
+        result.success(),
+        "b's failing check was not selected: {result:?}"
+    );
+    assert_eq!(computed.load(Ordering::SeqCst), 2);
+}
+
+/// A check reading a second, unrelated asset runs only once that asset's step succeeded, and
+/// is skipped with its step when that asset fails; a check reading a downstream asset is refused.
+async fn a_check_waits_for_its_additional_deps(backend: Backend) {
+    let t = fresh_storage(backend).await;
+    let slow_done = Arc::new(AtomicU32::new(0));
+    let done = slow_done.clone();
+    let slow = asset("slow").compute(move |_| {
+        let done = done.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            done.store(1, Ordering::SeqCst);
+            Ok::<_, BoxError>(MaterializeResult::new())
+        }
+    });
+    let seen = slow_done.clone();
+    let fast =
+        noop(asset("fast")).check(
+            AssetCheckSpec::new("matches_slow", "fast")
+                .additional_dep("slow")
+                .compute(move |_| {
+                    let seen = seen.clone();
+                    async move {
+                        Ok::<_, BoxError>(AssetCheckResult::new(seen.load(Ordering::SeqCst) == 1))
+                    }
+                }),
+        );
+    let result = materialize(Definitions::new().assets([slow, fast]), &t.storage, "*").await;
+    assert!(result.success(), "{result:?}");
+    let evs = events(&t.storage, &result.run_id).await;
+    let passed = evs
+        .iter()
+        .any(|e| matches!(&e.data, EventData::CheckEvaluation(c) if c.passed));
+    assert!(passed, "the check ran before `slow` was built");
+
+    let check = || {
+        AssetCheckSpec::new("reads_broken", "fast")
+            .additional_dep("broken")
+            .compute(|_| async { Ok::<_, BoxError>(AssetCheckResult::passed()) })
+    };
+    let defs = Definitions::new().assets([
+        failing(asset("broken"), "no data"),
+        noop(asset("fast")).check(check()),
+    ]);
+    let result = materialize(defs, &t.storage, "*").await;
+    assert_eq!(
+        result.steps["fast"],
+        StepStatus::Skipped("upstream step `broken` failed".into())
+    );
+
+    let defs = Definitions::new().assets([
+        noop(asset("fast")).check(
+            AssetCheckSpec::new("reads_downstream", "fast")
+                .additional_dep("after")
+                .compute(|_| async { Ok::<_, BoxError>(AssetCheckResult::passed()) }),
+        ),
+        noop(asset("after").dep("fast")),
+    ]);
+    let e = AssetGraph::build(defs).err().expect("a cycle").to_string();
+    assert!(e.contains("additional deps"), "{e}");
+    let defs = Definitions::new().asset(
+        noop(asset("fast")).check(
+            AssetCheckSpec::new("reads_nothing_known", "fast")
+                .additional_dep("slwo")
+                .compute(|_| async { Ok::<_, BoxError>(AssetCheckResult::passed()) }),
+        ),
+    );
+    let e = AssetGraph::build(defs)
+        .err()
+        .expect("unknown dep")
+        .to_string();
+    assert!(e.contains("reads unknown asset `slwo`"), "{e}");
 }

@@ -176,17 +176,11 @@ async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backe
             .await
             .expect("external table");
     }
-    let project = rainbow_sql::Project::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/sql_models"
-    )))
-    .expect("sql_models");
-    let summary = rainbow_warehouse::materialize::run(
-        &project,
+    let summary = crate::support::dbt(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/sql_models")),
         &reopened,
-        rainbow_warehouse::materialize::Verb::Build,
+        rainbow_dbt::Verb::Build,
         &Default::default(),
-        &mut |_, _, _| {},
     )
     .await
     .expect("build");
@@ -196,8 +190,7 @@ async fn extract_writes_each_day_once_and_refuses_silent_rewrites(backend: Backe
         .filter(|r| {
             !matches!(
                 r.status,
-                rainbow_warehouse::materialize::Status::Success
-                    | rainbow_warehouse::materialize::Status::Pass
+                rainbow_dbt::Status::Success | rainbow_dbt::Status::Pass
             )
         })
         .map(|r| format!("{}: {}", r.name, r.message))

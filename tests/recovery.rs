@@ -115,7 +115,11 @@ async fn killed_run_is_failed_on_next_start(backend: Backend) {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let after_kill = count(&t.storage, MATERIALIZATIONS).await;
-    assert!(after_kill >= seen);
+    // Killed mid-run: some assets were materialized, not all 200 (300 ms steps, two at a time).
+    assert!(
+        (seen..200).contains(&after_kill),
+        "{after_kill} materializations after the kill ({seen} seen before it)"
+    );
 
     let runs = t
         .storage

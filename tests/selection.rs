@@ -198,3 +198,144 @@ fn jobs_are_validated_when_the_graph_is_built() {
         "{e}"
     );
 }
+
+/// A dbt-like graph: assets and checks carrying selection attributes.
+fn dbt_graph() -> AssetGraph {
+    let unique = |asset: &str, name: &str| {
+        AssetCheckSpec::new(name, asset)
+            .selector("test_name", "unique")
+            .selector("resource_type", "test")
+            .compute(|_| async { Ok::<_, BoxError>(AssetCheckResult::passed()) })
+    };
+    let defs = Definitions::new().assets([
+        noop(
+            asset("main_staging/stg_orders")
+                .selector("name", "stg_orders")
+                .selector("path", "models/staging/stg_orders.sql")
+                .selector("resource_type", "model")
+                .selector("config.materialized", "view"),
+        )
+        .check(unique("main_staging/stg_orders", "unique_stg_orders_id")),
+        noop(
+            asset("main/fact_sales")
+                .dep("main_staging/stg_orders")
+                .selector("name", "fact_sales")
+                .selector("path", "models/marts/fact_sales.sql")
+                .selector("resource_type", "model")
+                .selector("config.materialized", "incremental"),
+        )
+        .check(unique("main/fact_sales", "unique_fact_sales_key"))
+        .check(
+            AssetCheckSpec::new("not_null_fact_sales_key", "main/fact_sales")
+                .selector("test_name", "not_null")
+                .selector("resource_type", "test")
+                .compute(|_| async { Ok::<_, BoxError>(AssetCheckResult::passed()) }),
+        ),
+    ]);
+    AssetGraph::build(defs).expect("valid graph")
+}
+
+/// (asset keys, check names) a selection picks, sorted.
+fn picked(g: &AssetGraph, select: &[&str], exclude: &[&str]) -> (Vec<String>, Vec<String>) {
+    let s = g
+        .select_with_checks(select, exclude)
+        .expect("valid selection");
+    let mut assets: Vec<String> = s
+        .assets
+        .iter()
+        .map(|n| g.node(n).spec.key.to_string())
+        .collect();
+    let mut checks: Vec<String> = s
+        .checks
+        .iter()
+        .map(|c| g.checks()[c].spec.name.clone())
+        .collect();
+    assets.sort();
+    checks.sort();
+    (assets, checks)
+}
+
+#[test]
+fn selection_attributes_are_dbt_methods_and_checks_follow_their_assets() {
+    let g = dbt_graph();
+    // A bare name falls back to the `name` attribute; its checks come along (eager).
+    assert_eq!(
+        picked(&g, &["stg_orders"], &[]),
+        (
+            vec!["main_staging/stg_orders".into()],
+            vec!["unique_stg_orders_id".into()]
+        )
+    );
+    // `path:` matches a folder and what is under it; `+` walks assets only.
+    assert_eq!(
+        picked(&g, &["path:models/marts"], &[]).0,
+        ["main/fact_sales"]
+    );
+    assert_eq!(
+        picked(&g, &["path:models/marts/"], &[]).0,
+        ["main/fact_sales"]
+    );
+    assert_eq!(picked(&g, &["+path:models/marts"], &[]).0.len(), 2);
+    assert_eq!(
+        picked(&g, &["config.materialized:view"], &[]).0,
+        ["main_staging/stg_orders"]
+    );
+    // Checks selected by their own attributes, without their assets.
+    assert_eq!(
+        picked(&g, &["test_name:unique"], &[]),
+        (
+            vec![],
+            vec![
+                "unique_fact_sales_key".into(),
+                "unique_stg_orders_id".into()
+            ]
+        )
+    );
+    // A bare check name selects that check.
+    assert_eq!(
+        picked(&g, &["not_null_fact_sales_key"], &[]),
+        (vec![], vec!["not_null_fact_sales_key".into()])
+    );
+    // Excluding checks leaves the assets; excluding an asset drops its checks.
+    assert_eq!(
+        picked(&g, &["*"], &["resource_type:test"]),
+        (
+            vec!["main/fact_sales".into(), "main_staging/stg_orders".into()],
+            vec![]
+        )
+    );
+    assert_eq!(
+        picked(&g, &["*"], &["fact_sales"]),
+        (
+            vec!["main_staging/stg_orders".into()],
+            vec!["unique_stg_orders_id".into()]
+        )
+    );
+    assert_eq!(
+        picked(&g, &["fact_sales"], &["test_name:not_null"]).1,
+        ["unique_fact_sales_key"]
+    );
+    // Intersection applies to checks too.
+    assert_eq!(
+        picked(&g, &["test_name:unique,resource_type:test"], &[])
+            .1
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn unknown_attribute_methods_and_values_name_what_exists() {
+    let g = dbt_graph();
+    let e = err(&g, "pth:models");
+    assert!(
+        e.contains("unknown selector method `pth:` (did you mean `path`?)")
+            && e.contains("config.materialized:")
+            && e.contains("test_name:"),
+        "{e}"
+    );
+    let e = err(&g, "config.materialized:tabel");
+    assert!(e.contains("nothing has config.materialized `tabel`"), "{e}");
+    let e = err(&g, "fact_sale");
+    assert!(e.contains("did you mean `fact_sales`"), "{e}");
+}

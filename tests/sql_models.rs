@@ -1,16 +1,16 @@
-//! SQL projects on the embedded warehouse (rainbow-sql + rainbow-warehouse): every
+//! dbt projects on the embedded warehouse (rainbow-dbt + rainbow-warehouse, as engine runs): every
 //! materialization with idempotence, seeds' type inference, SCD2 snapshots over a scripted
 //! history, tests as checks, selection, the CLI's `build` and `query`.
 
 use std::path::Path;
 
+use rainbow_dbt::{RunSummary, Status, Verb};
 use rainbow_engine::EventData;
-use rainbow_sql::Project;
 use rainbow_warehouse::Warehouse;
 
+use crate::support::DbtOptions as RunOptions;
 use crate::support::warehouse_rows as rows;
 use rainbow_warehouse::datafusion::arrow::datatypes::DataType;
-use rainbow_warehouse::materialize::{self, RunOptions, RunSummary, Status, Verb};
 
 fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);
@@ -19,8 +19,7 @@ fn write(root: &Path, path: &str, text: &str) {
 }
 
 async fn run(root: &Path, wh: &Warehouse, verb: Verb, options: &RunOptions) -> RunSummary {
-    let project = Project::load(root).expect("project loads");
-    materialize::run(&project, wh, verb, options, &mut |_, _, _| {})
+    crate::support::dbt(root, wh, verb, options)
         .await
         .expect("run")
 }
@@ -167,13 +166,21 @@ async fn every_materialization_builds_and_rebuilding_changes_nothing() {
     // Incremental models run twice on the same input: the same tables.
     let second = run(r, &wh, Verb::Build, &options).await;
     assert!(failures(&second).is_empty(), "{:?}", failures(&second));
-    let messages: Vec<&str> = second
+    let mut messages: Vec<(&str, &str)> = second
         .results
         .iter()
         .filter(|x| x.name.starts_with("inc_"))
-        .map(|x| x.message.as_str())
+        .map(|x| (x.name.as_str(), x.message.as_str()))
         .collect();
-    assert_eq!(messages, ["APPEND", "DELETE+INSERT", "MERGE"]);
+    messages.sort();
+    assert_eq!(
+        messages,
+        [
+            ("inc_append", "APPEND"),
+            ("inc_delete_insert", "DELETE+INSERT"),
+            ("inc_merge", "MERGE")
+        ]
+    );
     assert_eq!(snapshot(wh.clone()).await, before);
 
     // New and changed source rows: merge updates and inserts, append adds only new rows,
@@ -334,16 +341,9 @@ async fn selection_by_name_graph_path_and_materialization() {
         names(&s),
         ["unique_events_by_kind_kind", "unique_inc_merge_id"]
     );
-    let project = Project::load(r).expect("load");
-    let err = materialize::run(
-        &project,
-        &wh,
-        Verb::Run,
-        &select(&["tag:nope"], &[]),
-        &mut |_, _, _| {},
-    )
-    .await
-    .expect_err("unknown tag");
+    let err = crate::support::dbt(r, &wh, Verb::Run, &select(&["tag:nope"], &[]))
+        .await
+        .expect_err("unknown tag");
     assert!(err.to_string().contains("tag:nope"), "{err}");
 }
 
@@ -571,14 +571,16 @@ async fn sql_models_and_rust_assets_share_one_graph() {
             }
         });
     let produced: HashSet<AssetKey> = [AssetKey::new(["raw", "orders"])].into_iter().collect();
-    let sql = rainbow_warehouse::SqlProject::new(r, location.clone())
+    let sql = rainbow_dbt::SqlProject::new(r, location.clone())
         .partitioned("daily_orders", PartitionsDefinition::daily("2024-01-01"))
-        .assets(&produced)
-        .expect("sql assets");
-    let keys: Vec<String> = sql
+        .declare(&produced)
+        .expect("sql assets")
+        .assets;
+    let mut keys: Vec<String> = sql
         .iter()
         .flat_map(|a| a.keys().map(|k| k.to_string()))
         .collect();
+    keys.sort();
     assert_eq!(
         keys,
         ["main/daily_orders", "main/revenue"],
@@ -586,10 +588,11 @@ async fn sql_models_and_rust_assets_share_one_graph() {
     );
     let defs = Definitions::new().asset(orders).asset(report).assets(sql);
     let storage = crate::support::fresh_storage(crate::support::Backend::Sqlite).await;
-    let partitioned = rainbow_warehouse::SqlProject::new(r, location.clone())
+    let partitioned = rainbow_dbt::SqlProject::new(r, location.clone())
         .partitioned("daily_orders", PartitionsDefinition::daily("2024-01-01"))
-        .assets(&HashSet::new())
-        .expect("sql assets");
+        .declare(&HashSet::new())
+        .expect("sql assets")
+        .assets;
     let result =
         crate::support::materialize(defs, &storage.storage, "raw/orders main/revenue report").await;
     assert!(result.success(), "{result:?}");
@@ -731,4 +734,156 @@ fn a_process_killed_mid_write_leaves_a_whole_table() {
     } else {
         assert_eq!(got, "1000,1,1000", "the killed write must not be visible");
     }
+}
+
+/// `rainbow build` is one engine run: `rainbow runs` lists it, `runs show` has one step per node
+/// and every test as a check evaluation; one compilation per run (`run_started_at` is the same
+/// in every model); a test reading two unrelated models runs after both; exit codes 0/1/2.
+#[test]
+fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "models/started_a.sql",
+        "select '{{ run_started_at }}' as started",
+    );
+    write(
+        r,
+        "models/started_b.sql",
+        "select '{{ run_started_at }}' as started",
+    );
+    // Reads two models that do not depend on each other.
+    write(
+        r,
+        "tests/same_start.sql",
+        "select * from {{ ref('started_a') }} a full outer join {{ ref('started_b') }} b on a.started = b.started where a.started is null or b.started is null",
+    );
+    let bin = env!("CARGO_BIN_EXE_rainbow");
+    let rainbow = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .args(args)
+            .args(["--project-dir", r.to_str().expect("utf-8")])
+            .env("RAINBOW_HOME", r.join("home"))
+            .output()
+            .expect("runs")
+    };
+    let out = rainbow(&["build", "--threads", "4"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASS  test same_start"), "{stdout}");
+
+    let out = rainbow(&["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runs JSON");
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    assert_eq!(runs[0]["status"], "SUCCESS");
+    assert_eq!(runs[0]["tags"]["rainbow/dbt_verb"], "build");
+    let run_id = runs[0]["run_id"].as_str().expect("run id").to_owned();
+    let out = rainbow(&["runs", "show", &run_id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    let events = shown["events"].as_array().expect("events");
+    let of_kind = |kind: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["data"]["kind"] == kind)
+            .collect()
+    };
+    // seed events; models stg_events, events_by_kind, inc_*, eph, uses_eph, started_a/b.
+    let mut steps: Vec<&str> = of_kind("step_succeeded")
+        .iter()
+        .filter_map(|e| e["step_key"].as_str())
+        .collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        [
+            "main/eph",
+            "main/events",
+            "main/events_by_kind",
+            "main/inc_append",
+            "main/inc_delete_insert",
+            "main/inc_merge",
+            "main/started_a",
+            "main/started_b",
+            "main/uses_eph",
+            "main_staging/stg_events"
+        ]
+    );
+    let mut checks: Vec<&str> = of_kind("check_evaluation")
+        .iter()
+        .filter_map(|e| e["data"]["check_name"].as_str())
+        .collect();
+    checks.sort();
+    assert_eq!(
+        checks,
+        [
+            "accepted_values_inc_merge_kind",
+            "no_negative_amounts",
+            "not_null_events_by_kind_kind",
+            "relationships_inc_merge_id",
+            "same_start",
+            "unique_events_by_kind_kind",
+            "unique_inc_merge_id"
+        ]
+    );
+    // `same_start` ran once both models it reads were built.
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events.iter().position(pred).expect("event present")
+    };
+    let check_at = position(&|e| e["data"]["check_name"] == "same_start");
+    for model in ["main/started_a", "main/started_b"] {
+        let built = position(&|e| e["data"]["kind"] == "step_succeeded" && e["step_key"] == model);
+        let checked_step = events[check_at]["step_key"].as_str().unwrap_or_default();
+        assert!(
+            built < check_at || checked_step == model,
+            "`same_start` ran before {model} was built"
+        );
+    }
+
+    // SQL is never read as a flag.
+    let out = rainbow(&["query", "-- a comment\nselect 1 as one", "--format", "csv"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\n1\n");
+    // A failing test is exit 1; bad input is exit 2.
+    write(
+        r,
+        "tests/always_fails.sql",
+        "select * from {{ ref('events') }} where id > 0",
+    );
+    let out = rainbow(&["test", "--select", "always_fails"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = rainbow(&["test", "--select", "test_name:unique"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A test that reads nothing cannot be a check on anything: named, not dropped.
+    write(r, "tests/reads_nothing.sql", "select 1 as bad");
+    let out = rainbow(&["build"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("test `reads_nothing` reads no model, seed, snapshot or source"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(r.join("tests/reads_nothing.sql")).expect("remove");
+    let out = rainbow(&["run", "--select", "no_such_model"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown asset `no_such_model`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

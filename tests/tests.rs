@@ -17,3 +17,4 @@ mod selection;
 mod sql_models;
 mod staleness;
 mod storage;
+mod tidy;

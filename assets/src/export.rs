@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use rainbow_dbt::SqlProject;
 use rainbow_engine::prelude::*;
-use rainbow_warehouse::SqlProject;
 use rainbow_warehouse::datafusion::arrow::datatypes::Schema;
 
 use crate::AssetsError;
@@ -38,6 +38,8 @@ pub async fn export_view(
     view: &str,
 ) -> Result<Exported, AssetsError> {
     let warehouse = project.warehouse().await?;
+    // The views as last built, by this process or another.
+    warehouse.refresh_catalog().await?;
     let columns: Vec<String> = warehouse
         .schema_of(schema, view)
         .await?

@@ -30,13 +30,22 @@ pub enum AssetsError {
     /// The engine refused or failed (definitions, storage, a backfill).
     #[error(transparent)]
     Engine(#[from] rainbow_engine::Error),
-    /// The warehouse or the SQL project failed (boxed: the warehouse's error is large).
+    /// The warehouse failed (boxed: the warehouse's error is large).
     #[error(transparent)]
     Warehouse(Box<rainbow_warehouse::WarehouseError>),
+    /// The SQL project failed to load, parse, compile or build (boxed, as the warehouse's).
+    #[error(transparent)]
+    Dbt(Box<rainbow_dbt::DbtError>),
 }
 
 impl From<rainbow_warehouse::WarehouseError> for AssetsError {
     fn from(e: rainbow_warehouse::WarehouseError) -> Self {
         AssetsError::Warehouse(Box::new(e))
+    }
+}
+
+impl From<rainbow_dbt::DbtError> for AssetsError {
+    fn from(e: rainbow_dbt::DbtError) -> Self {
+        AssetsError::Dbt(Box::new(e))
     }
 }

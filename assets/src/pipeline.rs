@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use object_store::ObjectStore;
 use rainbow_checks::{HiveDataset, completeness_check, freshness_check, system_clock};
+use rainbow_dbt::SqlProject;
 use rainbow_engine::backfill::{
     BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
 };
@@ -33,7 +34,6 @@ use rainbow_engine::resource::RainbowConfig;
 use rainbow_engine::storage::Storage;
 use rainbow_engine::storage::backfills::BackfillStatus;
 use rainbow_engine::{Executor, RunOptions};
-use rainbow_warehouse::SqlProject;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -198,17 +198,21 @@ pub fn definitions(settings: &PipelineSettings) -> Result<Definitions, AssetsErr
     });
     let produced: HashSet<AssetKey> = extract.iter().flat_map(|a| a.keys().cloned()).collect();
     let project = settings.sql_project();
-    let models = project.assets(&produced)?;
+    let models = project.declare(&produced)?;
     let views: Vec<AssetKey> = models
-        .iter()
-        .flat_map(|a| a.keys().cloned())
+        .nodes
+        .keys()
         .filter(|k| k.segments().first().is_some_and(|s| s == "main_views"))
+        .cloned()
         .collect();
     let exports = export_assets(&project, store.clone(), &settings.lake, &views);
     let mut defs = Definitions::new()
         .assets(extract)
-        .assets(models)
+        .assets(models.assets)
         .assets(exports);
+    for check in models.checks {
+        defs = defs.check(check);
+    }
     for key in produced {
         let Some(table) = key.segments().get(1).cloned() else {
             continue;

@@ -140,6 +140,11 @@ pub struct AssetSpec {
     pub backfill_policy: BackfillPolicy,
     /// When the daemon materializes it on its own.
     pub automation_condition: Option<AutomationCondition>,
+    /// Extra selection attributes: `method` -> values, matched by the selection language's
+    /// `method:value` beyond its built-in methods (a dbt node's `path`, `resource_type`,
+    /// `config.materialized`; `name` is also matched by a bare selector). See
+    /// [`crate::selection`].
+    pub selectors: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl AssetSpec {
@@ -158,7 +163,17 @@ impl AssetSpec {
             partitions: None,
             backfill_policy: BackfillPolicy::default(),
             automation_condition: None,
+            selectors: BTreeMap::new(),
         }
+    }
+
+    /// Adds a selection attribute: `method:value` selects the asset (see [`crate::selection`]).
+    pub fn selector(mut self, method: impl Into<String>, value: impl Into<String>) -> Self {
+        self.selectors
+            .entry(method.into())
+            .or_default()
+            .insert(value.into());
+        self
     }
 
     /// Partitions the asset.

@@ -1,6 +1,7 @@
 //! Asset checks: [`AssetCheckSpec`] (a named data-quality check attached to an asset),
 //! [`AssetCheckDefinition`] (a spec plus its evaluation function) and [`AssetCheckResult`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +50,13 @@ pub struct AssetCheckSpec {
     pub blocking: bool,
     /// Severity of a failure.
     pub severity: AssetCheckSeverity,
+    /// Assets the check reads besides its asset (Dagster's `additional_deps`): in a run, the
+    /// check's step waits for the steps materializing them, and a step failing among them
+    /// skips it. They must not be downstream of the checked asset.
+    pub additional_deps: Vec<AssetKey>,
+    /// Extra selection attributes (`method` -> values), as [`crate::AssetSpec::selectors`]:
+    /// `method:value` selects the check (a dbt test's `test_name`, `resource_type:test`).
+    pub selectors: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl AssetCheckSpec {
@@ -60,7 +68,24 @@ impl AssetCheckSpec {
             description: None,
             blocking: false,
             severity: AssetCheckSeverity::Error,
+            additional_deps: Vec::new(),
+            selectors: BTreeMap::new(),
         }
+    }
+
+    /// Adds an asset the check reads besides its asset.
+    pub fn additional_dep(mut self, key: impl Into<AssetKey>) -> Self {
+        self.additional_deps.push(key.into());
+        self
+    }
+
+    /// Adds a selection attribute: `method:value` selects the check.
+    pub fn selector(mut self, method: impl Into<String>, value: impl Into<String>) -> Self {
+        self.selectors
+            .entry(method.into())
+            .or_default()
+            .insert(value.into());
+        self
     }
 
     /// Sets the description.

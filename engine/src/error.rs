@@ -73,10 +73,6 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] rainbow_db::DbError),
 
-    /// A SQL project failed to load, parse or compile.
-    #[error(transparent)]
-    Sql(#[from] rainbow_sql::SqlError),
-
     /// A storage operation failed.
     #[error("storage error while {context}")]
     Storage {
@@ -141,56 +137,4 @@ impl Error {
     }
 }
 
-/// Formats a "did you mean" suffix from the candidates closest to `wanted` (Jaro-Winkler >= 0.8,
-/// or a key that contains / is contained in `wanted`). Empty when nothing is close.
-pub(crate) fn did_you_mean<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> String {
-    let mut scored: Vec<(f64, &str)> = candidates
-        .into_iter()
-        .filter(|c| *c != wanted)
-        .map(|c| {
-            let mut score = strsim::jaro_winkler(wanted, c);
-            let last = c.rsplit('/').next().unwrap_or(c);
-            if last == wanted || (wanted.len() >= 3 && (c.contains(wanted) || wanted.contains(c))) {
-                score = score.max(0.95);
-            }
-            (score, c)
-        })
-        .filter(|(score, _)| *score >= 0.8)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    // Only names about as close as the closest one: "did you mean" should not list everything.
-    let best = scored.first().map(|(s, _)| *s).unwrap_or(0.0);
-    let names: Vec<String> = scored
-        .iter()
-        .take_while(|(s, _)| *s >= best - 0.05)
-        .take(3)
-        .map(|(_, c)| format!("`{c}`"))
-        .collect();
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" (did you mean {}?)", names.join(" or "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::did_you_mean;
-
-    #[test]
-    fn suggests_close_names_only() {
-        let keys = ["raw/orders", "raw/customers", "warehouse/fact_sales"];
-        assert_eq!(
-            did_you_mean("raw/order", keys),
-            " (did you mean `raw/orders`?)"
-        );
-        assert_eq!(did_you_mean("zzz", keys), "");
-        assert_eq!(
-            did_you_mean("fact_sales", keys),
-            " (did you mean `warehouse/fact_sales`?)"
-        );
-    }
-}
+pub use rainbow_suggest::did_you_mean;

@@ -174,9 +174,10 @@ impl AssetGraph {
         }
 
         let topo = topological_order(&nodes, &children)?;
-        check_step_cycles(&nodes, &children, &steps)?;
 
         let mut checks_by_node = vec![Vec::new(); nodes.len()];
+        // (additional dep, checked asset): a check's step waits for its additional deps.
+        let mut check_edges: Vec<(NodeId, NodeId)> = Vec::new();
         for (i, check) in checks.iter().enumerate() {
             let Some(&node) = index.get(&check.spec.asset) else {
                 let asset = check.spec.asset.to_string();
@@ -196,8 +197,21 @@ impl AssetGraph {
                     check.spec.asset, check.spec.name
                 )));
             }
+            for dep in &check.spec.additional_deps {
+                let Some(&from) = index.get(dep) else {
+                    let keys: Vec<String> = index.keys().map(ToString::to_string).collect();
+                    return Err(Error::Definition(format!(
+                        "check `{}` on `{}` reads unknown asset `{dep}`{}",
+                        check.spec.name,
+                        check.spec.asset,
+                        did_you_mean(&dep.to_string(), keys.iter().map(String::as_str))
+                    )));
+                };
+                check_edges.push((from, node));
+            }
             checks_by_node[node].push(i);
         }
+        check_step_cycles(&nodes, &children, &steps, &check_edges)?;
 
         let graph = AssetGraph {
             nodes,
@@ -325,6 +339,16 @@ impl AssetGraph {
         self.checks_by_node[id].iter().map(|&i| &self.checks[i])
     }
 
+    /// The indices (into [`AssetGraph::checks`]) of the checks attached to asset `id`.
+    pub fn check_ids_for(&self, id: NodeId) -> &[usize] {
+        &self.checks_by_node[id]
+    }
+
+    /// The asset a check (by index into [`AssetGraph::checks`]) is attached to.
+    pub fn check_node(&self, check: usize) -> Option<NodeId> {
+        self.node_id(&self.checks.get(check)?.spec.asset)
+    }
+
     /// Every check.
     pub fn checks(&self) -> &[AssetCheckDefinition] {
         &self.checks
@@ -412,17 +436,25 @@ fn topological_order(nodes: &[AssetNode], children: &[Vec<NodeId>]) -> Result<Ve
 /// Assets may be acyclic while the steps providing them are not: a multi-asset `m` providing
 /// `a` and `c`, with `b` depending on `a` and `c` on `b`, would have `m` wait for `b` and `b`
 /// wait for `m`. That is an error naming the definitions involved.
-fn check_step_cycles(nodes: &[AssetNode], children: &[Vec<NodeId>], steps: &[Step]) -> Result<()> {
+fn check_step_cycles(
+    nodes: &[AssetNode],
+    children: &[Vec<NodeId>],
+    steps: &[Step],
+    check_edges: &[(NodeId, NodeId)],
+) -> Result<()> {
     let mut g: DiGraph<(), ()> = DiGraph::with_capacity(steps.len(), nodes.len());
     for _ in steps {
         g.add_node(());
     }
-    for (from, outs) in children.iter().enumerate() {
-        for &to in outs {
-            let (a, b) = (nodes[from].step, nodes[to].step);
-            if a != b {
-                g.update_edge(NodeIndex::new(a), NodeIndex::new(b), ());
-            }
+    let edges = children
+        .iter()
+        .enumerate()
+        .flat_map(|(from, outs)| outs.iter().map(move |&to| (from, to)))
+        .chain(check_edges.iter().copied());
+    for (from, to) in edges {
+        let (a, b) = (nodes[from].step, nodes[to].step);
+        if a != b {
+            g.update_edge(NodeIndex::new(a), NodeIndex::new(b), ());
         }
     }
     for scc in petgraph::algo::tarjan_scc(&g) {
@@ -434,8 +466,9 @@ fn check_step_cycles(nodes: &[AssetNode], children: &[Vec<NodeId>], steps: &[Ste
             names.sort();
             return Err(Error::Cycle {
                 cycle: format!(
-                    "the definitions {} depend on each other through their assets (a multi-asset's \
-                     outputs cannot depend on each other through other assets)",
+                    "the definitions {} depend on each other through their assets or their checks' \
+                     additional deps (a multi-asset's outputs cannot depend on each other through \
+                     other assets; a check cannot read what is downstream of its asset)",
                     names.join(", ")
                 ),
             });

@@ -64,7 +64,7 @@ pub use key::AssetKey;
 pub use metadata::{Metadata, MetadataValue, TableSchema};
 pub use partitions::{PartitionMapping, PartitionsDefinition};
 pub use resource::{RainbowConfig, Resources};
-pub use selection::{AssetSelection, NodeSet};
+pub use selection::{AssetSelection, NodeSet, Selected};
 pub use staleness::{AssetStatus, Staleness};
 pub use storage::Storage;
 

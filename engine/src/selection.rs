@@ -9,10 +9,23 @@
 //!                                                            -- "2+x": two levels up,
 //!                                                            -- "x+" / "x+1": downstream
 //! method       := "*"                                        -- every asset
-//!               | "key:" PATTERN | PATTERN                   -- a key, `*` globs: raw/*
+//!               | "key:" PATTERN                             -- a key, `*` globs: raw/*
+//!               | PATTERN                                    -- a key; else a `name` attribute
+//!                                                            -- or a check's name
 //!               | "group:" NAME | "kind:" NAME | "owner:" NAME
 //!               | "tag:" NAME [ "=" VALUE ]
+//!               | METHOD ":" PATTERN                         -- a selection attribute
 //! ```
+//!
+//! Selection attributes ([`crate::AssetSpec::selector`], [`crate::AssetCheckSpec::selector`])
+//! extend the language per code location: a dbt project declares `path:`, `resource_type:`,
+//! `config.materialized:`, `source:`, `test_name:` (dbt's node selection methods). An
+//! attribute value matches when it equals the pattern, matches its `*` globs, or lies under it
+//! as a path (`path:models/staging` matches `models/staging/stg_orders.sql`).
+//!
+//! A selection picks assets and checks ([`Selected`]): an atom may match checks directly (by
+//! name or attribute), and every check of a selected asset is selected too (dbt's eager
+//! indirect selection). `+`/`n+` walk assets only.
 //!
 //! `--exclude` takes the same language and is subtracted from the selection. A selector that
 //! matches nothing (unknown key, group, tag, kind or owner; unknown method) is an error naming
@@ -22,6 +35,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::error::{Error, Result, did_you_mean};
 use crate::graph::{AssetGraph, NodeId};
+
+/// The built-in selector methods (see the module docs for attributes).
+const BUILTIN_METHODS: [&str; 5] = ["key", "group", "kind", "owner", "tag"];
 
 /// A set of assets of one graph, as a bitmap over node ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +108,48 @@ impl NodeSet {
     }
 }
 
+/// What a selection picks: assets to materialize and checks to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// Selected assets.
+    pub assets: NodeSet,
+    /// Selected checks, by index into [`AssetGraph::checks`].
+    pub checks: NodeSet,
+}
+
+impl Selected {
+    fn empty(graph: &AssetGraph) -> Self {
+        Selected {
+            assets: NodeSet::empty(graph.len()),
+            checks: NodeSet::empty(graph.checks().len()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.assets.is_empty() && self.checks.is_empty()
+    }
+
+    fn union_with(&mut self, other: &Selected) {
+        self.assets.union_with(&other.assets);
+        self.checks.union_with(&other.checks);
+    }
+
+    fn intersect_with(&mut self, other: &Selected) {
+        self.assets.intersect_with(&other.assets);
+        self.checks.intersect_with(&other.checks);
+    }
+
+    /// Adds every check of every selected asset.
+    fn with_asset_checks(mut self, graph: &AssetGraph) -> Self {
+        for node in self.assets.iter() {
+            for &check in graph.check_ids_for(node) {
+                self.checks.insert(check);
+            }
+        }
+        self
+    }
+}
+
 /// How far to walk the graph from an atom's matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Depth {
@@ -102,11 +160,16 @@ enum Depth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Method {
     All,
+    /// `key:PATTERN`: keys only.
     Key(String),
+    /// A bare pattern: keys, else `name` attributes and check names.
+    Name(String),
     Group(String),
     Tag(String, Option<String>),
     Kind(String),
     Owner(String),
+    /// A selection attribute: `method:pattern`.
+    Attribute(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,11 +218,17 @@ impl AssetSelection {
         &self.expression
     }
 
-    /// Resolves the selection against `graph`.
+    /// Resolves the selection's assets against `graph`.
     pub fn resolve(&self, graph: &AssetGraph) -> Result<NodeSet> {
-        let mut out = NodeSet::empty(graph.len());
+        Ok(self.resolve_with_checks(graph)?.assets)
+    }
+
+    /// Resolves the selection's assets and the checks its atoms name directly (not yet the
+    /// checks of the selected assets).
+    fn resolve_with_checks(&self, graph: &AssetGraph) -> Result<Selected> {
+        let mut out = Selected::empty(graph);
         for intersection in &self.union {
-            let mut acc: Option<NodeSet> = None;
+            let mut acc: Option<Selected> = None;
             for atom in intersection {
                 let set = resolve_atom(atom, graph)?;
                 match &mut acc {
@@ -222,6 +291,12 @@ fn parse_atom(atom: &str) -> Result<Atom> {
         if value.is_empty() {
             return Err(Error::selection(atom, format!("`{name}:` needs a value")));
         }
+        if name.is_empty() {
+            return Err(Error::selection(
+                atom,
+                "a selector method is missing before `:`",
+            ));
+        }
         match name {
             "key" => Method::Key(value.to_owned()),
             "group" => Method::Group(value.to_owned()),
@@ -231,17 +306,10 @@ fn parse_atom(atom: &str) -> Result<Atom> {
                 Some((k, v)) => Method::Tag(k.to_owned(), Some(v.to_owned())),
                 None => Method::Tag(value.to_owned(), None),
             },
-            other => {
-                return Err(Error::selection(
-                    atom,
-                    format!(
-                        "unknown selector method `{other}:`; expected one of key:, group:, tag:, kind:, owner:"
-                    ),
-                ));
-            }
+            other => Method::Attribute(other.to_owned(), value.to_owned()),
         }
     } else {
-        Method::Key(body.to_owned())
+        Method::Name(body.to_owned())
     };
     Ok(Atom {
         text: atom.to_owned(),
@@ -273,9 +341,20 @@ fn glob_match(pattern: &str, text: &str) -> bool {
     remaining.len() >= last.len() && remaining.ends_with(last)
 }
 
-fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
-    let mut base = NodeSet::empty(graph.len());
+/// An attribute value matches a pattern when equal, by glob, or as a path under it.
+fn attribute_match(pattern: &str, value: &str) -> bool {
+    let folder = pattern.trim_end_matches('/');
+    glob_match(pattern, value)
+        || (!folder.is_empty()
+            && value.len() > folder.len()
+            && value.starts_with(folder)
+            && value.as_bytes()[folder.len()] == b'/')
+}
+
+fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<Selected> {
+    let mut base = Selected::empty(graph);
     let nodes = graph.nodes();
+    let checks = graph.checks();
     let not_found = |what: &str, value: &str, known: BTreeSet<&str>| {
         let listed: Vec<&str> = known.iter().copied().take(20).collect();
         let hint = if listed.is_empty() {
@@ -288,13 +367,21 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
             format!("no asset has {what} `{value}` ({hint})"),
         )
     };
+    let insert_nodes = |base: &mut Selected, hit: &dyn Fn(&crate::AssetSpec) -> bool| {
+        for (id, node) in nodes.iter().enumerate() {
+            if hit(&node.spec) {
+                base.assets.insert(id);
+            }
+        }
+    };
     match &atom.method {
-        Method::All => base = NodeSet::full(graph.len()),
-        Method::Key(pattern) if pattern.contains('*') => {
-            for (id, node) in nodes.iter().enumerate() {
-                if glob_match(pattern, &node.spec.key.to_string()) {
-                    base.insert(id);
-                }
+        Method::All => base.assets = NodeSet::full(graph.len()),
+        Method::Key(pattern) | Method::Name(pattern) if pattern.contains('*') => {
+            insert_nodes(&mut base, &|spec| {
+                glob_match(pattern, &spec.key.to_string())
+            });
+            if base.assets.is_empty() && matches!(atom.method, Method::Name(_)) {
+                base = by_name(graph, pattern);
             }
             if base.is_empty() {
                 return Err(Error::selection(
@@ -303,27 +390,40 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
                 ));
             }
         }
-        Method::Key(key) => match graph.node_id(&crate::AssetKey::from(key.as_str())) {
-            Some(id) => {
-                base.insert(id);
-            }
-            None => {
-                let keys: Vec<String> = nodes.iter().map(|n| n.spec.key.to_string()).collect();
-                return Err(Error::selection(
-                    &atom.text,
-                    format!(
-                        "unknown asset `{key}`{}",
-                        did_you_mean(key, keys.iter().map(String::as_str))
-                    ),
-                ));
-            }
-        },
-        Method::Group(group) => {
-            for (id, node) in nodes.iter().enumerate() {
-                if node.spec.group.as_deref() == Some(group) {
-                    base.insert(id);
+        Method::Key(key) | Method::Name(key) => {
+            match graph.node_id(&crate::AssetKey::from(key.as_str())) {
+                Some(id) => {
+                    base.assets.insert(id);
+                }
+                None => {
+                    if matches!(atom.method, Method::Name(_)) {
+                        base = by_name(graph, key);
+                    }
+                    if base.is_empty() {
+                        let keys: Vec<String> =
+                            nodes.iter().map(|n| n.spec.key.to_string()).collect();
+                        let names = nodes
+                            .iter()
+                            .flat_map(|n| n.spec.selectors.get("name").into_iter().flatten())
+                            .chain(checks.iter().map(|c| &c.spec.name));
+                        return Err(Error::selection(
+                            &atom.text,
+                            format!(
+                                "unknown asset `{key}`{}",
+                                did_you_mean(
+                                    key,
+                                    keys.iter()
+                                        .map(String::as_str)
+                                        .chain(names.map(String::as_str))
+                                )
+                            ),
+                        ));
+                    }
                 }
             }
+        }
+        Method::Group(group) => {
+            insert_nodes(&mut base, &|spec| spec.group.as_deref() == Some(group));
             if base.is_empty() {
                 let known = nodes
                     .iter()
@@ -333,11 +433,7 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
             }
         }
         Method::Kind(kind) => {
-            for (id, node) in nodes.iter().enumerate() {
-                if node.spec.kinds.contains(kind) {
-                    base.insert(id);
-                }
-            }
+            insert_nodes(&mut base, &|spec| spec.kinds.contains(kind));
             if base.is_empty() {
                 let known = nodes
                     .iter()
@@ -347,11 +443,7 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
             }
         }
         Method::Owner(owner) => {
-            for (id, node) in nodes.iter().enumerate() {
-                if node.spec.owners.iter().any(|o| o == owner) {
-                    base.insert(id);
-                }
-            }
+            insert_nodes(&mut base, &|spec| spec.owners.iter().any(|o| o == owner));
             if base.is_empty() {
                 let known = nodes
                     .iter()
@@ -361,16 +453,11 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
             }
         }
         Method::Tag(key, value) => {
-            for (id, node) in nodes.iter().enumerate() {
-                let hit = match (node.spec.tags.get(key), value) {
-                    (Some(v), Some(want)) => v == want,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                };
-                if hit {
-                    base.insert(id);
-                }
-            }
+            insert_nodes(&mut base, &|spec| match (spec.tags.get(key), value) {
+                (Some(v), Some(want)) => v == want,
+                (Some(_), None) => true,
+                (None, _) => false,
+            });
             if base.is_empty() {
                 let shown = match value {
                     Some(v) => format!("{key}={v}"),
@@ -383,16 +470,93 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<NodeSet> {
                 return Err(not_found("tag", &shown, known));
             }
         }
+        Method::Attribute(method, pattern) => {
+            let mut known_values: BTreeSet<&str> = BTreeSet::new();
+            let mut method_known = false;
+            for (id, node) in nodes.iter().enumerate() {
+                if let Some(values) = node.spec.selectors.get(method) {
+                    method_known = true;
+                    known_values.extend(values.iter().map(String::as_str));
+                    if values.iter().any(|v| attribute_match(pattern, v)) {
+                        base.assets.insert(id);
+                    }
+                }
+            }
+            for (i, check) in checks.iter().enumerate() {
+                if let Some(values) = check.spec.selectors.get(method) {
+                    method_known = true;
+                    known_values.extend(values.iter().map(String::as_str));
+                    if values.iter().any(|v| attribute_match(pattern, v)) {
+                        base.checks.insert(i);
+                    }
+                }
+            }
+            if !method_known {
+                let methods: BTreeSet<&str> = BUILTIN_METHODS
+                    .into_iter()
+                    .chain(
+                        nodes
+                            .iter()
+                            .flat_map(|n| n.spec.selectors.keys())
+                            .chain(checks.iter().flat_map(|c| c.spec.selectors.keys()))
+                            .map(String::as_str),
+                    )
+                    .collect();
+                let listed: Vec<String> = methods.iter().map(|m| format!("{m}:")).collect();
+                return Err(Error::selection(
+                    &atom.text,
+                    format!(
+                        "unknown selector method `{method}:`{}; expected one of {}",
+                        did_you_mean(method, methods.iter().copied()),
+                        listed.join(", ")
+                    ),
+                ));
+            }
+            if base.is_empty() {
+                return Err(Error::selection(
+                    &atom.text,
+                    format!(
+                        "nothing has {method} `{pattern}`{}",
+                        did_you_mean(pattern, known_values.iter().copied())
+                    ),
+                ));
+            }
+        }
     }
 
     let mut out = base.clone();
     if let Some(depth) = atom.up {
-        walk(graph, &base, depth, &mut out, |g, n| g.parents(n));
+        walk(graph, &base.assets, depth, &mut out.assets, |g, n| {
+            g.parents(n)
+        });
     }
     if let Some(depth) = atom.down {
-        walk(graph, &base, depth, &mut out, |g, n| g.children(n));
+        walk(graph, &base.assets, depth, &mut out.assets, |g, n| {
+            g.children(n)
+        });
     }
     Ok(out)
+}
+
+/// Assets whose `name` attribute, and checks whose name, match `pattern`.
+fn by_name(graph: &AssetGraph, pattern: &str) -> Selected {
+    let mut out = Selected::empty(graph);
+    for (id, node) in graph.nodes().iter().enumerate() {
+        if node
+            .spec
+            .selectors
+            .get("name")
+            .is_some_and(|names| names.iter().any(|n| glob_match(pattern, n)))
+        {
+            out.assets.insert(id);
+        }
+    }
+    for (i, check) in graph.checks().iter().enumerate() {
+        if glob_match(pattern, &check.spec.name) {
+            out.checks.insert(i);
+        }
+    }
+    out
 }
 
 fn walk<'g>(
@@ -422,25 +586,45 @@ fn walk<'g>(
 }
 
 impl AssetGraph {
-    /// Resolves `select` (union of expressions; empty means every asset) minus `exclude`.
+    /// Resolves `select` (union of expressions; empty means every asset) minus `exclude`:
+    /// the selected assets.
     pub fn select<S: AsRef<str>, E: AsRef<str>>(
         &self,
         select: &[S],
         exclude: &[E],
     ) -> Result<NodeSet> {
-        let mut set = if select.is_empty() {
-            NodeSet::full(self.len())
+        Ok(self.select_with_checks(select, exclude)?.assets)
+    }
+
+    /// Resolves `select` minus `exclude` into assets and checks: the checks named by the
+    /// selection plus every check of a selected asset, minus the checks named by `exclude` and
+    /// the checks of excluded assets.
+    pub fn select_with_checks<S: AsRef<str>, E: AsRef<str>>(
+        &self,
+        select: &[S],
+        exclude: &[E],
+    ) -> Result<Selected> {
+        let mut selected = if select.is_empty() {
+            Selected {
+                assets: NodeSet::full(self.len()),
+                checks: NodeSet::empty(self.checks().len()),
+            }
         } else {
-            let mut set = NodeSet::empty(self.len());
+            let mut set = Selected::empty(self);
             for expr in select {
-                set.union_with(&AssetSelection::parse(expr.as_ref())?.resolve(self)?);
+                set.union_with(&AssetSelection::parse(expr.as_ref())?.resolve_with_checks(self)?);
             }
             set
-        };
-        for expr in exclude {
-            set.subtract(&AssetSelection::parse(expr.as_ref())?.resolve(self)?);
         }
-        Ok(set)
+        .with_asset_checks(self);
+        for expr in exclude {
+            let excluded = AssetSelection::parse(expr.as_ref())?
+                .resolve_with_checks(self)?
+                .with_asset_checks(self);
+            selected.assets.subtract(&excluded.assets);
+            selected.checks.subtract(&excluded.checks);
+        }
+        Ok(selected)
     }
 
     /// Resolves a selection and returns the selected keys in topological order.
@@ -468,7 +652,7 @@ mod tests {
         let a = parse_atom("2+raw/orders+1").expect("parses");
         assert_eq!(a.up, Some(Depth::Levels(2)));
         assert_eq!(a.down, Some(Depth::Levels(1)));
-        assert_eq!(a.method, Method::Key("raw/orders".into()));
+        assert_eq!(a.method, Method::Name("raw/orders".into()));
         let a = parse_atom("+x+").expect("parses");
         assert_eq!(
             (a.up, a.down),
@@ -476,20 +660,14 @@ mod tests {
         );
         // Keys may start with digits.
         let a = parse_atom("2024_orders").expect("parses");
-        assert_eq!((a.up, a.method), (None, Method::Key("2024_orders".into())));
+        assert_eq!((a.up, a.method), (None, Method::Name("2024_orders".into())));
     }
 
     #[test]
     fn rejects_malformed_atoms() {
-        for bad in ["+", "a+b", "foo:bar", "group:", "a,,b", "   "] {
+        for bad in ["+", "a+b", ":bar", "group:", "a,,b", "   "] {
             assert!(AssetSelection::parse(bad).is_err(), "{bad} should fail");
         }
-        let err = AssetSelection::parse("colour:red").expect_err("unknown method");
-        assert!(
-            err.to_string()
-                .contains("unknown selector method `colour:`"),
-            "{err}"
-        );
     }
 
     #[test]
@@ -499,5 +677,24 @@ mod tests {
         assert!(glob_match("r*/o*s", "raw/orders"));
         assert!(!glob_match("raw/*", "stg/orders"));
         assert!(!glob_match("a*a", "a"));
+    }
+
+    #[test]
+    fn attributes_match_equal_glob_and_paths_under_a_folder() {
+        assert!(attribute_match(
+            "models/staging",
+            "models/staging/stg_orders.sql"
+        ));
+        assert!(attribute_match(
+            "models/staging/",
+            "models/staging/stg_orders.sql"
+        ));
+        assert!(!attribute_match(
+            "models/stag",
+            "models/staging/stg_orders.sql"
+        ));
+        assert!(attribute_match("view", "view"));
+        assert!(!attribute_match("view", "views"));
+        assert!(attribute_match("unique*", "unique_combination"));
     }
 }

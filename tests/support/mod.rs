@@ -194,3 +194,52 @@ pub async fn warehouse_rows(wh: &rainbow_warehouse::Warehouse, sql: &str) -> Vec
     }
     out
 }
+
+/// Options of a dbt verb in tests (the CLI's flags).
+#[derive(Debug, Clone, Default)]
+pub struct DbtOptions {
+    pub select: Vec<String>,
+    pub exclude: Vec<String>,
+    pub full_refresh: bool,
+    pub vars: std::collections::BTreeMap<String, serde_json::Value>,
+    pub run_started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Runs a dbt verb over the project in `root` into `wh`'s location as an engine run recorded in
+/// a throw-away SQLite run storage, two threads; `wh` then sees what the run wrote.
+pub async fn dbt(
+    root: &std::path::Path,
+    wh: &rainbow_warehouse::Warehouse,
+    verb: rainbow_dbt::Verb,
+    options: &DbtOptions,
+) -> Result<rainbow_dbt::RunSummary, rainbow_dbt::DbtError> {
+    let mut project = rainbow_dbt::SqlProject::new(root, wh.location().as_str())
+        .target_schema(wh.default_schema())
+        .full_refresh(options.full_refresh);
+    for (k, v) in &options.vars {
+        project = project.var(k.clone(), v.clone());
+    }
+    if let Some(at) = options.run_started_at {
+        project = project.run_started_at(at);
+    }
+    let runs = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open_sqlite_dir(runs.path())
+        .await
+        .expect("run storage");
+    let summary = rainbow_dbt::run_verb(
+        &project,
+        storage,
+        &RainbowConfig::default(),
+        &rainbow_dbt::VerbOptions {
+            verb,
+            select: options.select.clone(),
+            exclude: options.exclude.clone(),
+            threads: 2,
+        },
+        CancellationToken::new(),
+        None,
+    )
+    .await?;
+    wh.refresh_catalog().await.expect("refresh");
+    Ok(summary)
+}

@@ -56,21 +56,13 @@ pub enum WarehouseError {
         /// ` (did you mean …?)` or empty.
         suggestion: String,
     },
-    /// A configuration value that cannot be used (a model's `config()`, a seed's column types…).
+    /// A configuration value that cannot be used (a location URL, a seed's column types…).
     #[error("{node}: config `{key}`: {message}")]
     Config {
         /// Node name or file.
         node: String,
         /// Config key.
         key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A `--select`/`--exclude` expression that cannot be used.
-    #[error("selector `{selector}`: {message}")]
-    Selection {
-        /// The selector.
-        selector: String,
         /// What is wrong.
         message: String,
     },
@@ -83,22 +75,19 @@ pub enum WarehouseError {
         #[source]
         source: std::io::Error,
     },
-    /// Parsing or compiling the SQL project.
-    #[error(transparent)]
-    Sql(#[from] rainbow_sql::SqlError),
 }
 
 impl WarehouseError {
-    pub(crate) fn datafusion(
+    /// Wraps a DataFusion error with what was running.
+    pub fn datafusion(
         context: impl Into<String>,
     ) -> impl FnOnce(datafusion::error::DataFusionError) -> Self {
         let context = context.into();
         move |source| WarehouseError::DataFusion { context, source }
     }
 
-    pub(crate) fn delta(
-        context: impl Into<String>,
-    ) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
+    /// Wraps a Delta Lake error with the table and operation.
+    pub fn delta(context: impl Into<String>) -> impl FnOnce(deltalake::DeltaTableError) -> Self {
         let context = context.into();
         move |source| WarehouseError::Delta { context, source }
     }

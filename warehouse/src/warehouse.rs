@@ -895,7 +895,7 @@ fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
     };
     WarehouseError::UnknownRelation {
         name: name.to_owned(),
-        suggestion: rainbow_sql::error::did_you_mean(&qualified, names.iter().map(String::as_str)),
+        suggestion: rainbow_suggest::did_you_mean(&qualified, names.iter().map(String::as_str)),
     }
 }
 

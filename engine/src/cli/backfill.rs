@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{Cli, SelectArgs, cancel_on_ctrl_c};
+use super::{GlobalArgs, SelectArgs, cancel_on_ctrl_c};
 use crate::backfill::{
     BackfillProgressFn, BackfillRequest, BackfillRunOptions, PartitionSelector, cancel_backfill,
     launch_backfill, resume_backfill, run_backfill,
@@ -129,7 +129,7 @@ impl LaunchArgs {
 }
 
 pub(super) async fn run(
-    cli: &Cli,
+    cli: &GlobalArgs,
     graph: Arc<AssetGraph>,
     args: &BackfillArgs,
 ) -> Result<ExitCode> {
@@ -254,7 +254,7 @@ pub(super) async fn run(
 
 /// Runs a stored backfill in this process with a progress bar (or log lines).
 async fn execute(
-    cli: &Cli,
+    cli: &GlobalArgs,
     graph: Arc<AssetGraph>,
     storage: Storage,
     id: &str,

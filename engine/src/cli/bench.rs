@@ -51,12 +51,6 @@ pub enum BenchCommand {
         #[arg(long = "storage")]
         database_url: Option<String>,
     },
-    /// Parse and compile a synthetic dbt project of N models (generated first, not timed).
-    Parse {
-        /// Number of models.
-        #[arg(long, default_value_t = 1000)]
-        models: usize,
-    },
     /// Build the asset graph of N assets and resolve typical selections.
     Graph {
         /// Number of assets.
@@ -114,7 +108,8 @@ fn layered_definitions(n: usize, sleep: Duration) -> Definitions {
     }))
 }
 
-pub(super) async fn run(command: &BenchCommand) -> Result<ExitCode> {
+/// Runs an engine benchmark.
+pub async fn run(command: &BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Assets {
             n,
@@ -131,7 +126,6 @@ pub(super) async fn run(command: &BenchCommand) -> Result<ExitCode> {
             .await
         }
         BenchCommand::Graph { n } => graph(*n).map(|()| ExitCode::SUCCESS),
-        BenchCommand::Parse { models } => parse(*models),
         BenchCommand::Backfill {
             partitions,
             max_concurrent,
@@ -297,7 +291,8 @@ async fn backfill(
 }
 
 /// Peak resident memory of this process, in MiB (Linux; 0 elsewhere).
-fn peak_rss_mib() -> f64 {
+/// The process's peak resident set size (`VmHWM`), in MiB; 0 where unknown.
+pub fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -308,33 +303,6 @@ fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
-}
-
-fn parse(models: usize) -> Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!(
-        "rainbow-bench-parse-{}-{}",
-        std::process::id(),
-        crate::event::now_micros()
-    ));
-    rainbow_sql::synthetic::write_project(&dir, models)?;
-    let started = Instant::now();
-    let project = rainbow_sql::Project::load(&dir)?;
-    let loaded = started.elapsed().as_secs_f64();
-    let options = rainbow_sql::CompileOptions::default();
-    let mut manifest = rainbow_sql::parse(&project, &options)?;
-    let parsed = started.elapsed().as_secs_f64();
-    rainbow_sql::compile(&mut manifest);
-    rainbow_sql::write_manifest(&manifest, &dir.join("target"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let nodes = manifest.nodes.len();
-    let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "{}",
-        json!({"nodes": nodes, "peak_rss_mib": peak_rss_mib(), "load_seconds": loaded,
-               "parse_seconds": parsed - loaded, "compile_and_manifest_seconds": seconds - parsed})
-    );
-    println!("{{\"bench\":\"parse\",\"models\":{models},\"seconds\":{seconds}}}");
-    Ok(ExitCode::SUCCESS)
 }
 
 fn graph(n: usize) -> Result<()> {

@@ -5,7 +5,7 @@
 //! Exit codes: 0 success, 1 a run failed or was canceled, 2 bad input or an engine error.
 
 mod backfill;
-mod bench;
+pub mod bench;
 mod output;
 
 use std::io::IsTerminal;
@@ -25,10 +25,11 @@ use crate::monitor::{MonitorPolicy, fail_orphaned_runs};
 use crate::resource::RainbowConfig;
 use crate::storage::{RunFilter, Storage};
 
-/// Command-line arguments.
-#[derive(Debug, Parser)]
-#[command(name = "rainbow", version, about = "Rainbow: asset-graph orchestration", long_about = None)]
-pub struct Cli {
+/// The options every command shares. `global`, so they go anywhere on the line
+/// (`rainbow --home DIR status` and `rainbow status --home DIR` are the same). A code
+/// location's binary flattens them into its own parser next to its own options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
     /// State directory; the embedded SQLite storage lives here.
     #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow", global = true)]
     pub home: PathBuf,
@@ -46,12 +47,37 @@ pub struct Cli {
         global = true
     )]
     pub heartbeat_timeout: u64,
-    /// The command.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
-/// Subcommands.
+/// The command line of a code location that adds no commands of its own: the engine's
+/// commands and `bench`.
+#[derive(Debug, Parser)]
+#[command(name = "rainbow", version, about = "Rainbow: asset-graph orchestration", long_about = None)]
+pub struct Cli {
+    /// Options of every command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: StandaloneCommand,
+}
+
+/// [`Cli`]'s commands: the engine's, plus its benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum StandaloneCommand {
+    /// An engine command.
+    #[command(flatten)]
+    Engine(Command),
+    /// Benchmarks (print one JSON line last).
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+/// The engine's commands. A code location's binary flattens them into its own command enum
+/// (`#[command(flatten)]`) next to its own commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List assets with their group, kinds, dependencies and staleness.
@@ -135,12 +161,11 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
-    /// Parse a dbt-style SQL project: nodes, dependencies, errors with file:line:column.
-    Parse(SqlArgs),
-    /// Compile a SQL project: `target/compiled/` and `target/manifest.json`.
-    Compile(SqlArgs),
-    /// List recent runs.
+    /// List recent runs (`runs show RUN_ID`: one run and its event log).
     Runs {
+        /// `show RUN_ID`.
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: i64,
@@ -150,18 +175,6 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-    },
-    /// Inspect one run.
-    Run {
-        /// What to do.
-        #[command(subcommand)]
-        command: RunCommand,
-    },
-    /// Benchmarks (print one JSON line last).
-    Bench {
-        /// Which benchmark.
-        #[command(subcommand)]
-        command: bench::BenchCommand,
     },
 }
 
@@ -174,50 +187,6 @@ pub struct SelectArgs {
     /// Assets to leave out, same grammar (repeatable).
     #[arg(long)]
     pub exclude: Vec<String>,
-}
-
-/// Options of the SQL project commands.
-#[derive(Debug, clap::Args)]
-pub struct SqlArgs {
-    /// The project directory (holding dbt_project.yml).
-    #[arg(long, default_value = ".")]
-    pub project_dir: PathBuf,
-    /// Variables overriding the project's, as JSON or YAML (`{"key": "value"}`).
-    #[arg(long)]
-    pub vars: Option<String>,
-    /// Warehouse type for dispatched macros: `datafusion` (default) or `bigquery`.
-    #[arg(long, default_value = "datafusion")]
-    pub target_type: String,
-}
-
-impl SqlArgs {
-    fn load(
-        &self,
-    ) -> Result<(
-        rainbow_sql::Project,
-        rainbow_sql::Manifest,
-        rainbow_sql::CompileOptions,
-    )> {
-        let project = rainbow_sql::Project::load(&self.project_dir)?;
-        let vars = match &self.vars {
-            None => Default::default(),
-            Some(text) => serde_norway::from_str::<
-                std::collections::BTreeMap<String, serde_json::Value>,
-            >(text)
-            .map_err(|e| Error::Config {
-                location: "--vars".into(),
-                message: format!("expected a mapping such as '{{\"key\": 1}}': {e}"),
-            })?,
-        };
-        let options = rainbow_sql::CompileOptions {
-            target_type: self.target_type.clone(),
-            vars,
-            run_started_at: chrono::Utc::now().to_rfc3339(),
-            ..Default::default()
-        };
-        let manifest = rainbow_sql::parse(&project, &options)?;
-        Ok((project, manifest, options))
-    }
 }
 
 /// `rainbow schedule …`
@@ -244,9 +213,9 @@ fn parse_tag_limit(text: &str) -> std::result::Result<crate::daemon::TagLimit, S
     Ok(crate::daemon::TagLimit { key, value, limit })
 }
 
-/// `rainbow run …`
+/// `rainbow runs …`
 #[derive(Debug, Subcommand)]
-pub enum RunCommand {
+pub enum RunsCommand {
     /// A run's record and its events.
     Show {
         /// The run id.
@@ -257,30 +226,55 @@ pub enum RunCommand {
     },
 }
 
-/// Entry point for a code location's binary: parses arguments, runs, maps errors to exit codes.
+/// Entry point for a code location's binary that adds no commands: parses [`Cli`], runs, and
+/// maps the outcome to an exit code ([`exit_code`]).
 pub fn main(defs: Definitions) -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the tokio runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(cli, defs)) {
+    exit_code(runtime().and_then(|rt| {
+        rt.block_on(async {
+            match &cli.command {
+                StandaloneCommand::Engine(command) => run(&cli.global, command, defs).await,
+                StandaloneCommand::Bench { command } => bench::run(command).await,
+            }
+        })
+    }))
+}
+
+/// The one place exit codes are decided: `Ok(code)` as returned (0 success, 1 a run failed
+/// or was canceled); any error is printed with its cause chain and exits 2 (bad input, or the
+/// engine could not do what was asked). Argument errors exit 2 too (clap).
+pub fn exit_code<E>(result: std::result::Result<ExitCode, E>) -> ExitCode
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            // A closed pipe (`rainbow list | head`) is not an error of the command.
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
 }
 
-fn init_tracing() {
+/// The multi-threaded tokio runtime every command runs on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the tokio runtime: {e}")))
+}
+
+/// Logs to stderr: Rainbow's crates at `RAINBOW_LOG` (default info), libraries at warn unless
+/// debugging. Call once, first.
+pub fn init_tracing() {
     let level = std::env::var("RAINBOW_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing::Level>().ok())
@@ -292,9 +286,14 @@ fn init_tracing() {
     } else {
         level.min(tracing::Level::WARN)
     };
-    let filter = tracing_subscriber::filter::Targets::new()
+    let mut filter = tracing_subscriber::filter::Targets::new()
         .with_target("rainbow", level)
         .with_default(others);
+    if level < tracing::Level::DEBUG {
+        // Delta's kernel logs an expected miss (a table's first write finds no log yet) as an
+        // ERROR span; real Delta failures reach the user as errors of the step or command.
+        filter = filter.with_target("delta_kernel", tracing_subscriber::filter::LevelFilter::OFF);
+    }
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -307,15 +306,18 @@ fn init_tracing() {
         .try_init();
 }
 
-impl Cli {
-    fn config(&self) -> Result<RainbowConfig> {
+impl GlobalArgs {
+    /// The project configuration: `--config FILE` (must exist), else `rainbow.toml` if present.
+    pub fn config(&self) -> Result<RainbowConfig> {
         match &self.config {
             Some(path) => RainbowConfig::load_required(path),
             None => RainbowConfig::load(std::path::Path::new("rainbow.toml")),
         }
     }
 
-    async fn storage(&self) -> Result<Storage> {
+    /// Opens run storage (`--database-url`, else SQLite under `--home`) and fails the runs
+    /// whose process died (no heartbeat within `--heartbeat-timeout`).
+    pub async fn storage(&self) -> Result<Storage> {
         let storage = match &self.database_url {
             Some(url) => Storage::connect(url).await?,
             None => Storage::open_sqlite_dir(&self.home).await?,
@@ -328,18 +330,15 @@ impl Cli {
     }
 }
 
-/// Runs a parsed command line against `defs`.
-pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
-    if let Command::Bench { command } = &cli.command {
-        return bench::run(command).await;
-    }
+/// Runs an engine command against `defs`: `Ok(1)` when a run failed or was canceled.
+pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Result<ExitCode> {
     let graph = Arc::new(AssetGraph::build(defs)?);
-    match &cli.command {
+    match command {
         Command::List { selection, json } | Command::Status { selection, json } => {
             let set = graph.select(&selection.select, &selection.exclude)?;
             let storage = cli.storage().await?;
             let statuses = crate::staleness::asset_statuses(&graph, &storage, &set).await?;
-            if matches!(cli.command, Command::List { .. }) {
+            if matches!(command, Command::List { .. }) {
                 output::list(&graph, &statuses, *json)?;
             } else {
                 output::status(&statuses, *json)?;
@@ -347,6 +346,23 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Runs {
+            command: Some(RunsCommand::Show { run_id, json }),
+            ..
+        } => {
+            let storage = cli.storage().await?;
+            let run = storage
+                .get_run(run_id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    kind: "run",
+                    id: run_id.clone(),
+                })?;
+            let events = storage.events_for_run(run_id, 0, i64::MAX).await?;
+            output::run_show(&run, &events, *json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs {
+            command: None,
             limit,
             status,
             json,
@@ -362,56 +378,7 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
             output::runs(&runs, *json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            command: RunCommand::Show { run_id, json },
-        } => {
-            let storage = cli.storage().await?;
-            let run = storage
-                .get_run(run_id)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    kind: "run",
-                    id: run_id.clone(),
-                })?;
-            let events = storage.events_for_run(run_id, 0, i64::MAX).await?;
-            output::run_show(&run, &events, *json)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Backfill(args) => backfill::run(&cli, graph.clone(), args).await,
-        Command::Parse(args) | Command::Compile(args) => {
-            let (project, mut manifest, options) = args.load()?;
-            let count =
-                |k: rainbow_sql::NodeKind| manifest.nodes.iter().filter(|n| n.kind == k).count();
-            let summary = format!(
-                "{}: {} models, {} seeds, {} snapshots, {} singular tests, {} generic tests, {} sources",
-                manifest.project,
-                count(rainbow_sql::NodeKind::Model),
-                count(rainbow_sql::NodeKind::Seed),
-                count(rainbow_sql::NodeKind::Snapshot),
-                count(rainbow_sql::NodeKind::Test),
-                project.column_tests.len(),
-                manifest.sources.len()
-            );
-            let target = args.project_dir.join("target");
-            rainbow_sql::compile(&mut manifest);
-            // Data tests are checked on parse too, so a bad test declaration fails early.
-            let tests = rainbow_sql::data_tests(&project, &manifest, &options)?;
-            if matches!(cli.command, Command::Compile(_)) {
-                rainbow_sql::write_target(&manifest, &target)?;
-                rainbow_sql::write_tests(&tests, &manifest.project, &target)?;
-                println!(
-                    "{summary}; compiled to {}",
-                    target.join("compiled").display()
-                );
-            } else {
-                rainbow_sql::write_manifest(&manifest, &target)?;
-                println!(
-                    "{summary}; manifest at {}",
-                    target.join("manifest.json").display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Backfill(args) => backfill::run(cli, graph.clone(), args).await,
         Command::Daemon {
             interval,
             once,
@@ -537,13 +504,12 @@ pub async fn run(cli: Cli, defs: Definitions) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Bench { .. } => Err(Error::Internal("bench handled above".into())),
     }
 }
 
 /// A token canceled by the first Ctrl-C (SIGINT): the run stops its steps and records itself as
 /// canceled.
-pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
+pub fn cancel_on_ctrl_c() -> CancellationToken {
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {
@@ -561,10 +527,11 @@ pub(crate) fn cancel_on_ctrl_c() -> CancellationToken {
     cancel
 }
 
-/// A progress bar on a terminal, tracing lines otherwise.
-struct Bar(pub(super) Option<indicatif::ProgressBar>);
+/// Run progress: a progress bar on a terminal, tracing lines otherwise.
+pub struct Bar(Option<indicatif::ProgressBar>);
 
-fn progress_bar(total: usize) -> Bar {
+/// A [`Bar`] for a run of `total` steps.
+pub fn progress_bar(total: usize) -> Bar {
     if !std::io::stderr().is_terminal() {
         return Bar(None);
     }
@@ -578,7 +545,8 @@ fn progress_bar(total: usize) -> Bar {
 }
 
 impl Bar {
-    fn callback(&self) -> ProgressFn {
+    /// The executor callback that moves the bar (failures and skips are printed above it).
+    pub fn callback(&self) -> ProgressFn {
         let bar = self.0.clone();
         Arc::new(move |p: &Progress| {
             let what = match &p.status {
@@ -607,7 +575,8 @@ impl Bar {
         })
     }
 
-    fn finish(&self) {
+    /// Clears the bar.
+    pub fn finish(&self) {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }

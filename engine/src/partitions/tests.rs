@@ -1,3 +1,5 @@
+//! Unit tests of partitions definitions: keys, windows, time zones, mappings.
+
 use chrono::{TimeZone, Utc};
 
 use super::*;

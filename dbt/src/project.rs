@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::compile::NodeKind;
-use crate::error::SqlError;
+use crate::error::DbtError;
 
 /// `dbt_project.yml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -129,8 +129,8 @@ pub struct Project {
     pub property_configs: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
-fn read(path: &Path) -> Result<String, SqlError> {
-    std::fs::read_to_string(path).map_err(|source| SqlError::Io {
+fn read(path: &Path) -> Result<String, DbtError> {
+    std::fs::read_to_string(path).map_err(|source| DbtError::Io {
         path: path.to_owned(),
         source,
     })
@@ -140,13 +140,13 @@ fn read(path: &Path) -> Result<String, SqlError> {
 pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
     text: &str,
     path: &Path,
-) -> Result<T, SqlError> {
+) -> Result<T, DbtError> {
     serde_norway::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
-        SqlError::Yaml {
+        DbtError::Yaml {
             path: path.to_owned(),
             line,
             column,
@@ -156,7 +156,7 @@ pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
 }
 
 /// Files under `root/dir` ending in `ext`, sorted, with paths relative to `root`.
-fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, SqlError> {
+fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, DbtError> {
     let mut out = Vec::new();
     for dir in dirs {
         let mut stack = vec![root.join(dir)];
@@ -164,12 +164,12 @@ fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, S
             if !d.is_dir() {
                 continue;
             }
-            let entries = std::fs::read_dir(&d).map_err(|source| SqlError::Io {
+            let entries = std::fs::read_dir(&d).map_err(|source| DbtError::Io {
                 path: d.clone(),
                 source,
             })?;
             for entry in entries {
-                let entry = entry.map_err(|source| SqlError::Io {
+                let entry = entry.map_err(|source| DbtError::Io {
                     path: d.clone(),
                     source,
                 })?;
@@ -198,10 +198,10 @@ fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, S
 
 impl Project {
     /// Loads the project in `root`.
-    pub fn load(root: &Path) -> Result<Self, SqlError> {
+    pub fn load(root: &Path) -> Result<Self, DbtError> {
         let project_path = root.join("dbt_project.yml");
         if !project_path.exists() {
-            return Err(SqlError::Project {
+            return Err(DbtError::Project {
                 path: project_path,
                 message: "no dbt_project.yml: is this a dbt project directory? (--project-dir)"
                     .into(),
@@ -245,10 +245,10 @@ impl Project {
         Ok(project)
     }
 
-    fn read_schema_file(&mut self, f: &SourceFile) -> Result<(), SqlError> {
+    fn read_schema_file(&mut self, f: &SourceFile) -> Result<(), DbtError> {
         let path = self.root.join(&f.path);
         let doc: Value = parse_yaml(&f.text, &path)?;
-        let bad = |message: String| SqlError::Project {
+        let bad = |message: String| DbtError::Project {
             path: path.clone(),
             message,
         };
@@ -467,7 +467,7 @@ impl Project {
         &self,
         dir: &Path,
         target: Option<&str>,
-    ) -> Result<Option<ProfileTarget>, SqlError> {
+    ) -> Result<Option<ProfileTarget>, DbtError> {
         let path = dir.join("profiles.yml");
         if !path.exists() {
             return Ok(None);
@@ -479,7 +479,7 @@ impl Project {
         let Some(profile) = doc.get(profile_name) else {
             return Ok(None);
         };
-        let bad = |message: String| SqlError::Project {
+        let bad = |message: String| DbtError::Project {
             path: path.clone(),
             message,
         };

@@ -1,11 +1,12 @@
-//! [`SqlError`]: every failure names the file (and line and column when known).
+//! [`DbtError`], the dbt crate's one error: every failure names the file (and line and
+//! column when known), the node and config key, or the selector.
 
 use std::path::PathBuf;
 
-/// Errors of SQL project loading, parsing and compilation.
+/// Errors of loading, parsing, compiling and building a dbt project.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SqlError {
+pub enum DbtError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
@@ -76,26 +77,45 @@ pub enum SqlError {
     /// Models refer to each other in a cycle.
     #[error("ref cycle: {0}")]
     Cycle(String),
+    /// A node's configuration cannot be used (a model's `config()`, a seed's column types, a
+    /// snapshot's strategy…).
+    #[error("{node}: config `{key}`: {message}")]
+    Config {
+        /// The node's file.
+        node: String,
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A command-line value that cannot be used (`--vars`, `--target`, a profile).
+    #[error("{location}: {message}")]
+    Input {
+        /// The flag or file.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The warehouse failed (SQL that does not plan, a write, a missing relation); boxed, as
+    /// the warehouse's error is large.
+    #[error(transparent)]
+    Warehouse(Box<rainbow_warehouse::WarehouseError>),
+    /// The engine failed (declaring the project's assets, run storage); boxed.
+    #[error(transparent)]
+    Engine(Box<rainbow_engine::Error>),
 }
 
-/// " (did you mean `x`?)" for the candidates closest to `wanted`, or "".
-pub fn did_you_mean<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    let mut scored: Vec<(f64, &str)> = candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(wanted, c), c))
-        .filter(|(s, _)| *s >= 0.8)
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    let best = scored.first().map(|(s, _)| *s).unwrap_or(0.0);
-    let names: Vec<String> = scored
-        .iter()
-        .take_while(|(s, _)| *s >= best - 0.05)
-        .take(3)
-        .map(|(_, c)| format!("`{c}`"))
-        .collect();
-    if names.is_empty() {
-        String::new()
-    } else {
-        format!(" (did you mean {}?)", names.join(" or "))
+impl From<rainbow_warehouse::WarehouseError> for DbtError {
+    fn from(e: rainbow_warehouse::WarehouseError) -> Self {
+        DbtError::Warehouse(Box::new(e))
     }
 }
+
+impl From<rainbow_engine::Error> for DbtError {
+    fn from(e: rainbow_engine::Error) -> Self {
+        DbtError::Engine(Box::new(e))
+    }
+}
+
+/// Result with [`DbtError`].
+pub type Result<T, E = DbtError> = std::result::Result<T, E>;

@@ -10,20 +10,19 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::task::JoinSet;
+
+mod step;
+use step::StepRun;
 use tokio_util::sync::CancellationToken;
 
-use crate::asset::{Kind, MaterializeResult};
-use crate::check::{AssetCheckResult, AssetCheckSeverity};
-use crate::context::{AssetContext, ContextParts};
+use crate::asset::Kind;
 use crate::error::Error;
 use crate::error::Result;
-use crate::event::{CheckEvaluation, Event, EventData, Materialization, RunStatus, now_micros};
-use crate::graph::{AssetGraph, NodeId};
-use crate::key::AssetKey;
-use crate::metadata::MetadataValue;
+use crate::event::{Event, EventData, RunStatus, now_micros};
+use crate::graph::AssetGraph;
 use crate::partitions::{PartitionContext, PartitionsDefinition};
 use crate::resource::{RainbowConfig, Resources};
 use crate::selection::NodeSet;
@@ -49,6 +48,12 @@ pub struct RunOptions {
     pub backfill_id: Option<String>,
     /// Idempotence key (schedule tick, sensor evaluation): a second run with it is refused.
     pub run_key: Option<String>,
+    /// Which checks to evaluate, by index into [`AssetGraph::checks`]: `None` evaluates every
+    /// check of each materialized asset; `Some(set)` exactly the checks in `set` — a check
+    /// whose asset is not materialized by the run is evaluated in a checks-only step for that
+    /// asset (after its planned upstream steps), as `dbt test` does. Inline checks are only
+    /// reported by their asset's compute, so a checks-only step leaves them out.
+    pub checks: Option<NodeSet>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +67,7 @@ impl Default for RunOptions {
             heartbeat_interval: Duration::from_secs(15),
             backfill_id: None,
             run_key: None,
+            checks: None,
         }
     }
 }
@@ -125,14 +131,24 @@ pub struct Executor {
     writer: EventWriter,
 }
 
-/// A planned step: its index in the graph and its planned neighbours.
+/// A planned step: its index in the graph, what it does, and its planned neighbours.
 struct PlannedStep {
     step: usize,
+    mode: StepMode,
     parents: Vec<usize>,
     children: Vec<usize>,
 }
 
-enum Outcome {
+/// What a planned step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepMode {
+    /// Compute (materialize or observe) its assets, then evaluate their selected checks.
+    Materialize,
+    /// Only evaluate the selected checks of its assets.
+    ChecksOnly,
+}
+
+pub(crate) enum Outcome {
     Succeeded,
     Failed(String),
     Canceled,
@@ -167,37 +183,68 @@ impl Executor {
         &self.writer
     }
 
-    /// The steps a selection plans, in topological order (source assets without an observe
-    /// function are not executable and are left out).
-    fn plan(&self, selection: &NodeSet) -> Vec<PlannedStep> {
+    /// The steps a selection plans, in topological order: a step per selected asset's
+    /// definition (source assets without an observe function are not executable and are left
+    /// out), plus a checks-only step for each asset with a selected check that no planned step
+    /// materializes.
+    fn plan(&self, selection: &NodeSet, checks: Option<&NodeSet>) -> Vec<PlannedStep> {
         let g = &self.graph;
-        let mut order: Vec<usize> = Vec::new();
+        let mut check_nodes = NodeSet::empty(g.len());
+        if let Some(checks) = checks {
+            for c in checks.iter() {
+                if let Some(node) = g.check_node(c) {
+                    check_nodes.insert(node);
+                }
+            }
+        }
+        let mut order: Vec<(usize, StepMode)> = Vec::new();
         let mut position: HashMap<usize, usize> = HashMap::new();
         for &node in g.topological_order() {
-            if !selection.contains(node) {
-                continue;
-            }
             let step = g.node(node).step;
-            if matches!(g.steps[step].kind, Kind::Source(None)) || position.contains_key(&step) {
-                continue;
+            let mode =
+                if selection.contains(node) && !matches!(g.steps[step].kind, Kind::Source(None)) {
+                    StepMode::Materialize
+                } else if check_nodes.contains(node) {
+                    StepMode::ChecksOnly
+                } else {
+                    continue;
+                };
+            match position.get(&step) {
+                Some(&i) => {
+                    if mode == StepMode::Materialize {
+                        order[i].1 = StepMode::Materialize;
+                    }
+                }
+                None => {
+                    position.insert(step, order.len());
+                    order.push((step, mode));
+                }
             }
-            position.insert(step, order.len());
-            order.push(step);
         }
         let mut planned: Vec<PlannedStep> = order
             .iter()
-            .map(|&step| PlannedStep {
+            .map(|&(step, mode)| PlannedStep {
                 step,
+                mode,
                 parents: Vec::new(),
                 children: Vec::new(),
             })
             .collect();
-        for (i, &step) in order.iter().enumerate() {
+        for (i, &(step, _)) in order.iter().enumerate() {
+            // Upstream assets, and the additional deps of the checks the step evaluates.
+            let check_deps = g.steps[step]
+                .nodes
+                .iter()
+                .flat_map(|&n| g.check_ids_for(n).iter().copied())
+                .filter(|&c| checks.is_none_or(|set| set.contains(c)))
+                .flat_map(|c| g.checks()[c].spec.additional_deps.iter())
+                .filter_map(|key| g.node_id(key));
             let mut parents: Vec<usize> = g.steps[step]
                 .nodes
                 .iter()
-                .flat_map(|&n| g.parents(n).iter())
-                .filter_map(|&p| position.get(&g.node(p).step).copied())
+                .flat_map(|&n| g.parents(n).iter().copied())
+                .chain(check_deps)
+                .filter_map(|p| position.get(&g.node(p).step).copied())
                 .filter(|&p| p != i)
                 .collect();
             parents.sort_unstable();
@@ -218,7 +265,7 @@ impl Executor {
         cancel: CancellationToken,
         progress: Option<ProgressFn>,
     ) -> Result<RunResult> {
-        let plan = self.plan(selection);
+        let plan = self.plan(selection, options.checks.as_ref());
         let step_partitions = self.step_partitions(&plan, &options.partitions).await?;
         let mut tags = options.tags.clone();
         if options.partitions.len() > 1 {
@@ -275,7 +322,7 @@ impl Executor {
         cancel: CancellationToken,
         progress: Option<ProgressFn>,
     ) -> Result<RunResult> {
-        let plan = self.plan(selection);
+        let plan = self.plan(selection, options.checks.as_ref());
         let step_partitions = self.step_partitions(&plan, &options.partitions).await?;
         self.execute(run, &plan, step_partitions, options, cancel, progress)
             .await
@@ -459,6 +506,7 @@ impl Executor {
         let mut running: JoinSet<(usize, Outcome)> = JoinSet::new();
         let mut task_pos: HashMap<tokio::task::Id, usize> = HashMap::new();
         let concurrency = options.concurrency.max(1);
+        let checks = options.checks.clone().map(Arc::new);
         let mut canceled = false;
         let mut done = 0;
 
@@ -480,6 +528,8 @@ impl Executor {
                     StepRun {
                         graph: self.graph.clone(),
                         step: plan[pos].step,
+                        mode: plan[pos].mode,
+                        checks: checks.clone(),
                         run_id: run_id.to_owned(),
                         partitions: step_partitions[pos].clone(),
                         resources: self.resources.clone(),
@@ -587,7 +637,7 @@ impl Executor {
 }
 
 /// The one key of a single-partition run.
-fn single(keys: &[String]) -> Option<String> {
+pub(crate) fn single(keys: &[String]) -> Option<String> {
     match keys {
         [k] => Some(k.clone()),
         _ => None,
@@ -596,7 +646,7 @@ fn single(keys: &[String]) -> Option<String> {
 
 /// What a step failure records: `step_failed`, and for partitioned steps one `asset_failed`
 /// per asset naming the partitions (so partition status shows them failed).
-fn failure_events(
+pub(crate) fn failure_events(
     graph: &AssetGraph,
     step: usize,
     run_id: &str,
@@ -635,359 +685,8 @@ fn failure_events(
     events
 }
 
-/// Everything a step task needs (owned, so the task is `'static`).
-struct StepRun {
-    graph: Arc<AssetGraph>,
-    step: usize,
-    run_id: String,
-    partitions: Vec<String>,
-    resources: Arc<Resources>,
-    writer: EventWriter,
-    cancel: CancellationToken,
-}
-
-impl StepRun {
-    async fn into_pos(self, pos: usize) -> (usize, Outcome) {
-        (pos, self.run().await)
-    }
-
-    fn event(&self, data: EventData) -> Event {
-        Event::new(&self.run_id, data)
-            .step(self.graph.steps[self.step].name.clone())
-            .partition(single(&self.partitions))
-    }
-
-    /// The time window spanning the step's partitions, for time-partitioned assets.
-    fn time_window(&self) -> Option<crate::partitions::PartitionTimeWindow> {
-        let def = self
-            .graph
-            .partitions(self.graph.steps[self.step].nodes[0])?;
-        let first = def.time_window(self.partitions.first()?).ok()??;
-        let last = def.time_window(self.partitions.last()?).ok()??;
-        Some(crate::partitions::PartitionTimeWindow {
-            start: first.start,
-            end: last.end,
-        })
-    }
-
-    fn failure(&self, error: &str, attempt: u32) -> Vec<Event> {
-        failure_events(
-            &self.graph,
-            self.step,
-            &self.run_id,
-            &self.partitions,
-            error,
-            attempt,
-        )
-    }
-
-    fn context(&self, attempt: u32, check: Option<crate::AssetCheckSpec>) -> AssetContext {
-        let step = &self.graph.steps[self.step];
-        AssetContext::new(ContextParts {
-            run_id: self.run_id.clone(),
-            step_key: step.name.clone(),
-            asset_keys: step
-                .nodes
-                .iter()
-                .map(|&n| self.graph.node(n).spec.key.clone())
-                .collect(),
-            check,
-            partitions: self.partitions.clone(),
-            time_window: self.time_window(),
-            attempt,
-            resources: self.resources.clone(),
-            writer: self.writer.clone(),
-            cancel: self.cancel.clone(),
-        })
-    }
-
-    async fn run(self) -> Outcome {
-        let started = Instant::now();
-        let step = &self.graph.steps[self.step];
-        let retry = step.retry.clone();
-        let mut attempt = 1;
-        let produced = loop {
-            self.writer
-                .send(vec![self.event(EventData::StepStarted { attempt })]);
-            let ctx = self.context(attempt, None);
-            let fut = match &step.kind {
-                Kind::Materialize(compute) => Produced::materialized(compute(ctx)),
-                Kind::Source(Some(observe)) => Produced::observed(observe(ctx)),
-                Kind::Source(None) => {
-                    return Outcome::Failed("source asset is not executable".into());
-                }
-            };
-            let result = tokio::select! {
-                r = fut => r,
-                _ = self.cancel.cancelled() => return self.canceled().await,
-            };
-            match result {
-                Ok(produced) => break produced,
-                Err(error) => {
-                    let error = error_chain(error.as_ref());
-                    if attempt <= retry.max_retries {
-                        let delay = retry.delay_for(attempt);
-                        self.writer.send(vec![self.event(EventData::StepUpForRetry {
-                            error,
-                            attempt,
-                            delay_secs: delay.as_secs_f64(),
-                        })]);
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = self.cancel.cancelled() => return self.canceled().await,
-                        }
-                        attempt += 1;
-                        continue;
-                    }
-                    return match self
-                        .writer
-                        .commit(self.failure(&error, attempt), Vec::new())
-                        .await
-                    {
-                        Ok(()) => Outcome::Failed(error),
-                        Err(e) => Outcome::Failed(format!(
-                            "{error} (and recording it failed: {})",
-                            error_chain(&e)
-                        )),
-                    };
-                }
-            }
-        };
-        let duration = started.elapsed();
-
-        let mut events = Vec::new();
-        let mut failure: Option<String> = None;
-        let mut inline_results: Vec<(AssetKey, AssetCheckResult)> = Vec::new();
-        let mut materialized: Vec<NodeId> = Vec::new();
-        match produced {
-            Produced::Materialized(results) => {
-                for result in results {
-                    match self.resolve_key(result.asset_key.as_ref()) {
-                        Ok(node) => {
-                            let spec = &self.graph.node(node).spec;
-                            let mut metadata = result.metadata;
-                            metadata
-                                .entry("rainbow/duration".into())
-                                .or_insert(MetadataValue::Duration(duration.as_secs_f64()));
-                            let materialization = Materialization {
-                                metadata,
-                                code_version: spec.code_version.clone(),
-                                data_version: result.data_version,
-                            };
-                            // One materialization per partition the step computed.
-                            if self.partitions.is_empty() {
-                                events.push(
-                                    self.event(EventData::Materialization(materialization))
-                                        .asset(spec.key.clone()),
-                                );
-                            } else {
-                                for p in &self.partitions {
-                                    events.push(
-                                        self.event(EventData::Materialization(
-                                            materialization.clone(),
-                                        ))
-                                        .asset(spec.key.clone())
-                                        .partition(Some(p.clone())),
-                                    );
-                                }
-                            }
-                            inline_results.extend(
-                                result
-                                    .check_results
-                                    .into_iter()
-                                    .map(|r| (spec.key.clone(), r)),
-                            );
-                            materialized.push(node);
-                        }
-                        Err(message) => failure = Some(message),
-                    }
-                }
-            }
-            Produced::Observed(observation) => {
-                for &node in &step.nodes {
-                    let spec = &self.graph.node(node).spec;
-                    events.push(
-                        self.event(EventData::Observation(Materialization {
-                            metadata: observation.metadata.clone(),
-                            code_version: spec.code_version.clone(),
-                            data_version: observation.data_version.clone(),
-                        }))
-                        .asset(spec.key.clone()),
-                    );
-                    materialized.push(node);
-                }
-            }
-        }
-
-        if failure.is_none() {
-            let missing: Vec<String> = step
-                .nodes
-                .iter()
-                .filter(|n| !materialized.contains(n))
-                .map(|&n| format!("`{}`", self.graph.node(n).spec.key))
-                .collect();
-            if !missing.is_empty() {
-                failure = Some(format!(
-                    "`{}` returned no result for {}",
-                    step.name,
-                    missing.join(", ")
-                ));
-            }
-        }
-        if failure.is_none() {
-            for &node in &materialized {
-                for check in self.graph.checks_for(node) {
-                    let spec = &check.spec;
-                    let outcome = match &check.compute {
-                        Some(compute) => {
-                            let ctx = self.context(attempt, Some(spec.clone()));
-                            // Its own task, so a panicking check fails the check, not the step
-                            // (the materialization above is kept).
-                            let mut task = tokio::spawn(compute(ctx));
-                            tokio::select! {
-                                joined = &mut task => match joined {
-                                    Ok(Ok(result)) => result,
-                                    Ok(Err(e)) => AssetCheckResult::failed().description(format!(
-                                        "the check raised an error: {}", error_chain(e.as_ref())
-                                    )),
-                                    Err(join) => AssetCheckResult::failed().description(format!(
-                                        "the check panicked: {}", panic_message(join)
-                                    )),
-                                },
-                                _ = self.cancel.cancelled() => {
-                                    task.abort();
-                                    // The asset was materialized: keep that, then stop.
-                                    events.push(self.event(EventData::StepCanceled));
-                                    if let Err(e) = self.writer.commit(events, Vec::new()).await {
-                                        tracing::error!("recording a canceled step failed: {}", error_chain(&e));
-                                    }
-                                    return Outcome::Canceled;
-                                }
-                            }
-                        }
-                        None => {
-                            let position = inline_results.iter().position(|(k, r)| {
-                                *k == spec.asset
-                                    && r.check_name.as_deref() == Some(spec.name.as_str())
-                            });
-                            match position {
-                                Some(i) => inline_results.remove(i).1,
-                                None => AssetCheckResult::failed().description(
-                                    "the asset did not report a result for this inline check",
-                                ),
-                            }
-                        }
-                    };
-                    let severity = outcome.severity.unwrap_or(spec.severity);
-                    if !outcome.passed
-                        && spec.blocking
-                        && severity == AssetCheckSeverity::Error
-                        && failure.is_none()
-                    {
-                        failure = Some(format!(
-                            "blocking check `{}` on `{}` failed",
-                            spec.name, spec.asset
-                        ));
-                    }
-                    events.push(
-                        self.event(EventData::CheckEvaluation(CheckEvaluation {
-                            check_name: spec.name.clone(),
-                            passed: outcome.passed,
-                            severity,
-                            blocking: spec.blocking,
-                            description: outcome.description,
-                            metadata: outcome.metadata,
-                        }))
-                        .asset(spec.asset.clone()),
-                    );
-                }
-            }
-            if let Some((key, result)) = inline_results.first() {
-                failure = Some(format!(
-                    "the step reported a result for undeclared check `{}` on `{key}`",
-                    result.check_name.as_deref().unwrap_or("<unnamed>")
-                ));
-            }
-        }
-
-        let outcome = match &failure {
-            None => {
-                events.push(self.event(EventData::StepSucceeded {
-                    duration_secs: started.elapsed().as_secs_f64(),
-                }));
-                Outcome::Succeeded
-            }
-            Some(message) => {
-                events.extend(self.failure(message, attempt));
-                Outcome::Failed(message.clone())
-            }
-        };
-        match self.writer.commit(events, Vec::new()).await {
-            Ok(()) => outcome,
-            Err(e) => Outcome::Failed(format!(
-                "recording the step's results failed: {}",
-                error_chain(&e)
-            )),
-        }
-    }
-
-    /// Maps a result's key to the step's node: a single-asset step may omit the key.
-    fn resolve_key(&self, key: Option<&AssetKey>) -> std::result::Result<NodeId, String> {
-        let step = &self.graph.steps[self.step];
-        match key {
-            None if step.nodes.len() == 1 => Ok(step.nodes[0]),
-            None => Err(format!(
-                "multi-asset `{}` returned a MaterializeResult without an asset key",
-                step.name
-            )),
-            Some(key) => step
-                .nodes
-                .iter()
-                .copied()
-                .find(|&n| self.graph.node(n).spec.key == *key)
-                .ok_or_else(|| {
-                    format!(
-                        "`{}` returned a result for `{key}`, which it does not declare",
-                        step.name
-                    )
-                }),
-        }
-    }
-
-    async fn canceled(&self) -> Outcome {
-        if let Err(e) = self
-            .writer
-            .commit(vec![self.event(EventData::StepCanceled)], Vec::new())
-            .await
-        {
-            tracing::error!("recording a canceled step failed: {}", error_chain(&e));
-        }
-        Outcome::Canceled
-    }
-}
-
-/// What a step's compute produced.
-enum Produced {
-    Materialized(Vec<MaterializeResult>),
-    Observed(crate::asset::ObserveResult),
-}
-
-impl Produced {
-    fn materialized(
-        fut: crate::asset::ComputeFuture<Vec<MaterializeResult>>,
-    ) -> crate::asset::ComputeFuture<Produced> {
-        Box::pin(async move { fut.await.map(Produced::Materialized) })
-    }
-
-    fn observed(
-        fut: crate::asset::ComputeFuture<crate::asset::ObserveResult>,
-    ) -> crate::asset::ComputeFuture<Produced> {
-        Box::pin(async move { fut.await.map(Produced::Observed) })
-    }
-}
-
 /// The message of a panicked (or aborted) task.
-fn panic_message(join: tokio::task::JoinError) -> String {
+pub(crate) fn panic_message(join: tokio::task::JoinError) -> String {
     if !join.is_panic() {
         return "the task was aborted".into();
     }

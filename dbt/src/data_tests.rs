@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::compile::{CompileOptions, Manifest, NodeKind};
-use crate::error::SqlError;
+use crate::error::DbtError;
 use crate::project::{ColumnTest, Project};
 
 /// Warn or error.
@@ -40,6 +40,12 @@ pub struct DataTest {
     pub severity: Severity,
     /// A query returning the failing rows.
     pub sql: String,
+    /// The nodes it reads, by name, recorded when it was rendered: the tested node, a
+    /// relationships test's `to`, the refs of a custom test's arguments and body, a singular
+    /// test's refs. (Sources are not nodes and are not listed.)
+    pub refs: Vec<String>,
+    /// The sources it reads, `(source, table)`, recorded when it was rendered (singular tests).
+    pub sources: Vec<(String, String)>,
     /// Where its compiled SQL goes under `target/compiled/<project>/`, dbt style: the
     /// schema file's path then the test name (`models/schema.yml/unique_x_id.sql`), or the
     /// singular test's own path.
@@ -47,16 +53,16 @@ pub struct DataTest {
 }
 
 /// Writes each test's SQL to `out/compiled/<project>/<path>`.
-pub fn write_tests(tests: &[DataTest], project: &str, out: &Path) -> Result<(), SqlError> {
+pub fn write_tests(tests: &[DataTest], project: &str, out: &Path) -> Result<(), DbtError> {
     for t in tests {
         let path = out.join("compiled").join(project).join(&t.path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+            std::fs::create_dir_all(parent).map_err(|source| DbtError::Io {
                 path: parent.to_owned(),
                 source,
             })?;
         }
-        std::fs::write(&path, &t.sql).map_err(|source| SqlError::Io { path, source })?;
+        std::fs::write(&path, &t.sql).map_err(|source| DbtError::Io { path, source })?;
     }
     Ok(())
 }
@@ -99,6 +105,20 @@ fn slug(expr: &str) -> String {
         .join("_")
 }
 
+/// The node a `ref('x')` YAML argument names (None for sources and other values).
+fn ref_of(expr: &str, manifest: &Manifest) -> Option<String> {
+    let inner = expr.trim().strip_prefix("ref(")?.strip_suffix(')')?;
+    let name = inner
+        .split(',')
+        .map(|a| a.trim().trim_matches(|c| c == '\'' || c == '"'))
+        .rfind(|a| !a.is_empty())?;
+    manifest
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .map(|n| n.name.clone())
+}
+
 /// `ref('x')` / `source('a', 'b')` in a YAML argument, resolved against the manifest.
 fn relation_of(expr: &str, manifest: &Manifest) -> Option<String> {
     let args = |inner: &str| -> Vec<String> {
@@ -130,9 +150,9 @@ pub fn data_tests(
     project: &Project,
     manifest: &Manifest,
     options: &CompileOptions,
-) -> Result<Vec<DataTest>, SqlError> {
+) -> Result<Vec<DataTest>, DbtError> {
     let mut out = Vec::new();
-    let bad = |t: &ColumnTest, message: String| SqlError::Project {
+    let bad = |t: &ColumnTest, message: String| DbtError::Project {
         path: t.file.clone(),
         message: format!(
             "test `{}` on `{}{}`: {message}",
@@ -184,6 +204,7 @@ pub fn data_tests(
                     .map(str::to_owned)
             })
             .unwrap_or_default();
+        let mut refs = vec![t.model.clone()];
         if col.is_empty() && BUILT_IN.contains(&t.name.as_str()) {
             return Err(bad(
                 t,
@@ -242,6 +263,7 @@ pub fn data_tests(
                     .ok_or_else(|| bad(t, "needs `field:`".into()))?;
                 let parent = relation_of(to, manifest)
                     .ok_or_else(|| bad(t, format!("`to: {to}` names no known model or source")))?;
+                refs.extend(ref_of(to, manifest));
                 let child = from_item("child");
                 format!(
                     "select child.{col} as from_field from {child} left join {parent} as parent \
@@ -293,6 +315,7 @@ pub fn data_tests(
                             if e.trim_start().starts_with("ref(")
                                 || e.trim_start().starts_with("source(") =>
                         {
+                            refs.extend(ref_of(e, manifest));
                             Value::from(relation_of(e, manifest).ok_or_else(|| {
                                 bad(t, format!("`{k}: {e}` names no known model or source"))
                             })?)
@@ -312,10 +335,15 @@ pub fn data_tests(
                     "{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
                     call_args.join(", ")
                 );
-                crate::compile::render_snippet(&env, &source, ctx, &relations)
-                    .map_err(|e| bad(t, e.to_string()))?
-                    .trim()
-                    .to_owned()
+                let snippet = crate::compile::render_snippet(&env, &source, ctx, &relations)
+                    .map_err(|e| bad(t, e.to_string()))?;
+                for r in &snippet.refs {
+                    if !nodes.contains_key(r.as_str()) {
+                        return Err(bad(t, format!("its body refers to unknown `{r}`")));
+                    }
+                }
+                refs.extend(snippet.refs);
+                snippet.sql.trim().to_owned()
             }
         };
         let mut name = match (t.column.as_deref(), col.is_empty()) {
@@ -330,8 +358,11 @@ pub fn data_tests(
             n += 1;
             name = format!("{base}_{n}");
         }
+        refs.dedup();
         out.push(DataTest {
             model: t.model.clone(),
+            refs,
+            sources: Vec::new(),
             column: t.column.clone(),
             test: t.name.clone(),
             severity,
@@ -354,6 +385,8 @@ pub fn data_tests(
         out.push(DataTest {
             name: n.name.clone(),
             model: n.refs.first().cloned().unwrap_or_default(),
+            refs: n.refs.clone(),
+            sources: n.sources.clone(),
             column: None,
             test: n.name.clone(),
             severity,

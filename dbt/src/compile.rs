@@ -11,7 +11,9 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBeh
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::error::{SqlError, did_you_mean};
+use rainbow_suggest::did_you_mean;
+
+use crate::error::DbtError;
 use crate::project::{Project, merge_config};
 
 /// What a node is.
@@ -433,7 +435,7 @@ pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
 }
 
 impl<'p> Jinja<'p> {
-    fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, SqlError> {
+    fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, DbtError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Python string, list and dict methods (`.upper()`, `.items()`, `.get()`, …) as dbt has.
@@ -592,7 +594,7 @@ impl<'p> Jinja<'p> {
     }
 
     /// A minijinja error as file:line:column.
-    fn error(&self, e: &JinjaError, default_file: &str) -> SqlError {
+    fn error(&self, e: &JinjaError, default_file: &str) -> DbtError {
         let name = e.name().unwrap_or(default_file).to_owned();
         let mut line = e.line().unwrap_or(0);
         let mut file = name.clone();
@@ -624,7 +626,7 @@ impl<'p> Jinja<'p> {
             Some(d) => format!("{}: {d}", e.kind()),
             None => e.kind().to_string(),
         };
-        SqlError::Jinja {
+        DbtError::Jinja {
             file,
             line,
             column,
@@ -639,7 +641,7 @@ impl<'p> Jinja<'p> {
         text: &'p str,
         name: &str,
         config: BTreeMap<String, Json>,
-    ) -> Result<(String, Arc<Collector>), SqlError> {
+    ) -> Result<(String, Arc<Collector>), DbtError> {
         let collector = Arc::new(Collector {
             config: Mutex::new(config),
             ..Collector::default()
@@ -667,7 +669,7 @@ impl<'p> Jinja<'p> {
 pub(crate) fn macro_environment<'p>(
     project: &'p Project,
     options: &CompileOptions,
-) -> Result<Environment<'p>, SqlError> {
+) -> Result<Environment<'p>, DbtError> {
     Ok(Jinja::new(project, options)?.env)
 }
 
@@ -686,7 +688,7 @@ fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> Str
 
 /// Parses every node: renders each once, records refs, sources and config, checks that
 /// every ref and source exists and that refs have no cycle, and orders the nodes.
-pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, SqlError> {
+pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, DbtError> {
     let prefix = macro_prefix(&project_macros(project));
     let files: Vec<(NodeKind, &str, Option<String>, String)> = project
         .models
@@ -724,7 +726,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
                 compiled: None,
             },
         )
-        .map_err(|m| SqlError::Project {
+        .map_err(|m| DbtError::Project {
             path: project.root.join(&seed.path),
             message: m,
         })?;
@@ -785,7 +787,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
                 compiled: None,
             },
         )
-        .map_err(|m| SqlError::Project {
+        .map_err(|m| DbtError::Project {
             path: project.root.join(path),
             message: m,
         })?;
@@ -808,7 +810,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
     for n in &nodes {
         for r in &n.refs {
             if !by_name.contains_key(r) || nodes[by_name[r]].kind == NodeKind::Test {
-                return Err(SqlError::UnknownRef {
+                return Err(DbtError::UnknownRef {
                     file: n.path.clone(),
                     model: n.name.clone(),
                     reference: r.clone(),
@@ -819,7 +821,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Sq
         for (s, t) in &n.sources {
             if !sources.contains_key(&format!("{s}.{t}")) {
                 let known: Vec<&str> = sources.keys().map(String::as_str).collect();
-                return Err(SqlError::UnknownSource {
+                return Err(DbtError::UnknownSource {
                     file: n.path.clone(),
                     model: n.name.clone(),
                     source_name: s.clone(),
@@ -862,51 +864,55 @@ fn push_node(
     Ok(())
 }
 
-/// Parents before children; a cycle is an error naming it.
-fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<usize>, SqlError> {
-    let n = nodes.len();
-    let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
-    let mut order = Vec::with_capacity(n);
-    let mut stack: Vec<usize> = Vec::new();
-    fn visit(
-        i: usize,
-        nodes: &[Node],
-        by_name: &HashMap<String, usize>,
-        state: &mut [u8],
-        stack: &mut Vec<usize>,
-        order: &mut Vec<usize>,
-    ) -> Result<(), SqlError> {
-        match state[i] {
-            2 => return Ok(()),
-            1 => {
-                let from = stack.iter().position(|&s| s == i).unwrap_or(0);
-                let mut cycle: Vec<&str> = stack[from..]
-                    .iter()
-                    .map(|&s| nodes[s].name.as_str())
-                    .collect();
-                cycle.push(&nodes[i].name);
-                return Err(SqlError::Cycle(cycle.join(" -> ")));
-            }
-            _ => {}
-        }
-        state[i] = 1;
-        stack.push(i);
-        for r in &nodes[i].refs {
-            if let Some(&j) = by_name.get(r) {
-                visit(j, nodes, by_name, state, stack, order)?;
+/// Parents before children (petgraph's topological sort); a cycle is an error naming it
+/// whole (`a -> b -> a`).
+fn topological(nodes: &[Node], by_name: &HashMap<String, usize>) -> Result<Vec<usize>, DbtError> {
+    use petgraph::graph::{DiGraph, NodeIndex};
+    let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(nodes.len(), nodes.len());
+    for i in 0..nodes.len() {
+        graph.add_node(i);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for r in &node.refs {
+            if let Some(&parent) = by_name.get(r) {
+                graph.add_edge(NodeIndex::new(parent), NodeIndex::new(i), ());
             }
         }
-        stack.pop();
-        state[i] = 2;
-        order.push(i);
-        Ok(())
     }
-    let mut sorted: Vec<usize> = (0..n).collect();
-    sorted.sort_by(|&a, &b| nodes[a].name.cmp(&nodes[b].name));
-    for i in sorted {
-        visit(i, nodes, by_name, &mut state, &mut stack, &mut order)?;
+    match petgraph::algo::toposort(&graph, None) {
+        Ok(order) => Ok(order.into_iter().map(NodeIndex::index).collect()),
+        Err(cycle) => {
+            let start = cycle.node_id();
+            // The shortest way from `start` back to itself: the cycle to show.
+            let mut previous: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+            let mut queue = std::collections::VecDeque::from([start]);
+            'search: while let Some(at) = queue.pop_front() {
+                for next in graph.neighbors(at) {
+                    if next == start {
+                        previous.insert(start, at);
+                        break 'search;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) = previous.entry(next) {
+                        e.insert(at);
+                        queue.push_back(next);
+                    }
+                }
+            }
+            let mut path = vec![nodes[start.index()].name.as_str()];
+            let mut at = previous.get(&start).copied();
+            while let Some(node) = at.filter(|&n| n != start) {
+                path.push(nodes[node.index()].name.as_str());
+                at = previous.get(&node).copied();
+            }
+            path.reverse();
+            // Shown from its smallest name, so the same cycle always reads the same.
+            if let Some(first) = (0..path.len()).min_by_key(|&i| path[i]) {
+                path.rotate_left(first);
+            }
+            path.push(path[0]);
+            Err(DbtError::Cycle(path.join(" -> ")))
+        }
     }
-    Ok(order)
 }
 
 /// Compiles every parsed node in memory: relation placeholders become `schema.relation`;
@@ -1000,35 +1006,47 @@ pub(crate) fn relations(manifest: &Manifest) -> Relations {
 
 /// Renders a snippet (such as a generic test call) in `env` with `ctx`; `ref()` and
 /// `source()` inside it resolve to `relations`.
+/// Renders a snippet (a generic test's macro call) with the project's macros: its SQL with
+/// relations substituted, and the nodes it `ref`ed while rendering.
 pub(crate) fn render_snippet(
     env: &Environment<'_>,
     source: &str,
     mut ctx: BTreeMap<String, Value>,
     relations: &Relations,
-) -> Result<String, JinjaError> {
+) -> Result<Snippet, JinjaError> {
+    let collector = Arc::new(Collector::default());
     ctx.insert(
         "__rainbow".to_owned(),
-        Value::from_object(Collector::default()),
+        Value::from_dyn_object(collector.clone()),
     );
     ctx.entry("__name".to_owned())
         .or_insert_with(|| Value::from(""));
     let rendered = env.render_str(source, Value::from(ctx))?;
-    Ok(substitute(&rendered, relations))
+    Ok(Snippet {
+        sql: substitute(&rendered, relations),
+        refs: collector.refs.lock().map(|r| r.clone()).unwrap_or_default(),
+    })
 }
 
-fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), SqlError> {
+/// A rendered snippet and what it read.
+pub(crate) struct Snippet {
+    pub(crate) sql: String,
+    pub(crate) refs: Vec<String>,
+}
+
+fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), DbtError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+        std::fs::create_dir_all(parent).map_err(|source| DbtError::Io {
             path: parent.to_owned(),
             source,
         })?;
     }
-    std::fs::write(&path, text).map_err(|source| SqlError::Io { path, source })
+    std::fs::write(&path, text).map_err(|source| DbtError::Io { path, source })
 }
 
 /// Writes `out/manifest.json` (nodes, dependencies, configs, compiled SQL).
-pub fn write_manifest(manifest: &Manifest, out: &std::path::Path) -> Result<(), SqlError> {
-    let json = serde_json::to_string_pretty(manifest).map_err(|e| SqlError::Project {
+pub fn write_manifest(manifest: &Manifest, out: &std::path::Path) -> Result<(), DbtError> {
+    let json = serde_json::to_string_pretty(manifest).map_err(|e| DbtError::Project {
         path: out.join("manifest.json"),
         message: e.to_string(),
     })?;
@@ -1036,7 +1054,7 @@ pub fn write_manifest(manifest: &Manifest, out: &std::path::Path) -> Result<(), 
 }
 
 /// Writes the compiled SQL of every node under `out/compiled/<project>/` and the manifest.
-pub fn write_target(manifest: &Manifest, out: &std::path::Path) -> Result<(), SqlError> {
+pub fn write_target(manifest: &Manifest, out: &std::path::Path) -> Result<(), DbtError> {
     for node in &manifest.nodes {
         if let Some(sql) = &node.compiled {
             write_file(

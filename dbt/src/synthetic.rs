@@ -4,21 +4,21 @@
 
 use std::path::Path;
 
-use crate::error::SqlError;
+use crate::error::DbtError;
 
-fn write(root: &Path, path: &str, text: &str) -> Result<(), SqlError> {
+fn write(root: &Path, path: &str, text: &str) -> Result<(), DbtError> {
     let p = root.join(path);
     if let Some(parent) = p.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| SqlError::Io {
+        std::fs::create_dir_all(parent).map_err(|source| DbtError::Io {
             path: parent.to_owned(),
             source,
         })?;
     }
-    std::fs::write(&p, text).map_err(|source| SqlError::Io { path: p, source })
+    std::fs::write(&p, text).map_err(|source| DbtError::Io { path: p, source })
 }
 
 /// Writes the project into `root` (which should be empty).
-pub fn write_project(root: &Path, models: usize) -> Result<(), SqlError> {
+pub fn write_project(root: &Path, models: usize) -> Result<(), DbtError> {
     write(
         root,
         "dbt_project.yml",

@@ -1,3 +1,5 @@
+//! Unit tests of parsing and compiling: configs, refs, sources, macros, errors with positions.
+
 use std::path::Path;
 
 use super::*;

@@ -1,0 +1,500 @@
+//! dbt's commands on the `rainbow` command line: the verbs (`seed`, `run`, `snapshot`, `test`,
+//! `build`) as engine runs ([`crate::verbs`]), `parse` / `compile` (`target/`), `query`
+//! (BigQuery SQL on the warehouse) and the dbt benchmarks (`bench run`, `bench parse`). A code
+//! location's binary flattens [`DbtCommand`] and [`ProjectArgs`] into its parser, next to the
+//! engine's commands, and calls [`run`].
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Subcommand, ValueEnum};
+use rainbow_engine::cli::GlobalArgs;
+use rainbow_warehouse::Warehouse;
+use rainbow_warehouse::datafusion::arrow;
+use serde_json::Value as Json;
+
+use crate::error::{DbtError, Result};
+use crate::project::Project;
+use crate::sql_project::SqlProject;
+use crate::verbs::{NodeResult, RunSummary, Status, Verb, VerbOptions, run_verb};
+
+/// Where the dbt project and its target are. `global`: they go anywhere on the line.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "dbt project options")]
+pub struct ProjectArgs {
+    /// The dbt project directory (holding dbt_project.yml).
+    #[arg(long, global = true, default_value = ".")]
+    pub project_dir: PathBuf,
+    /// Warehouse location (a directory or URL; default: the profile's `location`, else
+    /// `<home>/warehouse`).
+    #[arg(long, env = "RAINBOW_WAREHOUSE", global = true)]
+    pub warehouse: Option<String>,
+    /// The target schema (dataset) unqualified names and models default to (default: the
+    /// profile's `schema`, else `main`).
+    #[arg(long, global = true)]
+    pub target_schema: Option<String>,
+    /// Target name (`target.name`; default: the profile's `target`, else `dev`).
+    #[arg(long, global = true)]
+    pub target: Option<String>,
+    /// Where `profiles.yml` is (default: the project directory). Without one, or without an
+    /// entry for the project's profile, the embedded DataFusion warehouse is the target.
+    #[arg(long, global = true)]
+    pub profiles_dir: Option<PathBuf>,
+}
+
+/// Options of the verbs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerbArgs {
+    /// Nodes and tests to run (selection syntax, dbt's methods included; repeatable).
+    #[arg(long, short = 's', num_args = 1..)]
+    pub select: Vec<String>,
+    /// Nodes and tests to leave out.
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+    /// Rebuild incremental models from scratch.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Variables as YAML or JSON: '{"key": "value"}'.
+    #[arg(long)]
+    pub vars: Option<String>,
+    /// Nodes built at once (default: the machine's cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+}
+
+/// Options of `parse` and `compile`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompileArgs {
+    /// Variables overriding the project's, as JSON or YAML (`{"key": "value"}`).
+    #[arg(long)]
+    pub vars: Option<String>,
+    /// Warehouse type for dispatched macros: `datafusion` (default) or `bigquery`.
+    #[arg(long, default_value = "datafusion")]
+    pub target_type: String,
+}
+
+/// Output format of `query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// An aligned table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// dbt's commands.
+#[derive(Debug, Subcommand)]
+pub enum DbtCommand {
+    /// dbt: load seeds (CSV files) into tables, as one recorded run.
+    Seed(VerbArgs),
+    /// dbt: build models, as one recorded run (`rainbow runs` lists it).
+    Run(VerbArgs),
+    /// dbt: run snapshots (SCD type 2), as one recorded run.
+    Snapshot(VerbArgs),
+    /// dbt: run data tests (the checks of the selected nodes), as one recorded run.
+    Test(VerbArgs),
+    /// dbt: seeds, models, snapshots and tests in DAG order, as one recorded run.
+    Build(VerbArgs),
+    /// Parse the dbt project: nodes, dependencies, errors with file:line:column;
+    /// `target/manifest.json`.
+    Parse(CompileArgs),
+    /// Compile the dbt project: `target/compiled/` (models and tests) and the manifest.
+    Compile(CompileArgs),
+    /// Run BigQuery SQL on the warehouse (every model and seed visible by its name).
+    Query {
+        /// The SQL (may start with `--`: it is never read as a flag).
+        #[arg(allow_hyphen_values = true)]
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// dbt's benchmarks (under `rainbow bench`).
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Build every model of a synthetic project of N models on the embedded warehouse as one
+    /// engine run (generation, seeding and the source table are set up first, not timed).
+    Run {
+        /// Number of models.
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
+        /// Nodes built at once (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Parse and compile a synthetic dbt project of N models (generated first, not timed).
+    Parse {
+        /// Number of models.
+        #[arg(long, default_value_t = 1000)]
+        models: usize,
+    },
+}
+
+/// `--vars`: a YAML or JSON mapping.
+pub fn parse_vars(text: Option<&str>) -> Result<BTreeMap<String, Json>> {
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(t) => serde_norway::from_str(t).map_err(|e| DbtError::Input {
+            location: "--vars".into(),
+            message: format!("expected a mapping such as '{{\"key\": 1}}', got `{t}`: {e}"),
+        }),
+    }
+}
+
+/// The default number of nodes built at once: the machine's cores.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, std::num::NonZero::get)
+}
+
+impl ProjectArgs {
+    /// The project on its target (see [`SqlProject::from_profile`]), flags overriding.
+    pub fn sql_project(&self, global: &GlobalArgs) -> Result<SqlProject> {
+        let profiles = self.profiles_dir.as_deref().unwrap_or(&self.project_dir);
+        let default_location = global.home.join("warehouse").to_string_lossy().into_owned();
+        let mut project = SqlProject::from_profile(
+            &self.project_dir,
+            profiles,
+            self.target.as_deref(),
+            default_location,
+        )?;
+        if let Some(location) = &self.warehouse {
+            project = project.location(location.clone());
+        }
+        if let Some(schema) = &self.target_schema {
+            project = project.target_schema(schema.clone());
+        }
+        Ok(project)
+    }
+}
+
+/// Runs a dbt command: `Ok(1)` when a node or test failed, or the run was canceled.
+pub async fn run(
+    global: &GlobalArgs,
+    args: &ProjectArgs,
+    command: &DbtCommand,
+) -> Result<ExitCode> {
+    let (verb, verb_args) = match command {
+        DbtCommand::Seed(a) => (Verb::Seed, a),
+        DbtCommand::Run(a) => (Verb::Run, a),
+        DbtCommand::Snapshot(a) => (Verb::Snapshot, a),
+        DbtCommand::Test(a) => (Verb::Test, a),
+        DbtCommand::Build(a) => (Verb::Build, a),
+        DbtCommand::Parse(a) => return parse_or_compile(&args.project_dir, a, false),
+        DbtCommand::Compile(a) => return parse_or_compile(&args.project_dir, a, true),
+        DbtCommand::Query { sql, format } => {
+            let warehouse = if args.project_dir.join("dbt_project.yml").exists() {
+                args.sql_project(global)?.warehouse().await?.clone()
+            } else {
+                let location = args.warehouse.clone().unwrap_or_else(|| {
+                    global.home.join("warehouse").to_string_lossy().into_owned()
+                });
+                let schema = args.target_schema.as_deref().unwrap_or("main");
+                Warehouse::open(&location, schema).await?
+            };
+            let batches = warehouse.execute(sql, "query").await?;
+            print_batches(&batches, *format).map_err(|e| DbtError::Io {
+                path: PathBuf::from("<stdout>"),
+                source: e,
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let mut project = args
+        .sql_project(global)?
+        .full_refresh(verb_args.full_refresh);
+    for (name, value) in parse_vars(verb_args.vars.as_deref())? {
+        project = project.var(name, value);
+    }
+    let storage = global.storage().await?;
+    let config = global.config()?;
+    let options = VerbOptions {
+        verb,
+        select: verb_args.select.clone(),
+        exclude: verb_args.exclude.clone(),
+        threads: verb_args
+            .threads
+            .map_or_else(default_threads, |t| t as usize),
+    };
+    let bar = rainbow_engine::cli::progress_bar(0);
+    let summary = run_verb(
+        &project,
+        storage,
+        &config,
+        &options,
+        rainbow_engine::cli::cancel_on_ctrl_c(),
+        Some(bar.callback()),
+    )
+    .await?;
+    bar.finish();
+    print_summary(&summary).map_err(|e| DbtError::Io {
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    })?;
+    Ok(if summary.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// dbt's report: a line per node and test, the totals, the failures, `Done. …`.
+fn print_summary(summary: &RunSummary) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let total = summary.results.len();
+    let width = total.to_string().len();
+    for (i, r) in summary.results.iter().enumerate() {
+        writeln!(out, "{}", result_line(r, i + 1, total, width))?;
+        if matches!(r.status, Status::Error | Status::Fail) && r.message.contains('\n') {
+            writeln!(out, "{}", r.message)?;
+        }
+    }
+    let count = |resource: &str| {
+        summary
+            .results
+            .iter()
+            .filter(|r| r.resource == resource)
+            .count()
+    };
+    writeln!(
+        out,
+        "\nFinished running {} seed(s), {} model(s), {} snapshot(s), {} test(s) in {:.2}s (run {}).",
+        count("seed"),
+        count("model"),
+        count("snapshot"),
+        count("test"),
+        summary.seconds,
+        summary.run_id
+    )?;
+    if summary.canceled {
+        writeln!(out, "The run was canceled.")?;
+    }
+    for r in summary
+        .results
+        .iter()
+        .filter(|r| matches!(r.status, Status::Error | Status::Fail | Status::Warn))
+    {
+        writeln!(
+            out,
+            "  {:?} in {} {}: {}",
+            r.status, r.resource, r.name, r.message
+        )?;
+    }
+    writeln!(out, "{}", summary.done_line())
+}
+
+fn result_line(r: &NodeResult, i: usize, total: usize, width: usize) -> String {
+    let label = match r.status {
+        Status::Success => "OK",
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
+        Status::Error => "ERROR",
+        Status::Skipped => "SKIP",
+    };
+    let what = match &r.relation {
+        Some(rel) => format!("{} {rel}", r.resource),
+        None => format!("{} {}", r.resource, r.name),
+    };
+    let time = r
+        .seconds
+        .map(|s| format!(" [in {s:.2}s]"))
+        .unwrap_or_default();
+    format!(
+        "{i:>width$} of {total} {label:<5} {what} {} {}{time}",
+        ".".repeat(60usize.saturating_sub(what.len()).max(3)),
+        r.message.lines().next().unwrap_or("")
+    )
+}
+
+fn parse_or_compile(dir: &Path, args: &CompileArgs, write_compiled: bool) -> Result<ExitCode> {
+    let project = Project::load(dir)?;
+    let options = crate::CompileOptions {
+        target_type: args.target_type.clone(),
+        vars: parse_vars(args.vars.as_deref())?,
+        run_started_at: chrono::Utc::now().to_rfc3339(),
+        ..Default::default()
+    };
+    let mut manifest = crate::parse(&project, &options)?;
+    let count = |k: crate::NodeKind| manifest.nodes.iter().filter(|n| n.kind == k).count();
+    let summary = format!(
+        "{}: {} models, {} seeds, {} snapshots, {} singular tests, {} generic tests, {} sources",
+        manifest.project,
+        count(crate::NodeKind::Model),
+        count(crate::NodeKind::Seed),
+        count(crate::NodeKind::Snapshot),
+        count(crate::NodeKind::Test),
+        project.column_tests.len(),
+        manifest.sources.len()
+    );
+    let target = dir.join("target");
+    crate::compile(&mut manifest);
+    // Data tests are checked on parse too, so a bad test declaration fails early.
+    let tests = crate::data_tests(&project, &manifest, &options)?;
+    if write_compiled {
+        crate::write_target(&manifest, &target)?;
+        crate::write_tests(&tests, &manifest.project, &target)?;
+        println!(
+            "{summary}; compiled to {}",
+            target.join("compiled").display()
+        );
+    } else {
+        crate::write_manifest(&manifest, &target)?;
+        println!(
+            "{summary}; manifest at {}",
+            target.join("manifest.json").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_batches(
+    batches: &[arrow::record_batch::RecordBatch],
+    format: Format,
+) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let arrow_error = |e: arrow::error::ArrowError| std::io::Error::other(e.to_string());
+    match format {
+        Format::Table => {
+            let table = arrow::util::pretty::pretty_format_batches(batches).map_err(arrow_error)?;
+            writeln!(out, "{table}")?;
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in batches {
+                writer.write(b).map_err(arrow_error)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut out);
+            for b in batches {
+                writer.write(b).map_err(arrow_error)?;
+            }
+            writer.finish().map_err(arrow_error)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a dbt benchmark; prints one JSON line last.
+pub async fn bench(command: &BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Run { models, threads } => {
+            bench_run(*models, threads.unwrap_or_else(default_threads)).await
+        }
+        BenchCommand::Parse { models } => bench_parse(*models),
+    }
+}
+
+fn bench_dir(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "rainbow-bench-{what}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ))
+}
+
+fn bench_parse(models: usize) -> Result<ExitCode> {
+    let dir = bench_dir("parse");
+    crate::synthetic::write_project(&dir, models)?;
+    let started = Instant::now();
+    let project = Project::load(&dir)?;
+    let loaded = started.elapsed().as_secs_f64();
+    let options = crate::CompileOptions::default();
+    let mut manifest = crate::parse(&project, &options)?;
+    let parsed = started.elapsed().as_secs_f64();
+    crate::compile(&mut manifest);
+    crate::write_manifest(&manifest, &dir.join("target"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let nodes = manifest.nodes.len();
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{}",
+        serde_json::json!({"nodes": nodes, "peak_rss_mib": rainbow_engine::cli::bench::peak_rss_mib(),
+               "load_seconds": loaded, "parse_seconds": parsed - loaded,
+               "compile_and_manifest_seconds": seconds - parsed})
+    );
+    println!("{{\"bench\":\"parse\",\"models\":{models},\"seconds\":{seconds}}}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Like `dbt run` on a fresh project: declare (load, parse, compile), then build every model as
+/// one engine run with run storage on SQLite.
+async fn bench_run(models: usize, threads: usize) -> Result<ExitCode> {
+    let dir = bench_dir("run");
+    crate::synthetic::write_project(&dir, models)?;
+    let location = dir.join("warehouse").to_string_lossy().into_owned();
+    let storage = rainbow_engine::Storage::open_sqlite_dir(&dir.join("home")).await?;
+    let config = rainbow_engine::RainbowConfig::default();
+    let verb = |verb: Verb| VerbOptions {
+        verb,
+        select: Vec::new(),
+        exclude: Vec::new(),
+        threads,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let setup = SqlProject::new(&dir, location.clone());
+    let seeded = run_verb(
+        &setup,
+        storage.clone(),
+        &config,
+        &verb(Verb::Seed),
+        cancel.clone(),
+        None,
+    )
+    .await?;
+    if !seeded.success() {
+        return Err(DbtError::Input {
+            location: dir.display().to_string(),
+            message: format!(
+                "seeding the synthetic project failed: {}",
+                seeded.done_line()
+            ),
+        });
+    }
+    setup
+        .warehouse()
+        .await?
+        .execute(
+            "CREATE TABLE raw.events AS SELECT * FROM main.events",
+            "bench setup",
+        )
+        .await?;
+    let bar = rainbow_engine::cli::progress_bar(models);
+    let started = Instant::now();
+    let project = SqlProject::new(&dir, location);
+    let summary = run_verb(
+        &project,
+        storage,
+        &config,
+        &verb(Verb::Run),
+        cancel,
+        Some(bar.callback()),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !summary.success() {
+        return Err(DbtError::Input {
+            location: "bench run".into(),
+            message: summary.done_line(),
+        });
+    }
+    println!("{}", summary.done_line());
+    println!(
+        "{{\"bench\":\"run\",\"models\":{models},\"threads\":{threads},\"seconds\":{seconds}}}"
+    );
+    Ok(ExitCode::SUCCESS)
+}

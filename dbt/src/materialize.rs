@@ -1,0 +1,291 @@
+//! dbt's materializations on the warehouse, one node at a time (the engine orders and runs
+//! them; see [`crate::SqlProject`]):
+//!
+//! - `view`: the compiled SQL persisted as a view (checked by planning it);
+//! - `table`: the query written as a new Delta version (atomic replace);
+//! - `incremental`: first run (or `--full-refresh`) as `table`; then `merge` on `unique_key`
+//!   (default when a key is set), `append`, or `delete+insert`; `on_schema_change` `ignore`
+//!   (default), `append_new_columns` or `fail`;
+//! - `ephemeral`: nothing stored, inlined as a CTE by the compiler;
+//! - seeds: CSV -> table, types inferred or set by `column_types` ([`Warehouse::load_csv`]);
+//! - snapshots: SCD type 2 ([`crate::snapshot`]);
+//! - tests: failing-row queries ([`failing_rows`]).
+//!
+//! Semantics follow dbt's documentation of each materialization and config.
+
+use std::collections::BTreeMap;
+
+use rainbow_warehouse::{CsvLoad, Warehouse, WriteMode};
+use serde_json::Value as Json;
+
+use crate::compile::{Node, NodeKind};
+use crate::data_tests::DataTest;
+use crate::error::{DbtError, Result};
+use crate::project::Project;
+
+/// Builds one compiled node (seed, model or snapshot); returns dbt's status message
+/// (`INSERT 3`, `CREATE TABLE`, `MERGE`, `SNAPSHOT 5`…). `full_refresh` rebuilds incremental
+/// models from scratch; `run_started_at` (RFC 3339) is a snapshot's time.
+pub async fn build_node(
+    project: &Project,
+    warehouse: &Warehouse,
+    node: &Node,
+    full_refresh: bool,
+    run_started_at: &str,
+) -> Result<String> {
+    match node.kind {
+        NodeKind::Seed => seed(project, warehouse, node).await,
+        NodeKind::Snapshot => crate::snapshot::snapshot(warehouse, node, run_started_at).await,
+        NodeKind::Model => model(warehouse, node, full_refresh).await,
+        NodeKind::Test => Err(config_error(
+            node,
+            "kind",
+            "a singular test is not built; it runs as a test",
+        )),
+    }
+}
+/// Rows returned by a test's failing-row query.
+pub async fn failing_rows(warehouse: &Warehouse, test: &DataTest) -> Result<u64> {
+    let sql = format!(
+        "SELECT COUNT(*) AS failures FROM (\n{}\n) AS dbt_test",
+        test.sql
+    );
+    let count = warehouse
+        .count(&sql, &format!("test {}", test.name))
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+pub(crate) fn config_error(node: &Node, key: &str, message: impl Into<String>) -> DbtError {
+    DbtError::Config {
+        node: node.path.clone(),
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `unique_key`: a string (maybe comma-separated) or a list.
+pub(crate) fn unique_key(node: &Node) -> Result<Vec<String>> {
+    match node.config.get("unique_key") {
+        None | Some(Json::Null) => Ok(Vec::new()),
+        Some(Json::String(s)) => Ok(s
+            .split(',')
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()),
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| config_error(node, "unique_key", "expected column names"))
+            })
+            .collect(),
+        Some(_) => Err(config_error(
+            node,
+            "unique_key",
+            "expected a column name or a list of them",
+        )),
+    }
+}
+
+fn hooks(node: &Node, key: &str) -> Vec<String> {
+    match node.config.get(key) {
+        Some(Json::String(s)) => vec![s.clone()],
+        Some(Json::Array(items)) => items
+            .iter()
+            .filter_map(|v| match v {
+                Json::String(s) => Some(s.clone()),
+                Json::Object(o) => o.get("sql").and_then(Json::as_str).map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result<String> {
+    let sql = node.compiled.clone().unwrap_or_default();
+    let context = node.path.clone();
+    for hook in hooks(node, "pre_hook")
+        .iter()
+        .chain(&hooks(node, "pre-hook"))
+    {
+        warehouse
+            .execute(hook, &format!("{context} pre-hook"))
+            .await?;
+    }
+    let (schema, name) = (node.schema.as_str(), node.relation.as_str());
+    let message = match node.materialized() {
+        "ephemeral" => "EPHEMERAL".to_owned(),
+        "view" => {
+            warehouse.create_view(schema, name, &sql).await?;
+            "CREATE VIEW".to_owned()
+        }
+        "table" => {
+            let df = warehouse.dataframe(&sql, &context).await?;
+            warehouse
+                .write_table(schema, name, df, WriteMode::Replace)
+                .await?;
+            "CREATE TABLE".to_owned()
+        }
+        "incremental" => incremental(warehouse, node, &sql, full_refresh).await?,
+        other => {
+            return Err(config_error(
+                node,
+                "materialized",
+                format!("unknown materialization `{other}` (view, table, incremental, ephemeral)"),
+            ));
+        }
+    };
+    for hook in hooks(node, "post_hook")
+        .iter()
+        .chain(&hooks(node, "post-hook"))
+    {
+        warehouse
+            .execute(hook, &format!("{context} post-hook"))
+            .await?;
+    }
+    Ok(message)
+}
+
+async fn incremental(
+    warehouse: &Warehouse,
+    node: &Node,
+    sql: &str,
+    full_refresh: bool,
+) -> Result<String> {
+    let (schema, name) = (node.schema.as_str(), node.relation.as_str());
+    let df = warehouse.dataframe(sql, &node.path).await?;
+    let exists = warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table);
+    if !exists || full_refresh {
+        warehouse
+            .write_table(schema, name, df, WriteMode::Replace)
+            .await?;
+        return Ok("CREATE TABLE".to_owned());
+    }
+    let keys = unique_key(node)?;
+    let strategy = node
+        .config
+        .get("incremental_strategy")
+        .and_then(Json::as_str)
+        .unwrap_or(if keys.is_empty() { "append" } else { "merge" })
+        .to_owned();
+    let on_schema_change = node
+        .config
+        .get("on_schema_change")
+        .and_then(Json::as_str)
+        .unwrap_or("ignore");
+    let target = warehouse.schema_of(schema, name).await?;
+    let new_columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| target.field_with_name(f.name()).is_err())
+        .map(|f| f.name().clone())
+        .collect();
+    let add_columns = match on_schema_change {
+        "ignore" => false,
+        "append_new_columns" => true,
+        "fail" if !new_columns.is_empty() => {
+            return Err(config_error(
+                node,
+                "on_schema_change",
+                format!("the model has new columns {new_columns:?} and on_schema_change is fail"),
+            ));
+        }
+        "fail" => false,
+        other => {
+            return Err(config_error(
+                node,
+                "on_schema_change",
+                format!("`{other}` is not supported (ignore, append_new_columns, fail)"),
+            ));
+        }
+    };
+    let need_keys = |what: &str| {
+        if keys.is_empty() {
+            Err(config_error(
+                node,
+                "unique_key",
+                format!("the {what} strategy needs a unique_key"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match strategy.as_str() {
+        "merge" => {
+            need_keys("merge")?;
+            warehouse
+                .merge(schema, name, df, &keys, add_columns)
+                .await?;
+            Ok("MERGE".to_owned())
+        }
+        "delete+insert" => {
+            need_keys("delete+insert")?;
+            warehouse.delete_insert(schema, name, df, &keys).await?;
+            Ok("DELETE+INSERT".to_owned())
+        }
+        "append" => {
+            warehouse.append(schema, name, df).await?;
+            Ok("APPEND".to_owned())
+        }
+        other => Err(config_error(
+            node,
+            "incremental_strategy",
+            format!("`{other}` is not supported (merge, append, delete+insert)"),
+        )),
+    }
+}
+
+async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<String> {
+    let delimiter = match node.config.get("delimiter").and_then(Json::as_str) {
+        None => b',',
+        Some(d) if d.len() == 1 => d.as_bytes()[0],
+        Some(d) => {
+            return Err(config_error(
+                node,
+                "delimiter",
+                format!("`{d}` must be one character"),
+            ));
+        }
+    };
+    let mut column_types = BTreeMap::new();
+    match node.config.get("column_types") {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(types)) => {
+            for (column, t) in types {
+                let t = t.as_str().ok_or_else(|| {
+                    config_error(
+                        node,
+                        "column_types",
+                        format!("`{column}`: expected a type name"),
+                    )
+                })?;
+                column_types.insert(column.clone(), t.to_owned());
+            }
+        }
+        Some(_) => {
+            return Err(config_error(
+                node,
+                "column_types",
+                "expected a mapping of column to type",
+            ));
+        }
+    }
+    let load = CsvLoad {
+        delimiter,
+        column_types,
+    };
+    let rows = warehouse
+        .load_csv(
+            &node.schema,
+            &node.relation,
+            &project.root.join(&node.path),
+            &load,
+            &node.path,
+        )
+        .await?;
+    Ok(format!("INSERT {rows}"))
+}

@@ -1,0 +1,683 @@
+//! A dbt project as engine assets ([`SqlProject`]): every seed, model and snapshot is an asset
+//! keyed `<schema>/<relation>`, with its `ref()`s and `source()`s as dependencies; every data test
+//! is an asset check on the last node it reads (in the project's dependency order), the other
+//! nodes it reads being the check's additional deps (severity `error` = blocking, `warn` =
+//! warning). Sources that no other asset produces become source assets keyed
+//! `<source schema>/<table>`; a Rust asset with that key is the source's producer instead, so
+//! Rust assets and SQL models depend on each other in both directions.
+//!
+//! Assets carry dbt's selection methods as selection attributes (`name`, `path:`,
+//! `resource_type:`, `config.materialized:`, `source:`; checks `test_name:` and
+//! `resource_type:test`), so the engine's selection language is dbt's.
+//!
+//! The project is parsed once when declared, and compiled once per run (and per
+//! partition-variable set): the first step of a run renders the project against the warehouse's
+//! state (`is_incremental()`), refreshes the warehouse catalog and declares the external tables;
+//! every other step and check of the run reuses that compilation.
+//!
+//! Partitioned models ([`SqlProject::partitioned`]) see `partition_key`, `partition_start` and
+//! `partition_end` (ISO 8601) as template variables, e.g.
+//! `where order_date = '{{ partition_key }}'`.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rainbow_engine::AssetCheckDefinition;
+use rainbow_engine::prelude::*;
+use rainbow_warehouse::{RelationKind, Warehouse};
+use serde_json::Value as Json;
+use tokio::sync::OnceCell;
+
+use crate::compile::{CompileOptions, Manifest, Node, NodeKind};
+use crate::data_tests::{DataTest, Severity};
+use crate::error::{DbtError, Result};
+use crate::materialize::{build_node, failing_rows};
+use crate::project::Project;
+
+/// How many compilations (one per run and partition-variable set) a project keeps.
+const COMPILED_KEPT: usize = 16;
+
+/// Template variables a partitioned model reads; placeholders outside a partitioned run.
+const PARTITION_VARS: [&str; 3] = ["partition_key", "partition_start", "partition_end"];
+
+/// A dbt project to expose as assets.
+#[derive(Clone)]
+pub struct SqlProject {
+    dir: PathBuf,
+    location: String,
+    schema: String,
+    target_name: String,
+    group: Option<String>,
+    partitions: BTreeMap<String, PartitionsDefinition>,
+    vars: BTreeMap<String, Json>,
+    full_refresh: bool,
+    run_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    externals: Vec<External>,
+    warehouse: Arc<OnceCell<Warehouse>>,
+}
+
+impl std::fmt::Debug for SqlProject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlProject")
+            .field("dir", &self.dir)
+            .field("location", &self.location)
+            .field("schema", &self.schema)
+            .field("target_name", &self.target_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An external table the project reads (dbt-external-tables' `stage_external_sources`).
+#[derive(Debug, Clone)]
+struct External {
+    schema: String,
+    name: String,
+    location: String,
+}
+
+/// What dbt calls a node, for an asset key: reports name nodes as dbt does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `seed`, `model`, `snapshot` or `source`.
+    pub resource: &'static str,
+    /// The node's name (`stg_orders`), or `source.table`.
+    pub name: String,
+    /// `schema.relation`.
+    pub relation: String,
+}
+
+/// A declared project: its asset definitions and what each asset key is in dbt's terms.
+pub struct Declared {
+    /// Assets (with their tests as checks) and source assets.
+    pub assets: Vec<AssetDefinition>,
+    /// Tests that read only a source another definition produces: checks on that asset (add
+    /// them with [`Definitions::check`]).
+    pub checks: Vec<AssetCheckDefinition>,
+    /// dbt's view of every declared asset key.
+    pub nodes: BTreeMap<AssetKey, NodeInfo>,
+}
+
+/// One run's compilation.
+struct Compiled {
+    manifest: Manifest,
+    node_index: HashMap<String, usize>,
+    tests: HashMap<String, DataTest>,
+    run_started_at: String,
+    warehouse: Warehouse,
+}
+
+impl Compiled {
+    fn node(&self, name: &str) -> std::result::Result<&Node, String> {
+        self.node_index
+            .get(name)
+            .map(|&i| &self.manifest.nodes[i])
+            .ok_or_else(|| format!("`{name}` is no longer in the project"))
+    }
+}
+
+/// The compilations of recent runs, oldest first.
+#[derive(Default)]
+struct CompiledRuns {
+    by_key: HashMap<String, Arc<OnceCell<Arc<Compiled>>>>,
+    order: VecDeque<String>,
+}
+
+/// What every asset of a project shares.
+struct Shared {
+    project: Project,
+    config: SqlProject,
+    compiled: Mutex<CompiledRuns>,
+}
+
+fn key_of(schema: &str, name: &str) -> AssetKey {
+    AssetKey::new([schema, name])
+}
+
+fn resource_of(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Seed => "seed",
+        NodeKind::Snapshot => "snapshot",
+        NodeKind::Test => "test",
+        NodeKind::Model => "model",
+    }
+}
+
+impl Shared {
+    /// This run's compilation (the first caller of a run compiles; the others wait for it).
+    async fn compiled(&self, ctx: &AssetContext) -> Result<Arc<Compiled>> {
+        let key = format!("{}|{}", ctx.run_id(), ctx.partition_keys().join(","));
+        let cell = {
+            let mut runs = self.compiled.lock().map_err(|_| DbtError::Input {
+                location: "SqlProject".into(),
+                message: "a step panicked while compiling".into(),
+            })?;
+            match runs.by_key.get(&key) {
+                Some(cell) => cell.clone(),
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    runs.by_key.insert(key.clone(), cell.clone());
+                    runs.order.push_back(key);
+                    while runs.order.len() > COMPILED_KEPT {
+                        if let Some(old) = runs.order.pop_front() {
+                            runs.by_key.remove(&old);
+                        }
+                    }
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(|| async { self.compile(ctx).await.map(Arc::new) })
+            .await
+            .cloned()
+    }
+
+    async fn compile(&self, ctx: &AssetContext) -> Result<Compiled> {
+        let warehouse = self.config.warehouse().await?;
+        // What other processes wrote since, and the external tables, are seen from here on.
+        warehouse.refresh_catalog().await?;
+        for e in &self.config.externals {
+            if warehouse.kind(&e.schema, &e.name).is_none() {
+                warehouse
+                    .create_external_table(&e.schema, &e.name, &e.location)
+                    .await?;
+            }
+        }
+        let mut extra = placeholders();
+        if let Some(key) = ctx.partition_key() {
+            extra.insert("partition_key".to_owned(), Json::from(key));
+        }
+        if let Some(window) = ctx.partition_time_window() {
+            extra.insert(
+                "partition_start".to_owned(),
+                Json::from(window.start.to_rfc3339()),
+            );
+            extra.insert(
+                "partition_end".to_owned(),
+                Json::from(window.end.to_rfc3339()),
+            );
+        }
+        let mut options = self.config.compile_options(extra);
+        options.run_started_at = self
+            .config
+            .run_started_at
+            .unwrap_or_else(chrono::Utc::now)
+            .to_rfc3339();
+        let mut manifest = crate::compile::parse(&self.project, &options)?;
+        if !self.config.full_refresh {
+            // `is_incremental()` is true where the incremental model's table exists.
+            options.incremental = manifest
+                .nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
+                .filter(|n| warehouse.kind(&n.schema, &n.relation) == Some(RelationKind::Table))
+                .map(|n| n.name.clone())
+                .collect();
+            if !options.incremental.is_empty() {
+                manifest = crate::compile::parse(&self.project, &options)?;
+            }
+        }
+        crate::compile::compile(&mut manifest);
+        let tests = crate::data_tests::data_tests(&self.project, &manifest, &options)?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let node_index = manifest
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        Ok(Compiled {
+            manifest,
+            node_index,
+            tests,
+            run_started_at: options.run_started_at,
+            warehouse: warehouse.clone(),
+        })
+    }
+}
+
+/// The partition variables with placeholder values (rendering never executes SQL).
+fn placeholders() -> BTreeMap<String, Json> {
+    PARTITION_VARS
+        .into_iter()
+        .map(|k| (k.to_owned(), Json::from("1970-01-01")))
+        .collect()
+}
+
+impl SqlProject {
+    /// The project in `dir`, built into the warehouse at `location` (a directory or URL), target
+    /// `dev` with schema `main` (see [`SqlProject::from_profile`]).
+    pub fn new(dir: impl Into<PathBuf>, location: impl Into<String>) -> Self {
+        SqlProject {
+            dir: dir.into(),
+            location: location.into(),
+            schema: "main".into(),
+            target_name: "dev".into(),
+            group: None,
+            partitions: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            full_refresh: false,
+            run_started_at: None,
+            externals: Vec::new(),
+            warehouse: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The project in `dir` on the target its `profiles.yml` (in `profiles_dir`, as dbt's
+    /// `--profiles-dir`) names: `target` or the profile's default output gives `target.name`,
+    /// its `schema` the target schema and, for the embedded warehouse (`type: datafusion`), its
+    /// `location` the warehouse; without a profiles file or an entry for the project's profile,
+    /// target `target` (default `dev`), schema `main` and `default_location`. A BigQuery target is
+    /// refused (not supported yet).
+    pub fn from_profile(
+        dir: impl Into<PathBuf>,
+        profiles_dir: &Path,
+        target: Option<&str>,
+        default_location: impl Into<String>,
+    ) -> Result<Self> {
+        let dir = dir.into();
+        let project = Project::load(&dir)?;
+        let mut out = SqlProject::new(dir, default_location);
+        if let Some(t) = target {
+            out.target_name = t.to_owned();
+        }
+        let Some(profile) = project.profile_target(profiles_dir, target)? else {
+            return Ok(out);
+        };
+        match profile.kind.as_str() {
+            "datafusion" => {
+                if let Some(location) = &profile.location {
+                    out.location = location.clone();
+                }
+            }
+            "bigquery" => {
+                return Err(DbtError::Input {
+                    location: format!("{}/profiles.yml", profiles_dir.display()),
+                    message: format!(
+                        "target `{}` is a BigQuery target: not supported yet; use a `type: datafusion` target (the embedded default)",
+                        profile.name
+                    ),
+                });
+            }
+            other => tracing::warn!(
+                "target `{}` has type `{other}`: running on the embedded DataFusion warehouse",
+                profile.name
+            ),
+        }
+        out.target_name = profile.name;
+        if let Some(schema) = profile.schema {
+            out.schema = schema;
+        }
+        Ok(out)
+    }
+
+    /// Declares `<schema>.<name>` as an external table over the Parquet files under
+    /// `location` (Hive `key=value` folders become columns) before anything is built, as
+    /// dbt-external-tables' `stage_external_sources` does. Declared once files exist.
+    pub fn external_table(
+        mut self,
+        schema: impl Into<String>,
+        name: impl Into<String>,
+        location: impl Into<String>,
+    ) -> Self {
+        self.externals.push(External {
+            schema: schema.into(),
+            name: name.into(),
+            location: location.into(),
+        });
+        self
+    }
+
+    /// The project's warehouse, shared by every asset of the project (opened on first use).
+    pub async fn warehouse(&self) -> Result<&Warehouse> {
+        Ok(self
+            .warehouse
+            .get_or_try_init(|| Warehouse::open(&self.location, &self.schema))
+            .await?)
+    }
+
+    /// The project directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Builds into the warehouse at `location` instead (a directory or URL).
+    pub fn location(mut self, location: impl Into<String>) -> Self {
+        self.location = location.into();
+        self.warehouse = Arc::new(OnceCell::new());
+        self
+    }
+
+    /// The target schema (default `main`).
+    pub fn target_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The target name, `target.name` in templates (default `dev`).
+    pub fn target_name(mut self, name: impl Into<String>) -> Self {
+        self.target_name = name.into();
+        self
+    }
+
+    /// The group of every asset (default: the node's first folder under its resource path).
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+
+    /// Partitions the model `name`: it is built per partition with the partition variables.
+    pub fn partitioned(
+        mut self,
+        name: impl Into<String>,
+        partitions: PartitionsDefinition,
+    ) -> Self {
+        self.partitions.insert(name.into(), partitions);
+        self
+    }
+
+    /// Project variables (`var()`), as `--vars` would set them.
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<Json>) -> Self {
+        self.vars.insert(name.into(), value.into());
+        self
+    }
+
+    /// Rebuilds incremental models from scratch (`--full-refresh`).
+    pub fn full_refresh(mut self, full_refresh: bool) -> Self {
+        self.full_refresh = full_refresh;
+        self
+    }
+
+    /// Fixes `run_started_at` (a snapshot's time) instead of each run's start: for reproducible
+    /// rebuilds and tests.
+    pub fn run_started_at(mut self, at: chrono::DateTime<chrono::Utc>) -> Self {
+        self.run_started_at = Some(at);
+        self
+    }
+
+    /// Compile options for this project's target (`extra`: template variables).
+    pub fn compile_options(&self, extra: BTreeMap<String, Json>) -> CompileOptions {
+        CompileOptions {
+            target_name: self.target_name.clone(),
+            target_type: "datafusion".into(),
+            target_schema: self.schema.clone(),
+            vars: self.vars.clone(),
+            extra,
+            ..Default::default()
+        }
+    }
+
+    /// Adds the project's assets and checks to `defs`; `produced` are the keys other
+    /// definitions already produce (their sources are not declared again).
+    pub fn definitions(
+        &self,
+        defs: Definitions,
+        produced: &HashSet<AssetKey>,
+    ) -> Result<Definitions> {
+        let declared = self.declare(produced)?;
+        Ok(declared
+            .checks
+            .into_iter()
+            .fold(defs.assets(declared.assets), Definitions::check))
+    }
+
+    /// Parses the project (once, partition variables as placeholders) and declares its assets
+    /// and checks; also returns what each asset key is in dbt's terms.
+    pub fn declare(&self, produced: &HashSet<AssetKey>) -> Result<Declared> {
+        let project = Project::load(&self.dir)?;
+        let options = self.compile_options(placeholders());
+        let mut manifest = crate::compile::parse(&project, &options)?;
+        crate::compile::compile(&mut manifest);
+        let tests = crate::data_tests::data_tests(&project, &manifest, &options)?;
+        let shared = Arc::new(Shared {
+            project,
+            config: self.clone(),
+            compiled: Mutex::new(CompiledRuns::default()),
+        });
+        let keys: HashMap<&str, AssetKey> = manifest
+            .nodes
+            .iter()
+            .filter(|n| n.kind != NodeKind::Test)
+            .map(|n| (n.name.as_str(), key_of(&n.schema, &n.relation)))
+            .collect();
+        let position: HashMap<&str, usize> = manifest
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
+        let source_key = |source: &str, table: &str| {
+            let name = format!("{source}.{table}");
+            let relation = manifest.sources.get(&name).cloned().unwrap_or(name);
+            let (schema, table) = relation.split_once('.').unwrap_or(("main", &relation));
+            key_of(schema, table)
+        };
+        // Each test on the last node it reads; the others are its additional deps.
+        let mut checks: HashMap<&str, Vec<AssetCheckDefinition>> = HashMap::new();
+        let mut source_checks: BTreeMap<AssetKey, Vec<AssetCheckDefinition>> = BTreeMap::new();
+        for test in &tests {
+            let mut reads: Vec<&str> = test
+                .refs
+                .iter()
+                .map(String::as_str)
+                .filter(|r| keys.contains_key(r))
+                .collect();
+            reads.sort_by_key(|r| position[r]);
+            reads.dedup();
+            let check = self.check(&shared, test, &reads, &keys);
+            match reads.last() {
+                Some(last) => checks.entry(last).or_default().push(check),
+                None => match test.sources.first() {
+                    Some((source, table)) => source_checks
+                        .entry(source_key(source, table))
+                        .or_default()
+                        .push(check),
+                    None => {
+                        return Err(DbtError::Project {
+                            path: shared.project.root.join(&test.path),
+                            message: format!(
+                                "test `{}` reads no model, seed, snapshot or source",
+                                test.name
+                            ),
+                        });
+                    }
+                },
+            }
+        }
+        let mut declared = Declared {
+            assets: Vec::new(),
+            checks: Vec::new(),
+            nodes: BTreeMap::new(),
+        };
+        let mut sources: BTreeMap<AssetKey, String> = BTreeMap::new();
+        for node in manifest.nodes.iter().filter(|n| n.kind != NodeKind::Test) {
+            let key = keys[node.name.as_str()].clone();
+            let mut spec = self.spec(&shared, node, key.clone());
+            for r in &node.refs {
+                spec = spec.dep(keys[r.as_str()].clone());
+            }
+            for (source, table) in &node.sources {
+                let key = source_key(source, table);
+                if !produced.contains(&key) {
+                    sources.insert(key.clone(), format!("{source}.{table}"));
+                }
+                spec = spec.dep(key);
+            }
+            let mut definition = materialization(&shared, spec, &node.name);
+            for check in checks.remove(node.name.as_str()).unwrap_or_default() {
+                definition = definition.check(check);
+            }
+            declared.nodes.insert(
+                key,
+                NodeInfo {
+                    resource: resource_of(node.kind),
+                    name: node.name.clone(),
+                    relation: format!("{}.{}", node.schema, node.relation),
+                },
+            );
+            declared.assets.push(definition);
+        }
+        for (key, name) in sources {
+            let (source, _) = name.split_once('.').unwrap_or((name.as_str(), ""));
+            let mut definition = AssetSpec::new(key.clone())
+                .group("sources")
+                .kind("source")
+                .selector("resource_type", "source")
+                .selector("source", source)
+                .selector("source", name.clone())
+                .selector("name", name.clone())
+                .source();
+            for check in source_checks.remove(&key).unwrap_or_default() {
+                definition = definition.check(check);
+            }
+            declared.nodes.insert(
+                key.clone(),
+                NodeInfo {
+                    resource: "source",
+                    name,
+                    relation: key.segments().join("."),
+                },
+            );
+            declared.assets.push(definition);
+        }
+        // Tests on sources another definition produces: checks on that asset.
+        declared
+            .checks
+            .extend(source_checks.into_values().flatten());
+        Ok(declared)
+    }
+
+    /// The spec of a seed, model or snapshot node.
+    fn spec(&self, shared: &Shared, node: &Node, key: AssetKey) -> AssetSpec {
+        let group = self.group.clone().unwrap_or_else(|| {
+            let parts: Vec<&str> = node.path.split('/').collect();
+            if parts.len() > 2 {
+                parts[1].to_owned()
+            } else {
+                parts[0].to_owned()
+            }
+        });
+        let resource = resource_of(node.kind);
+        let mut spec = AssetSpec::new(key)
+            .group(group)
+            .kind(match node.kind {
+                NodeKind::Seed => "seed",
+                NodeKind::Snapshot => "snapshot",
+                _ => "sql",
+            })
+            .kind("datafusion")
+            .metadata("path", node.path.clone())
+            .metadata("materialized", node.materialized().to_owned())
+            .selector("name", node.name.clone())
+            .selector("path", node.path.clone())
+            .selector("resource_type", resource)
+            .selector("config.materialized", node.materialized().to_owned())
+            .code_version(code_version(node.compiled.as_deref().unwrap_or(&node.path)));
+        if let Some(d) = shared.project.descriptions.get(&node.name) {
+            spec = spec.description(d.clone());
+        }
+        if let Some(Json::Array(tags)) = node.config.get("tags") {
+            for t in tags.iter().filter_map(Json::as_str) {
+                spec = spec.tag(t, "");
+            }
+        }
+        if let Some(p) = self.partitions.get(&node.name) {
+            spec = spec.partitions(p.clone());
+        }
+        spec
+    }
+
+    /// A data test as a check on its last read node (`reads`, in dependency order).
+    fn check(
+        &self,
+        shared: &Arc<Shared>,
+        test: &DataTest,
+        reads: &[&str],
+        keys: &HashMap<&str, AssetKey>,
+    ) -> AssetCheckDefinition {
+        let asset = reads
+            .last()
+            .map(|r| keys[r].clone())
+            .unwrap_or_else(|| AssetKey::new(["sources", "none"]));
+        let mut spec = AssetCheckSpec::new(test.name.clone(), asset)
+            .description(format!("dbt test `{}` ({})", test.test, test.path))
+            .severity(match test.severity {
+                Severity::Warn => AssetCheckSeverity::Warn,
+                Severity::Error => AssetCheckSeverity::Error,
+            })
+            .blocking(test.severity == Severity::Error)
+            .selector("test_name", test.test.clone())
+            .selector("resource_type", "test")
+            .selector("path", test.path.clone());
+        for r in &reads[..reads.len().saturating_sub(1)] {
+            spec = spec.additional_dep(keys[r].clone());
+        }
+        let shared = shared.clone();
+        let name = test.name.clone();
+        spec.compute(move |ctx: AssetContext| {
+            let shared = shared.clone();
+            let name = name.clone();
+            async move {
+                let compiled = shared.compiled(&ctx).await?;
+                let test = compiled
+                    .tests
+                    .get(&name)
+                    .ok_or_else(|| format!("test `{name}` is no longer in the project"))?;
+                let failing =
+                    rainbow_warehouse::instrument::work(failing_rows(&compiled.warehouse, test))
+                        .await?;
+                Ok::<_, BoxError>(
+                    AssetCheckResult::new(failing == 0)
+                        .metadata("failing_rows", i64::try_from(failing).unwrap_or(i64::MAX)),
+                )
+            }
+        })
+    }
+}
+
+/// The asset definition building node `name` from this run's compilation.
+fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDefinition {
+    let shared = shared.clone();
+    let name = name.to_owned();
+    spec.compute(move |ctx: AssetContext| {
+        let shared = shared.clone();
+        let name = name.clone();
+        async move {
+            let compiled = shared.compiled(&ctx).await?;
+            let node = compiled.node(&name)?;
+            let warehouse = &compiled.warehouse;
+            let message = rainbow_warehouse::instrument::work(build_node(
+                &shared.project,
+                warehouse,
+                node,
+                shared.config.full_refresh,
+                &compiled.run_started_at,
+            ))
+            .await?;
+            let mut result = MaterializeResult::new()
+                .metadata("status", message)
+                .metadata("relation", format!("{}.{}", node.schema, node.relation));
+            if warehouse.kind(&node.schema, &node.relation) == Some(RelationKind::Table) {
+                let n = rainbow_warehouse::instrument::work(warehouse.count(
+                    &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
+                    &node.path,
+                ))
+                .await?;
+                result = result.row_count(u64::try_from(n).unwrap_or(0));
+            }
+            Ok::<_, BoxError>(result)
+        }
+    })
+}
+
+/// A short stable hash of the compiled SQL (FNV-1a, 64 bits): the asset's code version.
+fn code_version(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

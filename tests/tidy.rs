@@ -1,0 +1,172 @@
+//! Tidy tests: the invariants ARCHITECTURE.md states about the crate map, checked on the real
+//! dependency graph (`cargo metadata`) and the source tree, as rust-analyzer's tidy tests do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Every package of the workspace's resolved graph: name -> names of its normal (non-dev)
+/// dependencies.
+fn dependency_graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // This machine's platform only: other platforms' packages are never downloaded here.
+    let rustc =
+        std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("-vV")
+            .output()
+            .expect("rustc -vV runs");
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .expect("rustc names its host");
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter_map(|p| Some((p["id"].as_str()?, p["name"].as_str()?)))
+        .collect();
+    let workspace: BTreeSet<String> = meta["workspace_members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|id| names.get(id.as_str()?).map(|n| (*n).to_owned()))
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for node in meta["resolve"]["nodes"].as_array().expect("resolve") {
+        let Some(name) = node["id"].as_str().and_then(|id| names.get(id)) else {
+            continue;
+        };
+        let deps = graph.entry((*name).to_owned()).or_default();
+        for dep in node["deps"].as_array().into_iter().flatten() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k["kind"].is_null());
+            if let (true, Some(dep_name)) =
+                (normal, dep["pkg"].as_str().and_then(|id| names.get(id)))
+            {
+                deps.insert((*dep_name).to_owned());
+            }
+        }
+    }
+    (graph, workspace)
+}
+
+/// Everything `package` depends on, transitively (normal dependencies).
+fn closure(graph: &BTreeMap<String, BTreeSet<String>>, package: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![package.to_owned()];
+    while let Some(p) = stack.pop() {
+        for d in graph.get(&p).into_iter().flatten() {
+            if seen.insert(d.clone()) {
+                stack.push(d.clone());
+            }
+        }
+    }
+    seen
+}
+
+/// Crates that speak HTTP (servers and clients).
+const HTTP: [&str; 6] = [
+    "axum",
+    "hyper",
+    "reqwest",
+    "tower-http",
+    "leptos",
+    "actix-web",
+];
+
+#[test]
+fn the_engine_knows_nothing_of_dbt_sql_the_warehouse_or_http() {
+    let (graph, _) = dependency_graph();
+    let engine = closure(&graph, "rainbow-engine");
+    for forbidden in [
+        "rainbow-dbt",
+        "rainbow-sql",
+        "rainbow-warehouse",
+        "datafusion",
+        "minijinja",
+    ]
+    .into_iter()
+    .chain(HTTP)
+    {
+        assert!(
+            !engine.contains(forbidden),
+            "rainbow-engine depends on `{forbidden}` (ARCHITECTURE.md: the engine knows nothing of dbt, SQL execution or HTTP)"
+        );
+    }
+}
+
+#[test]
+fn the_warehouse_knows_nothing_of_dbt_or_the_engine() {
+    let (graph, _) = dependency_graph();
+    let warehouse = closure(&graph, "rainbow-warehouse");
+    for forbidden in ["rainbow-dbt", "rainbow-engine", "minijinja", "axum"] {
+        assert!(
+            !warehouse.contains(forbidden),
+            "rainbow-warehouse depends on `{forbidden}` (it only runs BigQuery SQL on DataFusion + Delta)"
+        );
+    }
+}
+
+#[test]
+fn only_the_api_and_the_web_ui_speak_http() {
+    let (graph, workspace) = dependency_graph();
+    for member in &workspace {
+        if ["rainbow-api", "rainbow-web-ui", "rainbow"].contains(&member.as_str()) {
+            continue;
+        }
+        let deps = &graph[member];
+        for http in HTTP {
+            assert!(
+                !deps.contains(http),
+                "`{member}` depends on `{http}` directly: only api/ and web-ui/ speak HTTP"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_source_file_says_what_it_owns() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "tests" {
+                    stack.push(path);
+                }
+            } else if name.ends_with(".rs") {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                if !text.starts_with("//!") {
+                    missing.push(
+                        path.strip_prefix(root)
+                            .unwrap_or(&path)
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "files without a `//!` doc saying what the module owns: {missing:?}"
+    );
+}
