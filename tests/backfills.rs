@@ -12,9 +12,9 @@ use rainbow_engine::backfill::{
     BackfillRequest, BackfillRunOptions, PartitionSelector, cancel_backfill, launch_backfill,
     plan_backfill, resume_backfill, run_backfill,
 };
+use rainbow_engine::partitions::PartitionState;
 use rainbow_engine::prelude::*;
 use rainbow_engine::storage::backfills::BackfillStatus;
-use rainbow_engine::storage::partitions::PartitionState;
 use rainbow_engine::{EventData, Executor, RainbowConfig, Storage};
 use tokio_util::sync::CancellationToken;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rainbow_engine::daemon::{Daemon, DaemonOptions, ManualClock, TagLimit};
+use rainbow_engine::partitions::PartitionState;
 use rainbow_engine::prelude::*;
-use rainbow_engine::storage::partitions::PartitionState;
 use rainbow_engine::storage::{NewRun, RunFilter};
 use rainbow_engine::{
     CatchUpPolicy, Executor, RainbowConfig, RunStatus, SensorDefinition, Storage,
@@ -464,7 +464,7 @@ async fn the_daemon_runs_requested_backfills() {
     )
     .bind(record.backfill_id.clone())
     .bind(dead_pid)
-    .bind(rainbow_engine::monitor::hostname())
+    .bind(rainbow_engine::process::hostname())
     .execute(t.storage.pool())
     .await
     .expect("orphan it");

@@ -170,3 +170,68 @@ fn every_source_file_says_what_it_owns() {
         "files without a `//!` doc saying what the module owns: {missing:?}"
     );
 }
+
+/// Lines of `dir`'s Rust files (recursively) that contain any of `needles`.
+fn mentions(dir: &str, needles: &[&str]) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    if root.is_file() {
+        stack.clear();
+    }
+    let mut files = Vec::new();
+    if root.is_file() {
+        files.push(root.clone());
+    }
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            if needles.iter().any(|n| line.contains(n)) {
+                found.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn engine_layers_point_one_way() {
+    // Storage records; it never runs, monitors or plans.
+    let up = [
+        "crate::executor",
+        "crate::monitor",
+        "crate::daemon",
+        "crate::backfill",
+        "crate::cli",
+        "crate::context",
+    ];
+    let found = mentions("engine/src/storage", &up);
+    assert!(found.is_empty(), "storage reaches up: {found:#?}");
+    // Partitions are pure: no storage, no database, no runtime.
+    let found = mentions(
+        "engine/src/partitions",
+        &["crate::storage", "sqlx", "tokio"],
+    );
+    assert!(found.is_empty(), "partitions are not pure: {found:#?}");
+    // The graph and selection know nothing of storage or execution.
+    for file in ["engine/src/graph.rs", "engine/src/selection.rs"] {
+        let found = mentions(file, &["crate::storage", "crate::executor", "sqlx"]);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+    // Compute functions see the event log through `event::EventSink` only.
+    let found = mentions("engine/src/context.rs", &["crate::storage"]);
+    assert!(
+        found.is_empty(),
+        "the context depends on storage: {found:#?}"
+    );
+}

@@ -8,11 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::AssetCheckSpec;
 use crate::error::Result;
-use crate::event::{Event, EventData, LogLevel};
+use crate::event::{Event, EventData, EventSink, LogLevel};
 use crate::key::AssetKey;
 use crate::partitions::PartitionTimeWindow;
 use crate::resource::Resources;
-use crate::storage::EventWriter;
 
 /// The context handed to compute and check functions. Cheap to clone.
 #[derive(Clone)]
@@ -29,7 +28,7 @@ struct Inner {
     time_window: Option<PartitionTimeWindow>,
     attempt: u32,
     resources: Arc<Resources>,
-    writer: EventWriter,
+    events: Arc<dyn EventSink>,
     cancel: CancellationToken,
 }
 
@@ -43,7 +42,7 @@ pub(crate) struct ContextParts {
     pub time_window: Option<PartitionTimeWindow>,
     pub attempt: u32,
     pub resources: Arc<Resources>,
-    pub writer: EventWriter,
+    pub events: Arc<dyn EventSink>,
     pub cancel: CancellationToken,
 }
 
@@ -59,7 +58,7 @@ impl AssetContext {
                 time_window: parts.time_window,
                 attempt: parts.attempt,
                 resources: parts.resources,
-                writer: parts.writer,
+                events: parts.events,
                 cancel: parts.cancel,
             }),
         }
@@ -161,6 +160,6 @@ impl AssetContext {
         let event = Event::new(&self.inner.run_id, EventData::Log { level, message })
             .step(step.clone())
             .partition(self.partition_key().map(str::to_owned));
-        self.inner.writer.send(vec![event]);
+        self.inner.events.emit(vec![event]);
     }
 }

@@ -138,3 +138,18 @@ impl Error {
 }
 
 pub use rainbow_suggest::did_you_mean;
+
+/// `error: cause: cause` — an error with its whole source chain.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -340,3 +340,10 @@ impl FromStr for RunStatus {
         })
     }
 }
+
+/// Where a run's events go: the context's logger writes through it, so what compute functions
+/// see of the event log is this one method, not storage. Storage's writer implements it.
+pub trait EventSink: Send + Sync {
+    /// Queues `events` for the event log; never blocks. Events of one sink keep their order.
+    fn emit(&self, events: Vec<Event>);
+}

@@ -42,6 +42,7 @@ pub mod key;
 pub mod metadata;
 pub mod monitor;
 pub mod partitions;
+pub mod process;
 pub mod resource;
 pub mod selection;
 pub mod staleness;

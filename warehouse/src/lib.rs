@@ -16,7 +16,9 @@ pub mod error;
 pub mod instrument;
 mod load;
 mod merge;
+mod statement;
 mod warehouse;
+mod write;
 
 pub use catalog::RelationKind;
 pub use datafusion;

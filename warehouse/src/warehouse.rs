@@ -11,18 +11,15 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::JoinType;
-use datafusion::logical_expr::{LogicalPlan, cast, ident};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    self, Ident, ObjectName, ObjectNamePart, Query, Statement, Visit, VisitMut, Visitor, VisitorMut,
+    Ident, ObjectName, ObjectNamePart, Query, Statement, Visit, VisitMut, Visitor, VisitorMut,
 };
 use deltalake::DeltaTable;
-use deltalake::operations::write::SchemaMode;
-use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -281,161 +278,6 @@ impl Warehouse {
         value.ok_or_else(|| unsupported(context, "expected a query returning one INT64 count"))
     }
 
-    /// Runs BigQuery statements (`;`-separated): queries, `CREATE TABLE … AS`, `CREATE VIEW`,
-    /// `INSERT INTO … SELECT`, `DELETE`, `DROP`, `MERGE`. Returns the last query's rows.
-    pub async fn execute(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-        let mut last = Vec::new();
-        for statement in bigquery::parse(sql, context)? {
-            last = self.execute_statement(statement, context).await?;
-        }
-        Ok(last)
-    }
-
-    async fn execute_statement(
-        &self,
-        mut statement: Statement,
-        context: &str,
-    ) -> Result<Vec<RecordBatch>> {
-        if let Some(missing) = qualify_names(&self.context, &mut statement) {
-            return Err(self.unknown(&missing));
-        }
-        match statement {
-            Statement::Query(_) => {
-                let plan = self.plan_statement(statement, context).await?;
-                DataFrame::new(self.context.state(), plan)
-                    .collect()
-                    .await
-                    .map_err(WarehouseError::datafusion(context))
-            }
-            Statement::CreateTable(create) => {
-                let (schema, name) = self.split_name(&create.name, context)?;
-                let Some(query) = create.query else {
-                    return Err(unsupported(context, "CREATE TABLE needs AS SELECT"));
-                };
-                if self.kind(&schema, &name).is_some() && !create.or_replace {
-                    if create.if_not_exists {
-                        return Ok(Vec::new());
-                    }
-                    return Err(unsupported(
-                        context,
-                        &format!("{schema}.{name} exists (use CREATE OR REPLACE)"),
-                    ));
-                }
-                let df = self.query_frame(*query, context).await?;
-                self.write_table(&schema, &name, df, WriteMode::Replace)
-                    .await?;
-                Ok(Vec::new())
-            }
-            Statement::CreateView(create) => {
-                let (schema, name) = self.split_name(&create.name, context)?;
-                if self.kind(&schema, &name).is_some() && !create.or_replace {
-                    return Err(unsupported(
-                        context,
-                        &format!("{schema}.{name} exists (use CREATE OR REPLACE)"),
-                    ));
-                }
-                self.create_view(&schema, &name, &create.query.to_string())
-                    .await?;
-                Ok(Vec::new())
-            }
-            Statement::Insert(insert) => {
-                let ast::TableObject::TableName(table) = &insert.table else {
-                    return Err(unsupported(context, "INSERT into a table function"));
-                };
-                let (schema, name) = self.split_name(table, context)?;
-                let Some(source) = insert.source else {
-                    return Err(unsupported(context, "INSERT needs VALUES or SELECT"));
-                };
-                let df = self.query_frame(*source, context).await?;
-                // INSERT matches columns by position: to the listed ones, or to the table's.
-                let target = self.schema_of(&schema, &name).await?;
-                let names: Vec<String> = if insert.columns.is_empty() {
-                    target.fields().iter().map(|f| f.name().clone()).collect()
-                } else {
-                    insert
-                        .columns
-                        .iter()
-                        .map(|c| c.to_string().trim_matches('`').to_owned())
-                        .collect()
-                };
-                if names.len() != df.schema().fields().len() {
-                    return Err(unsupported(
-                        context,
-                        &format!(
-                            "INSERT into {schema}.{name} names {} columns but the query gives {}",
-                            names.len(),
-                            df.schema().fields().len()
-                        ),
-                    ));
-                }
-                let mut exprs = Vec::new();
-                for (field, n) in df.schema().fields().iter().zip(&names) {
-                    let typed = target
-                        .field_with_name(n)
-                        .map_err(|_| self.unknown(&format!("{schema}.{name}.{n}")))?;
-                    exprs.push(cast(ident(field.name()), typed.data_type().clone()).alias(n));
-                }
-                let df = df
-                    .select(exprs)
-                    .map_err(WarehouseError::datafusion(context))?;
-                self.write_table(&schema, &name, df, WriteMode::Append)
-                    .await?;
-                Ok(Vec::new())
-            }
-            Statement::Drop {
-                names, if_exists, ..
-            } => {
-                for n in &names {
-                    let (schema, name) = self.split_name(n, context)?;
-                    if self.kind(&schema, &name).is_none() && !if_exists {
-                        return Err(self.unknown(&format!("{schema}.{name}")));
-                    }
-                    self.drop_relation(&schema, &name).await?;
-                }
-                Ok(Vec::new())
-            }
-            Statement::Delete(delete) => {
-                let tables = match &delete.from {
-                    ast::FromTable::WithFromKeyword(t) | ast::FromTable::WithoutKeyword(t) => t,
-                };
-                let Some(ast::TableFactor::Table { name, .. }) =
-                    tables.first().map(|t| &t.relation)
-                else {
-                    return Err(unsupported(context, "DELETE needs a table"));
-                };
-                let (schema, name) = self.split_name(name, context)?;
-                let table = self.delta(&schema, &name).await?;
-                let mut builder = table
-                    .delete()
-                    .with_session_state(Arc::new(self.context.state()));
-                if let Some(selection) = delete.selection {
-                    builder = builder.with_predicate(selection.to_string());
-                }
-                builder.await.map_err(WarehouseError::delta(format!(
-                    "DELETE FROM {schema}.{name}"
-                )))?;
-                self.refresh(&schema, &name);
-                Ok(Vec::new())
-            }
-            Statement::Merge(merge) => {
-                crate::merge::execute(self, merge, context).await?;
-                Ok(Vec::new())
-            }
-            other => Err(unsupported(
-                context,
-                &format!(
-                    "`{}` is not supported here (queries, CREATE TABLE AS, CREATE VIEW, INSERT, DELETE, DROP and MERGE are)",
-                    other
-                        .to_string()
-                        .split_whitespace()
-                        .take(3)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-            )),
-        }
-    }
-
     pub(crate) async fn query_frame(&self, query: Query, context: &str) -> Result<DataFrame> {
         let plan = self
             .plan_statement(Statement::Query(Box::new(query)), context)
@@ -443,7 +285,11 @@ impl Warehouse {
         Ok(DataFrame::new(self.context.state(), plan))
     }
 
-    async fn plan_statement(&self, statement: Statement, context: &str) -> Result<LogicalPlan> {
+    pub(crate) async fn plan_statement(
+        &self,
+        statement: Statement,
+        context: &str,
+    ) -> Result<LogicalPlan> {
         self.context
             .state()
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
@@ -476,7 +322,7 @@ impl Warehouse {
         unknown_in(&self.context, name)
     }
 
-    fn table_url(&self, schema: &str, name: &str) -> Result<Url> {
+    pub(crate) fn table_url(&self, schema: &str, name: &str) -> Result<Url> {
         self.catalog
             .shared
             .table_url(schema, name)
@@ -512,186 +358,6 @@ impl Warehouse {
             .await
             .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
         Ok(provider.schema())
-    }
-
-    /// Writes a DataFrame to the Delta table `schema.name` in one commit.
-    pub async fn write_table(
-        &self,
-        schema: &str,
-        name: &str,
-        df: DataFrame,
-        mode: WriteMode,
-    ) -> Result<()> {
-        let what = format!("writing {schema}.{name}");
-        let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
-        if matches!(
-            self.kind(schema, name),
-            Some(RelationKind::View | RelationKind::External)
-        ) {
-            self.drop_relation(schema, name).await?;
-        }
-        let url = self.table_url(schema, name)?;
-        if let Ok(dir) = url.to_file_path() {
-            std::fs::create_dir_all(&dir)
-                .map_err(|source| WarehouseError::Io { path: dir, source })?;
-        }
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(WarehouseError::delta(&what))?;
-        let (save, schema_mode) = match mode {
-            WriteMode::Replace => (SaveMode::Overwrite, Some(SchemaMode::Overwrite)),
-            WriteMode::Append => (SaveMode::Append, None),
-        };
-        let mut builder = table
-            .write(Vec::new())
-            .with_input_plan(df.logical_plan().clone())
-            .with_session_state(Arc::new(self.context.state()))
-            .with_save_mode(save)
-            .with_table_name(name);
-        if let Some(m) = schema_mode {
-            builder = builder.with_schema_mode(m);
-        }
-        builder.await.map_err(WarehouseError::delta(&what))?;
-        self.refresh(schema, name);
-        Ok(())
-    }
-
-    /// Appends `source`'s rows to `schema.name`, columns matched by name (one commit).
-    pub async fn append(&self, schema: &str, name: &str, source: DataFrame) -> Result<()> {
-        let target = self
-            .context
-            .table(datafusion::common::TableReference::partial(schema, name))
-            .await
-            .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
-        let aligned = align(source, &target)?;
-        self.write_table(schema, name, aligned, WriteMode::Append)
-            .await
-    }
-
-    /// A DataFrame over rows already in memory (keeps `schema` even with no rows).
-    pub fn frame(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
-        // Executed batches may differ from the plan's schema in nullability or string layout.
-        let schema = batches.first().map(RecordBatch::schema).unwrap_or(schema);
-        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
-            .map_err(WarehouseError::datafusion("in-memory rows"))?;
-        self.context
-            .read_table(Arc::new(table))
-            .map_err(WarehouseError::datafusion("in-memory rows"))
-    }
-
-    /// Upserts `source` into `schema.name` on `keys`: matched rows are updated, new rows
-    /// inserted (one Delta commit). Columns of the target missing from the source keep
-    /// their values; source columns missing from the target are an error unless `add_columns`.
-    pub async fn merge(
-        &self,
-        schema: &str,
-        name: &str,
-        source: DataFrame,
-        keys: &[String],
-        add_columns: bool,
-    ) -> Result<()> {
-        let what = format!("merging into {schema}.{name}");
-        let source = storable(source).map_err(WarehouseError::datafusion(&what))?;
-        let table = self.delta(schema, name).await?;
-        let target = self.schema_of(schema, name).await?;
-        let columns: Vec<String> = source
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .filter(|c| add_columns || target.field_with_name(c).is_ok())
-            .collect();
-        for key in keys {
-            if !columns.contains(key) {
-                return Err(WarehouseError::Config {
-                    node: format!("{schema}.{name}"),
-                    key: "unique_key".into(),
-                    message: format!("`{key}` is not a column of both the model and the table"),
-                });
-            }
-        }
-        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-        let predicate = keys
-            .iter()
-            .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let builder = table
-            .merge(source, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_merge_schema(add_columns)
-            .with_session_state(Arc::new(self.context.state()))
-            .when_matched_update(|mut u| {
-                for c in &columns {
-                    u = u.update(quote(c), format!("source.{}", quote(c)));
-                }
-                u
-            })
-            .map_err(WarehouseError::delta(&what))?
-            .when_not_matched_insert(|mut i| {
-                for c in &columns {
-                    i = i.set(quote(c), format!("source.{}", quote(c)));
-                }
-                i
-            })
-            .map_err(WarehouseError::delta(&what))?;
-        builder.await.map_err(WarehouseError::delta(&what))?;
-        self.refresh(schema, name);
-        Ok(())
-    }
-
-    /// Replaces the rows of `schema.name` whose `keys` appear in `source` by `source`'s rows
-    /// (dbt's `delete+insert`), in one commit.
-    pub async fn delete_insert(
-        &self,
-        schema: &str,
-        name: &str,
-        source: DataFrame,
-        keys: &[String],
-    ) -> Result<()> {
-        let what = format!("delete+insert into {schema}.{name}");
-        let target = self
-            .context
-            .table(datafusion::common::TableReference::partial(schema, name))
-            .await
-            .map_err(WarehouseError::datafusion(&what))?;
-        let columns: Vec<String> = target
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let aligned = align(source, &target)?;
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let renamed: Vec<String> = keys.iter().map(|k| format!("__rb_key_{k}")).collect();
-        let source_keys = aligned
-            .clone()
-            .select(
-                keys.iter()
-                    .zip(&renamed)
-                    .map(|(k, r)| ident(k).alias(r))
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(|d| d.distinct())
-            .map_err(WarehouseError::datafusion(&what))?;
-        let renamed_refs: Vec<&str> = renamed.iter().map(String::as_str).collect();
-        let kept = target
-            .join(
-                source_keys,
-                JoinType::LeftAnti,
-                &key_refs,
-                &renamed_refs,
-                None,
-            )
-            .and_then(|d| d.select(columns.iter().map(ident).collect::<Vec<_>>()))
-            .map_err(WarehouseError::datafusion(&what))?;
-        let combined = kept
-            .union(aligned)
-            .map_err(WarehouseError::datafusion(&what))?;
-        // The plan reads the current version's files; the overwrite commits after they are read.
-        let (_, df) = self.collect_frame(combined, &what).await?;
-        self.write_table(schema, name, df, WriteMode::Replace).await
     }
 
     /// Creates or replaces the view `schema.name` (BigQuery SQL), checking that it plans.
@@ -781,73 +447,11 @@ impl Warehouse {
     }
 }
 
-fn unsupported(context: &str, message: &str) -> WarehouseError {
+pub(crate) fn unsupported(context: &str, message: &str) -> WarehouseError {
     WarehouseError::Unsupported {
         context: context.to_owned(),
         message: message.to_owned(),
     }
-}
-
-/// `source` with `target`'s columns, in `target`'s order and types.
-fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
-    let mut exprs = Vec::new();
-    for field in target.schema().fields() {
-        if source
-            .schema()
-            .field_with_unqualified_name(field.name())
-            .is_err()
-        {
-            return Err(WarehouseError::Config {
-                node: "incremental".into(),
-                key: "on_schema_change".into(),
-                message: format!(
-                    "the model no longer has the table's column `{}`",
-                    field.name()
-                ),
-            });
-        }
-        exprs.push(cast(ident(field.name()), field.data_type().clone()).alias(field.name()));
-    }
-    source
-        .select(exprs)
-        .map_err(WarehouseError::datafusion("aligning columns"))
-}
-
-/// Casts what Delta cannot store: nanosecond/millisecond/second timestamps -> microseconds,
-/// NULL-typed columns -> INT64, unsigned integers -> signed 64-bit.
-fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
-    let mut changed = false;
-    let exprs: Vec<_> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let target = match f.data_type() {
-                DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => Some(
-                    DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
-                ),
-                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() != "UTC" => {
-                    Some(DataType::Timestamp(
-                        TimeUnit::Microsecond,
-                        Some("UTC".into()),
-                    ))
-                }
-                DataType::Null => Some(DataType::Int64),
-                DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-                    Some(DataType::Int64)
-                }
-                _ => None,
-            };
-            match target {
-                Some(t) => {
-                    changed = true;
-                    cast(ident(f.name()), t).alias(f.name())
-                }
-                None => ident(f.name()),
-            }
-        })
-        .collect();
-    if changed { df.select(exprs) } else { Ok(df) }
 }
 
 /// Plans one BigQuery query in `context`.
@@ -902,7 +506,7 @@ fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
 /// Unqualified table names that are not in the default schema (nor CTEs) but exist in exactly
 /// one other schema are qualified with it, so every model is visible by its name. Returns the
 /// first name that exists nowhere.
-fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<String> {
+pub(crate) fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<String> {
     struct Ctes(HashSet<String>);
     impl Visitor for Ctes {
         type Break = ();

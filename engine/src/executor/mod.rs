@@ -698,17 +698,4 @@ pub(crate) fn panic_message(join: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// `error: cause: cause` — an error with its whole source chain.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::error::error_chain;

@@ -83,7 +83,7 @@ impl StepRun {
             time_window: self.time_window(),
             attempt,
             resources: self.resources.clone(),
-            writer: self.writer.clone(),
+            events: Arc::new(self.writer.clone()),
             cancel: self.cancel.clone(),
         })
     }

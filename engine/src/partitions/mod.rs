@@ -11,6 +11,7 @@
 //! timezone is reported with the asset that declares it.
 
 mod mapping;
+mod status;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 pub use mapping::PartitionMapping;
+pub use status::{PartitionState, StatusRange, status_ranges};
 
 use crate::error::{Error, Result};
 
@@ -505,44 +507,6 @@ impl fmt::Display for PartitionsDefinition {
             PartitionsDefinition::Dynamic(name) => write!(f, "dynamic `{name}`"),
         }
     }
-}
-
-/// A run of consecutive partitions (in the definition's key order) in the same state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StatusRange {
-    /// First key.
-    pub start: String,
-    /// Last key.
-    pub end: String,
-    /// Their state.
-    pub state: crate::storage::partitions::PartitionState,
-    /// How many partitions.
-    pub count: usize,
-}
-
-/// Compresses per-partition states into ranges over `keys` (absent keys are missing).
-pub fn status_ranges(
-    keys: &[String],
-    states: &HashMap<String, crate::storage::partitions::PartitionState>,
-) -> Vec<StatusRange> {
-    use crate::storage::partitions::PartitionState;
-    let mut out: Vec<StatusRange> = Vec::new();
-    for k in keys {
-        let state = states.get(k).copied().unwrap_or(PartitionState::Missing);
-        match out.last_mut() {
-            Some(r) if r.state == state => {
-                r.end = k.clone();
-                r.count += 1;
-            }
-            _ => out.push(StatusRange {
-                start: k.clone(),
-                end: k.clone(),
-                state,
-                count: 1,
-            }),
-        }
-    }
-    out
 }
 
 /// A key with its window as UTC instants `[start, end)`.

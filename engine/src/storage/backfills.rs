@@ -444,7 +444,7 @@ impl Storage {
         .bind(id)
         .bind(now)
         .bind(i64::from(std::process::id()))
-        .bind(crate::monitor::hostname())
+        .bind(crate::process::hostname())
         .execute(self.pool())
         .await
         .map_err(Error::storage(format!("claiming backfill {id}")))?

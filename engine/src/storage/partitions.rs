@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{AnyTx, Storage, chunks, placeholders, placeholders_from};
@@ -12,31 +11,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventData, Micros, now_micros};
 use crate::key::AssetKey;
 
-/// The state of one asset partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum PartitionState {
-    /// Its latest run materialized it.
-    Materialized,
-    /// Its latest run failed to materialize it.
-    Failed,
-    /// A process holds its lease right now.
-    InProgress,
-    /// Never materialized.
-    Missing,
-}
-
-impl PartitionState {
-    /// Lower-case name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PartitionState::Materialized => "materialized",
-            PartitionState::Failed => "failed",
-            PartitionState::InProgress => "in_progress",
-            PartitionState::Missing => "missing",
-        }
-    }
-}
+pub use crate::partitions::PartitionState;
 
 /// One asset partition held by an owner (a backfill or a run).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

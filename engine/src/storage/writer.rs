@@ -113,7 +113,7 @@ async fn run(storage: Storage, mut rx: mpsc::UnboundedReceiver<Batch>) {
             tracing::error!(
                 "writing {} rows failed: {}",
                 set.len(),
-                crate::executor::error_chain(e.as_ref())
+                crate::error::error_chain(e.as_ref())
             );
         }
         for ack in acks {
@@ -132,4 +132,10 @@ async fn write(
         None => conn.insert(storage.connection().await?),
     };
     super::write_batch_on(c, set).await
+}
+
+impl crate::event::EventSink for EventWriter {
+    fn emit(&self, events: Vec<Event>) {
+        self.send(events);
+    }
 }

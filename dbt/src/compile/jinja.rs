@@ -1,0 +1,602 @@
+//! dbt's Jinja context on minijinja: the environment ([`Jinja`]) with the project's macros
+//! (generic tests as `test_<name>` macros, `_private` macros re-exported), dbt's globals
+//! (`target`, `run_started_at`, `exceptions`, `adapter`, partition variables) and functions
+//! (`ref`, `source`, `config`, `var`, `env_var`, `is_incremental`, `log`); the [`Collector`]
+//! a render records its calls in; relation placeholders and their substitution. Errors map
+//! back to file:line:column, macros to their own file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use minijinja::value::{DynObject, Kwargs, Object, ObjectRepr, Serde, Value};
+use minijinja::{Environment, Error as JinjaError, ErrorKind, State, UndefinedBehavior};
+use serde_json::Value as Json;
+
+use super::CompileOptions;
+use crate::error::DbtError;
+use crate::project::{Project, merge_config};
+
+/// What a render records (one per node render).
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    pub(crate) refs: Mutex<Vec<String>>,
+    pub(crate) sources: Mutex<Vec<(String, String)>>,
+    /// The node's config: the folder-level config, then each `config()` call merged in.
+    pub(crate) config: Mutex<BTreeMap<String, Json>>,
+    /// The answers `is_incremental()` gave, which the final config may contradict (a
+    /// `config(materialized=…)` after the call).
+    pub(crate) incremental_answers: Mutex<Vec<bool>>,
+}
+
+impl Object for Collector {}
+
+/// Relations known when compiling: node name -> `schema.relation`.
+pub(crate) type Relations = HashMap<String, String>;
+
+/// `exceptions.raise_compiler_error(msg)`.
+#[derive(Debug)]
+pub(crate) struct Exceptions;
+
+impl Object for Exceptions {
+    fn call_method(
+        self: &Arc<Self>,
+        _: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        match method {
+            "raise_compiler_error" => {
+                let msg = args.first().map(|a| a.to_string()).unwrap_or_default();
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            }
+            "warn" => {
+                tracing::warn!(
+                    "{}",
+                    args.first().map(|a| a.to_string()).unwrap_or_default()
+                );
+                Ok(Value::from(""))
+            }
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `adapter.dispatch('name')`: `<target>__name`, else `default__name`.
+#[derive(Debug)]
+pub(crate) struct Adapter {
+    target_type: String,
+}
+
+impl Object for Adapter {
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        if method != "dispatch" {
+            return Err(JinjaError::from(ErrorKind::UnknownMethod));
+        }
+        let name = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
+            JinjaError::new(
+                ErrorKind::InvalidOperation,
+                "adapter.dispatch needs a macro name",
+            )
+        })?;
+        for candidate in [
+            format!("{}__{name}", self.target_type),
+            format!("default__{name}"),
+        ] {
+            if let Some(m) = state.lookup(&candidate)
+                && !m.is_undefined()
+            {
+                return Ok(m);
+            }
+        }
+        Err(JinjaError::new(
+            ErrorKind::UndefinedError,
+            format!(
+                "no macro `{}__{name}` or `default__{name}` to dispatch to",
+                self.target_type
+            ),
+        ))
+    }
+}
+
+pub(crate) fn collector(state: &State) -> Result<Arc<Collector>, JinjaError> {
+    state
+        .lookup("__rainbow")
+        .and_then(|v| v.downcast_object::<Collector>())
+        .ok_or_else(|| JinjaError::new(ErrorKind::InvalidOperation, "internal: no collector"))
+}
+
+pub(crate) fn to_json(v: &Value) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// Names of the macros defined in `text` (`{% macro name(` … ).
+pub(crate) fn macro_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("macro ") {
+        let before = rest[..i].trim_end();
+        let after = &rest[i + 6..];
+        rest = after;
+        if !(before.ends_with("{%") || before.ends_with("{%-")) {
+            continue;
+        }
+        let name: String = after
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Relations are rendered as `\u{1}key\u{2}` and replaced by [`compile`] once every
+/// node's schema and alias are known: one Jinja pass per file.
+pub(crate) fn placeholder(key: &str) -> String {
+    format!("\u{1}{key}\u{2}")
+}
+
+/// Separates a relation's key from the part asked for (`{{ this.schema }}`) in a placeholder.
+pub(crate) const PART: char = '\u{3}';
+
+/// What `ref()`, `source()` and `this` return: renders as the relation's placeholder and
+/// has dbt's Relation attributes (`schema`, `identifier`/`name`/`table`, `database`), each a
+/// placeholder for that part; all are resolved once every node's schema and alias are known.
+#[derive(Debug)]
+pub(crate) struct Relation {
+    key: String,
+}
+
+impl Relation {
+    fn value(key: String) -> Value {
+        Value::from_object(Relation { key })
+    }
+}
+
+impl Object for Relation {
+    /// A plain value (not a map): it prints, compares and serialises as its relation.
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn custom_cmp(self: &Arc<Self>, other: &DynObject) -> Option<std::cmp::Ordering> {
+        Some(self.key.cmp(&other.downcast_ref::<Self>()?.key))
+    }
+
+    fn get_value(self: &Arc<Self>, field: &Value) -> Option<Value> {
+        let part = match field.as_str()? {
+            "schema" => "schema",
+            "identifier" | "name" | "table" => "identifier",
+            "database" => return Some(Value::from("rainbow")),
+            _ => return None,
+        };
+        Some(Value::from(placeholder(&format!(
+            "{}{PART}{part}",
+            self.key
+        ))))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&placeholder(&self.key))
+    }
+}
+
+/// Replaces placeholders with relation names (unknown keys keep their key).
+pub(crate) fn substitute(text: &str, relations: &Relations) -> String {
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text;
+    while let Some(start) = rest.find('\u{1}') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('\u{2}') {
+            Some(end) => {
+                let (key, part) = match after[..end].split_once(PART) {
+                    Some((key, part)) => (key, Some(part)),
+                    None => (&after[..end], None),
+                };
+                let relation = relations
+                    .get(key)
+                    .map(String::as_str)
+                    .unwrap_or_else(|| key.strip_prefix("source:").unwrap_or(key));
+                out.push_str(match (part, relation.split_once('.')) {
+                    (Some("schema"), Some((schema, _))) => schema,
+                    (Some("identifier"), Some((_, identifier))) => identifier,
+                    _ => relation,
+                });
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The Jinja environment of a project; files are rendered from the project's own text.
+pub(crate) struct Jinja<'p> {
+    env: Environment<'p>,
+    /// First line of each macro file in the combined macro template, and the file.
+    macro_lines: Vec<(usize, String)>,
+    /// Length of the macro import prepended to every file's first line.
+    prefix_len: usize,
+}
+
+/// Prefix of the public alias under which a `_private` macro is exported.
+pub(crate) const PRIVATE_ALIAS: &str = "rainbow_private";
+
+/// `{% set` statements, appended after every macro file (so line numbers are unchanged),
+/// that export each `_private` macro under a public alias.
+pub(crate) fn private_exports(names: &[String]) -> String {
+    names
+        .iter()
+        .filter(|n| n.starts_with('_'))
+        .map(|n| format!("{{% set {PRIVATE_ALIAS}{n} = {n} %}}"))
+        .collect()
+}
+
+/// The import of every project macro, prepended to each file (on its first line, so line
+/// numbers stay those of the file).
+pub(crate) fn macro_prefix(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        let imports: Vec<String> = names
+            .iter()
+            .map(|n| match n.strip_prefix('_') {
+                // Jinja does not export or import `_private` names: the macro template
+                // re-exports them under a public alias (see `private_exports`).
+                Some(_) => format!("{PRIVATE_ALIAS}{n} as {n}"),
+                None => n.clone(),
+            })
+            .collect();
+        format!("{{% from \"__macros__\" import {} %}}", imports.join(", "))
+    }
+}
+
+/// The names of every project macro.
+pub(crate) fn project_macros(project: &Project) -> Vec<String> {
+    project
+        .macros
+        .iter()
+        .flat_map(|f| macro_names(&generic_tests_as_macros(&f.text)))
+        .collect()
+}
+
+/// Rewrites the `{% … %}` tags of `text`: `f(tag, inner)` gets each tag and its inside
+/// (without delimiters, whitespace control or surrounding spaces) and returns a replacement,
+/// or `None` to keep the tag. Everything outside tags is kept as is.
+pub(crate) fn rewrite_tags(text: &str, mut f: impl FnMut(&str, &str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(i) = rest.find("{%") {
+        out.push_str(&rest[..i]);
+        let tag = &rest[i..];
+        let end = tag.find("%}").map(|e| e + 2).unwrap_or(tag.len());
+        let block = &tag[..end];
+        let inner = block
+            .trim_start_matches("{%")
+            .trim_start_matches('-')
+            .trim_end_matches("%}")
+            .trim_end_matches('-')
+            .trim();
+        match f(block, inner) {
+            Some(replacement) => out.push_str(&replacement),
+            None => out.push_str(block),
+        }
+        rest = &tag[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// dbt's `{% test name(model, column_name) %}…{% endtest %}` blocks become macros named
+/// `test_<name>` (minijinja has no test blocks); line structure is kept.
+pub(crate) fn generic_tests_as_macros(text: &str) -> String {
+    rewrite_tags(text, |block, inner| {
+        if let Some(after) = inner.strip_prefix("test ") {
+            let dash = if block.starts_with("{%-") { "-" } else { "" };
+            let end = if block.ends_with("-%}") { "-%}" } else { "%}" };
+            let head = format!("{{%{dash} macro test_{}", after.trim_start());
+            // Keep the tag's line count (trimming may have dropped trailing newlines).
+            let lost = block.matches('\n').count() - head.matches('\n').count();
+            Some(format!("{head}{} {end}", "\n".repeat(lost)))
+        } else if inner == "endtest" {
+            Some(block.replacen("endtest", "endmacro", 1))
+        } else {
+            None
+        }
+    })
+}
+
+/// dbt's `{% snapshot name %}…{% endsnapshot %}` block: its name and its body, the two tags
+/// blanked out (their newlines kept, so line numbers stay those of the file).
+pub(crate) fn snapshot_block(text: &str) -> (Option<String>, String) {
+    let mut name = None;
+    let body = rewrite_tags(text, |block, inner| {
+        let blank = || "\n".repeat(block.matches('\n').count());
+        if let Some(after) = inner.strip_prefix("snapshot ") {
+            name = Some(after.trim().to_owned());
+            Some(blank())
+        } else if inner == "endsnapshot" {
+            Some(blank())
+        } else {
+            None
+        }
+    });
+    (name, body)
+}
+
+impl<'p> Jinja<'p> {
+    /// The environment for `project` under `options`: its macros, dbt's globals and
+    /// functions.
+    pub(crate) fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, DbtError> {
+        let mut jinja = Self::with_macros(project)?;
+        jinja.add_globals(options);
+        jinja.add_functions(project_vars(project, options), options);
+        Ok(jinja)
+    }
+
+    /// An environment (strict undefined, Python string/list/dict methods) holding the
+    /// project's macros as one template, `__macros__`, with generic tests as `test_<name>`
+    /// macros and `_private` macros re-exported.
+    fn with_macros(project: &'p Project) -> Result<Self, DbtError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Python string, list and dict methods (`.upper()`, `.items()`, `.get()`, …) as dbt has.
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let mut macros = String::new();
+        let mut macro_lines = Vec::new();
+        let mut names = Vec::new();
+        for f in &project.macros {
+            let text = generic_tests_as_macros(&f.text);
+            macro_lines.push((macros.lines().count() + 1, f.path.clone()));
+            macros.push_str(&text);
+            macros.push('\n');
+            names.extend(macro_names(&text));
+        }
+        let mut jinja = Jinja {
+            env,
+            macro_lines,
+            prefix_len: 0,
+        };
+        if !names.is_empty() {
+            macros.push_str(&private_exports(&names));
+            jinja
+                .env
+                .add_template_owned("__macros__", macros)
+                .map_err(|e| jinja.error(&e, "__macros__"))?;
+            jinja.prefix_len = macro_prefix(&names).len();
+        }
+        Ok(jinja)
+    }
+
+    /// dbt's globals: `target`, `run_started_at`, `exceptions`, `adapter`, and the extra
+    /// variables (partition key and window).
+    fn add_globals(&mut self, options: &CompileOptions) {
+        let env = &mut self.env;
+        env.add_global(
+            "target",
+            Value::from(Serde(serde_json::json!({
+                "name": options.target_name, "type": options.target_type,
+                "schema": options.target_schema, "database": "rainbow",
+            }))),
+        );
+        env.add_global(
+            "run_started_at",
+            Value::from(options.run_started_at.clone()),
+        );
+        env.add_global("exceptions", Value::from_object(Exceptions));
+        env.add_global(
+            "adapter",
+            Value::from_object(Adapter {
+                target_type: options.target_type.clone(),
+            }),
+        );
+        for (k, v) in &options.extra {
+            env.add_global(k.clone(), Value::from(Serde(v.clone())));
+        }
+    }
+
+    /// dbt's functions: `is_incremental`, `var` (over `vars`), `env_var`, `log`, and the
+    /// recording ones, `ref`, `source`, `config`.
+    fn add_functions(&mut self, vars: BTreeMap<String, Json>, options: &CompileOptions) {
+        let env = &mut self.env;
+        let incremental = options.incremental.clone();
+        env.add_function(
+            "is_incremental",
+            move |state: &State| -> Result<bool, JinjaError> {
+                let this = state
+                    .lookup("__name")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let c = collector(state)?;
+                let materialized = c
+                    .config
+                    .lock()
+                    .map(|c| c.get("materialized").cloned())
+                    .ok()
+                    .flatten();
+                let is = incremental.contains(&this)
+                    && materialized.as_ref().and_then(Json::as_str) == Some("incremental");
+                if let Ok(mut answers) = c.incremental_answers.lock() {
+                    answers.push(is);
+                }
+                Ok(is)
+            },
+        );
+        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, JinjaError> {
+            match (vars.get(&name), default) {
+                (Some(v), _) => Ok(Value::from(Serde(v.clone()))),
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(JinjaError::new(
+                    ErrorKind::UndefinedError,
+                    format!("var(`{name}`) is not defined in dbt_project.yml vars or --vars, and has no default"),
+                )),
+            }
+        });
+        env.add_function(
+            "env_var",
+            |name: String, default: Option<String>| -> Result<String, JinjaError> {
+                match (std::env::var(&name), default) {
+                    (Ok(v), _) => Ok(v),
+                    (Err(_), Some(d)) => Ok(d),
+                    (Err(_), None) => Err(JinjaError::new(
+                        ErrorKind::UndefinedError,
+                        format!(
+                            "environment variable `{name}` is not set and env_var() has no default"
+                        ),
+                    )),
+                }
+            },
+        );
+        env.add_function("log", |msg: Value, _kwargs: Kwargs| -> String {
+            tracing::info!("{msg}");
+            String::new()
+        });
+        env.add_function(
+            "ref",
+            |state: &State, first: String, second: Option<String>| -> Result<Value, JinjaError> {
+                // ref('model') or ref('package', 'model'): a placeholder compile() replaces.
+                let name = second.unwrap_or(first);
+                collector(state)?
+                    .refs
+                    .lock()
+                    .map(|mut r| r.push(name.clone()))
+                    .ok();
+                Ok(Relation::value(name))
+            },
+        );
+        env.add_function(
+            "source",
+            |state: &State, source: String, table: String| -> Result<Value, JinjaError> {
+                collector(state)?
+                    .sources
+                    .lock()
+                    .map(|mut s| s.push((source.clone(), table.clone())))
+                    .ok();
+                Ok(Relation::value(format!("source:{source}.{table}")))
+            },
+        );
+        env.add_function(
+            "config",
+            |state: &State, kwargs: Kwargs| -> Result<String, JinjaError> {
+                let c = collector(state)?;
+                if let Ok(mut config) = c.config.lock() {
+                    for key in kwargs.args() {
+                        let v: Value = kwargs.get(key)?;
+                        merge_config(&mut config, key, to_json(&v));
+                    }
+                }
+                Ok(String::new())
+            },
+        );
+    }
+
+    /// A minijinja error as file:line:column.
+    pub(crate) fn error(&self, e: &JinjaError, default_file: &str) -> DbtError {
+        let name = e.name().unwrap_or(default_file).to_owned();
+        let mut line = e.line().unwrap_or(0);
+        let mut file = name.clone();
+        if name == "__macros__" {
+            // Map back from the combined macro template to the macro's own file.
+            if let Some((start, path)) = self
+                .macro_lines
+                .iter()
+                .rev()
+                .find(|(start, _)| *start <= line)
+            {
+                line = line - start + 1;
+                file = path.clone();
+            }
+        }
+        let column = match (e.range(), e.template_source()) {
+            (Some(r), Some(src)) => {
+                let before = &src[..r.start.min(src.len())];
+                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+                if line == 1 && name != "__macros__" {
+                    col.saturating_sub(self.prefix_len).max(1)
+                } else {
+                    col
+                }
+            }
+            _ => 0,
+        };
+        let message = match e.detail() {
+            Some(d) => format!("{}: {d}", e.kind()),
+            None => e.kind().to_string(),
+        };
+        DbtError::Jinja {
+            file,
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// Renders one file; returns the text (relations as placeholders) and what it recorded.
+    pub(crate) fn render(
+        &self,
+        path: &'p str,
+        text: &'p str,
+        name: &str,
+        config: BTreeMap<String, Json>,
+    ) -> Result<(String, Arc<Collector>), DbtError> {
+        let collector = Arc::new(Collector {
+            config: Mutex::new(config),
+            ..Collector::default()
+        });
+        let mut ctx = BTreeMap::new();
+        ctx.insert(
+            "__rainbow".to_owned(),
+            Value::from_dyn_object(collector.clone()),
+        );
+        ctx.insert("__name".to_owned(), Value::from(name.to_owned()));
+        ctx.insert("this".to_owned(), Relation::value(name.to_owned()));
+        let tmpl = self
+            .env
+            .template_from_named_str(path, text)
+            .map_err(|e| self.error(&e, path))?;
+        let rendered = tmpl
+            .render(Value::from(ctx))
+            .map_err(|e| self.error(&e, path))?;
+        Ok((rendered, collector))
+    }
+}
+
+/// An environment holding the project's macros (generic tests as `test_<name>`), for
+/// rendering snippets such as custom generic tests.
+pub(crate) fn macro_environment<'p>(
+    project: &'p Project,
+    options: &CompileOptions,
+) -> Result<Environment<'p>, DbtError> {
+    Ok(Jinja::new(project, options)?.env)
+}
+
+/// The project's variables: global `vars`, then those scoped to this project
+/// (`vars: {<project>: {...}}`), then `--vars`.
+fn project_vars(project: &Project, options: &CompileOptions) -> BTreeMap<String, Json> {
+    let scoped = project
+        .file
+        .vars
+        .get(&project.file.name)
+        .and_then(Json::as_object);
+    project
+        .file
+        .vars
+        .iter()
+        .filter(|(k, _)| scoped.is_none() || **k != project.file.name)
+        .chain(scoped.into_iter().flatten())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(options.vars.clone())
+        .collect()
+}

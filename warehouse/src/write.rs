@@ -1,0 +1,263 @@
+//! Writing tables, each write one Delta commit: replace or append a DataFrame
+//! ([`Warehouse::write_table`], [`Warehouse::append`] with columns aligned by name), merge on
+//! keys ([`Warehouse::merge`]), delete+insert by key ([`Warehouse::delete_insert`]); values are
+//! made storable first (view types to plain Arrow types).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::JoinType;
+use datafusion::logical_expr::{cast, ident};
+use datafusion::prelude::DataFrame;
+use deltalake::DeltaTable;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+
+use crate::catalog::RelationKind;
+use crate::error::{Result, WarehouseError};
+use crate::warehouse::{Warehouse, WriteMode};
+
+impl Warehouse {
+    /// Writes a DataFrame to the Delta table `schema.name` in one commit.
+    pub async fn write_table(
+        &self,
+        schema: &str,
+        name: &str,
+        df: DataFrame,
+        mode: WriteMode,
+    ) -> Result<()> {
+        let what = format!("writing {schema}.{name}");
+        let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
+        if matches!(
+            self.kind(schema, name),
+            Some(RelationKind::View | RelationKind::External)
+        ) {
+            self.drop_relation(schema, name).await?;
+        }
+        let url = self.table_url(schema, name)?;
+        if let Ok(dir) = url.to_file_path() {
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| WarehouseError::Io { path: dir, source })?;
+        }
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(WarehouseError::delta(&what))?;
+        let (save, schema_mode) = match mode {
+            WriteMode::Replace => (SaveMode::Overwrite, Some(SchemaMode::Overwrite)),
+            WriteMode::Append => (SaveMode::Append, None),
+        };
+        let mut builder = table
+            .write(Vec::new())
+            .with_input_plan(df.logical_plan().clone())
+            .with_session_state(Arc::new(self.context().state()))
+            .with_save_mode(save)
+            .with_table_name(name);
+        if let Some(m) = schema_mode {
+            builder = builder.with_schema_mode(m);
+        }
+        builder.await.map_err(WarehouseError::delta(&what))?;
+        self.refresh(schema, name);
+        Ok(())
+    }
+
+    /// Appends `source`'s rows to `schema.name`, columns matched by name (one commit).
+    pub async fn append(&self, schema: &str, name: &str, source: DataFrame) -> Result<()> {
+        let target = self
+            .context()
+            .table(datafusion::common::TableReference::partial(schema, name))
+            .await
+            .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
+        let aligned = align(source, &target)?;
+        self.write_table(schema, name, aligned, WriteMode::Append)
+            .await
+    }
+
+    /// A DataFrame over rows already in memory (keeps `schema` even with no rows).
+    pub fn frame(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<DataFrame> {
+        // Executed batches may differ from the plan's schema in nullability or string layout.
+        let schema = batches.first().map(RecordBatch::schema).unwrap_or(schema);
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+            .map_err(WarehouseError::datafusion("in-memory rows"))?;
+        self.context()
+            .read_table(Arc::new(table))
+            .map_err(WarehouseError::datafusion("in-memory rows"))
+    }
+
+    /// Upserts `source` into `schema.name` on `keys`: matched rows are updated, new rows
+    /// inserted (one Delta commit). Columns of the target missing from the source keep
+    /// their values; source columns missing from the target are an error unless `add_columns`.
+    pub async fn merge(
+        &self,
+        schema: &str,
+        name: &str,
+        source: DataFrame,
+        keys: &[String],
+        add_columns: bool,
+    ) -> Result<()> {
+        let what = format!("merging into {schema}.{name}");
+        let source = storable(source).map_err(WarehouseError::datafusion(&what))?;
+        let table = self.delta(schema, name).await?;
+        let target = self.schema_of(schema, name).await?;
+        let columns: Vec<String> = source
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|c| add_columns || target.field_with_name(c).is_ok())
+            .collect();
+        for key in keys {
+            if !columns.contains(key) {
+                return Err(WarehouseError::Config {
+                    node: format!("{schema}.{name}"),
+                    key: "unique_key".into(),
+                    message: format!("`{key}` is not a column of both the model and the table"),
+                });
+            }
+        }
+        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+        let predicate = keys
+            .iter()
+            .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let builder = table
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_merge_schema(add_columns)
+            .with_session_state(Arc::new(self.context().state()))
+            .when_matched_update(|mut u| {
+                for c in &columns {
+                    u = u.update(quote(c), format!("source.{}", quote(c)));
+                }
+                u
+            })
+            .map_err(WarehouseError::delta(&what))?
+            .when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(quote(c), format!("source.{}", quote(c)));
+                }
+                i
+            })
+            .map_err(WarehouseError::delta(&what))?;
+        builder.await.map_err(WarehouseError::delta(&what))?;
+        self.refresh(schema, name);
+        Ok(())
+    }
+
+    /// Replaces the rows of `schema.name` whose `keys` appear in `source` by `source`'s rows
+    /// (dbt's `delete+insert`), in one commit.
+    pub async fn delete_insert(
+        &self,
+        schema: &str,
+        name: &str,
+        source: DataFrame,
+        keys: &[String],
+    ) -> Result<()> {
+        let what = format!("delete+insert into {schema}.{name}");
+        let target = self
+            .context()
+            .table(datafusion::common::TableReference::partial(schema, name))
+            .await
+            .map_err(WarehouseError::datafusion(&what))?;
+        let columns: Vec<String> = target
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let aligned = align(source, &target)?;
+        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let renamed: Vec<String> = keys.iter().map(|k| format!("__rb_key_{k}")).collect();
+        let source_keys = aligned
+            .clone()
+            .select(
+                keys.iter()
+                    .zip(&renamed)
+                    .map(|(k, r)| ident(k).alias(r))
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(|d| d.distinct())
+            .map_err(WarehouseError::datafusion(&what))?;
+        let renamed_refs: Vec<&str> = renamed.iter().map(String::as_str).collect();
+        let kept = target
+            .join(
+                source_keys,
+                JoinType::LeftAnti,
+                &key_refs,
+                &renamed_refs,
+                None,
+            )
+            .and_then(|d| d.select(columns.iter().map(ident).collect::<Vec<_>>()))
+            .map_err(WarehouseError::datafusion(&what))?;
+        let combined = kept
+            .union(aligned)
+            .map_err(WarehouseError::datafusion(&what))?;
+        // The plan reads the current version's files; the overwrite commits after they are read.
+        let (_, df) = self.collect_frame(combined, &what).await?;
+        self.write_table(schema, name, df, WriteMode::Replace).await
+    }
+}
+
+/// `source` with `target`'s columns, in `target`'s order and types.
+fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
+    let mut exprs = Vec::new();
+    for field in target.schema().fields() {
+        if source
+            .schema()
+            .field_with_unqualified_name(field.name())
+            .is_err()
+        {
+            return Err(WarehouseError::Config {
+                node: "incremental".into(),
+                key: "on_schema_change".into(),
+                message: format!(
+                    "the model no longer has the table's column `{}`",
+                    field.name()
+                ),
+            });
+        }
+        exprs.push(cast(ident(field.name()), field.data_type().clone()).alias(field.name()));
+    }
+    source
+        .select(exprs)
+        .map_err(WarehouseError::datafusion("aligning columns"))
+}
+
+/// Casts what Delta cannot store: nanosecond/millisecond/second timestamps -> microseconds,
+/// NULL-typed columns -> INT64, unsigned integers -> signed 64-bit.
+fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    let mut changed = false;
+    let exprs: Vec<_> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let target = match f.data_type() {
+                DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => Some(
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+                ),
+                DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) if tz.as_ref() != "UTC" => {
+                    Some(DataType::Timestamp(
+                        TimeUnit::Microsecond,
+                        Some("UTC".into()),
+                    ))
+                }
+                DataType::Null => Some(DataType::Int64),
+                DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
+                    Some(DataType::Int64)
+                }
+                _ => None,
+            };
+            match target {
+                Some(t) => {
+                    changed = true;
+                    cast(ident(f.name()), t).alias(f.name())
+                }
+                None => ident(f.name()),
+            }
+        })
+        .collect();
+    if changed { df.select(exprs) } else { Ok(df) }
+}
