@@ -59,8 +59,10 @@ fn say(text: &str) -> Result<()> {
 /// Settings of a demo home: its own, or new ones bounded to the generated history.
 fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSettings> {
     let end = start + chrono::Duration::days(i64::from(days));
-    if home.join(pipeline::SETTINGS_FILE).exists() {
-        let settings = PipelineSettings::load(home)?;
+    let own = rainbow_engine::RainbowConfig::default()
+        .with_file(&home.join(pipeline::SETTINGS_FILE), false)?;
+    if own.contains("pipeline") {
+        let settings = PipelineSettings::load(home, &own)?;
         if settings.start_date != start || settings.end_date != Some(end) {
             bail!(
                 "{} holds a pipeline from {} to {}, not a {days}-day demo: use another --home, or remove it to start over",

@@ -6,7 +6,7 @@
 //! canceled, 2 bad input.
 //!
 //! The code location is the Rainbow pipeline ([`rainbow_assets::pipeline`]), configured by
-//! `<home>/pipeline.toml`; `RAINBOW_CODE_LOCATION=quickstart` serves the quickstart example
+//! the `[pipeline]` section of the configuration; `RAINBOW_CODE_LOCATION=quickstart` serves the quickstart example
 //! instead.
 
 use std::process::ExitCode;
@@ -95,13 +95,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The code location's definitions: the Rainbow pipeline configured by `<home>/pipeline.toml`,
+/// The code location's definitions: the Rainbow pipeline configured by the `[pipeline]` section,
 /// or the quickstart when `RAINBOW_CODE_LOCATION=quickstart`.
 fn code_location(global: &GlobalArgs) -> anyhow::Result<rainbow_engine::Definitions> {
     if std::env::var("RAINBOW_CODE_LOCATION").is_ok_and(|v| v == "quickstart") {
         return Ok(rainbow_examples::quickstart::definitions());
     }
-    rainbow_assets::pipeline::PipelineSettings::load(&global.home)
+    let config = global.config()?;
+    rainbow_assets::pipeline::PipelineSettings::load(&global.home, &config)
         .and_then(|settings| rainbow_assets::pipeline::definitions(&settings))
         .context("loading the Rainbow code location")
 }

@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use rainbow_assets::generate::GenerateOptions;
 use rainbow_assets::pipeline::{self, BATCH_JOB, PipelineSettings, replay};
 use rainbow_engine::prelude::*;
-use rainbow_engine::resource::RainbowConfig;
+use rainbow_engine::RainbowConfig;
 use rainbow_engine::storage::Storage;
 use rainbow_engine::{Executor, RunOptions};
 use rainbow_warehouse::{RelationKind, Warehouse};
@@ -191,9 +191,24 @@ async fn the_batch_layer_end_to_end() {
     let mut settings = PipelineSettings::defaults(home);
     settings.start_date = start;
     settings.end_date = Some(start + chrono::Duration::days(days));
-    settings.sql_models = concat!(env!("CARGO_MANIFEST_DIR"), "/sql_models").into();
     settings.save(home).expect("settings");
-    assert_eq!(PipelineSettings::load(home).expect("load"), settings);
+    let config = rainbow_engine::RainbowConfig::default()
+        .with_file(&home.join("rainbow.toml"), true)
+        .expect("config");
+    assert_eq!(
+        PipelineSettings::load(home, &config).expect("load"),
+        settings
+    );
+    // The SQL project is the one built into the binary, the same as the repository's.
+    let built_in = settings.sql_models_dir().expect("built-in project");
+    for file in ["dbt_project.yml", "models/warehouse/fact_sales.sql"] {
+        assert_eq!(
+            std::fs::read(built_in.join(file)).expect("built-in file"),
+            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql_models").join(file))
+                .expect("repository file"),
+            "{file}"
+        );
+    }
     let options = GenerateOptions {
         start,
         days: days as u32,

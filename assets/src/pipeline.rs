@@ -14,8 +14,9 @@
 //!
 //! `batch_job` selects all of it; the `nightly_batch` schedule runs it at 00:00 UTC on the
 //! previous day's partition (missed nights are all caught up: a skipped day would be a gap
-//! in the master dataset). Settings come from `<home>/pipeline.toml` when present, then
-//! environment variables ([`PipelineSettings::load`]).
+//! in the master dataset). Settings are the `[pipeline]` section of the one configuration
+//! (`<home>/rainbow.toml`, `./rainbow.toml`, `RAINBOW_PIPELINE__*`; [`PipelineSettings::load`]).
+//! The SQL project is built into the binary ([`SQL_MODELS`]) unless `sql_models` names one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ use rainbow_engine::backfill::{
     BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
 };
 use rainbow_engine::prelude::*;
-use rainbow_engine::resource::RainbowConfig;
+use rainbow_engine::RainbowConfig;
 use rainbow_engine::storage::Storage;
 use rainbow_engine::storage::backfills::BackfillStatus;
 use rainbow_engine::{Executor, RunOptions};
@@ -58,8 +59,10 @@ pub struct PipelineSettings {
     /// The exclusive end of the partitions (none: up to yesterday, growing daily).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_date: Option<NaiveDate>,
-    /// The SQL project's directory.
-    pub sql_models: PathBuf,
+    /// The SQL project's directory; none: the `sql_models/` project built into the binary
+    /// ([`SQL_MODELS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql_models: Option<PathBuf>,
     /// How many daily partitions the master dataset may lag before freshness warns.
     #[serde(default = "default_lag")]
     pub freshness_lag: usize,
@@ -69,8 +72,13 @@ fn default_lag() -> usize {
     1
 }
 
-/// The settings file in a Rainbow home.
-pub const SETTINGS_FILE: &str = "pipeline.toml";
+/// The configuration file of a Rainbow home (its `[pipeline]` section holds these settings).
+pub const SETTINGS_FILE: &str = "rainbow.toml";
+
+/// The Rainbow SQL project (`sql_models/`), built into the binary: a release runs without
+/// the source tree.
+pub static SQL_MODELS: include_dir::Dir<'static> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/../sql_models");
 
 /// The partition start when nothing says otherwise (the demo's history starts there).
 pub const DEFAULT_START: &str = "2026-01-01";
@@ -79,7 +87,7 @@ impl PipelineSettings {
     /// Defaults for a home directory: the embedded SQLite source `<home>/rainbow_db.sqlite`
     /// (where `rainbow seed-data` and the orders API write by default), the lake
     /// `<home>/lake`, the warehouse `<home>/warehouse` (where `rainbow query` looks),
-    /// partitions from [`DEFAULT_START`], the repository's `sql_models/`.
+    /// partitions from [`DEFAULT_START`], the built-in SQL project.
     pub fn defaults(home: &Path) -> Self {
         PipelineSettings {
             source_url: rainbow_db::sqlite_url(&home.join("rainbow_db.sqlite")),
@@ -88,44 +96,48 @@ impl PipelineSettings {
             start_date: NaiveDate::parse_from_str(DEFAULT_START, "%Y-%m-%d")
                 .unwrap_or(NaiveDate::MIN),
             end_date: None,
-            sql_models: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sql_models")),
+            sql_models: None,
             freshness_lag: default_lag(),
         }
     }
 
-    /// `<home>/pipeline.toml` if it exists (else the defaults), then the environment:
-    /// `RAINBOW_SOURCE_URL`, `RAINBOW_LAKE`, `RAINBOW_WAREHOUSE`, `RAINBOW_SQL_MODELS`.
-    pub fn load(home: &Path) -> Result<Self, AssetsError> {
-        let file = home.join(SETTINGS_FILE);
-        let mut settings = match std::fs::read_to_string(&file) {
-            Ok(text) => toml::from_str(&text)
-                .map_err(|e| AssetsError::Invalid(format!("{}: {e}", file.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::defaults(home),
-            Err(e) => return Err(AssetsError::Invalid(format!("{}: {e}", file.display()))),
-        };
-        if let Ok(url) = std::env::var("RAINBOW_SOURCE_URL") {
-            settings.source_url = url;
-        }
-        if let Ok(lake) = std::env::var("RAINBOW_LAKE") {
-            settings.lake = lake;
-        }
-        if let Ok(location) = std::env::var("RAINBOW_WAREHOUSE") {
-            settings.warehouse = location;
-        }
-        if let Ok(dir) = std::env::var("RAINBOW_SQL_MODELS") {
-            settings.sql_models = dir.into();
-        }
-        Ok(settings)
+    /// The `[pipeline]` section of `config` over [`PipelineSettings::defaults`] for `home`.
+    /// Errors name the bad key and where it came from.
+    pub fn load(home: &Path, config: &RainbowConfig) -> Result<Self, AssetsError> {
+        Ok(config.get_or("pipeline", &Self::defaults(home))?)
     }
 
-    /// Writes `<home>/pipeline.toml`.
+    /// Writes these settings as the `[pipeline]` section of `<home>/rainbow.toml` (its other
+    /// sections are kept).
     pub fn save(&self, home: &Path) -> Result<(), AssetsError> {
         let file = home.join(SETTINGS_FILE);
-        let text = toml::to_string(self)
-            .map_err(|e| AssetsError::Invalid(format!("{}: {e}", file.display())))?;
+        let bad = |e: &dyn std::fmt::Display| AssetsError::Invalid(format!("{}: {e}", file.display()));
+        let mut table: toml::Table = match std::fs::read_to_string(&file) {
+            Ok(text) => toml::from_str(&text).map_err(|e| bad(&e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => return Err(bad(&e)),
+        };
+        table.insert(
+            "pipeline".into(),
+            toml::Value::try_from(self).map_err(|e| bad(&e))?,
+        );
+        let text = toml::to_string(&table).map_err(|e| bad(&e))?;
         std::fs::create_dir_all(home)
             .and_then(|()| std::fs::write(&file, text))
-            .map_err(|e| AssetsError::Invalid(format!("{}: {e}", file.display())))
+            .map_err(|e| bad(&e))
+    }
+
+    /// The SQL project's directory: the configured one, or the built-in project written once
+    /// to a directory named by its content's hash (so it always matches this binary).
+    pub fn sql_models_dir(&self) -> Result<PathBuf, AssetsError> {
+        match &self.sql_models {
+            Some(dir) if dir.join("dbt_project.yml").is_file() => Ok(dir.clone()),
+            Some(dir) => Err(AssetsError::Invalid(format!(
+                "pipeline.sql_models: {} holds no dbt_project.yml",
+                dir.display()
+            ))),
+            None => materialize_sql_models(&std::env::temp_dir()),
+        }
     }
 
     /// The daily partitions of the extract.
@@ -168,13 +180,64 @@ impl PipelineSettings {
 
     /// The SQL project over this lake's warehouse, with the master dataset as external
     /// tables `raw.<table>`.
-    pub fn sql_project(&self) -> SqlProject {
-        let mut project = SqlProject::new(&self.sql_models, &self.warehouse).target_schema("main");
+    pub fn sql_project(&self) -> Result<SqlProject, AssetsError> {
+        let mut project =
+            SqlProject::new(self.sql_models_dir()?, &self.warehouse).target_schema("main");
         for table in rainbow_db::source::tables() {
             let location = self.lake_path(&format!("raw/{}", table.name));
             project = project.external_table("raw", table.name, location);
         }
-        project
+        Ok(project)
+    }
+}
+
+/// Writes [`SQL_MODELS`] under `parent` as `rainbow-sql_models-<hash>` unless already there
+/// (written to a temporary directory first, then renamed: never half a project).
+fn materialize_sql_models(parent: &Path) -> Result<PathBuf, AssetsError> {
+    let mut files = Vec::new();
+    collect_files(&SQL_MODELS, &mut files);
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // FNV-1a over names and contents.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (path, bytes) in &files {
+        for b in path.to_string_lossy().bytes().chain(bytes.iter().copied()) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let dir = parent.join(format!("rainbow-sql_models-{hash:016x}"));
+    if dir.join("dbt_project.yml").is_file() {
+        return Ok(dir);
+    }
+    let bad = |e: std::io::Error| AssetsError::Invalid(format!("writing {}: {e}", dir.display()));
+    let staging = parent.join(format!(
+        "rainbow-sql_models-{hash:016x}.{}.tmp",
+        std::process::id()
+    ));
+    for (path, bytes) in &files {
+        let target = staging.join(path);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(bad)?;
+        }
+        std::fs::write(&target, bytes).map_err(bad)?;
+    }
+    match std::fs::rename(&staging, &dir) {
+        Ok(()) => Ok(dir),
+        // Another process got there first: its copy is the same.
+        Err(_) if dir.join("dbt_project.yml").is_file() => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(dir)
+        }
+        Err(e) => Err(bad(e)),
+    }
+}
+
+fn collect_files(dir: &include_dir::Dir<'static>, out: &mut Vec<(PathBuf, &'static [u8])>) {
+    for file in dir.files() {
+        out.push((file.path().to_owned(), file.contents()));
+    }
+    for sub in dir.dirs() {
+        collect_files(sub, out);
     }
 }
 
@@ -197,7 +260,7 @@ pub fn definitions(settings: &PipelineSettings) -> Result<Definitions, AssetsErr
         reprocess: false,
     });
     let produced: HashSet<AssetKey> = extract.iter().flat_map(|a| a.keys().cloned()).collect();
-    let project = settings.sql_project();
+    let project = settings.sql_project()?;
     let models = project.declare(&produced)?;
     let views: Vec<AssetKey> = models
         .nodes

@@ -134,7 +134,7 @@ pub(super) async fn run(
     args: &BackfillArgs,
 ) -> Result<ExitCode> {
     let storage = cli.storage().await?;
-    let timeout = Duration::from_secs(cli.heartbeat_timeout);
+    let timeout = Duration::from_secs(cli.heartbeat_timeout()?);
     match &args.command {
         None => {
             let launch = &args.launch;

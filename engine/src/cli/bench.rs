@@ -13,7 +13,7 @@ use crate::definitions::Definitions;
 use crate::error::{BoxError, Error, Result};
 use crate::executor::{Executor, RunOptions};
 use crate::graph::AssetGraph;
-use crate::resource::RainbowConfig;
+use crate::config::RainbowConfig;
 use crate::storage::Storage;
 
 /// Benchmarks.

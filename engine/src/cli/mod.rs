@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::executor::{Executor, Progress, ProgressFn, RunOptions, StepStatus, error_chain};
 use crate::graph::AssetGraph;
 use crate::monitor::{MonitorPolicy, fail_orphaned_runs};
-use crate::resource::RainbowConfig;
+use crate::config::RainbowConfig;
 use crate::storage::{RunFilter, Storage};
 
 /// The options every command shares. `global`, so they go anywhere on the line
@@ -33,20 +33,18 @@ pub struct GlobalArgs {
     /// State directory; the embedded SQLite storage lives here.
     #[arg(long, env = "RAINBOW_HOME", default_value = ".rainbow", global = true)]
     pub home: PathBuf,
-    /// Run storage URL (`sqlite://PATH` or `postgres://…`); defaults to SQLite under --home.
+    /// Run storage URL (`sqlite://PATH` or `postgres://…`; config `storage.database_url`);
+    /// defaults to SQLite under --home.
     #[arg(long, env = "RAINBOW_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
-    /// Project config file (resources); default `rainbow.toml` if it exists.
+    /// Project config file (resources, pipeline, storage), layered over `<home>/rainbow.toml`;
+    /// default `./rainbow.toml` if it exists.
     #[arg(long, env = "RAINBOW_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Seconds without a heartbeat after which a run is considered dead.
-    #[arg(
-        long,
-        env = "RAINBOW_HEARTBEAT_TIMEOUT",
-        default_value_t = 120,
-        global = true
-    )]
-    pub heartbeat_timeout: u64,
+    /// Seconds without a heartbeat after which a run is considered dead (config
+    /// `storage.heartbeat_timeout`; default 120).
+    #[arg(long, env = "RAINBOW_HEARTBEAT_TIMEOUT", global = true)]
+    pub heartbeat_timeout: Option<u64>,
 }
 
 /// The command line of a code location that adds no commands of its own: the engine's
@@ -307,23 +305,36 @@ pub fn init_tracing() {
 }
 
 impl GlobalArgs {
-    /// The project configuration: `--config FILE` (must exist), else `rainbow.toml` if present.
+    /// The heartbeat timeout in seconds: flag, environment, `storage.heartbeat_timeout`, 120.
+    pub fn heartbeat_timeout(&self) -> Result<u64> {
+        Ok(self
+            .config()?
+            .get::<u64>("storage.heartbeat_timeout")?
+            .unwrap_or(120))
+    }
+
+    /// The configuration ([`RainbowConfig::load`]) with these flags on top.
     pub fn config(&self) -> Result<RainbowConfig> {
-        match &self.config {
-            Some(path) => RainbowConfig::load_required(path),
-            None => RainbowConfig::load(std::path::Path::new("rainbow.toml")),
+        let mut config = RainbowConfig::load(&self.home, self.config.as_deref())?;
+        if let Some(url) = &self.database_url {
+            config = config.set("storage.database_url", url);
         }
+        if let Some(secs) = self.heartbeat_timeout {
+            config = config.set("storage.heartbeat_timeout", secs);
+        }
+        Ok(config)
     }
 
     /// Opens run storage (`--database-url`, else SQLite under `--home`) and fails the runs
     /// whose process died (no heartbeat within `--heartbeat-timeout`).
     pub async fn storage(&self) -> Result<Storage> {
-        let storage = match &self.database_url {
-            Some(url) => Storage::connect(url).await?,
+        let config = self.config()?;
+        let storage = match config.get::<String>("storage.database_url")? {
+            Some(url) => Storage::connect(&url).await?,
             None => Storage::open_sqlite_dir(&self.home).await?,
         };
         let policy = MonitorPolicy {
-            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout()?),
         };
         fail_orphaned_runs(&storage, policy).await?;
         Ok(storage)

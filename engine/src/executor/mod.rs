@@ -24,7 +24,8 @@ use crate::error::Result;
 use crate::event::{Event, EventData, RunStatus, now_micros};
 use crate::graph::AssetGraph;
 use crate::partitions::{PartitionContext, PartitionsDefinition};
-use crate::resource::{RainbowConfig, Resources};
+use crate::config::RainbowConfig;
+use crate::resource::Resources;
 use crate::selection::NodeSet;
 use crate::storage::{EventWriter, NewRun, RunRecord, RunUpdate, Storage, WriteSet};
 
