@@ -576,20 +576,7 @@ async fn a_connection_dropped_mid_transaction_is_rolled_back_before_reuse(backen
     lease.release();
 }
 
-/// A tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
+use rainbow_engine::random::SplitMix64 as Rng;
 
 /// Values for a property of the schema: valid ones, boundaries, and every wrong type.
 fn values_for(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
@@ -608,7 +595,7 @@ fn values_for(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
         json!("💥\u{0}"),
         json!(u64::MAX),
     ];
-    if rng.next().is_multiple_of(3) {
+    if rng.next_u64().is_multiple_of(3) {
         return rng.pick(&wrong).clone();
     }
     match schema["type"].as_str() {
@@ -618,7 +605,7 @@ fn values_for(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
             json!(*rng.pick(&[min, min + 1, max, max + 1, min - 1, (min + max) / 2]))
         }
         Some("array") if depth < 4 => {
-            let n = rng.next() % 4;
+            let n = rng.next_u64() % 4;
             json!(
                 (0..n)
                     .map(|_| values_for(&schema["items"], rng, depth + 1))
@@ -629,7 +616,7 @@ fn values_for(schema: &Value, rng: &mut Rng, depth: usize) -> Value {
             let mut obj = serde_json::Map::new();
             if let Some(props) = schema["properties"].as_object() {
                 for (name, prop) in props {
-                    if !rng.next().is_multiple_of(5) {
+                    if !rng.next_u64().is_multiple_of(5) {
                         obj.insert(name.clone(), values_for(prop, rng, depth + 1));
                     }
                 }
@@ -651,7 +638,7 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
             None => s.clone(),
         }
     };
-    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    let mut rng = Rng::new(0x5EED_1234_ABCD_0001);
     let mut sent = 0;
     let mut statuses = std::collections::BTreeMap::new();
     let paths = spec["paths"].as_object().expect("paths");
@@ -663,7 +650,7 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
                 let mut query = Vec::new();
                 for p in &params {
                     let name = p["name"].as_str().unwrap_or("x");
-                    let value = match rng.next() % 4 {
+                    let value = match rng.next_u64() % 4 {
                         0 => rng
                             .pick(&[
                                 "abc",
@@ -698,7 +685,7 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
                             &format!("{{{name}}}"),
                             if value.is_empty() { "x" } else { &value },
                         );
-                    } else if !rng.next().is_multiple_of(4) {
+                    } else if !rng.next_u64().is_multiple_of(4) {
                         query.push(format!("{name}={value}"));
                     }
                 }
@@ -708,26 +695,26 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
                 let (body, content_type) = if method == "post" {
                     let schema =
                         resolve(&op["requestBody"]["content"]["application/json"]["schema"]);
-                    let body = match rng.next() % 6 {
+                    let body = match rng.next_u64() % 6 {
                         0 => b"\xff\xfe not json".to_vec(),
                         1 => "[".repeat(200).into_bytes(),
                         // A valid order, built from the schema's property names.
                         2 => {
                             let line = &schema["properties"]["products"]["items"]["properties"];
                             let mut products = Vec::new();
-                            for k in 0..=(rng.next() % 3) {
+                            for k in 0..=(rng.next_u64() % 3) {
                                 let mut item = serde_json::Map::new();
                                 for (name, _) in line.as_object().expect("line properties") {
                                     let v = if name == "quantity" {
-                                        (rng.next() % 10 + 1) as i64
+                                        (rng.next_u64() % 10 + 1) as i64
                                     } else {
-                                        (k * 6 + rng.next() % 5 + 1) as i64
+                                        (k * 6 + rng.next_u64() % 5 + 1) as i64
                                     };
                                     item.insert(name.clone(), json!(v));
                                 }
                                 products.push(Value::Object(item));
                             }
-                            json!({"customerId": rng.next() % 5 + 1, "payment_id": rng.next() % 3 + 1, "products": products}).to_string().into_bytes()
+                            json!({"customerId": rng.next_u64() % 5 + 1, "payment_id": rng.next_u64() % 3 + 1, "products": products}).to_string().into_bytes()
                         }
                         _ => values_for(&schema, &mut rng, 0).to_string().into_bytes(),
                     };
@@ -745,7 +732,7 @@ async fn a_thousand_generated_requests_never_get_a_5xx() {
                     (Vec::new(), None)
                 };
                 // Now and then a method the document does not list for the path.
-                let method = if rng.next().is_multiple_of(8) {
+                let method = if rng.next_u64().is_multiple_of(8) {
                     rng.pick(&[Method::PUT, Method::DELETE, Method::PATCH])
                         .clone()
                 } else {

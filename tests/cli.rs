@@ -449,3 +449,93 @@ fn sql_projects_parse_and_compile_from_the_command_line() {
         stderr(&out)
     );
 }
+
+/// The Rainbow code location (no `RAINBOW_CODE_LOCATION`): one parser, global options anywhere,
+/// the configuration layered and its errors named, `--help` for every command.
+#[test]
+fn one_command_line_and_one_configuration() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let run = |args: &[&str], envs: &[(&str, &str)]| {
+        let mut c = Command::new(RAINBOW);
+        c.current_dir(d)
+            .env_remove("RAINBOW_CODE_LOCATION")
+            .env_remove("RAINBOW_DATABASE_URL")
+            .env_remove("RAINBOW_HOME")
+            .env_remove("RAINBOW_LAKE")
+            .args(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run rainbow")
+    };
+    // `--home` before the command, as the demo's closing hint shows it after.
+    let out = run(
+        &[
+            "--home",
+            "h",
+            "demo",
+            "--days",
+            "2",
+            "--orders-per-day",
+            "20",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Total sales"), "{}", stdout(&out));
+    let settings = std::fs::read_to_string(d.join("h/rainbow.toml")).expect("settings");
+    assert!(settings.contains("[pipeline]"), "{settings}");
+    let out = run(&["status", "--json", "--home", "h"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("main_views/total_sales"));
+
+    // Every command is listed, and has its own help.
+    let out = run(&["--help"], &[]);
+    for command in [
+        "materialize",
+        "backfill",
+        "build",
+        "query",
+        "demo",
+        "seed-data",
+        "bench",
+    ] {
+        assert!(
+            stdout(&out).contains(command),
+            "{command} missing: {}",
+            stdout(&out)
+        );
+    }
+    let out = run(&["build", "--help"], &[]);
+    assert!(out.status.success() && stdout(&out).contains("--threads"));
+
+    // A bad value names its variable; a misspelt section names its file; both exit 2.
+    let out = run(
+        &["list", "--home", "h"],
+        &[("RAINBOW_PIPELINE__FRESHNESS_LAG", "soon")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("RAINBOW_PIPELINE__FRESHNESS_LAG"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        d.join("rainbow.toml"),
+        "[resource.shop]\ncurrency = \"EUR\"\n",
+    )
+    .expect("write");
+    let out = run(&["list", "--home", "h"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("rainbow.toml") && stderr(&out).contains("did you mean `resources`"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(d.join("rainbow.toml")).expect("remove");
+    // An unknown command names the closest one (clap), exit 2.
+    let out = run(&["buidl"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("build"), "{}", stderr(&out));
+}

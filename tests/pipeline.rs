@@ -14,8 +14,8 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use rainbow_assets::generate::GenerateOptions;
 use rainbow_assets::pipeline::{self, BATCH_JOB, PipelineSettings, replay};
-use rainbow_engine::prelude::*;
 use rainbow_engine::RainbowConfig;
+use rainbow_engine::prelude::*;
 use rainbow_engine::storage::Storage;
 use rainbow_engine::{Executor, RunOptions};
 use rainbow_warehouse::{RelationKind, Warehouse};
@@ -204,8 +204,12 @@ async fn the_batch_layer_end_to_end() {
     for file in ["dbt_project.yml", "models/warehouse/fact_sales.sql"] {
         assert_eq!(
             std::fs::read(built_in.join(file)).expect("built-in file"),
-            std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sql_models").join(file))
-                .expect("repository file"),
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("sql_models")
+                    .join(file)
+            )
+            .expect("repository file"),
             "{file}"
         );
     }

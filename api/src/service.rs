@@ -26,12 +26,7 @@ pub struct OrderService {
     writer: OrderWriter,
 }
 
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub(crate) use rainbow_db::now_micros;
 
 /// An error for each of the references that `found` lacks: a customer, a payment method,
 /// products given as (position in the request, id).

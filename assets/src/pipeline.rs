@@ -27,11 +27,11 @@ use chrono::NaiveDate;
 use object_store::ObjectStore;
 use rainbow_checks::{HiveDataset, completeness_check, freshness_check, system_clock};
 use rainbow_dbt::SqlProject;
+use rainbow_engine::RainbowConfig;
 use rainbow_engine::backfill::{
     BackfillRequest, BackfillRunOptions, PartitionSelector, launch_backfill, run_backfill,
 };
 use rainbow_engine::prelude::*;
-use rainbow_engine::RainbowConfig;
 use rainbow_engine::storage::Storage;
 use rainbow_engine::storage::backfills::BackfillStatus;
 use rainbow_engine::{Executor, RunOptions};
@@ -111,7 +111,8 @@ impl PipelineSettings {
     /// sections are kept).
     pub fn save(&self, home: &Path) -> Result<(), AssetsError> {
         let file = home.join(SETTINGS_FILE);
-        let bad = |e: &dyn std::fmt::Display| AssetsError::Invalid(format!("{}: {e}", file.display()));
+        let bad =
+            |e: &dyn std::fmt::Display| AssetsError::Invalid(format!("{}: {e}", file.display()));
         let mut table: toml::Table = match std::fs::read_to_string(&file) {
             Ok(text) => toml::from_str(&text).map_err(|e| bad(&e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),

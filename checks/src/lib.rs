@@ -78,12 +78,13 @@ impl HiveDataset {
     }
 }
 
-/// The clock checks read (injectable for tests).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+/// The clock checks read: the engine's [`rainbow_engine::clock::Clock`] (a
+/// [`rainbow_engine::clock::ManualClock`] in tests).
+pub type Clock = Arc<dyn rainbow_engine::clock::Clock>;
 
 /// The wall clock.
 pub fn system_clock() -> Clock {
-    Arc::new(Utc::now)
+    Arc::new(rainbow_engine::clock::SystemClock)
 }
 
 fn keys_as_of(
@@ -122,7 +123,7 @@ pub fn freshness_check(
                 partitions.clone(),
                 clock.clone(),
             );
-            async move { evaluate_freshness(&asset, &dataset, &partitions, max_lag, clock()).await }
+            async move { evaluate_freshness(&asset, &dataset, &partitions, max_lag, clock.now()).await }
         })
 }
 
@@ -148,7 +149,7 @@ pub fn completeness_check(
                 partitions.clone(),
                 clock.clone(),
             );
-            async move { evaluate_completeness(&asset, &dataset, &partitions, clock()).await }
+            async move { evaluate_completeness(&asset, &dataset, &partitions, clock.now()).await }
         })
 }
 

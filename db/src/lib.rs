@@ -208,11 +208,26 @@ async fn applied_version(conn: &mut AnyConnection, table: &str) -> Result<i64, D
     Ok(applied.unwrap_or(0))
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
+static LAST_MICROS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Now, in microseconds since the Unix epoch (UTC) — how every timestamp of the Rainbow DB and
+/// of run storage is stored. Strictly increasing within the process, so two events of one
+/// process never share a timestamp and "written after" comparisons are exact. The one clock
+/// reading of the project (the engine, the orders API and migrations use it).
+pub fn now_micros() -> i64 {
+    use std::sync::atomic::Ordering;
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let mut prev = LAST_MICROS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST_MICROS.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => prev = actual,
+        }
+    }
 }
 
 /// Applies every migration newer than the version recorded in `table`, each in its own

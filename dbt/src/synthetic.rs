@@ -39,13 +39,9 @@ pub fn write_project(root: &Path, models: usize) -> Result<(), DbtError> {
     }
     write(root, "seeds/events.csv", &seed)?;
     let width = ((models as f64).sqrt().ceil() as usize).max(1);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n.max(1) as u64) as usize
-    };
+    // The project's one generator: the same project for the same size, forever.
+    let mut rng = rainbow_engine::random::SplitMix64::new(0x5EED);
+    let mut next = |n: usize| rng.index(n);
     for i in 0..models {
         let layer = i / width;
         let name = format!("m{i:05}");

@@ -187,7 +187,8 @@ impl RainbowConfig {
     /// The value at `key` as `T`, over `defaults` (the lowest layer: every field the layers
     /// set overrides the default's). Errors as [`RainbowConfig::get`].
     pub fn get_or<T: Serialize + DeserializeOwned>(&self, key: &str, defaults: &T) -> Result<T> {
-        let with_defaults = |layers: &Figment| Figment::from(Flag(key, defaults)).merge(layers.clone());
+        let with_defaults =
+            |layers: &Figment| Figment::from(Flag(key, defaults)).merge(layers.clone());
         match with_defaults(&self.typed).extract_inner::<T>(key) {
             Ok(v) => Ok(v),
             Err(first) => with_defaults(&self.text)
@@ -365,14 +366,23 @@ mod tests {
             flagged.get::<String>("pipeline.lake").expect("valid"),
             Some("/flag".into())
         );
-        assert_eq!(config.get::<String>("storage.database_url").expect("ok"), None);
-        assert!(!config.contains("home"), "flat variables are not configuration");
+        assert_eq!(
+            config.get::<String>("storage.database_url").expect("ok"),
+            None
+        );
+        assert!(
+            !config.contains("home"),
+            "flat variables are not configuration"
+        );
 
         let bad = config.with_env([(
             "RAINBOW_PIPELINE__FRESHNESS_LAG".to_owned(),
             "soon".to_owned(),
         )]);
-        let e = bad.get::<Pipeline>("pipeline").expect_err("not a number").to_string();
+        let e = bad
+            .get::<Pipeline>("pipeline")
+            .expect_err("not a number")
+            .to_string();
         assert!(
             e.contains("\"RAINBOW_PIPELINE__FRESHNESS_LAG\" in environment"),
             "{e}"
@@ -403,8 +413,14 @@ mod tests {
             threads: u32,
         }
         let config = RainbowConfig::default().with_env([
-            ("RAINBOW_RESOURCE__SECRET__PASSWORD".to_owned(), "12345".to_owned()),
-            ("RAINBOW_RESOURCES__POOL__THREADS".to_owned(), "8".to_owned()),
+            (
+                "RAINBOW_RESOURCE__SECRET__PASSWORD".to_owned(),
+                "12345".to_owned(),
+            ),
+            (
+                "RAINBOW_RESOURCES__POOL__THREADS".to_owned(),
+                "8".to_owned(),
+            ),
             ("RAINBOW_LAKE".to_owned(), "/lake".to_owned()),
         ]);
         assert_eq!(

@@ -27,52 +27,7 @@ use crate::storage::backfills::BackfillStatus;
 use crate::storage::schedules::TickRecord;
 use crate::storage::{NewRun, RunFilter, RunRecord, RunUpdate};
 
-/// Where the daemon gets "now".
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock moved by hand (tests, simulations).
-#[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    /// A clock showing `now`.
-    pub fn new(now: DateTime<Utc>) -> Self {
-        ManualClock(Mutex::new(now))
-    }
-
-    /// Sets the time.
-    pub fn set(&self, now: DateTime<Utc>) {
-        if let Ok(mut t) = self.0.lock() {
-            *t = now;
-        }
-    }
-
-    /// Moves the time forward.
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            *t += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::zero());
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.lock().map(|t| *t).unwrap_or_else(|_| Utc::now())
-    }
-}
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 
 /// A limit on concurrent runs carrying a tag (`value: None` counts any value).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -236,7 +236,7 @@ impl Definitions {
     }
 
     /// Adds a resource built from config: `[resources.NAME]` in `rainbow.toml`, overridden by
-    /// `RAINBOW_RESOURCE__NAME__FIELD` environment variables, deserialized into `T`.
+    /// `RAINBOW_RESOURCES__NAME__FIELD` environment variables, deserialized into `T`.
     pub fn resource_from_config<T: DeserializeOwned + Any + Send + Sync>(
         mut self,
         name: impl Into<String>,

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,21 +15,7 @@ use crate::metadata::Metadata;
 /// Microseconds since the Unix epoch (UTC): how every timestamp is stored.
 pub type Micros = i64;
 
-static LAST_MICROS: AtomicI64 = AtomicI64::new(0);
-
-/// Now, in [`Micros`]: strictly increasing within the process, so two events of one process
-/// never share a timestamp and "materialized after" comparisons are exact.
-pub fn now_micros() -> Micros {
-    let now = chrono::Utc::now().timestamp_micros();
-    let mut prev = LAST_MICROS.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(prev + 1);
-        match LAST_MICROS.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => prev = actual,
-        }
-    }
-}
+pub use rainbow_db::now_micros;
 
 /// Formats [`Micros`] as RFC 3339 (UTC, millisecond precision).
 pub fn format_micros(ts: Micros) -> String {

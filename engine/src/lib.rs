@@ -31,6 +31,7 @@ pub mod asset;
 pub mod backfill;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod daemon;
@@ -44,6 +45,7 @@ pub mod metadata;
 pub mod monitor;
 pub mod partitions;
 pub mod process;
+pub mod random;
 pub mod resource;
 pub mod selection;
 pub mod staleness;
@@ -54,6 +56,7 @@ pub use asset::{
     ObserveResult, RetryPolicy, asset,
 };
 pub use check::{AssetCheckDefinition, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec};
+pub use config::RainbowConfig;
 pub use context::AssetContext;
 pub use definitions::{
     CatchUpPolicy, Definitions, JobDefinition, ScheduleDefinition, SensorDefinition,
@@ -65,7 +68,6 @@ pub use graph::AssetGraph;
 pub use key::AssetKey;
 pub use metadata::{Metadata, MetadataValue, TableSchema};
 pub use partitions::{PartitionMapping, PartitionsDefinition};
-pub use config::RainbowConfig;
 pub use resource::Resources;
 pub use selection::{AssetSelection, NodeSet, Selected};
 pub use staleness::{AssetStatus, Staleness};

@@ -17,7 +17,7 @@ use rainbow_engine::prelude::*;
 use serde::Deserialize;
 
 /// Settings for the shop, from `[resources.shop]` in `rainbow.toml` or
-/// `RAINBOW_RESOURCE__SHOP__CURRENCY=EUR`; defaults apply when neither is given.
+/// `RAINBOW_RESOURCES__SHOP__CURRENCY=EUR`; defaults apply when neither is given.
 #[derive(Debug, Deserialize)]
 pub struct ShopSettings {
     /// Currency of every amount.

@@ -9,11 +9,11 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::asset::{AssetSpec, MaterializeResult, asset};
+use crate::config::RainbowConfig;
 use crate::definitions::Definitions;
 use crate::error::{BoxError, Error, Result};
 use crate::executor::{Executor, RunOptions};
 use crate::graph::AssetGraph;
-use crate::config::RainbowConfig;
 use crate::storage::Storage;
 
 /// Benchmarks.
@@ -59,27 +59,11 @@ pub enum BenchCommand {
     },
 }
 
-/// splitmix64: a tiny deterministic generator, so every run benchmarks the same DAG.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// The layered DAG's specs: asset `a{i}`, group `g{layer}`.
 pub fn layered_specs(n: usize) -> Vec<AssetSpec> {
     let width = ((n as f64).sqrt().ceil() as usize).max(1);
-    let mut rng = Rng(42);
+    // The project's one generator: every run benchmarks the same DAG.
+    let mut rng = crate::random::SplitMix64::new(42);
     (0..n)
         .map(|i| {
             let layer = i / width;
@@ -87,7 +71,7 @@ pub fn layered_specs(n: usize) -> Vec<AssetSpec> {
             if layer > 0 {
                 let earlier = layer * width;
                 let mut deps: Vec<usize> =
-                    (0..1 + rng.below(3)).map(|_| rng.below(earlier)).collect();
+                    (0..1 + rng.index(3)).map(|_| rng.index(earlier)).collect();
                 deps.sort_unstable();
                 deps.dedup();
                 spec = spec.deps(deps.into_iter().map(|d| format!("a{d}")));

@@ -17,12 +17,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::RainbowConfig;
 use crate::definitions::Definitions;
 use crate::error::{Error, Result};
 use crate::executor::{Executor, Progress, ProgressFn, RunOptions, StepStatus, error_chain};
 use crate::graph::AssetGraph;
 use crate::monitor::{MonitorPolicy, fail_orphaned_runs};
-use crate::config::RainbowConfig;
 use crate::storage::{RunFilter, Storage};
 
 /// The options every command shares. `global`, so they go anywhere on the line

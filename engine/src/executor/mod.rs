@@ -19,12 +19,12 @@ use step::StepRun;
 use tokio_util::sync::CancellationToken;
 
 use crate::asset::Kind;
+use crate::config::RainbowConfig;
 use crate::error::Error;
 use crate::error::Result;
 use crate::event::{Event, EventData, RunStatus, now_micros};
 use crate::graph::AssetGraph;
 use crate::partitions::{PartitionContext, PartitionsDefinition};
-use crate::config::RainbowConfig;
 use crate::resource::Resources;
 use crate::selection::NodeSet;
 use crate::storage::{EventWriter, NewRun, RunRecord, RunUpdate, Storage, WriteSet};
