@@ -58,6 +58,11 @@ enum Bench {
     Pipeline(demo::BenchArgs),
 }
 
+/// mimalloc: building a model allocates and frees many small buffers (plans, Arrow arrays,
+/// Parquet pages); measured faster than glibc's allocator (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     rainbow_engine::cli::init_tracing();

@@ -831,6 +831,21 @@ fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
             "unique_inc_merge_id"
         ]
     );
+    // Row counts recorded with each table: from the write itself, or counted after a merge.
+    let rows_of = |key: &str| -> Option<i64> {
+        events
+            .iter()
+            .find(|e| e["data"]["kind"] == "materialization" && e["asset_key"] == key)
+            .and_then(|e| e["data"]["metadata"]["row_count"]["value"].as_i64())
+    };
+    assert_eq!(rows_of("main/events"), Some(3));
+    assert_eq!(rows_of("main/events_by_kind"), Some(2));
+    assert_eq!(rows_of("main/inc_merge"), Some(3));
+    assert_eq!(
+        rows_of("main_staging/stg_events"),
+        None,
+        "a view has no row count"
+    );
     // `same_start` ran once both models it reads were built.
     let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         events.iter().position(pred).expect("event present")

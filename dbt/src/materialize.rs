@@ -23,8 +23,26 @@ use crate::data_tests::DataTest;
 use crate::error::{DbtError, Result};
 use crate::project::Project;
 
-/// Builds one compiled node (seed, model or snapshot); returns dbt's status message
-/// (`INSERT 3`, `CREATE TABLE`, `MERGE`, `SNAPSHOT 5`…). `full_refresh` rebuilds incremental
+/// What building a node did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Built {
+    /// dbt's status message: `INSERT 3`, `CREATE TABLE`, `MERGE`, `SNAPSHOT 5`…
+    pub message: String,
+    /// The table's rows when the build knows them (it replaced the whole table and no
+    /// post-hook ran after); `None` for views and for merges, appends and delete+insert.
+    pub rows: Option<u64>,
+}
+
+impl Built {
+    fn message(message: impl Into<String>) -> Self {
+        Built {
+            message: message.into(),
+            rows: None,
+        }
+    }
+}
+
+/// Builds one compiled node (seed, model or snapshot). `full_refresh` rebuilds incremental
 /// models from scratch; `run_started_at` (RFC 3339) is a snapshot's time.
 pub async fn build_node(
     project: &Project,
@@ -32,7 +50,7 @@ pub async fn build_node(
     node: &Node,
     full_refresh: bool,
     run_started_at: &str,
-) -> Result<String> {
+) -> Result<Built> {
     match node.kind {
         NodeKind::Seed => seed(project, warehouse, node).await,
         NodeKind::Snapshot => crate::snapshot::snapshot(warehouse, node, run_started_at).await,
@@ -104,7 +122,7 @@ fn hooks(node: &Node, key: &str) -> Vec<String> {
     }
 }
 
-async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result<String> {
+async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result<Built> {
     let sql = node.compiled.clone().unwrap_or_default();
     let context = node.path.clone();
     for hook in hooks(node, "pre_hook")
@@ -116,18 +134,21 @@ async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result
             .await?;
     }
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
-    let message = match node.materialized() {
-        "ephemeral" => "EPHEMERAL".to_owned(),
+    let mut built = match node.materialized() {
+        "ephemeral" => Built::message("EPHEMERAL"),
         "view" => {
             warehouse.create_view(schema, name, &sql).await?;
-            "CREATE VIEW".to_owned()
+            Built::message("CREATE VIEW")
         }
         "table" => {
             let df = warehouse.dataframe(&sql, &context).await?;
-            warehouse
+            let rows = warehouse
                 .write_table(schema, name, df, WriteMode::Replace)
                 .await?;
-            "CREATE TABLE".to_owned()
+            Built {
+                message: "CREATE TABLE".into(),
+                rows,
+            }
         }
         "incremental" => incremental(warehouse, node, &sql, full_refresh).await?,
         other => {
@@ -145,8 +166,10 @@ async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result
         warehouse
             .execute(hook, &format!("{context} post-hook"))
             .await?;
+        // A post-hook may change the table: its rows are counted afresh.
+        built.rows = None;
     }
-    Ok(message)
+    Ok(built)
 }
 
 async fn incremental(
@@ -154,15 +177,18 @@ async fn incremental(
     node: &Node,
     sql: &str,
     full_refresh: bool,
-) -> Result<String> {
+) -> Result<Built> {
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let df = warehouse.dataframe(sql, &node.path).await?;
     let exists = warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table);
     if !exists || full_refresh {
-        warehouse
+        let rows = warehouse
             .write_table(schema, name, df, WriteMode::Replace)
             .await?;
-        return Ok("CREATE TABLE".to_owned());
+        return Ok(Built {
+            message: "CREATE TABLE".into(),
+            rows,
+        });
     }
     let keys = unique_key(node)?;
     let strategy = node
@@ -220,16 +246,16 @@ async fn incremental(
             warehouse
                 .merge(schema, name, df, &keys, add_columns)
                 .await?;
-            Ok("MERGE".to_owned())
+            Ok(Built::message("MERGE"))
         }
         "delete+insert" => {
             need_keys("delete+insert")?;
             warehouse.delete_insert(schema, name, df, &keys).await?;
-            Ok("DELETE+INSERT".to_owned())
+            Ok(Built::message("DELETE+INSERT"))
         }
         "append" => {
             warehouse.append(schema, name, df).await?;
-            Ok("APPEND".to_owned())
+            Ok(Built::message("APPEND"))
         }
         other => Err(config_error(
             node,
@@ -239,7 +265,7 @@ async fn incremental(
     }
 }
 
-async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<String> {
+async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<Built> {
     let delimiter = match node.config.get("delimiter").and_then(Json::as_str) {
         None => b',',
         Some(d) if d.len() == 1 => d.as_bytes()[0],
@@ -287,5 +313,8 @@ async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<S
             &node.path,
         )
         .await?;
-    Ok(format!("INSERT {rows}"))
+    Ok(Built {
+        message: format!("INSERT {rows}"),
+        rows: Some(rows as u64),
+    })
 }

@@ -315,7 +315,7 @@ pub(crate) async fn snapshot(
     warehouse: &Warehouse,
     node: &Node,
     run_started_at: &str,
-) -> Result<String> {
+) -> Result<crate::materialize::Built> {
     let cfg = SnapshotConfig::from_node(node)?;
     let query = node.compiled.clone().unwrap_or_default();
     let context = node.path.clone();
@@ -394,5 +394,8 @@ pub(crate) async fn snapshot(
     warehouse
         .write_table(schema, name, df, WriteMode::Replace)
         .await?;
-    Ok(format!("SNAPSHOT {rows}"))
+    Ok(crate::materialize::Built {
+        message: format!("SNAPSHOT {rows}"),
+        rows: Some(rows as u64),
+    })
 }

@@ -648,7 +648,7 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
             let compiled = shared.compiled(&ctx).await?;
             let node = compiled.node(&name)?;
             let warehouse = &compiled.warehouse;
-            let message = rainbow_warehouse::instrument::work(build_node(
+            let built = rainbow_warehouse::instrument::work(build_node(
                 &shared.project,
                 warehouse,
                 node,
@@ -657,15 +657,22 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
             ))
             .await?;
             let mut result = MaterializeResult::new()
-                .metadata("status", message)
+                .metadata("status", built.message)
                 .metadata("relation", format!("{}.{}", node.schema, node.relation));
-            if warehouse.kind(&node.schema, &node.relation) == Some(RelationKind::Table) {
-                let n = rainbow_warehouse::instrument::work(warehouse.count(
-                    &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
-                    &node.path,
-                ))
-                .await?;
-                result = result.row_count(u64::try_from(n).unwrap_or(0));
+            let is_table =
+                warehouse.kind(&node.schema, &node.relation) == Some(RelationKind::Table);
+            match built.rows {
+                Some(rows) if is_table => result = result.row_count(rows),
+                // Merged, appended or hooked: the table's rows are counted.
+                _ if is_table => {
+                    let n = rainbow_warehouse::instrument::work(warehouse.count(
+                        &format!("SELECT COUNT(*) FROM {}.{}", node.schema, node.relation),
+                        &node.path,
+                    ))
+                    .await?;
+                    result = result.row_count(u64::try_from(n).unwrap_or(0));
+                }
+                _ => {}
             }
             Ok::<_, BoxError>(result)
         }

@@ -19,14 +19,15 @@ use crate::error::{Result, WarehouseError};
 use crate::warehouse::{Warehouse, WriteMode};
 
 impl Warehouse {
-    /// Writes a DataFrame to the Delta table `schema.name` in one commit.
+    /// Writes a DataFrame to the Delta table `schema.name` in one commit; returns the number of
+    /// rows written (from the commit's metrics; `None` if Delta did not record them).
     pub async fn write_table(
         &self,
         schema: &str,
         name: &str,
         df: DataFrame,
         mode: WriteMode,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         let what = format!("writing {schema}.{name}");
         let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
         if matches!(
@@ -56,9 +57,9 @@ impl Warehouse {
         if let Some(m) = schema_mode {
             builder = builder.with_schema_mode(m);
         }
-        builder.await.map_err(WarehouseError::delta(&what))?;
+        let table = builder.await.map_err(WarehouseError::delta(&what))?;
         self.refresh(schema, name);
-        Ok(())
+        Ok(rows_added(&table).await)
     }
 
     /// Appends `source`'s rows to `schema.name`, columns matched by name (one commit).
@@ -70,7 +71,8 @@ impl Warehouse {
             .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
         let aligned = align(source, &target)?;
         self.write_table(schema, name, aligned, WriteMode::Append)
-            .await
+            .await?;
+        Ok(())
     }
 
     /// A DataFrame over rows already in memory (keeps `schema` even with no rows).
@@ -196,7 +198,9 @@ impl Warehouse {
             .map_err(WarehouseError::datafusion(&what))?;
         // The plan reads the current version's files; the overwrite commits after they are read.
         let (_, df) = self.collect_frame(combined, &what).await?;
-        self.write_table(schema, name, df, WriteMode::Replace).await
+        self.write_table(schema, name, df, WriteMode::Replace)
+            .await?;
+        Ok(())
     }
 }
 
@@ -260,4 +264,17 @@ fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
         })
         .collect();
     if changed { df.select(exprs) } else { Ok(df) }
+}
+
+/// Rows added by the table's latest commit, from its `operationMetrics` (Delta records
+/// `num_added_rows` for writes): reading one small log file, where counting would scan the
+/// table's log and files again.
+async fn rows_added(table: &DeltaTable) -> Option<u64> {
+    use futures::StreamExt;
+    let mut history = table.history(Some(1));
+    let info = history.next().await?.ok()?;
+    info.info
+        .get("operationMetrics")?
+        .get("num_added_rows")?
+        .as_u64()
 }
