@@ -169,10 +169,7 @@ impl AssetSpec {
 
     /// Adds a selection attribute: `method:value` selects the asset (see [`crate::selection`]).
     pub fn selector(mut self, method: impl Into<String>, value: impl Into<String>) -> Self {
-        self.selectors
-            .entry(method.into())
-            .or_default()
-            .insert(value.into());
+        crate::selection::add_selector(&mut self.selectors, method.into(), value.into());
         self
     }
 

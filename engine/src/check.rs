@@ -81,10 +81,7 @@ impl AssetCheckSpec {
 
     /// Adds a selection attribute: `method:value` selects the check.
     pub fn selector(mut self, method: impl Into<String>, value: impl Into<String>) -> Self {
-        self.selectors
-            .entry(method.into())
-            .or_default()
-            .insert(value.into());
+        crate::selection::add_selector(&mut self.selectors, method.into(), value.into());
         self
     }
 

@@ -36,6 +36,15 @@ use std::collections::{BTreeSet, VecDeque};
 use crate::error::{Error, Result, did_you_mean};
 use crate::graph::{AssetGraph, NodeId};
 
+/// Adds `value` under `method` to a definition's selection attributes.
+pub(crate) fn add_selector(
+    selectors: &mut std::collections::BTreeMap<String, BTreeSet<String>>,
+    method: String,
+    value: String,
+) {
+    selectors.entry(method).or_default().insert(value);
+}
+
 /// The built-in selector methods (see the module docs for attributes).
 const BUILTIN_METHODS: [&str; 5] = ["key", "group", "kind", "owner", "tag"];
 
