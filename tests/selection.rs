@@ -102,6 +102,24 @@ fn upstream_and_downstream_with_depth() {
         ["mart/sales", "report/daily", "stg/customers", "stg/orders"]
     );
     assert_eq!(sel(&g, &["+group:staging"], &[]).len(), 4);
+    // `@x`: x, its descendants, and every ancestor of those (dbt's "at" operator).
+    assert_eq!(
+        sel(&g, &["@stg/orders"], &[]),
+        [
+            "mart/sales",
+            "raw/customers",
+            "raw/orders",
+            "report/daily",
+            "stg/customers",
+            "stg/orders"
+        ]
+    );
+    assert_eq!(
+        sel(&g, &["@report/daily"], &[]).len(),
+        6,
+        "a leaf: itself and all its ancestors"
+    );
+    assert!(err(&g, "@+mart/sales").contains("`@` cannot be combined with `+`"));
 }
 
 #[test]

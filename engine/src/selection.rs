@@ -8,6 +8,8 @@
 //! atom         := [ [DEPTH] "+" ] method [ "+" [DEPTH] ]     -- "+x": x and all upstream,
 //!                                                            -- "2+x": two levels up,
 //!                                                            -- "x+" / "x+1": downstream
+//!               | "@" method                                 -- x, all downstream, and all
+//!                                                            -- upstream of those (dbt's @)
 //! method       := "*"                                        -- every asset
 //!               | "key:" PATTERN                             -- a key, `*` globs: raw/*
 //!               | PATTERN                                    -- a key; else a `name` attribute
@@ -186,6 +188,9 @@ struct Atom {
     text: String,
     up: Option<Depth>,
     down: Option<Depth>,
+    /// `@x`: x, everything downstream, and everything upstream of those (dbt's "at"
+    /// operator: what a rebuild of x's descendants needs).
+    at: bool,
     method: Method,
 }
 
@@ -267,6 +272,16 @@ fn parse_atom(atom: &str) -> Result<Atom> {
     let mut body = atom;
     let mut up = None;
     let mut down = None;
+    let at = body.starts_with('@');
+    if at {
+        body = &body[1..];
+        if body.starts_with(|c: char| c.is_ascii_digit() || c == '+') || body.ends_with('+') {
+            return Err(Error::selection(
+                atom,
+                "`@` cannot be combined with `+` (it already includes up- and downstream)",
+            ));
+        }
+    }
 
     // Leading `[N]+`: digits followed by '+'.
     let lead_digits = body.bytes().take_while(u8::is_ascii_digit).count();
@@ -324,6 +339,7 @@ fn parse_atom(atom: &str) -> Result<Atom> {
         text: atom.to_owned(),
         up,
         down,
+        at,
         method,
     })
 }
@@ -534,6 +550,25 @@ fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<Selected> {
     }
 
     let mut out = base.clone();
+    if atom.at {
+        let mut descendants = base.assets.clone();
+        walk(
+            graph,
+            &base.assets,
+            Depth::Unlimited,
+            &mut descendants,
+            |g, n| g.children(n),
+        );
+        out.assets = descendants.clone();
+        walk(
+            graph,
+            &descendants,
+            Depth::Unlimited,
+            &mut out.assets,
+            |g, n| g.parents(n),
+        );
+        return Ok(out);
+    }
     if let Some(depth) = atom.up {
         walk(graph, &base.assets, depth, &mut out.assets, |g, n| {
             g.parents(n)
