@@ -894,6 +894,28 @@ fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::remove_file(r.join("tests/reads_nothing.sql")).expect("remove");
+    // `--retries`: a failing model is retried (recorded), then the run fails.
+    write(r, "models/broken.sql", "select * from no_such_table");
+    let out = rainbow(&["run", "--select", "broken", "--retries", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = rainbow(&["runs", "--json", "--limit", "1"]);
+    let last: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runs JSON");
+    let id = last[0]["run_id"].as_str().expect("run id").to_owned();
+    let out = rainbow(&["runs", "show", &id, "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    let kinds: Vec<&str> = shown["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["data"]["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"step_up_for_retry"), "{kinds:?}");
+    std::fs::remove_file(r.join("models/broken.sql")).expect("remove");
     let out = rainbow(&["run", "--select", "no_such_model"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(

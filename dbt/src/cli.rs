@@ -63,6 +63,9 @@ pub struct VerbArgs {
     /// Nodes built at once (default: twice the machine's cores, at least 4).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
+    /// Retries of a failing node, 1 s apart and doubling (default 0).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
 }
 
 /// Options of `parse` and `compile`.
@@ -210,7 +213,11 @@ pub async fn run(
     };
     let mut project = args
         .sql_project(global)?
-        .full_refresh(verb_args.full_refresh);
+        .full_refresh(verb_args.full_refresh)
+        .retry_policy(rainbow_engine::RetryPolicy::exponential(
+            verb_args.retries,
+            std::time::Duration::from_secs(1),
+        ));
     for (name, value) in parse_vars(verb_args.vars.as_deref())? {
         project = project.var(name, value);
     }

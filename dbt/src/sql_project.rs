@@ -53,6 +53,7 @@ pub struct SqlProject {
     vars: BTreeMap<String, Json>,
     full_refresh: bool,
     run_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    retry: RetryPolicy,
     externals: Vec<External>,
     warehouse: Arc<OnceCell<Warehouse>>,
 }
@@ -260,6 +261,7 @@ impl SqlProject {
             vars: BTreeMap::new(),
             full_refresh: false,
             run_started_at: None,
+            retry: RetryPolicy::default(),
             externals: Vec::new(),
             warehouse: Arc::new(OnceCell::new()),
         }
@@ -384,6 +386,12 @@ impl SqlProject {
         self
     }
 
+    /// Retries a failing node per `policy` (`--retries`; default: no retry).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// Rebuilds incremental models from scratch (`--full-refresh`).
     pub fn full_refresh(mut self, full_refresh: bool) -> Self {
         self.full_refresh = full_refresh;
@@ -505,7 +513,8 @@ impl SqlProject {
                 }
                 spec = spec.dep(key);
             }
-            let mut definition = materialization(&shared, spec, &node.name);
+            let mut definition =
+                materialization(&shared, spec, &node.name).retry_policy(self.retry.clone());
             for check in checks.remove(node.name.as_str()).unwrap_or_default() {
                 definition = definition.check(check);
             }
