@@ -160,7 +160,7 @@ pub async fn demo(home: &Path, cli: &DemoArgs) -> Result<ExitCode> {
     }
     print_analyses(&settings).await?;
     say(&format!(
-        "\n{} in {:.1} s. Next: rainbow list | status | runs | partitions raw/orders --home {}; rainbow query 'SELECT * FROM main_views.total_sales' --home {h}",
+        "\n{} in {:.1} s. Next, with --home {}: rainbow status, rainbow runs, rainbow partitions raw/orders, rainbow query 'SELECT * FROM main_views.total_sales' (rainbow --help lists every command)",
         if report.generated {
             format!(
                 "{} days of history generated, extracted night by night and backfilled",
@@ -171,7 +171,6 @@ pub async fn demo(home: &Path, cli: &DemoArgs) -> Result<ExitCode> {
         },
         started.elapsed().as_secs_f64(),
         home.display(),
-        h = home.display(),
     ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -179,7 +179,8 @@ fn bad_input_gets_clear_errors_and_exit_code_2() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("resource `shop`") && stderr(&out).contains("invalid type"),
+        stderr(&out).contains("resource `shop`")
+            && stderr(&out).contains("`resources.shop.currency`: expected a string"),
         "{}",
         stderr(&out)
     );

@@ -238,6 +238,11 @@ async fn failing_tests_report_by_severity_and_errors_skip_downstream() {
         "models/downstream.sql",
         "select * from {{ ref('inc_merge') }}",
     );
+    write(
+        r,
+        "models/downstream.yml",
+        "version: 2\nmodels:\n  - name: downstream\n    columns:\n      - name: id\n        tests: [not_null]\n",
+    );
     let wh = warehouse(r).await;
     let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
     let status = |name: &str| {
@@ -252,9 +257,19 @@ async fn failing_tests_report_by_severity_and_errors_skip_downstream() {
     assert_eq!(status("accepted_values_inc_merge_kind"), Status::Warn);
     assert_eq!(status("no_negative_amounts"), Status::Fail);
     assert_eq!(status("downstream"), Status::Skipped);
+    // The skipped model's test is skipped with it (SKIP=2 below).
+    assert_eq!(status("not_null_downstream_id"), Status::Skipped);
     assert!(!summary.success());
+    // `test` runs every selected test: a failing one never skips another (dbt test).
+    let tests = run(r, &wh, Verb::Test, &RunOptions::default()).await;
+    let not_null = tests
+        .results
+        .iter()
+        .find(|x| x.name == "not_null_downstream_id")
+        .expect("the downstream test ran");
+    assert_ne!(not_null.status, Status::Skipped, "{tests:?}");
     assert!(
-        summary.done_line().contains("SKIP=1"),
+        summary.done_line().contains("SKIP=2"),
         "{}",
         summary.done_line()
     );
@@ -341,6 +356,18 @@ async fn selection_by_name_graph_path_and_materialization() {
         names(&s),
         ["unique_events_by_kind_kind", "unique_inc_merge_id"]
     );
+    // Eager: a test reading a selected node is selected, even one sitting on another node
+    // (relationships from inc_merge to events); methods intersect on tests too.
+    let s = run(r, &wh, Verb::Test, &select(&["events"], &[])).await;
+    assert_eq!(names(&s), ["relationships_inc_merge_id"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Test,
+        &select(&["inc_merge,test_name:unique"], &[]),
+    )
+    .await;
+    assert_eq!(names(&s), ["unique_inc_merge_id"]);
     let err = crate::support::dbt(r, &wh, Verb::Run, &select(&["tag:nope"], &[]))
         .await
         .expect_err("unknown tag");
@@ -360,6 +387,12 @@ async fn snapshots_keep_scd2_history_version_by_version() {
         "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: products\n",
     );
     write(r, "snapshots/products.sql", SNAPSHOT);
+    // A singular test reading only a source is a check on the source asset.
+    write(
+        r,
+        "tests/source_ids_present.sql",
+        "select * from {{ source('raw', 'products') }} where id is null",
+    );
     let wh = warehouse(r).await;
     let source = |rows: &str| {
         format!(
@@ -389,6 +422,17 @@ async fn snapshots_keep_scd2_history_version_by_version() {
         let s = run(r, &wh, Verb::Snapshot, &day(i as u32 + 1)).await;
         assert!(failures(&s).is_empty(), "day {}: {:?}", i + 1, failures(&s));
     }
+    let checked = run(
+        r,
+        &wh,
+        Verb::Test,
+        &RunOptions {
+            select: vec!["source_ids_present".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(checked.count(Status::Pass), 1, "{checked:?}");
     // Running the snapshot again on unchanged input changes nothing.
     let s = run(r, &wh, Verb::Snapshot, &day(5)).await;
     assert!(failures(&s).is_empty(), "{:?}", failures(&s));

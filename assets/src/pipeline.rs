@@ -89,6 +89,10 @@ impl PipelineSettings {
     /// `<home>/lake`, the warehouse `<home>/warehouse` (where `rainbow query` looks),
     /// partitions from [`DEFAULT_START`], the built-in SQL project.
     pub fn defaults(home: &Path) -> Self {
+        // Absolute, so the settings written to `<home>/rainbow.toml` mean the same from any
+        // working directory.
+        let absolute = std::path::absolute(home).unwrap_or_else(|_| home.to_owned());
+        let home = absolute.as_path();
         PipelineSettings {
             source_url: rainbow_db::sqlite_url(&home.join("rainbow_db.sqlite")),
             lake: home.join("lake").display().to_string(),
@@ -207,21 +211,30 @@ fn materialize_sql_models(parent: &Path) -> Result<PathBuf, AssetsError> {
         }
     }
     let dir = parent.join(format!("rainbow-sql_models-{hash:016x}"));
+    // Reused only when every file is there as built in (a temp cleaner or another user may
+    // have changed it); otherwise this process writes its own copy.
+    let intact = |d: &Path| {
+        files
+            .iter()
+            .all(|(path, bytes)| std::fs::read(d.join(path)).is_ok_and(|b| b == *bytes))
+    };
     if dir.join("dbt_project.yml").is_file() {
-        return Ok(dir);
+        if intact(&dir) {
+            return Ok(dir);
+        }
+        let own = parent.join(format!(
+            "rainbow-sql_models-{hash:016x}-{}",
+            std::process::id()
+        ));
+        write_files(&own, &files)?;
+        return Ok(own);
     }
     let bad = |e: std::io::Error| AssetsError::Invalid(format!("writing {}: {e}", dir.display()));
     let staging = parent.join(format!(
         "rainbow-sql_models-{hash:016x}.{}.tmp",
         std::process::id()
     ));
-    for (path, bytes) in &files {
-        let target = staging.join(path);
-        if let Some(p) = target.parent() {
-            std::fs::create_dir_all(p).map_err(bad)?;
-        }
-        std::fs::write(&target, bytes).map_err(bad)?;
-    }
+    write_files(&staging, &files)?;
     match std::fs::rename(&staging, &dir) {
         Ok(()) => Ok(dir),
         // Another process got there first: its copy is the same.
@@ -231,6 +244,19 @@ fn materialize_sql_models(parent: &Path) -> Result<PathBuf, AssetsError> {
         }
         Err(e) => Err(bad(e)),
     }
+}
+
+/// Writes `files` under `dir`.
+fn write_files(dir: &Path, files: &[(PathBuf, &'static [u8])]) -> Result<(), AssetsError> {
+    let bad = |e: std::io::Error| AssetsError::Invalid(format!("writing {}: {e}", dir.display()));
+    for (path, bytes) in files {
+        let target = dir.join(path);
+        if let Some(p) = target.parent() {
+            std::fs::create_dir_all(p).map_err(bad)?;
+        }
+        std::fs::write(&target, bytes).map_err(bad)?;
+    }
+    Ok(())
 }
 
 fn collect_files(dir: &include_dir::Dir<'static>, out: &mut Vec<(PathBuf, &'static [u8])>) {

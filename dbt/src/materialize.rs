@@ -42,19 +42,32 @@ impl Built {
     }
 }
 
-/// Builds one compiled node (seed, model or snapshot). `full_refresh` rebuilds incremental
-/// models from scratch; `run_started_at` (RFC 3339) is a snapshot's time.
+/// How a node was compiled for this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BuildOptions<'a> {
+    /// Rebuild incremental models from scratch (`--full-refresh`).
+    pub full_refresh: bool,
+    /// `is_incremental()` was true when the node was compiled (its table existed then).
+    pub compiled_incremental: bool,
+    /// The run's start (RFC 3339): a snapshot's time.
+    pub run_started_at: &'a str,
+}
+
+/// Builds one compiled node (seed, model or snapshot). Errors: the SQL fails, a config is
+/// unusable, or an incremental model's table appeared or vanished since it was compiled (its
+/// SQL would be wrong for the table as it is now: run again).
 pub async fn build_node(
     project: &Project,
     warehouse: &Warehouse,
     node: &Node,
-    full_refresh: bool,
-    run_started_at: &str,
+    options: BuildOptions<'_>,
 ) -> Result<Built> {
     match node.kind {
         NodeKind::Seed => seed(project, warehouse, node).await,
-        NodeKind::Snapshot => crate::snapshot::snapshot(warehouse, node, run_started_at).await,
-        NodeKind::Model => model(warehouse, node, full_refresh).await,
+        NodeKind::Snapshot => {
+            crate::snapshot::snapshot(warehouse, node, options.run_started_at).await
+        }
+        NodeKind::Model => model(warehouse, node, options).await,
         NodeKind::Test => Err(config_error(
             node,
             "kind",
@@ -122,7 +135,7 @@ fn hooks(node: &Node, key: &str) -> Vec<String> {
     }
 }
 
-async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result<Built> {
+async fn model(warehouse: &Warehouse, node: &Node, options: BuildOptions<'_>) -> Result<Built> {
     let sql = node.compiled.clone().unwrap_or_default();
     let context = node.path.clone();
     for hook in hooks(node, "pre_hook")
@@ -150,7 +163,7 @@ async fn model(warehouse: &Warehouse, node: &Node, full_refresh: bool) -> Result
                 rows,
             }
         }
-        "incremental" => incremental(warehouse, node, &sql, full_refresh).await?,
+        "incremental" => incremental(warehouse, node, &sql, options).await?,
         other => {
             return Err(config_error(
                 node,
@@ -176,12 +189,22 @@ async fn incremental(
     warehouse: &Warehouse,
     node: &Node,
     sql: &str,
-    full_refresh: bool,
+    options: BuildOptions<'_>,
 ) -> Result<Built> {
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
-    let df = warehouse.dataframe(sql, &node.path).await?;
     let exists = warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table);
-    if !exists || full_refresh {
+    if !options.full_refresh && exists != options.compiled_incremental {
+        return Err(config_error(
+            node,
+            "materialized",
+            format!(
+                "the table {schema}.{name} {} since this run compiled the model; run again",
+                if exists { "appeared" } else { "vanished" }
+            ),
+        ));
+    }
+    let df = warehouse.dataframe(sql, &node.path).await?;
+    if !exists || options.full_refresh {
         let rows = warehouse
             .write_table(schema, name, df, WriteMode::Replace)
             .await?;

@@ -56,6 +56,9 @@ pub struct SqlProject {
     retry: RetryPolicy,
     externals: Vec<External>,
     warehouse: Arc<OnceCell<Warehouse>>,
+    /// Catalog refreshes and external-table declarations take turns: two declaring the same
+    /// table at once would each drop the other's declaration.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqlProject {
@@ -102,6 +105,8 @@ pub struct Declared {
 /// One run's compilation.
 struct Compiled {
     manifest: Manifest,
+    /// Models compiled with `is_incremental()` true.
+    incremental: std::collections::BTreeSet<String>,
     node_index: HashMap<String, usize>,
     tests: HashMap<String, DataTest>,
     run_started_at: String,
@@ -176,12 +181,15 @@ impl Shared {
     async fn compile(&self, ctx: &AssetContext) -> Result<Compiled> {
         let warehouse = self.config.warehouse().await?;
         // What other processes wrote since, and the external tables, are seen from here on.
-        warehouse.refresh_catalog().await?;
-        for e in &self.config.externals {
-            if warehouse.kind(&e.schema, &e.name).is_none() {
-                warehouse
-                    .create_external_table(&e.schema, &e.name, &e.location)
-                    .await?;
+        {
+            let _turn = self.config.refreshing.lock().await;
+            warehouse.refresh_catalog().await?;
+            for e in &self.config.externals {
+                if warehouse.kind(&e.schema, &e.name).is_none() {
+                    warehouse
+                        .create_external_table(&e.schema, &e.name, &e.location)
+                        .await?;
+                }
             }
         }
         let mut extra = placeholders();
@@ -231,6 +239,7 @@ impl Shared {
             .collect();
         Ok(Compiled {
             manifest,
+            incremental: options.incremental.clone(),
             node_index,
             tests,
             run_started_at: options.run_started_at,
@@ -264,6 +273,7 @@ impl SqlProject {
             retry: RetryPolicy::default(),
             externals: Vec::new(),
             warehouse: Arc::new(OnceCell::new()),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -474,14 +484,19 @@ impl SqlProject {
                 .collect();
             reads.sort_by_key(|r| position[r]);
             reads.dedup();
-            let check = self.check(&shared, test, &reads, &keys);
+            // Reads are all known nodes (filtered above), so indexing cannot fail.
+            let read_keys: Vec<AssetKey> = reads.iter().map(|r| keys[r].clone()).collect();
             match reads.last() {
-                Some(last) => checks.entry(last).or_default().push(check),
+                Some(last) => {
+                    let check = self.check(&shared, test, &read_keys);
+                    checks.entry(last).or_default().push(check);
+                }
                 None => match test.sources.first() {
-                    Some((source, table)) => source_checks
-                        .entry(source_key(source, table))
-                        .or_default()
-                        .push(check),
+                    Some((source, table)) => {
+                        let key = source_key(source, table);
+                        let check = self.check(&shared, test, std::slice::from_ref(&key));
+                        source_checks.entry(key).or_default().push(check);
+                    }
                     None => {
                         return Err(DbtError::Project {
                             path: shared.project.root.join(&test.path),
@@ -500,13 +515,28 @@ impl SqlProject {
             nodes: BTreeMap::new(),
         };
         let mut sources: BTreeMap<AssetKey, String> = BTreeMap::new();
+        // Sources only tests read are source assets too (their checks sit on them).
+        for test in &tests {
+            for (source, table) in &test.sources {
+                let key = source_key(source, table);
+                if !produced.contains(&key) {
+                    sources.insert(key, format!("{source}.{table}"));
+                }
+            }
+        }
         for node in manifest.nodes.iter().filter(|n| n.kind != NodeKind::Test) {
             let key = keys[node.name.as_str()].clone();
             let mut spec = self.spec(&shared, node, key.clone());
-            for r in &node.refs {
+            let mut refs: Vec<&String> = node.refs.iter().collect();
+            refs.sort();
+            refs.dedup();
+            for r in refs {
                 spec = spec.dep(keys[r.as_str()].clone());
             }
-            for (source, table) in &node.sources {
+            let mut node_sources: Vec<&(String, String)> = node.sources.iter().collect();
+            node_sources.sort();
+            node_sources.dedup();
+            for (source, table) in node_sources {
                 let key = source_key(source, table);
                 if !produced.contains(&key) {
                     sources.insert(key.clone(), format!("{source}.{table}"));
@@ -598,18 +628,18 @@ impl SqlProject {
         spec
     }
 
-    /// A data test as a check on its last read node (`reads`, in dependency order).
+    /// A data test as a check on the last of `reads` (the assets it reads, in dependency
+    /// order; never empty), the others its additional deps.
     fn check(
         &self,
         shared: &Arc<Shared>,
         test: &DataTest,
-        reads: &[&str],
-        keys: &HashMap<&str, AssetKey>,
+        reads: &[AssetKey],
     ) -> AssetCheckDefinition {
-        let asset = reads
-            .last()
-            .map(|r| keys[r].clone())
-            .unwrap_or_else(|| AssetKey::new(["sources", "none"]));
+        let (asset, others) = match reads.split_last() {
+            Some((last, others)) => (last.clone(), others),
+            None => (AssetKey::new([test.name.as_str()]), &[][..]),
+        };
         let mut spec = AssetCheckSpec::new(test.name.clone(), asset)
             .description(format!("dbt test `{}` ({})", test.test, test.path))
             .severity(match test.severity {
@@ -620,8 +650,8 @@ impl SqlProject {
             .selector("test_name", test.test.clone())
             .selector("resource_type", "test")
             .selector("path", test.path.clone());
-        for r in &reads[..reads.len().saturating_sub(1)] {
-            spec = spec.additional_dep(keys[r].clone());
+        for key in others {
+            spec = spec.additional_dep(key.clone());
         }
         let shared = shared.clone();
         let name = test.name.clone();
@@ -661,8 +691,11 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
                 &shared.project,
                 warehouse,
                 node,
-                shared.config.full_refresh,
-                &compiled.run_started_at,
+                crate::materialize::BuildOptions {
+                    full_refresh: shared.config.full_refresh,
+                    compiled_incremental: compiled.incremental.contains(&node.name),
+                    run_started_at: &compiled.run_started_at,
+                },
             ))
             .await?;
             let mut result = MaterializeResult::new()

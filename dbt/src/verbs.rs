@@ -61,10 +61,6 @@ impl Verb {
             Verb::Build => resource != "source",
         }
     }
-
-    fn tests(self) -> bool {
-        matches!(self, Verb::Test | Verb::Build)
-    }
 }
 
 /// Options of one verb's run.
@@ -183,10 +179,17 @@ pub async fn run_verb(
             assets.insert(id);
         }
     }
-    let checks = if options.verb.tests() {
-        selected.checks
-    } else {
-        NodeSet::empty(graph.checks().len())
+    let checks = match options.verb {
+        // dbt test: every test reading a selected node, wherever it sits (eager); no node is
+        // built, so a test never waits for one it does not read.
+        Verb::Test => {
+            let mut checks = selected.checks.clone();
+            checks.union_with(&graph.checks_reading(&selected.assets));
+            checks
+        }
+        // dbt build: the tests on the nodes it builds (and those selected by name).
+        Verb::Build => selected.checks,
+        _ => NodeSet::empty(graph.checks().len()),
     };
     if assets.is_empty() && checks.is_empty() {
         return Err(DbtError::Input {

@@ -70,7 +70,7 @@ impl RainbowConfig {
             Some(path) => config.with_file(path, true)?,
             None => config.with_file(Path::new("rainbow.toml"), false)?,
         };
-        Ok(config.with_env(std::env::vars()))
+        config.with_env(std::env::vars())
     }
 
     /// Adds the TOML file at `path` as the next layer; a missing file is skipped unless
@@ -121,7 +121,6 @@ impl RainbowConfig {
         let layer = Layer {
             name: format!("{name} TOML file"),
             data: dict,
-            env_names: false,
         };
         self.typed = self.typed.merge(layer.clone());
         self.text = self.text.merge(layer);
@@ -129,22 +128,33 @@ impl RainbowConfig {
     }
 
     /// Adds the configuration variables among `vars` as the next layer (see the module doc).
-    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+    /// Errors: a `RAINBOW_<SECTION>__…` variable naming an unknown section.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let mut typed = Dict::new();
         let mut text = Dict::new();
         for (name, value) in vars {
             let Some(key) = env_key(&name) else { continue };
+            let section = key.split('.').next().unwrap_or_default();
+            if !SECTIONS.contains(&section) {
+                return Err(Error::Config {
+                    location: name.clone(),
+                    message: format!(
+                        "unknown section `{section}`{}; expected one of {}",
+                        crate::error::did_you_mean(section, SECTIONS),
+                        SECTIONS.join(", ")
+                    ),
+                });
+            }
             insert(&mut typed, &key, parse_env_value(&value));
             insert(&mut text, &key, Value::from(value));
         }
         let layer = |data| Layer {
             name: "environment".into(),
             data,
-            env_names: true,
         };
         self.typed = self.typed.merge(layer(typed));
         self.text = self.text.merge(layer(text));
-        self
+        Ok(self)
     }
 
     /// Sets `key` (dotted: `storage.database_url`) to `value`: the top layer (flags).
@@ -178,8 +188,8 @@ impl RainbowConfig {
                 .extract_inner::<T>(key)
                 .map(Some)
                 .map_err(|_| Error::Config {
-                    location: format!("`{key}`"),
-                    message: describe(&first),
+                    location: "the configuration".into(),
+                    message: describe(&first, key),
                 }),
         }
     }
@@ -194,8 +204,8 @@ impl RainbowConfig {
             Err(first) => with_defaults(&self.text)
                 .extract_inner::<T>(key)
                 .map_err(|_| Error::Config {
-                    location: format!("`{key}`"),
-                    message: describe(&first),
+                    location: "the configuration".into(),
+                    message: describe(&first, key),
                 }),
         }
     }
@@ -215,12 +225,48 @@ impl RainbowConfig {
     }
 }
 
-/// A figment error as one line: every error, with its key and source.
-fn describe(error: &figment::Error) -> String {
+/// A figment error as one line per problem: the dotted key, what is wrong, and where the value
+/// came from (the file, or the environment variable). `key` is the key extracted.
+fn describe(error: &figment::Error, key: &str) -> String {
+    let requested: Vec<&str> = key.split('.').collect();
     error
         .clone()
         .into_iter()
-        .map(|e| e.to_string())
+        .map(|e| {
+            // Figment lists the fields inside the extracted value, then the extracted key.
+            let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            let inner = match path.len().checked_sub(requested.len()) {
+                Some(n) if path[n..] == requested[..] => &path[..n],
+                _ => &path[..],
+            };
+            let full = requested
+                .iter()
+                .chain(inner.iter())
+                .copied()
+                .collect::<Vec<_>>()
+                .join(".");
+            let what = match &e.kind {
+                figment::error::Kind::UnknownField(name, expected) => format!(
+                    "unknown key `{name}`{}; expected one of {}",
+                    crate::error::did_you_mean(name, expected.iter().copied()),
+                    expected.join(", ")
+                ),
+                figment::error::Kind::MissingField(name) => format!("missing key `{name}`"),
+                figment::error::Kind::InvalidType(found, expected) => {
+                    format!("expected {expected}, found {found}")
+                }
+                other => other.to_string(),
+            };
+            let source = match &e.metadata {
+                Some(m) if m.name == "environment" => format!(
+                    " (from {ENV_PREFIX}{})",
+                    full.replace('.', "__").to_ascii_uppercase()
+                ),
+                Some(m) => format!(" (in {})", m.name),
+                None => String::new(),
+            };
+            format!("`{full}`: {what}{source}")
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -285,28 +331,11 @@ fn insert(dict: &mut Dict, key: &str, value: Value) {
 struct Layer {
     name: String,
     data: Dict,
-    /// Name values by their environment variable in errors.
-    env_names: bool,
 }
 
 impl Provider for Layer {
     fn metadata(&self) -> Metadata {
-        let metadata = Metadata::named(self.name.clone());
-        if self.env_names {
-            // Figment hands the key path innermost first.
-            metadata.interpolater(|_, keys| {
-                format!(
-                    "{ENV_PREFIX}{}",
-                    keys.iter()
-                        .rev()
-                        .map(|k| k.to_ascii_uppercase())
-                        .collect::<Vec<_>>()
-                        .join("__")
-                )
-            })
-        } else {
-            metadata
-        }
+        Metadata::named(self.name.clone())
     }
 
     fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
@@ -353,7 +382,8 @@ mod tests {
             .with_env([
                 ("RAINBOW_PIPELINE__FRESHNESS_LAG".to_owned(), "3".to_owned()),
                 ("RAINBOW_HOME".to_owned(), "ignored".to_owned()),
-            ]);
+            ])
+            .expect("env");
         assert_eq!(
             config.get::<Pipeline>("pipeline").expect("valid"),
             Some(Pipeline {
@@ -375,16 +405,27 @@ mod tests {
             "flat variables are not configuration"
         );
 
-        let bad = config.with_env([(
-            "RAINBOW_PIPELINE__FRESHNESS_LAG".to_owned(),
-            "soon".to_owned(),
-        )]);
+        let bad = config
+            .with_env([(
+                "RAINBOW_PIPELINE__FRESHNESS_LAG".to_owned(),
+                "soon".to_owned(),
+            )])
+            .expect("env");
         let e = bad
             .get::<Pipeline>("pipeline")
             .expect_err("not a number")
             .to_string();
         assert!(
-            e.contains("\"RAINBOW_PIPELINE__FRESHNESS_LAG\" in environment"),
+            e.contains("`pipeline.freshness_lag`: expected usize")
+                && e.contains("from RAINBOW_PIPELINE__FRESHNESS_LAG"),
+            "{e}"
+        );
+        let e = RainbowConfig::default()
+            .with_env([("RAINBOW_PIPELIN__LAKE".to_owned(), "x".to_owned())])
+            .expect_err("unknown section")
+            .to_string();
+        assert!(
+            e.contains("RAINBOW_PIPELIN__LAKE") && e.contains("did you mean `pipeline`"),
             "{e}"
         );
         let e = RainbowConfig::default()
@@ -412,17 +453,19 @@ mod tests {
         struct Pool {
             threads: u32,
         }
-        let config = RainbowConfig::default().with_env([
-            (
-                "RAINBOW_RESOURCE__SECRET__PASSWORD".to_owned(),
-                "12345".to_owned(),
-            ),
-            (
-                "RAINBOW_RESOURCES__POOL__THREADS".to_owned(),
-                "8".to_owned(),
-            ),
-            ("RAINBOW_LAKE".to_owned(), "/lake".to_owned()),
-        ]);
+        let config = RainbowConfig::default()
+            .with_env([
+                (
+                    "RAINBOW_RESOURCE__SECRET__PASSWORD".to_owned(),
+                    "12345".to_owned(),
+                ),
+                (
+                    "RAINBOW_RESOURCES__POOL__THREADS".to_owned(),
+                    "8".to_owned(),
+                ),
+                ("RAINBOW_LAKE".to_owned(), "/lake".to_owned()),
+            ])
+            .expect("env");
         assert_eq!(
             config.get::<Secret>("resources.secret").expect("valid"),
             Some(Secret {

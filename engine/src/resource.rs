@@ -125,7 +125,8 @@ mod tests {
             .with_env([(
                 "RAINBOW_RESOURCE__WAREHOUSE__THREADS".to_owned(),
                 "8".to_owned(),
-            )]);
+            )])
+            .expect("env");
         let defs = [ResourceDef::from_config::<Warehouse>("warehouse".into())];
         let resources = Resources::resolve(&defs, &config).expect("resolves");
         let wh = resources.get::<Warehouse>().expect("present");

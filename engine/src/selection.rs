@@ -100,7 +100,8 @@ impl NodeSet {
             .map(|(i, _)| i)
     }
 
-    fn union_with(&mut self, other: &NodeSet) {
+    /// Adds every member of `other` (of the same graph).
+    pub fn union_with(&mut self, other: &NodeSet) {
         for (a, b) in self.bits.iter_mut().zip(&other.bits) {
             *a |= *b;
         }
@@ -150,7 +151,8 @@ impl Selected {
         self.checks.intersect_with(&other.checks);
     }
 
-    /// Adds every check of every selected asset.
+    /// Adds every check on a selected asset (dbt's eager indirect selection of the tests on
+    /// a node; see [`AssetGraph::checks_reading`] for the tests that only read it).
     fn with_asset_checks(mut self, graph: &AssetGraph) -> Self {
         for node in self.assets.iter() {
             for &check in graph.check_ids_for(node) {
@@ -376,7 +378,13 @@ fn attribute_match(pattern: &str, value: &str) -> bool {
             && value.as_bytes()[folder.len()] == b'/')
 }
 
+/// An atom's assets and checks: what it matches, walked, with the checks reading those assets
+/// (so `orders,test_name:unique` is the unique tests of `orders`).
 fn resolve_atom(atom: &Atom, graph: &AssetGraph) -> Result<Selected> {
+    Ok(match_atom(atom, graph)?.with_asset_checks(graph))
+}
+
+fn match_atom(atom: &Atom, graph: &AssetGraph) -> Result<Selected> {
     let mut base = Selected::empty(graph);
     let nodes = graph.nodes();
     let checks = graph.checks();
@@ -669,6 +677,22 @@ impl AssetGraph {
             selected.checks.subtract(&excluded.checks);
         }
         Ok(selected)
+    }
+
+    /// The checks that read any of `assets`: on them, or reading them as an additional dep
+    /// (`dbt test --select orders` also runs the relationships test sitting on `customers`).
+    pub fn checks_reading(&self, assets: &NodeSet) -> NodeSet {
+        let mut out = NodeSet::empty(self.checks().len());
+        for (i, check) in self.checks().iter().enumerate() {
+            let reads = std::iter::once(&check.spec.asset).chain(&check.spec.additional_deps);
+            if reads
+                .filter_map(|k| self.node_id(k))
+                .any(|n| assets.contains(n))
+            {
+                out.insert(i);
+            }
+        }
+        out
     }
 
     /// Resolves a selection and returns the selected keys in topological order.

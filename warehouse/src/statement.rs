@@ -19,8 +19,15 @@ impl Warehouse {
     /// `INSERT INTO … SELECT`, `DELETE`, `DROP`, `MERGE`. Returns the last query's rows.
     /// Errors name `context` (a model's file, `query`).
     pub async fn execute(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
+        let statements = bigquery::parse(sql, context)?;
+        if statements.is_empty() {
+            return Err(WarehouseError::Parse {
+                context: context.to_owned(),
+                message: "no SQL statement (only comments or whitespace)".into(),
+            });
+        }
         let mut last = Vec::new();
-        for statement in bigquery::parse(sql, context)? {
+        for statement in statements {
             last = self.execute_statement(statement, context).await?;
         }
         Ok(last)

@@ -69,7 +69,7 @@ impl Warehouse {
             .table(datafusion::common::TableReference::partial(schema, name))
             .await
             .map_err(|_| self.unknown(&format!("{schema}.{name}")))?;
-        let aligned = align(source, &target)?;
+        let aligned = align(source, &target, &format!("{schema}.{name}"))?;
         self.write_table(schema, name, aligned, WriteMode::Append)
             .await?;
         Ok(())
@@ -169,7 +169,7 @@ impl Warehouse {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let aligned = align(source, &target)?;
+        let aligned = align(source, &target, &format!("{schema}.{name}"))?;
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let renamed: Vec<String> = keys.iter().map(|k| format!("__rb_key_{k}")).collect();
         let source_keys = aligned
@@ -205,7 +205,8 @@ impl Warehouse {
 }
 
 /// `source` with `target`'s columns, in `target`'s order and types.
-fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
+/// `source`'s columns in `target`'s order and types; `table` (`schema.name`) names errors.
+fn align(source: DataFrame, target: &DataFrame, table: &str) -> Result<DataFrame> {
     let mut exprs = Vec::new();
     for field in target.schema().fields() {
         if source
@@ -214,7 +215,7 @@ fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
             .is_err()
         {
             return Err(WarehouseError::Config {
-                node: "incremental".into(),
+                node: table.to_owned(),
                 key: "on_schema_change".into(),
                 message: format!(
                     "the model no longer has the table's column `{}`",
@@ -226,7 +227,9 @@ fn align(source: DataFrame, target: &DataFrame) -> Result<DataFrame> {
     }
     source
         .select(exprs)
-        .map_err(WarehouseError::datafusion("aligning columns"))
+        .map_err(WarehouseError::datafusion(format!(
+            "aligning columns with {table}"
+        )))
 }
 
 /// Casts what Delta cannot store: nanosecond/millisecond/second timestamps -> microseconds,
@@ -266,15 +269,23 @@ fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
     if changed { df.select(exprs) } else { Ok(df) }
 }
 
-/// Rows added by the table's latest commit, from its `operationMetrics` (Delta records
-/// `num_added_rows` for writes): reading one small log file, where counting would scan the
-/// table's log and files again.
+/// Rows added by the commit this write made (the table's version after it), from its
+/// `commitInfo.operationMetrics.num_added_rows`: reading that one log entry, where counting
+/// would scan the table again. `None` when the entry or the metric is missing — the caller
+/// counts then. Reading the entry by version (not "the latest commit") keeps a concurrent
+/// writer's commit from being taken for ours.
 async fn rows_added(table: &DeltaTable) -> Option<u64> {
-    use futures::StreamExt;
-    let mut history = table.history(Some(1));
-    let info = history.next().await?.ok()?;
-    info.info
-        .get("operationMetrics")?
-        .get("num_added_rows")?
-        .as_u64()
+    let version = table.version()?;
+    let entry = table.log_store().read_commit_entry(version).await.ok()??;
+    std::str::from_utf8(&entry)
+        .ok()?
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|action| {
+            action
+                .get("commitInfo")?
+                .get("operationMetrics")?
+                .get("num_added_rows")?
+                .as_u64()
+        })
 }

@@ -153,10 +153,11 @@ pub(super) async fn run(
             };
             let record = launch_backfill(&graph, &storage, &request, chrono::Utc::now()).await?;
             let progress = storage.backfill_progress(&record.backfill_id).await?;
-            println!(
+            outln!(
                 "backfill {} created: {} run(s) planned",
-                record.backfill_id, progress.total
-            );
+                record.backfill_id,
+                progress.total
+            )?;
             if launch.detach {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -176,12 +177,18 @@ pub(super) async fn run(
                     .collect();
                 super::output::print_json(&serde_json::Value::Array(items))?;
             } else {
-                println!(
+                outln!(
                     "{:<38} {:<10} {:<25} {:>6} {:>6} {:>6} {:>8}  SELECTION",
-                    "BACKFILL", "STATUS", "CREATED", "DONE", "FAILED", "TOTAL", "RUNNING"
-                );
+                    "BACKFILL",
+                    "STATUS",
+                    "CREATED",
+                    "DONE",
+                    "FAILED",
+                    "TOTAL",
+                    "RUNNING"
+                )?;
                 for (b, p) in rows {
-                    println!(
+                    outln!(
                         "{:<38} {:<10} {:<25} {:>6} {:>6} {:>6} {:>8}  {}",
                         b.backfill_id,
                         b.status.as_str(),
@@ -191,7 +198,7 @@ pub(super) async fn run(
                         p.total,
                         p.running,
                         b.selection
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -209,17 +216,22 @@ pub(super) async fn run(
             if *json {
                 super::output::print_json(&json!({"backfill": b, "progress": p, "units": units}))?;
             } else {
-                println!("backfill  {}", b.backfill_id);
-                println!("status    {}", b.status);
-                println!("selection {}", b.selection);
-                println!("created   {}", format_micros(b.created_at));
+                outln!("backfill  {}", b.backfill_id)?;
+                outln!("status    {}", b.status)?;
+                outln!("selection {}", b.selection)?;
+                outln!("created   {}", format_micros(b.created_at))?;
                 if let Some(r) = &b.reason {
-                    println!("reason    {r}");
+                    outln!("reason    {r}")?;
                 }
-                println!(
+                outln!(
                     "progress  {} done, {} failed, {} skipped, {} running, {} pending, of {}",
-                    p.done, p.failed, p.skipped, p.running, p.pending, p.total
-                );
+                    p.done,
+                    p.failed,
+                    p.skipped,
+                    p.running,
+                    p.pending,
+                    p.total
+                )?;
                 for u in units
                     .iter()
                     .filter(|u| u.status.as_str() != "done")
@@ -230,19 +242,19 @@ pub(super) async fn run(
                         [k] => k.clone(),
                         ks => format!("{}..{}", ks[0], ks[ks.len() - 1]),
                     };
-                    println!(
+                    outln!(
                         "  unit {:>5} {:<8} {parts}  run {}",
                         u.unit_id,
                         u.status.as_str(),
                         u.run_id.as_deref().unwrap_or("-")
-                    );
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Some(BackfillCommand::Cancel { id }) => {
             let status = cancel_backfill(&storage, id).await?;
-            println!("backfill {id}: {status}");
+            outln!("backfill {id}: {status}")?;
             Ok(ExitCode::SUCCESS)
         }
         Some(BackfillCommand::Resume { id }) => {
@@ -291,10 +303,14 @@ async fn execute(
     .await?;
     bar.finish();
     let p = executor.storage().backfill_progress(id).await?;
-    println!(
+    outln!(
         "backfill {id} {status}: {} done, {} failed, {} skipped, {} pending, of {}",
-        p.done, p.failed, p.skipped, p.pending, p.total
-    );
+        p.done,
+        p.failed,
+        p.skipped,
+        p.pending,
+        p.total
+    )?;
     Ok(if status == BackfillStatus::Completed {
         ExitCode::SUCCESS
     } else {
@@ -345,19 +361,19 @@ pub(super) async fn show_partitions(
             "counts": counts, "ranges": ranges,
         }));
     }
-    println!("{asset}: {def}, {} partitions", keys.len());
+    outln!("{asset}: {def}, {} partitions", keys.len())?;
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    println!("{}", summary.join(", "));
+    outln!("{}", summary.join(", "))?;
     for r in &ranges {
         if r.count == 1 {
-            println!("  {:<24} {}", r.start, r.state.as_str());
+            outln!("  {:<24} {}", r.start, r.state.as_str())?;
         } else {
-            println!(
+            outln!(
                 "  {:<24} {} ({})",
                 format!("{}..{}", r.start, r.end),
                 r.state.as_str(),
                 r.count
-            );
+            )?;
         }
     }
     Ok(())

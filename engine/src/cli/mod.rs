@@ -4,6 +4,21 @@
 //!
 //! Exit codes: 0 success, 1 a run failed or was canceled, 2 bad input or an engine error.
 
+/// `println!` that returns an error instead of panicking: a closed pipe (`rainbow list |
+/// head`) ends the output quietly ([`exit_code`]).
+macro_rules! outln {
+    () => {
+        outln!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|source| $crate::error::Error::Io {
+            path: "<stdout>".into(),
+            source,
+        })
+    }};
+}
+
 mod backfill;
 pub mod bench;
 mod output;
@@ -251,10 +266,14 @@ where
         Err(e) => {
             let e: Box<dyn std::error::Error + Send + Sync> = e.into();
             // A closed pipe (`rainbow list | head`) is not an error of the command.
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            {
-                return ExitCode::SUCCESS;
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(c) = cause {
+                if c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    return ExitCode::SUCCESS;
+                }
+                cause = c.source();
             }
             eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::from(2)
@@ -290,7 +309,9 @@ pub fn init_tracing() {
     if level < tracing::Level::DEBUG {
         // Delta's kernel logs an expected miss (a table's first write finds no log yet) as an
         // ERROR span; real Delta failures reach the user as errors of the step or command.
-        filter = filter.with_target("delta_kernel", tracing_subscriber::filter::LevelFilter::OFF);
+        for kernel in ["delta_kernel", "buoyant_kernel", "buoyant_kernel_engine"] {
+            filter = filter.with_target(kernel, tracing_subscriber::filter::LevelFilter::OFF);
+        }
     }
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -408,12 +429,12 @@ pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Resu
             if *once {
                 let report = daemon.tick().await?;
                 daemon.wait_idle().await;
-                println!(
+                outln!(
                     "tick: {} run(s) requested, {} launched, {} backfill(s) started",
                     report.requested.len(),
                     report.launched.len(),
                     report.backfills.len()
-                );
+                )?;
             } else {
                 tracing::info!("daemon started; ticking every {interval}s (Ctrl-C stops)");
                 daemon
@@ -431,7 +452,7 @@ pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Resu
         Command::Ticks { instigator, limit } => {
             let storage = cli.storage().await?;
             let ticks = storage.ticks(instigator.as_deref(), *limit).await?;
-            output::ticks(&ticks);
+            output::ticks(&ticks)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Partitions { asset, json } => {
@@ -442,7 +463,7 @@ pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Resu
         Command::AddPartitions { name, keys } => {
             let storage = cli.storage().await?;
             storage.add_dynamic_partitions(name, keys).await?;
-            println!("added {} key(s) to dynamic partitions `{name}`", keys.len());
+            outln!("added {} key(s) to dynamic partitions `{name}`", keys.len())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Materialize {
@@ -508,7 +529,7 @@ pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Resu
                 )
                 .await?;
             bar.finish();
-            output::run_result(&result);
+            output::run_result(&result)?;
             Ok(if result.success() {
                 ExitCode::SUCCESS
             } else {

@@ -13,19 +13,19 @@ use crate::storage::RunRecord;
 pub(super) fn print_json(value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Internal(format!("cannot render JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }
 
 /// Prints rows under headers with columns padded to their widest cell.
-fn table(headers: &[&str], rows: &[Vec<String>]) {
+fn table(headers: &[&str], rows: &[Vec<String>]) -> Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |cells: Vec<&str>| -> Result<()> {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
@@ -34,12 +34,13 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        outln!("{}", out.trim_end())
     };
-    line(headers.to_vec());
+    line(headers.to_vec())?;
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 fn staleness_text(s: Staleness) -> &'static str {
@@ -107,7 +108,7 @@ pub(super) fn list(graph: &AssetGraph, statuses: &[AssetStatus], json: bool) -> 
             ]
         })
         .collect();
-    table(&["KEY", "GROUP", "KINDS", "DEPS", "STATUS"], &rows);
+    table(&["KEY", "GROUP", "KINDS", "DEPS", "STATUS"], &rows)?;
     Ok(())
 }
 
@@ -138,7 +139,7 @@ pub(super) fn status(statuses: &[AssetStatus], json: bool) -> Result<()> {
             ]
         })
         .collect();
-    table(&["KEY", "STATUS", "LAST MATERIALIZED", "RUN", "WHY"], &rows);
+    table(&["KEY", "STATUS", "LAST MATERIALIZED", "RUN", "WHY"], &rows)?;
     Ok(())
 }
 
@@ -170,7 +171,7 @@ pub(super) fn runs(runs: &[RunRecord], json: bool) -> Result<()> {
     table(
         &["RUN", "STATUS", "CREATED", "DURATION", "JOB/SELECTION"],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
@@ -178,20 +179,20 @@ pub(super) fn run_show(run: &RunRecord, events: &[Event], json: bool) -> Result<
     if json {
         return print_json(&json!({ "run": run, "events": events }));
     }
-    println!("run       {}", run.run_id);
-    println!("status    {}", run.status);
-    println!(
+    outln!("run       {}", run.run_id)?;
+    outln!("status    {}", run.status)?;
+    outln!(
         "selection {}",
         run.job_name
             .clone()
             .unwrap_or_else(|| run.selection.clone())
-    );
-    println!("created   {}", format_micros(run.created_at));
-    println!("duration  {}", duration_text(run));
+    )?;
+    outln!("created   {}", format_micros(run.created_at))?;
+    outln!("duration  {}", duration_text(run))?;
     if let Some(reason) = &run.reason {
-        println!("reason    {reason}");
+        outln!("reason    {reason}")?;
     }
-    println!();
+    outln!()?;
     let rows: Vec<Vec<String>> = events
         .iter()
         .map(|e| {
@@ -207,7 +208,7 @@ pub(super) fn run_show(run: &RunRecord, events: &[Event], json: bool) -> Result<
             ]
         })
         .collect();
-    table(&["TIME", "EVENT", "STEP", "ASSET", "DETAIL"], &rows);
+    table(&["TIME", "EVENT", "STEP", "ASSET", "DETAIL"], &rows)?;
     Ok(())
 }
 
@@ -236,11 +237,11 @@ pub(super) fn schedules(graph: &AssetGraph, now: chrono::DateTime<chrono::Utc>) 
     table(
         &["SCHEDULE", "CRON", "TIMEZONE", "JOB", "NEXT TICKS (UTC)"],
         &rows,
-    );
+    )?;
     Ok(())
 }
 
-pub(super) fn ticks(ticks: &[crate::storage::schedules::TickRecord]) {
+pub(super) fn ticks(ticks: &[crate::storage::schedules::TickRecord]) -> Result<()> {
     let rows: Vec<Vec<String>> = ticks
         .iter()
         .map(|t| {
@@ -253,24 +254,26 @@ pub(super) fn ticks(ticks: &[crate::storage::schedules::TickRecord]) {
             ]
         })
         .collect();
-    table(&["TICK", "INSTIGATOR", "STATUS", "RUN", "REASON"], &rows);
+    table(&["TICK", "INSTIGATOR", "STATUS", "RUN", "REASON"], &rows)
 }
 
-pub(super) fn run_result(result: &RunResult) {
+pub(super) fn run_result(result: &RunResult) -> Result<()> {
     let count = |f: fn(&StepStatus) -> bool| result.steps.values().filter(|s| f(s)).count();
     let succeeded = count(|s| matches!(s, StepStatus::Succeeded));
     let failed = count(|s| matches!(s, StepStatus::Failed(_)));
     let skipped = count(|s| matches!(s, StepStatus::Skipped(_)));
     for (step, status) in &result.steps {
         match status {
-            StepStatus::Failed(e) => println!("FAILED   {step}: {e}"),
-            StepStatus::Skipped(r) => println!("skipped  {step}: {r}"),
-            StepStatus::Canceled => println!("canceled {step}"),
+            StepStatus::Failed(e) => outln!("FAILED   {step}: {e}")?,
+            StepStatus::Skipped(r) => outln!("skipped  {step}: {r}")?,
+            StepStatus::Canceled => outln!("canceled {step}")?,
             _ => {}
         }
     }
-    println!(
+    outln!(
         "run {} {}: {succeeded} succeeded, {failed} failed, {skipped} skipped",
-        result.run_id, result.status
-    );
+        result.run_id,
+        result.status
+    )?;
+    Ok(())
 }

@@ -231,8 +231,10 @@ impl Executor {
                 children: Vec::new(),
             })
             .collect();
-        for (i, &(step, _)) in order.iter().enumerate() {
-            // Upstream assets, and the additional deps of the checks the step evaluates.
+        for (i, &(step, mode)) in order.iter().enumerate() {
+            // Upstream assets, and the additional deps of the checks the step evaluates. A
+            // checks-only step waits only for what the run builds: checks never wait for (nor
+            // are skipped by) other checks-only steps, as `dbt test` runs every selected test.
             let check_deps = g.steps[step]
                 .nodes
                 .iter()
@@ -247,6 +249,7 @@ impl Executor {
                 .chain(check_deps)
                 .filter_map(|p| position.get(&g.node(p).step).copied())
                 .filter(|&p| p != i)
+                .filter(|&p| mode == StepMode::Materialize || order[p].1 == StepMode::Materialize)
                 .collect();
             parents.sort_unstable();
             parents.dedup();
