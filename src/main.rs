@@ -24,8 +24,6 @@ mod seed_data;
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
-    #[command(flatten)]
-    project: rainbow_dbt::cli::ProjectArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,9 +85,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Engine(command) => {
             Ok(rainbow_engine::cli::run(&cli.global, command, code_location(&cli.global)?).await?)
         }
-        Command::Dbt(command) => {
-            Ok(rainbow_dbt::cli::run(&cli.global, &cli.project, command).await?)
-        }
+        Command::Dbt(command) => Ok(rainbow_dbt::cli::run(&cli.global, command).await?),
         Command::Demo(args) => demo::demo(home, args).await,
         Command::SeedData(args) => seed_data::run(home, args).await,
         Command::Bench { command } => match command {

@@ -520,7 +520,7 @@ fn cli_build_then_query_prints_tables_and_csv() {
     let r = dir.path();
     let bin = env!("CARGO_BIN_EXE_rainbow");
     let out = std::process::Command::new(bin)
-        .args(["--project-dir", r.to_str().expect("utf-8"), "build"])
+        .args(["build", "--project-dir", r.to_str().expect("utf-8")])
         .env("RAINBOW_HOME", r.join("home"))
         .output()
         .expect("runs");
@@ -687,9 +687,8 @@ fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
         "shop:\n  target: local\n  outputs:\n    local:\n      type: duckdb\n      path: shop.duckdb\n      schema: analytics\n    prod:\n      type: bigquery\n      dataset: analytics\n",
     );
     let build = |extra: &[&str]| {
-        let mut args = vec!["--project-dir", r.to_str().expect("utf-8")];
+        let mut args = vec!["build", "--project-dir", r.to_str().expect("utf-8")];
         args.extend_from_slice(extra);
-        args.push("build");
         std::process::Command::new(bin)
             .args(&args)
             .env("RAINBOW_HOME", r.join("home"))
@@ -804,11 +803,15 @@ fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
         "select * from {{ ref('started_a') }} a full outer join {{ ref('started_b') }} b on a.started = b.started where a.started is null or b.started is null",
     );
     let bin = env!("CARGO_BIN_EXE_rainbow");
+    // dbt's commands take the project; the engine's (`runs`) do not.
     let rainbow = |args: &[&str]| {
-        std::process::Command::new(bin)
-            .args(args)
-            .args(["--project-dir", r.to_str().expect("utf-8")])
-            .env("RAINBOW_HOME", r.join("home"))
+        let dbt = ["build", "run", "test", "query"].contains(&args[0]);
+        let mut c = std::process::Command::new(bin);
+        c.args(args);
+        if dbt {
+            c.args(["--project-dir", r.to_str().expect("utf-8")]);
+        }
+        c.env("RAINBOW_HOME", r.join("home"))
             .output()
             .expect("runs")
     };

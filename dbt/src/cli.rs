@@ -21,33 +21,37 @@ use crate::project::Project;
 use crate::sql_project::SqlProject;
 use crate::verbs::{NodeResult, RunSummary, Status, Verb, VerbOptions, run_verb};
 
-/// Where the dbt project and its target are. `global`: they go anywhere on the line.
+/// Where the dbt project and its target are: options of dbt's commands (anywhere after the
+/// command's name).
 #[derive(Debug, Clone, clap::Args)]
 #[command(next_help_heading = "dbt project options")]
 pub struct ProjectArgs {
     /// The dbt project directory (holding dbt_project.yml).
-    #[arg(long, global = true, default_value = ".")]
+    #[arg(long, default_value = ".")]
     pub project_dir: PathBuf,
     /// Warehouse location (a directory or URL; default: the profile's `location`, else
     /// `<home>/warehouse`).
-    #[arg(long, env = "RAINBOW_WAREHOUSE", global = true)]
+    #[arg(long, env = "RAINBOW_WAREHOUSE")]
     pub warehouse: Option<String>,
     /// The target schema (dataset) unqualified names and models default to (default: the
     /// profile's `schema`, else `main`).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub target_schema: Option<String>,
     /// Target name (`target.name`; default: the profile's `target`, else `dev`).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub target: Option<String>,
     /// Where `profiles.yml` is (default: the project directory). Without one, or without an
     /// entry for the project's profile, the embedded DataFusion warehouse is the target.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub profiles_dir: Option<PathBuf>,
 }
 
 /// Options of the verbs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerbArgs {
+    /// The project and its target.
+    #[command(flatten)]
+    pub project: ProjectArgs,
     /// Nodes and tests to run (selection syntax, dbt's methods included; repeatable).
     #[arg(long, short = 's', num_args = 1..)]
     pub select: Vec<String>,
@@ -71,6 +75,9 @@ pub struct VerbArgs {
 /// Options of `parse` and `compile`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompileArgs {
+    /// The project.
+    #[command(flatten)]
+    pub project: ProjectArgs,
     /// Variables overriding the project's, as JSON or YAML (`{"key": "value"}`).
     #[arg(long)]
     pub vars: Option<String>,
@@ -110,6 +117,9 @@ pub enum DbtCommand {
     Compile(CompileArgs),
     /// Run BigQuery SQL on the warehouse (every model and seed visible by its name).
     Query {
+        /// The project and its target (for the warehouse's location and schema).
+        #[command(flatten)]
+        project: ProjectArgs,
         /// The SQL (may start with `--`: it is never read as a flag).
         #[arg(allow_hyphen_values = true)]
         sql: String,
@@ -180,20 +190,20 @@ impl ProjectArgs {
 }
 
 /// Runs a dbt command: `Ok(1)` when a node or test failed, or the run was canceled.
-pub async fn run(
-    global: &GlobalArgs,
-    args: &ProjectArgs,
-    command: &DbtCommand,
-) -> Result<ExitCode> {
+pub async fn run(global: &GlobalArgs, command: &DbtCommand) -> Result<ExitCode> {
     let (verb, verb_args) = match command {
         DbtCommand::Seed(a) => (Verb::Seed, a),
         DbtCommand::Run(a) => (Verb::Run, a),
         DbtCommand::Snapshot(a) => (Verb::Snapshot, a),
         DbtCommand::Test(a) => (Verb::Test, a),
         DbtCommand::Build(a) => (Verb::Build, a),
-        DbtCommand::Parse(a) => return parse_or_compile(&args.project_dir, a, false),
-        DbtCommand::Compile(a) => return parse_or_compile(&args.project_dir, a, true),
-        DbtCommand::Query { sql, format } => {
+        DbtCommand::Parse(a) => return parse_or_compile(&a.project.project_dir, a, false),
+        DbtCommand::Compile(a) => return parse_or_compile(&a.project.project_dir, a, true),
+        DbtCommand::Query {
+            project: args,
+            sql,
+            format,
+        } => {
             let warehouse = if args.project_dir.join("dbt_project.yml").exists() {
                 args.sql_project(global)?.warehouse().await?.clone()
             } else {
@@ -211,7 +221,8 @@ pub async fn run(
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let mut project = args
+    let mut project = verb_args
+        .project
         .sql_project(global)?
         .full_refresh(verb_args.full_refresh)
         .retry_policy(rainbow_engine::RetryPolicy::exponential(
