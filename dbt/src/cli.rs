@@ -358,20 +358,24 @@ fn parse_or_compile(dir: &Path, args: &CompileArgs, write_compiled: bool) -> Res
     crate::compile(&mut manifest);
     // Data tests are checked on parse too, so a bad test declaration fails early.
     let tests = crate::data_tests(&project, &manifest, &options)?;
-    if write_compiled {
+    let line = if write_compiled {
         crate::write_target(&manifest, &target)?;
         crate::write_tests(&tests, &manifest.project, &target)?;
-        println!(
+        format!(
             "{summary}; compiled to {}",
             target.join("compiled").display()
-        );
+        )
     } else {
         crate::write_manifest(&manifest, &target)?;
-        println!(
+        format!(
             "{summary}; manifest at {}",
             target.join("manifest.json").display()
-        );
-    }
+        )
+    };
+    writeln!(std::io::stdout().lock(), "{line}").map_err(|source| DbtError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,6 +23,11 @@ use crate::data_tests::DataTest;
 use crate::error::{DbtError, Result};
 use crate::project::Project;
 
+/// How SQL errors of a node name it: its file, and that line numbers are the compiled SQL's.
+pub(crate) fn compiled_context(node: &Node) -> String {
+    format!("{} (compiled SQL)", node.path)
+}
+
 /// What building a node did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
@@ -137,7 +142,8 @@ fn hooks(node: &Node, key: &str) -> Vec<String> {
 
 async fn model(warehouse: &Warehouse, node: &Node, options: BuildOptions<'_>) -> Result<Built> {
     let sql = node.compiled.clone().unwrap_or_default();
-    let context = node.path.clone();
+    // SQL errors give lines of the compiled SQL (`rainbow compile` writes it), not the file's.
+    let context = compiled_context(node);
     for hook in hooks(node, "pre_hook")
         .iter()
         .chain(&hooks(node, "pre-hook"))
@@ -203,7 +209,7 @@ async fn incremental(
             ),
         ));
     }
-    let df = warehouse.dataframe(sql, &node.path).await?;
+    let df = warehouse.dataframe(sql, &compiled_context(node)).await?;
     if !exists || options.full_refresh {
         let rows = warehouse
             .write_table(schema, name, df, WriteMode::Replace)

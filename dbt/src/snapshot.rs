@@ -318,7 +318,7 @@ pub(crate) async fn snapshot(
 ) -> Result<crate::materialize::Built> {
     let cfg = SnapshotConfig::from_node(node)?;
     let query = node.compiled.clone().unwrap_or_default();
-    let context = node.path.clone();
+    let context = crate::materialize::compiled_context(node);
     let plan = warehouse.plan(&query, &context).await?;
     let source_columns: Vec<String> = plan
         .schema()
