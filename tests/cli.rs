@@ -487,6 +487,23 @@ fn one_command_line_and_one_configuration() {
     assert!(stdout(&out).contains("Total sales"), "{}", stdout(&out));
     let settings = std::fs::read_to_string(d.join("h/rainbow.toml")).expect("settings");
     assert!(settings.contains("[pipeline]"), "{settings}");
+    // Another seed on the same home is refused, not silently ignored.
+    let out = run(
+        &[
+            "demo",
+            "--home",
+            "h",
+            "--days",
+            "2",
+            "--orders-per-day",
+            "20",
+            "--seed",
+            "7",
+        ],
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("seed=42"), "{}", stderr(&out));
     let out = run(&["status", "--json", "--home", "h"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("main_views/total_sales"));

@@ -391,6 +391,22 @@ pub async fn replay(
         checks_warned: 0,
         checks_failed: 0,
     };
+    // The marker records what history is in place: a replay asking for another one (another
+    // seed or size) is refused rather than silently reusing it.
+    let wanted = format!(
+        "start={} days={} orders_per_day={} seed={}",
+        options.start, options.days, options.orders_per_day, options.seed
+    );
+    if let Ok(had) = std::fs::read_to_string(&marker)
+        && !had.trim().is_empty()
+        && had.trim() != wanted
+    {
+        return Err(AssetsError::Invalid(format!(
+            "{} holds a history generated with {}, not {wanted}: use another --home, or remove it to start over",
+            home.display(),
+            had.trim()
+        )));
+    }
     if !marker.exists() {
         report.generated = true;
         let db = rainbow_db::connect(&settings.source_url, 4).await?;
@@ -441,7 +457,7 @@ pub async fn replay(
             }
             day_done();
         }
-        std::fs::write(&marker, b"")
+        std::fs::write(&marker, wanted.as_bytes())
             .map_err(|e| AssetsError::Invalid(format!("{}: {e}", marker.display())))?;
     }
     let started = Instant::now();
