@@ -829,7 +829,13 @@ fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("runs JSON");
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
     assert_eq!(runs[0]["status"], "SUCCESS");
-    assert_eq!(runs[0]["tags"]["rainbow/dbt_verb"], "build");
+    assert_eq!(runs[0]["tags"]["rainbow/command"], "build");
+    let listed = rainbow(&["runs"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("build: *"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
     let run_id = runs[0]["run_id"].as_str().expect("run id").to_owned();
     let out = rainbow(&["runs", "show", &run_id, "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run JSON");

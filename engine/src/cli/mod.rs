@@ -21,7 +21,7 @@ macro_rules! outln {
 
 mod backfill;
 pub mod bench;
-mod output;
+pub mod output;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

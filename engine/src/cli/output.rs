@@ -151,6 +151,28 @@ fn duration_text(run: &RunRecord) -> String {
     }
 }
 
+/// The tag a launcher sets to say which command started a run (`build`, `test`…): `runs`
+/// shows it before the selection.
+pub const COMMAND_TAG: &str = "rainbow/command";
+
+/// A run's job, else its selection, after the command that launched it and with the
+/// partition or range it covers.
+fn what_ran(r: &RunRecord) -> String {
+    let mut text = r.job_name.clone().unwrap_or_else(|| r.selection.clone());
+    if let Some(command) = r.tags.get(COMMAND_TAG) {
+        text = format!("{command}: {text}");
+    }
+    if let Some(p) = &r.partition_key {
+        text.push_str(&format!(" [{p}]"));
+    } else if let (Some(a), Some(b)) = (
+        r.tags.get("rainbow/partition_range_start"),
+        r.tags.get("rainbow/partition_range_end"),
+    ) {
+        text.push_str(&format!(" [{a}…{b}]"));
+    }
+    text
+}
+
 pub(super) fn runs(runs: &[RunRecord], json: bool) -> Result<()> {
     if json {
         let value = serde_json::to_value(runs).map_err(|e| Error::Internal(e.to_string()))?;
@@ -164,7 +186,7 @@ pub(super) fn runs(runs: &[RunRecord], json: bool) -> Result<()> {
                 r.status.to_string(),
                 format_micros(r.created_at),
                 duration_text(r),
-                r.job_name.clone().unwrap_or_else(|| r.selection.clone()),
+                what_ran(r),
             ]
         })
         .collect();
