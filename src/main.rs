@@ -67,16 +67,12 @@ fn main() -> ExitCode {
     let result = rainbow_engine::cli::runtime()
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(cli)));
-    match result {
-        // A closed pipe (`rainbow demo | head`) ends the output quietly.
-        Err(e)
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        other => rainbow_engine::cli::exit_code(other),
-    }
+    // exit_code recognizes a closed pipe (`rainbow demo | head`) by its io::Error, which
+    // anyhow's boxing hides: handed over as itself.
+    rainbow_engine::cli::exit_code(result.map_err(|e| match e.downcast::<std::io::Error>() {
+        Ok(io) => Box::new(io) as Box<dyn std::error::Error + Send + Sync>,
+        Err(other) => other.into(),
+    }))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -21,7 +21,7 @@ macro_rules! outln {
 
 mod backfill;
 pub mod bench;
-pub mod output;
+mod output;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -239,6 +239,13 @@ pub enum RunsCommand {
     },
 }
 
+/// `storage.heartbeat_timeout` in seconds, default 120.
+fn heartbeat_timeout(config: &RainbowConfig) -> Result<u64> {
+    Ok(config
+        .get::<u64>("storage.heartbeat_timeout")?
+        .unwrap_or(120))
+}
+
 /// Entry point for a code location's binary that adds no commands: parses [`Cli`], runs, and
 /// maps the outcome to an exit code ([`exit_code`]).
 pub fn main(defs: Definitions) -> ExitCode {
@@ -328,10 +335,7 @@ pub fn init_tracing() {
 impl GlobalArgs {
     /// The heartbeat timeout in seconds: flag, environment, `storage.heartbeat_timeout`, 120.
     pub fn heartbeat_timeout(&self) -> Result<u64> {
-        Ok(self
-            .config()?
-            .get::<u64>("storage.heartbeat_timeout")?
-            .unwrap_or(120))
+        heartbeat_timeout(&self.config()?)
     }
 
     /// The configuration ([`RainbowConfig::load`]) with these flags on top.
@@ -355,7 +359,7 @@ impl GlobalArgs {
             None => Storage::open_sqlite_dir(&self.home).await?,
         };
         let policy = MonitorPolicy {
-            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout()?),
+            heartbeat_timeout: Duration::from_secs(heartbeat_timeout(&config)?),
         };
         fail_orphaned_runs(&storage, policy).await?;
         Ok(storage)

@@ -151,22 +151,19 @@ fn duration_text(run: &RunRecord) -> String {
     }
 }
 
-/// The tag a launcher sets to say which command started a run (`build`, `test`…): `runs`
-/// shows it before the selection.
-pub const COMMAND_TAG: &str = "rainbow/command";
-
 /// A run's job, else its selection, after the command that launched it and with the
 /// partition or range it covers.
 fn what_ran(r: &RunRecord) -> String {
     let mut text = r.job_name.clone().unwrap_or_else(|| r.selection.clone());
-    if let Some(command) = r.tags.get(COMMAND_TAG) {
+    use crate::executor::tags;
+    if let Some(command) = r.tags.get(tags::COMMAND) {
         text = format!("{command}: {text}");
     }
     if let Some(p) = &r.partition_key {
         text.push_str(&format!(" [{p}]"));
     } else if let (Some(a), Some(b)) = (
-        r.tags.get("rainbow/partition_range_start"),
-        r.tags.get("rainbow/partition_range_end"),
+        r.tags.get(tags::PARTITION_RANGE_START),
+        r.tags.get(tags::PARTITION_RANGE_END),
     ) {
         text.push_str(&format!(" [{a}…{b}]"));
     }

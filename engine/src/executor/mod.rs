@@ -16,6 +16,17 @@ use tokio::task::JoinSet;
 
 mod step;
 use step::StepRun;
+
+/// Names of the run tags the engine writes and reads (others are free-form).
+pub mod tags {
+    /// The command that launched a run (`build`, `test`…), set by its launcher; `rainbow runs`
+    /// shows it before the selection.
+    pub const COMMAND: &str = "rainbow/command";
+    /// The first partition of a range run.
+    pub const PARTITION_RANGE_START: &str = "rainbow/partition_range_start";
+    /// The last partition of a range run.
+    pub const PARTITION_RANGE_END: &str = "rainbow/partition_range_end";
+}
 use tokio_util::sync::CancellationToken;
 
 use crate::asset::Kind;
@@ -274,11 +285,11 @@ impl Executor {
         let mut tags = options.tags.clone();
         if options.partitions.len() > 1 {
             tags.insert(
-                "rainbow/partition_range_start".into(),
+                tags::PARTITION_RANGE_START.into(),
                 options.partitions[0].clone(),
             );
             tags.insert(
-                "rainbow/partition_range_end".into(),
+                tags::PARTITION_RANGE_END.into(),
                 options.partitions[options.partitions.len() - 1].clone(),
             );
         }
