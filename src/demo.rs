@@ -92,7 +92,7 @@ fn progress(len: u32, what: &str) -> indicatif::ProgressBar {
 }
 
 /// The six analyses: (title, query).
-const ANALYSES: [(&str, &str); 6] = [
+pub(crate) const ANALYSES: [(&str, &str); 6] = [
     ("Total sales", "SELECT * FROM main_views.total_sales"),
     (
         "Sales by day of week",

@@ -17,6 +17,7 @@ use rainbow_engine::cli::GlobalArgs;
 
 mod demo;
 mod seed_data;
+mod ui;
 
 /// Rainbow: asset-graph orchestration with dbt-style SQL models, and the Rainbow data platform.
 #[derive(Debug, Parser)]
@@ -39,6 +40,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Fill a Rainbow DB with a deterministic, realistic e-commerce history.
     SeedData(seed_data::SeedDataArgs),
+    /// Serve the web UI (lineage, assets, partitions, backfills, runs, schedules, dashboard).
+    Ui(ui::UiArgs),
+    /// The web UI and the daemon in one process (runs what the UI launches), as `dagster dev`.
+    Dev(ui::DevArgs),
     /// Benchmarks (each prints one JSON line last; see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -84,6 +89,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dbt(command) => Ok(rainbow_dbt::cli::run(&cli.global, command).await?),
         Command::Demo(args) => demo::demo(home, args).await,
         Command::SeedData(args) => seed_data::run(home, args).await,
+        Command::Ui(args) => ui::ui(&cli.global, code_location(&cli.global)?, args).await,
+        Command::Dev(args) => ui::dev(&cli.global, code_location(&cli.global)?, args).await,
         Command::Bench { command } => match command {
             Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),

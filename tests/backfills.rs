@@ -587,6 +587,7 @@ async fn two_processes_never_compute_the_same_asset_partition_at_once() {
         .list_runs(&rainbow_engine::storage::RunFilter {
             status: None,
             limit: Some(1000),
+            ..Default::default()
         })
         .await
         .expect("runs")
@@ -619,6 +620,7 @@ async fn two_processes_never_compute_the_same_asset_partition_at_once() {
         .list_runs(&rainbow_engine::storage::RunFilter {
             status: None,
             limit: Some(1000),
+            ..Default::default()
         })
         .await
         .expect("runs")

@@ -62,6 +62,7 @@ async fn runs(storage: &Storage) -> Vec<rainbow_engine::storage::RunRecord> {
         .list_runs(&RunFilter {
             status: None,
             limit: Some(1000),
+            ..Default::default()
         })
         .await
         .expect("runs");
@@ -298,6 +299,7 @@ async fn the_run_queue_respects_global_and_tag_limits() {
         .list_runs(&RunFilter {
             status: Some(RunStatus::Started),
             limit: None,
+            ..Default::default()
         })
         .await
         .expect("runs");
@@ -321,6 +323,7 @@ async fn the_run_queue_respects_global_and_tag_limits() {
         .list_runs(&RunFilter {
             status: Some(RunStatus::Success),
             limit: None,
+            ..Default::default()
         })
         .await
         .expect("runs");

@@ -66,7 +66,8 @@ async fn failed_step_skips_downstream_only(backend: Backend) {
     );
     assert_eq!(
         step_event_kinds(&t.storage, &result.run_id, "b").await,
-        ["step_started", "step_failed"]
+        // The asset's failure is recorded too: its latest outcome (lineage, partition status).
+        ["step_started", "step_failed", "asset_failed"]
     );
 
     let run = t
@@ -235,7 +236,8 @@ async fn retries_with_exponential_backoff(backend: Backend) {
             "step_started",
             "step_up_for_retry",
             "step_started",
-            "step_failed"
+            "step_failed",
+            "asset_failed"
         ]
     );
 }
@@ -402,7 +404,7 @@ async fn a_panicking_step_fails_and_the_run_finishes(backend: Backend) {
     assert_eq!(result.steps["other"], StepStatus::Succeeded);
     assert_eq!(
         step_event_kinds(&t.storage, &result.run_id, "boom").await,
-        ["step_started", "step_failed"]
+        ["step_started", "step_failed", "asset_failed"]
     );
 }
 

@@ -219,6 +219,7 @@ async fn round_trips(backend: Backend) {
         .list_runs(&RunFilter {
             status: Some(RunStatus::Success),
             limit: None,
+            ..Default::default()
         })
         .await
         .expect("filter");
@@ -226,7 +227,8 @@ async fn round_trips(backend: Backend) {
     assert_eq!(
         s.list_runs(&RunFilter {
             status: None,
-            limit: Some(1)
+            limit: Some(1),
+            ..Default::default()
         })
         .await
         .expect("limit")

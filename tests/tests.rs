@@ -18,3 +18,4 @@ mod sql_models;
 mod staleness;
 mod storage;
 mod tidy;
+mod ui;

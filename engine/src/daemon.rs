@@ -147,6 +147,7 @@ impl Daemon {
             while tasks.try_join_next().is_some() {}
         }
         let storage = self.executor.storage();
+        record_heartbeat(storage).await?;
         crate::monitor::fail_orphaned_runs(storage, Default::default()).await?;
         let now = self.clock.now();
         let mut report = TickReport::default();
@@ -591,6 +592,7 @@ impl Daemon {
             .list_runs(&RunFilter {
                 status: Some(RunStatus::Queued),
                 limit: Some(10_000),
+                ..Default::default()
             })
             .await?;
         if queued.is_empty() {
@@ -601,6 +603,7 @@ impl Daemon {
             .list_runs(&RunFilter {
                 status: Some(RunStatus::Started),
                 limit: Some(100_000),
+                ..Default::default()
             })
             .await?;
         let mut in_flight = started.len();
@@ -702,6 +705,46 @@ impl Daemon {
             });
         }
         Ok(())
+    }
+}
+
+/// Where the daemon's heartbeat is kept (the `instigator_state` cursor of this name).
+const HEARTBEAT: &str = "daemon/heartbeat";
+
+/// The last time a daemon ticked, and where it runs ([`daemon_heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DaemonHeartbeat {
+    /// When (µs since the epoch, the daemon's wall clock).
+    pub at: Micros,
+    /// Host.
+    pub hostname: String,
+    /// Process id.
+    pub pid: u32,
+}
+
+async fn record_heartbeat(storage: &crate::storage::Storage) -> Result<()> {
+    let beat = DaemonHeartbeat {
+        at: now_micros(),
+        hostname: crate::process::hostname(),
+        pid: std::process::id(),
+    };
+    let text = serde_json::to_string(&beat)
+        .map_err(|e| Error::Internal(format!("daemon heartbeat to JSON: {e}")))?;
+    storage.set_cursor(HEARTBEAT, &text).await
+}
+
+/// The latest daemon heartbeat (written at every tick), if a daemon ever ran on this storage.
+pub async fn daemon_heartbeat(
+    storage: &crate::storage::Storage,
+) -> Result<Option<DaemonHeartbeat>> {
+    match storage.cursor(HEARTBEAT).await? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::CorruptStorage {
+                location: format!("instigator_state {HEARTBEAT}"),
+                message: e.to_string(),
+            }),
     }
 }
 

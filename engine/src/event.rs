@@ -165,7 +165,8 @@ pub enum EventData {
         /// Delay before the next attempt.
         delay_secs: f64,
     },
-    /// A partitioned asset's step failed for these partitions (partition status `failed`).
+    /// An asset's step failed: for these partitions, or (empty) the unpartitioned asset
+    /// (partition status `failed`).
     AssetFailed {
         /// The partitions.
         partitions: Vec<String>,
@@ -236,6 +237,9 @@ impl EventData {
                 delay_secs,
             } => format!("attempt {attempt} failed, retrying in {delay_secs:.2}s: {error}"),
             EventData::StepSkipped { reason } => format!("step skipped: {reason}"),
+            EventData::AssetFailed { partitions, .. } if partitions.is_empty() => {
+                "materialization failed".into()
+            }
             EventData::AssetFailed { partitions, .. } => {
                 format!(
                     "materialization failed for {} partition(s)",

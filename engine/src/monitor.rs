@@ -36,6 +36,7 @@ pub async fn fail_orphaned_runs(storage: &Storage, policy: MonitorPolicy) -> Res
         .list_runs(&RunFilter {
             status: Some(RunStatus::Started),
             limit: Some(10_000),
+            ..Default::default()
         })
         .await?;
     let mut failed = Vec::new();

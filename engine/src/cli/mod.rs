@@ -409,6 +409,7 @@ pub async fn run(cli: &GlobalArgs, command: &Command, defs: Definitions) -> Resu
                 .list_runs(&RunFilter {
                     status,
                     limit: Some(*limit),
+                    ..Default::default()
                 })
                 .await?;
             output::runs(&runs, *json)?;

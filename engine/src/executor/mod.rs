@@ -681,21 +681,21 @@ pub(crate) fn failure_events(
         .step(s.name.clone())
         .partition(single(partitions)),
     ];
-    if !partitions.is_empty() {
-        for &node in &s.nodes {
-            events.push(
-                Event::new(
-                    run_id,
-                    EventData::AssetFailed {
-                        partitions: partitions.to_vec(),
-                        error: error.to_owned(),
-                    },
-                )
-                .step(s.name.clone())
-                .asset(graph.node(node).spec.key.clone())
-                .partition(single(partitions)),
-            );
-        }
+    // Every asset of the step failed (an unpartitioned one with no partitions), so its latest
+    // outcome is a failure wherever it is read (partition status, the UI's lineage).
+    for &node in &s.nodes {
+        events.push(
+            Event::new(
+                run_id,
+                EventData::AssetFailed {
+                    partitions: partitions.to_vec(),
+                    error: error.to_owned(),
+                },
+            )
+            .step(s.name.clone())
+            .asset(graph.node(node).spec.key.clone())
+            .partition(single(partitions)),
+        );
     }
     events
 }

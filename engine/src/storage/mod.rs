@@ -29,7 +29,9 @@ pub use writer::EventWriter;
 
 use crate::check::AssetCheckSeverity;
 use crate::error::{Error, Result};
-use crate::event::{CheckEvaluation, Event, EventData, Materialization, Micros, RunStatus};
+use crate::event::{
+    CheckEvaluation, Event, EventData, LogLevel, Materialization, Micros, RunStatus,
+};
 use crate::key::AssetKey;
 
 /// Key of the PostgreSQL advisory lock serializing migrations of run storage.
@@ -199,11 +201,21 @@ pub struct CheckResultRecord {
     pub evaluation: CheckEvaluation,
 }
 
-/// Filter for [`Storage::list_runs`].
+/// Filter for [`Storage::list_runs`]; every condition given must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only runs with this status.
     pub status: Option<RunStatus>,
+    /// Only runs of this job.
+    pub job_name: Option<String>,
+    /// Only runs carrying this tag (key, value).
+    pub tag: Option<(String, String)>,
+    /// Only runs with an event about this asset (step, materialization, check, failure).
+    pub asset: Option<AssetKey>,
+    /// Only runs launched by this backfill.
+    pub backfill_id: Option<String>,
+    /// Only runs created before this run (keyset paging: pass the last id of a page).
+    pub before_run_id: Option<String>,
     /// At most this many (newest first); default 100.
     pub limit: Option<i64>,
 }
@@ -350,29 +362,61 @@ impl Storage {
         row.map(|r| decode_run(&r)).transpose()
     }
 
-    /// Runs, newest first.
+    /// Runs, newest first, matching `filter`. The conditions are fixed SQL with bound values.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let limit = filter.limit.unwrap_or(100).max(0);
-        let rows = match filter.status {
-            Some(status) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY created_at DESC, run_id DESC LIMIT $2"
-                )))
-                .bind(status.as_str())
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
-            None => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT $1"
-                )))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await
-            }
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut values: Vec<String> = Vec::new();
+        if let Some(status) = filter.status {
+            conditions.push("status = $");
+            values.push(status.as_str().to_owned());
         }
-        .map_err(Error::storage("listing runs"))?;
+        if let Some(job) = &filter.job_name {
+            conditions.push("job_name = $");
+            values.push(job.clone());
+        }
+        if let Some((key, value)) = &filter.tag {
+            // Tags are stored as compact JSON: match the exact `"key":"value"` member.
+            conditions.push("tags LIKE $ ESCAPE '!'");
+            let member = format!("{}:{}", json(key)?, json(value)?);
+            let escaped = member
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_");
+            values.push(format!("%{escaped}%"));
+        }
+        if let Some(asset) = &filter.asset {
+            conditions.push(
+                "EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.asset_key = $)",
+            );
+            values.push(asset.to_string());
+        }
+        if let Some(backfill) = &filter.backfill_id {
+            conditions.push("backfill_id = $");
+            values.push(backfill.clone());
+        }
+        if let Some(before) = &filter.before_run_id {
+            conditions.push("run_id < $");
+            values.push(before.clone());
+        }
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs");
+        for (i, condition) in conditions.iter().enumerate() {
+            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+            sql.push_str(&condition.replace('$', &format!("${}", i + 1)));
+        }
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, run_id DESC LIMIT ${}",
+            values.len() + 1
+        ));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for v in values {
+            query = query.bind(v);
+        }
+        let rows = query
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::storage("listing runs"))?;
         rows.iter().map(decode_run).collect()
     }
 
@@ -388,6 +432,58 @@ impl Storage {
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage(format!("reading events of run {run_id}")))?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// A page of a run's events after event id `after`, at most `limit`, only those of `step`
+    /// (if given) and at or above `min_level` (if given): errors are failures and error logs;
+    /// warnings add retries, skips, cancellations, failed checks and warning logs; info is
+    /// everything but debug logs. Filtered in SQL, so pages stay full (keyset paging on `id`).
+    pub async fn events_filtered(
+        &self,
+        run_id: &str,
+        step: Option<&str>,
+        min_level: Option<LogLevel>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        // Fixed SQL per level; request values only ever bound.
+        let level_sql = match min_level {
+            None | Some(LogLevel::Debug) => "",
+            Some(LogLevel::Info) => {
+                " AND NOT (kind = 'log' AND payload LIKE '%\"level\":\"debug\"%')"
+            }
+            Some(LogLevel::Warn) => {
+                " AND (kind IN ('step_failed', 'run_failed', 'asset_failed', 'step_up_for_retry', \
+                 'step_skipped', 'step_canceled', 'run_canceled') \
+                 OR (kind = 'check_evaluation' AND payload LIKE '%\"passed\":false%') \
+                 OR (kind = 'log' AND (payload LIKE '%\"level\":\"warn\"%' OR payload LIKE '%\"level\":\"error\"%')))"
+            }
+            Some(LogLevel::Error) => {
+                " AND (kind IN ('step_failed', 'run_failed', 'asset_failed') \
+                 OR (kind = 'log' AND payload LIKE '%\"level\":\"error\"%'))"
+            }
+        };
+        let step_sql = if step.is_some() {
+            " AND step_key = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT id, run_id, ts, step_key, asset_key, partition_key, payload FROM events \
+             WHERE run_id = $1 AND id > $2{step_sql}{level_sql} ORDER BY id LIMIT $3"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(run_id)
+            .bind(after)
+            .bind(limit);
+        if let Some(step) = step {
+            query = query.bind(step);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::storage(format!("reading events of run {run_id}")))?;
         rows.iter().map(decode_event).collect()
     }
 
@@ -440,16 +536,36 @@ impl Storage {
         key: &AssetKey,
         limit: i64,
     ) -> Result<Vec<MaterializationRecord>> {
-        let rows = sqlx::query(
+        self.materialization_history(key, None, limit).await
+    }
+
+    /// Materialization (and observation) history of one asset — of one of its partitions when
+    /// `partition` is given — newest first, at most `limit`.
+    pub async fn materialization_history(
+        &self,
+        key: &AssetKey,
+        partition: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<MaterializationRecord>> {
+        let partition_sql = if partition.is_some() {
+            " AND partition_key = $3"
+        } else {
+            ""
+        };
+        let mut query = sqlx::query(AssertSqlSafe(format!(
             "SELECT id, run_id, ts, step_key, asset_key, partition_key, payload FROM events \
-             WHERE asset_key = $1 AND kind IN ('materialization', 'observation') \
-             ORDER BY id DESC LIMIT $2",
-        )
+             WHERE asset_key = $1 AND kind IN ('materialization', 'observation'){partition_sql} \
+             ORDER BY id DESC LIMIT $2"
+        )))
         .bind(key.to_string())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(Error::storage(format!("reading materializations of {key}")))?;
+        .bind(limit);
+        if let Some(p) = partition {
+            query = query.bind(p);
+        }
+        let rows = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(Error::storage(format!("reading materializations of {key}")))?;
         rows.iter()
             .map(|row| {
                 let event = decode_event(row)?;
@@ -475,49 +591,49 @@ impl Storage {
             .collect()
     }
 
+    /// The latest materialization of each partition of `key` (unpartitioned: the one row),
+    /// in no particular order.
+    pub async fn latest_by_partition(&self, key: &AssetKey) -> Result<Vec<MaterializationRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {LATEST_COLUMNS} FROM asset_latest WHERE asset_key = $1"
+        )))
+        .bind(key.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage(format!(
+            "reading latest materializations of {key}"
+        )))?;
+        rows.iter().map(decode_latest).collect()
+    }
+
     /// Check results of one asset, newest first.
     pub async fn check_results(
         &self,
         key: &AssetKey,
         limit: i64,
     ) -> Result<Vec<CheckResultRecord>> {
-        let rows = sqlx::query(
-            "SELECT run_id, asset_key, partition_key, ts, check_name, passed, severity, blocking, \
-             description, metadata FROM check_results WHERE asset_key = $1 ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHECK_COLUMNS} FROM check_results WHERE asset_key = $1 ORDER BY id DESC LIMIT $2"
+        )))
         .bind(key.to_string())
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(Error::storage(format!("reading check results of {key}")))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e: sqlx::Error| Error::CorruptStorage {
-                    location: "check_results".into(),
-                    message: e.to_string(),
-                };
-                let severity: String = row.try_get("severity").map_err(get)?;
-                let metadata: String = row.try_get("metadata").map_err(get)?;
-                Ok(CheckResultRecord {
-                    run_id: row.try_get("run_id").map_err(get)?,
-                    asset_key: AssetKey::from(row.try_get::<String, _>("asset_key").map_err(get)?),
-                    partition_key: row.try_get("partition_key").map_err(get)?,
-                    timestamp: row.try_get("ts").map_err(get)?,
-                    evaluation: CheckEvaluation {
-                        check_name: row.try_get("check_name").map_err(get)?,
-                        passed: row.try_get::<i64, _>("passed").map_err(get)? != 0,
-                        severity: if severity == "warn" {
-                            AssetCheckSeverity::Warn
-                        } else {
-                            AssetCheckSeverity::Error
-                        },
-                        blocking: row.try_get::<i64, _>("blocking").map_err(get)? != 0,
-                        description: row.try_get("description").map_err(get)?,
-                        metadata: parse_json(&metadata, || "check_results.metadata".into())?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(decode_check).collect()
+    }
+
+    /// The latest result of every check of every asset (one query; the lineage page's check
+    /// badges).
+    pub async fn latest_check_results(&self) -> Result<Vec<CheckResultRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN \
+             (SELECT MAX(id) FROM check_results GROUP BY asset_key, check_name)"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage("reading the latest check results"))?;
+        rows.iter().map(decode_check).collect()
     }
 
     /// Writes events and run updates in one transaction: all of them or none.
@@ -574,6 +690,8 @@ impl Storage {
     }
 }
 
+const CHECK_COLUMNS: &str = "run_id, asset_key, partition_key, ts, check_name, passed, severity, blocking, description, metadata";
+
 const RUN_COLUMNS: &str = "run_id, status, job_name, selection, partition_key, tags, created_at, \
     started_at, ended_at, heartbeat_at, pid, hostname, reason, worker_id, backfill_id, run_key";
 const LATEST_COLUMNS: &str =
@@ -607,6 +725,34 @@ fn decode_run(row: &AnyRow) -> Result<RunRecord> {
         backfill_id: row.try_get("backfill_id").map_err(get)?,
         run_key: row.try_get("run_key").map_err(get)?,
         run_id,
+    })
+}
+
+/// Decodes a row of `SELECT {CHECK_COLUMNS}`.
+fn decode_check(row: &AnyRow) -> Result<CheckResultRecord> {
+    let get = |e: sqlx::Error| Error::CorruptStorage {
+        location: "check_results".into(),
+        message: e.to_string(),
+    };
+    let severity: String = row.try_get("severity").map_err(get)?;
+    let metadata: String = row.try_get("metadata").map_err(get)?;
+    Ok(CheckResultRecord {
+        run_id: row.try_get("run_id").map_err(get)?,
+        asset_key: AssetKey::from(row.try_get::<String, _>("asset_key").map_err(get)?),
+        partition_key: row.try_get("partition_key").map_err(get)?,
+        timestamp: row.try_get("ts").map_err(get)?,
+        evaluation: CheckEvaluation {
+            check_name: row.try_get("check_name").map_err(get)?,
+            passed: row.try_get::<i64, _>("passed").map_err(get)? != 0,
+            severity: if severity == "warn" {
+                AssetCheckSeverity::Warn
+            } else {
+                AssetCheckSeverity::Error
+            },
+            blocking: row.try_get::<i64, _>("blocking").map_err(get)? != 0,
+            description: row.try_get("description").map_err(get)?,
+            metadata: parse_json(&metadata, || "check_results.metadata".into())?,
+        },
     })
 }
 

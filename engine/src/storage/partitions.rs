@@ -1,6 +1,7 @@
-//! Partition storage: the latest outcome per asset partition (`partition_status`), keys of
-//! dynamic partitions definitions, and leases that keep two processes from computing the same
-//! asset partition at once.
+//! Partition storage: the latest outcome per asset partition (`partition_status`; an
+//! unpartitioned asset's row has the partition key `''`), keys of dynamic partitions
+//! definitions, and leases that keep two processes from computing the same asset partition at
+//! once.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,18 @@ use crate::event::{Event, EventData, Micros, now_micros};
 use crate::key::AssetKey;
 
 pub use crate::partitions::PartitionState;
+
+/// How many of an asset's partitions are in each recorded state (see
+/// [`Storage::partition_counts`]); partitions in none of them are missing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutcomeCounts {
+    /// Latest outcome: materialized.
+    pub materialized: usize,
+    /// Latest outcome: failed.
+    pub failed: usize,
+    /// Leased right now (being computed).
+    pub in_progress: usize,
+}
 
 /// One asset partition held by an owner (a backfill or a run).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,8 +53,16 @@ pub(super) async fn upsert_status_tx(tx: &mut AnyTx<'_>, events: &[Event]) -> Re
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     for e in events {
         let Some(asset) = &e.asset_key else { continue };
+        // An unpartitioned asset's outcome is stored under the partition key ''.
+        let unpartitioned = String::new();
         let (partitions, status): (Vec<&String>, &'static str) = match &e.data {
-            EventData::Materialization(_) => (e.partition_key.iter().collect(), "materialized"),
+            EventData::Materialization(_) => (
+                vec![e.partition_key.as_ref().unwrap_or(&unpartitioned)],
+                "materialized",
+            ),
+            EventData::AssetFailed { partitions, .. } if partitions.is_empty() => {
+                (vec![&unpartitioned], "failed")
+            }
             EventData::AssetFailed { partitions, .. } => (partitions.iter().collect(), "failed"),
             _ => continue,
         };
@@ -165,6 +186,89 @@ impl Storage {
                 .try_get(0)
                 .map_err(Error::storage("decoding partition leases"))?;
             out.insert(partition, PartitionState::InProgress);
+        }
+        Ok(out)
+    }
+
+    /// Every asset's latest outcome counts: `asset key → (materialized, failed)` partitions
+    /// (an unpartitioned asset counts as one partition, `''`). One query for the whole
+    /// instance: what the lineage page's per-node state and partition mini-bars read.
+    pub async fn partition_counts(&self) -> Result<HashMap<String, OutcomeCounts>> {
+        let rows = sqlx::query(
+            "SELECT asset_key, status, COUNT(*) FROM partition_status GROUP BY asset_key, status",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage("counting partition outcomes"))?;
+        let mut out: HashMap<String, OutcomeCounts> = HashMap::new();
+        for row in &rows {
+            let asset: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding partition outcome counts"))?;
+            let status: String = row
+                .try_get(1)
+                .map_err(Error::storage("decoding partition outcome counts"))?;
+            let n: i64 = row
+                .try_get(2)
+                .map_err(Error::storage("decoding partition outcome counts"))?;
+            let n = usize::try_from(n).unwrap_or(0);
+            let counts = out.entry(asset).or_default();
+            if status == "failed" {
+                counts.failed += n;
+            } else {
+                counts.materialized += n;
+            }
+        }
+        let leased = sqlx::query(
+            "SELECT asset_key, COUNT(*) FROM partition_leases WHERE expires_at > $1 GROUP BY asset_key",
+        )
+        .bind(now_micros())
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage("counting partition leases"))?;
+        for row in &leased {
+            let asset: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding partition lease counts"))?;
+            let n: i64 = row
+                .try_get(1)
+                .map_err(Error::storage("decoding partition lease counts"))?;
+            out.entry(asset).or_default().in_progress += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(out)
+    }
+
+    /// The latest outcome of each unpartitioned asset: `asset key → (state, run id, time)`,
+    /// `Materialized` or `Failed` (assets never attempted are absent).
+    pub async fn unpartitioned_outcomes(
+        &self,
+    ) -> Result<HashMap<String, (PartitionState, String, Micros)>> {
+        let rows = sqlx::query(
+            "SELECT asset_key, status, run_id, ts FROM partition_status WHERE partition_key = ''",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(Error::storage("reading asset outcomes"))?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let asset: String = row
+                .try_get(0)
+                .map_err(Error::storage("decoding asset outcomes"))?;
+            let status: String = row
+                .try_get(1)
+                .map_err(Error::storage("decoding asset outcomes"))?;
+            let run_id: String = row
+                .try_get(2)
+                .map_err(Error::storage("decoding asset outcomes"))?;
+            let ts: Micros = row
+                .try_get(3)
+                .map_err(Error::storage("decoding asset outcomes"))?;
+            let state = if status == "failed" {
+                PartitionState::Failed
+            } else {
+                PartitionState::Materialized
+            };
+            out.insert(asset, (state, run_id, ts));
         }
         Ok(out)
     }

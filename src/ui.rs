@@ -1,0 +1,222 @@
+//! `rainbow ui` (the web UI over this code location) and `rainbow dev` (the UI plus the daemon
+//! in one process, as `dagster dev`), and what the UI needs from the Rainbow code location:
+//! the dashboard's six analyses read from the warehouse, and the SQL models' compiled SQL.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rainbow_assets::pipeline::PipelineSettings;
+use rainbow_engine::cli::GlobalArgs;
+use rainbow_engine::daemon::{Daemon, DaemonOptions, SystemClock};
+use rainbow_engine::{AssetGraph, AssetKey, Definitions, Executor};
+use rainbow_warehouse::Warehouse;
+use rainbow_warehouse::datafusion::arrow::array::RecordBatch;
+use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use rainbow_web_ui::{Analysis, CodeLocationUi, DashboardFuture, UiOptions, UiState};
+use tokio_util::sync::CancellationToken;
+
+/// `rainbow ui`'s options.
+#[derive(Debug, clap::Args)]
+pub struct UiArgs {
+    /// Address to serve on (a non-loopback address needs RAINBOW_UI_TOKEN).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Operator token required by every request (header `Authorization: Bearer`, or log in).
+    #[arg(long, env = "RAINBOW_UI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+/// `rainbow dev`'s options: the UI's, plus the daemon's tick interval.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    ui: UiArgs,
+    /// Seconds between daemon ticks.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
+    /// Most runs in flight at once.
+    #[arg(long, default_value_t = 10)]
+    max_concurrent_runs: usize,
+}
+
+/// The Rainbow pipeline's dashboard and compiled SQL.
+struct RainbowLocation {
+    warehouse: String,
+    compiled: HashMap<AssetKey, String>,
+}
+
+impl RainbowLocation {
+    /// Reads the pipeline's settings and compiles its SQL project once (a failure only costs
+    /// the asset pages their SQL: logged, not fatal).
+    fn load(global: &GlobalArgs) -> Option<Arc<dyn CodeLocationUi>> {
+        let config = global.config().ok()?;
+        let settings = PipelineSettings::load(&global.home, &config).ok()?;
+        let compiled = match compiled_sql(&settings) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("the SQL models' compiled SQL is not shown: {e:#}");
+                HashMap::new()
+            }
+        };
+        Some(Arc::new(RainbowLocation {
+            warehouse: settings.warehouse.clone(),
+            compiled,
+        }))
+    }
+}
+
+fn compiled_sql(settings: &PipelineSettings) -> anyhow::Result<HashMap<AssetKey, String>> {
+    let project = settings.sql_project()?;
+    let loaded = rainbow_dbt::Project::load(project.dir())?;
+    let mut manifest =
+        rainbow_dbt::compile::parse(&loaded, &project.compile_options(Default::default()))?;
+    rainbow_dbt::compile::compile(&mut manifest);
+    Ok(manifest
+        .nodes
+        .into_iter()
+        .filter_map(|n| {
+            let key = AssetKey::new([n.schema.as_str(), n.relation.as_str()]);
+            n.compiled.map(|sql| (key, sql))
+        })
+        .collect())
+}
+
+/// One analysis as text cells; the chart plots the last numeric column by the first text one.
+fn analysis(title: &str, batches: &[RecordBatch]) -> anyhow::Result<Analysis> {
+    use rainbow_warehouse::datafusion::arrow::datatypes::DataType;
+    let Some(schema) = batches.first().map(|b| b.schema()) else {
+        return Ok(Analysis {
+            title: title.to_owned(),
+            columns: Vec::new(),
+            rows: Vec::new(),
+            chart: None,
+        });
+    };
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let numeric = |t: &DataType| t.is_numeric();
+    let label = schema.fields().iter().position(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        )
+    });
+    let value = schema.fields().iter().rposition(|f| numeric(f.data_type()));
+    let mut rows = Vec::new();
+    let options = FormatOptions::default();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..batch.num_rows() {
+            rows.push(formatters.iter().map(|f| f.value(i).to_string()).collect());
+        }
+    }
+    let chart = match (label, value) {
+        (Some(l), Some(v)) if rows.len() > 1 => Some((l, v)),
+        _ => None,
+    };
+    Ok(Analysis {
+        title: title.to_owned(),
+        columns,
+        rows,
+        chart,
+    })
+}
+
+impl CodeLocationUi for RainbowLocation {
+    fn analyses(&self) -> DashboardFuture<'_> {
+        Box::pin(async move {
+            let warehouse = Warehouse::open(&self.warehouse, "main")
+                .await
+                .map_err(|e| format!("opening the warehouse {}: {e}", self.warehouse))?;
+            let mut out = Vec::new();
+            for (title, sql) in crate::demo::ANALYSES {
+                let batches = warehouse.query(sql, title).await.map_err(|e| {
+                    format!(
+                        "{title}: {} (run `rainbow demo` first?)",
+                        rainbow_engine::error::error_chain(&e)
+                    )
+                })?;
+                out.push(analysis(title, &batches).map_err(|e| format!("{title}: {e:#}"))?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn compiled_sql(&self, key: &AssetKey) -> Option<String> {
+        self.compiled.get(key).cloned()
+    }
+}
+
+/// The UI's state over this code location.
+async fn state(
+    global: &GlobalArgs,
+    defs: Definitions,
+    args: &UiArgs,
+) -> anyhow::Result<(UiState, Arc<AssetGraph>)> {
+    let graph = Arc::new(AssetGraph::build(defs)?);
+    let storage = global.storage().await?;
+    let options = UiOptions {
+        token: args.token.clone().filter(|t| !t.is_empty()),
+        heartbeat_timeout: Duration::from_secs(global.heartbeat_timeout()?),
+        ..UiOptions::default()
+    };
+    let location = if std::env::var("RAINBOW_CODE_LOCATION").is_ok_and(|v| v == "quickstart") {
+        None
+    } else {
+        RainbowLocation::load(global)
+    };
+    Ok((
+        UiState::new(graph.clone(), storage, options, location),
+        graph,
+    ))
+}
+
+/// `rainbow ui`.
+pub async fn ui(global: &GlobalArgs, defs: Definitions, args: &UiArgs) -> anyhow::Result<ExitCode> {
+    let (state, _) = state(global, defs, args).await?;
+    println!("Rainbow UI: http://{}/ (Ctrl-C stops)", args.addr);
+    rainbow_web_ui::serve(args.addr, state, rainbow_engine::cli::cancel_on_ctrl_c())
+        .await
+        .context("serving the UI")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rainbow dev`: the UI and the daemon in one process; Ctrl-C stops both (the daemon puts
+/// running backfills back to requested for the next one).
+pub async fn dev(
+    global: &GlobalArgs,
+    defs: Definitions,
+    args: &DevArgs,
+) -> anyhow::Result<ExitCode> {
+    let (state, graph) = state(global, defs, &args.ui).await?;
+    let executor = Executor::new(graph, state.storage().clone(), &global.config()?)?;
+    let daemon = Daemon::new(
+        executor,
+        Arc::new(SystemClock),
+        DaemonOptions {
+            max_concurrent_runs: args.max_concurrent_runs,
+            ..DaemonOptions::default()
+        },
+    );
+    let cancel: CancellationToken = rainbow_engine::cli::cancel_on_ctrl_c();
+    let interval = Duration::from_secs(args.interval);
+    let daemon_cancel = cancel.clone();
+    let daemon_task = tokio::spawn(async move { daemon.run(interval, daemon_cancel).await });
+    println!(
+        "Rainbow dev: UI on http://{}/, daemon ticking every {}s (Ctrl-C stops both)",
+        args.ui.addr, args.interval
+    );
+    let served = rainbow_web_ui::serve(args.ui.addr, state, cancel.clone()).await;
+    cancel.cancel();
+    let daemon_result = daemon_task.await.context("the daemon task")?;
+    served.context("serving the UI")?;
+    daemon_result.context("the daemon")?;
+    Ok(ExitCode::SUCCESS)
+}

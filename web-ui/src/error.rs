@@ -1,0 +1,83 @@
+//! [`UiError`], the crate's one error type, and how it becomes an HTTP response (an HTML page
+//! or a JSON body, with the status that fits).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong serving the UI.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// The engine refused or failed (storage, selection, partitions, backfill planning).
+    #[error("engine")]
+    Engine(#[from] rainbow_engine::Error),
+    /// An id or key in the URL names nothing.
+    #[error("{kind} `{id}` not found{hint}")]
+    NotFound {
+        /// What was looked for (`run`, `backfill`, `asset`).
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+        /// `; did you mean …?`, or empty.
+        hint: String,
+    },
+    /// A request parameter is invalid.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No or a wrong operator token.
+    #[error("an operator token is required (log in at /login)")]
+    Unauthorized,
+    /// A state-changing request without the page's CSRF token.
+    #[error(
+        "the form is missing its CSRF token or it expired (the server restarted): reload the page"
+    )]
+    Csrf,
+    /// The server could not bind or serve.
+    #[error("serving on {addr}")]
+    Serve {
+        /// Address.
+        addr: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Refused configuration (no token on a public address).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl UiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            UiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            UiError::Csrf => StatusCode::FORBIDDEN,
+            UiError::Engine(
+                rainbow_engine::Error::Selection { .. }
+                | rainbow_engine::Error::Partition { .. }
+                | rainbow_engine::Error::Config { .. },
+            ) => StatusCode::UNPROCESSABLE_ENTITY,
+            UiError::Engine(rainbow_engine::Error::NotFound { .. }) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message with its cause chain.
+    pub fn message(&self) -> String {
+        rainbow_engine::error::error_chain(self)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("{}", self.message());
+        }
+        let message = self.message();
+        (status, crate::shell::error_page(status, &message)).into_response()
+    }
+}
+
+/// Result of the crate.
+pub type Result<T, E = UiError> = std::result::Result<T, E>;

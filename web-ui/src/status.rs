@@ -1,0 +1,255 @@
+//! The state each asset is shown in — materialized, stale (with the reasons), missing,
+//! failed, running or source — with its check results and partition counts, read from run
+//! storage in a fixed number of queries whatever the number of assets (the lineage page and
+//! the catalog render 10,000 assets from it).
+
+use std::collections::HashMap;
+
+use rainbow_engine::event::{EventData, Micros};
+use rainbow_engine::graph::NodeId;
+use rainbow_engine::partitions::PartitionContext;
+use rainbow_engine::selection::NodeSet;
+use rainbow_engine::staleness::{Staleness, asset_statuses};
+use rainbow_engine::storage::RunFilter;
+use rainbow_engine::{AssetCheckSeverity, RunStatus};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::state::UiState;
+
+/// How an asset is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum NodeState {
+    /// Up to date.
+    Materialized,
+    /// Out of date (see the reasons).
+    Stale,
+    /// Never materialized.
+    Missing,
+    /// Its latest attempt failed (or some of its partitions).
+    Failed,
+    /// A step or backfill is computing it now.
+    Running,
+    /// A source asset (observed only).
+    Source,
+}
+
+impl NodeState {
+    /// Lower-case name (also the CSS class).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Materialized => "materialized",
+            NodeState::Stale => "stale",
+            NodeState::Missing => "missing",
+            NodeState::Failed => "failed",
+            NodeState::Running => "running",
+            NodeState::Source => "source",
+        }
+    }
+
+    /// Parses [`NodeState::as_str`].
+    pub fn parse(s: &str) -> Option<NodeState> {
+        [
+            NodeState::Materialized,
+            NodeState::Stale,
+            NodeState::Missing,
+            NodeState::Failed,
+            NodeState::Running,
+            NodeState::Source,
+        ]
+        .into_iter()
+        .find(|n| n.as_str() == s)
+    }
+}
+
+/// Latest results of an asset's checks.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct CheckSummary {
+    /// Checks defined.
+    pub defined: usize,
+    /// Latest result passed.
+    pub passed: usize,
+    /// Latest result failed with severity error.
+    pub failed: usize,
+    /// Latest result failed with severity warn.
+    pub warned: usize,
+}
+
+/// Partition counts of a partitioned asset.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct PartitionSummary {
+    /// Partitions defined now.
+    pub total: usize,
+    /// Latest outcome materialized.
+    pub materialized: usize,
+    /// Latest outcome failed.
+    pub failed: usize,
+    /// Being computed.
+    pub in_progress: usize,
+    /// Neither.
+    pub missing: usize,
+}
+
+/// One asset's state.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AssetState {
+    /// Asset key.
+    pub key: String,
+    /// State.
+    pub state: NodeState,
+    /// Why it is stale or failed.
+    pub reasons: Vec<String>,
+    /// Latest materialization time (µs since the epoch).
+    pub last_materialized: Option<Micros>,
+    /// Run of the latest materialization or failure.
+    pub last_run_id: Option<String>,
+    /// Checks.
+    pub checks: CheckSummary,
+    /// Partitions, for partitioned assets.
+    pub partitions: Option<PartitionSummary>,
+}
+
+/// The state of every asset in `selection`, indexed by node id (`None` outside it).
+pub(crate) async fn asset_states(
+    ui: &UiState,
+    selection: &NodeSet,
+) -> Result<Vec<Option<AssetState>>> {
+    let graph = ui.graph();
+    let storage = ui.storage();
+    let statuses = asset_statuses(graph, storage, selection).await?;
+    let outcomes = storage.unpartitioned_outcomes().await?;
+    let counts = storage.partition_counts().await?;
+    let mut checks: HashMap<String, CheckSummary> = HashMap::new();
+    for r in storage.latest_check_results().await? {
+        let c = checks.entry(r.asset_key.to_string()).or_default();
+        match (r.evaluation.passed, r.evaluation.severity) {
+            (true, _) => c.passed += 1,
+            (false, AssetCheckSeverity::Warn) => c.warned += 1,
+            (false, AssetCheckSeverity::Error) => c.failed += 1,
+        }
+    }
+    let running = running_nodes(ui).await?;
+    let mut ctx = PartitionContext::at(chrono::Utc::now());
+    if graph
+        .nodes()
+        .iter()
+        .any(|n| n.spec.partitions.as_ref().is_some_and(|p| p.uses_dynamic()))
+    {
+        ctx.dynamic = storage.dynamic_partitions().await?;
+    }
+    let mut out: Vec<Option<AssetState>> = vec![None; graph.len()];
+    for status in statuses {
+        let Some(node) = graph.node_id(&status.key) else {
+            continue;
+        };
+        let key = status.key.to_string();
+        let mut check_summary = checks.get(&key).copied().unwrap_or_default();
+        check_summary.defined = graph.check_ids_for(node).len();
+        let mut reasons = status.reasons.clone();
+        let mut last_run_id = status.latest.as_ref().map(|m| m.run_id.clone());
+        let partitions = match graph.partitions(node) {
+            Some(def) => {
+                let total = ctx.keys_of(def).map(|k| k.len()).unwrap_or(0);
+                let c = counts.get(&key).copied().unwrap_or_default();
+                Some(PartitionSummary {
+                    total,
+                    materialized: c.materialized,
+                    failed: c.failed,
+                    in_progress: c.in_progress,
+                    missing: total.saturating_sub(c.materialized + c.failed + c.in_progress),
+                })
+            }
+            None => None,
+        };
+        let state = if running.contains(&node) || partitions.is_some_and(|p| p.in_progress > 0) {
+            NodeState::Running
+        } else if let Some(p) = partitions
+            && p.failed > 0
+        {
+            reasons.push(format!("{} partition(s) failed", p.failed));
+            NodeState::Failed
+        } else if let Some((rainbow_engine::partitions::PartitionState::Failed, run, ts)) =
+            outcomes.get(&key)
+            && status.latest.as_ref().is_none_or(|m| m.timestamp <= *ts)
+        {
+            reasons.push(format!(
+                "the latest attempt failed at {}",
+                crate::shell::time(Some(*ts))
+            ));
+            last_run_id = Some(run.clone());
+            NodeState::Failed
+        } else {
+            match status.staleness {
+                Staleness::Missing => NodeState::Missing,
+                Staleness::Fresh => NodeState::Materialized,
+                Staleness::Stale => NodeState::Stale,
+                Staleness::Source => NodeState::Source,
+            }
+        };
+        out[node] = Some(AssetState {
+            key,
+            state,
+            reasons,
+            last_materialized: status.latest.as_ref().map(|m| m.timestamp),
+            last_run_id,
+            checks: check_summary,
+            partitions,
+        });
+    }
+    Ok(out)
+}
+
+/// Assets whose step is executing in a run in progress now.
+async fn running_nodes(ui: &UiState) -> Result<std::collections::HashSet<NodeId>> {
+    let graph = ui.graph();
+    let storage = ui.storage();
+    let runs = storage
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Started),
+            limit: Some(200),
+            ..Default::default()
+        })
+        .await?;
+    let mut out = std::collections::HashSet::new();
+    if runs.is_empty() {
+        return Ok(out);
+    }
+    let mut by_step: HashMap<&str, Vec<NodeId>> = HashMap::new();
+    for id in 0..graph.len() {
+        by_step.entry(graph.step_name(id)).or_default().push(id);
+    }
+    for run in runs {
+        let mut open: HashMap<String, bool> = HashMap::new();
+        let mut after = 0;
+        loop {
+            let events = storage.events_for_run(&run.run_id, after, 10_000).await?;
+            let Some(last) = events.last() else { break };
+            after = last.id;
+            for e in &events {
+                let Some(step) = &e.step_key else { continue };
+                match e.data {
+                    EventData::StepStarted { .. } => {
+                        open.insert(step.clone(), true);
+                    }
+                    EventData::StepSucceeded { .. }
+                    | EventData::StepFailed { .. }
+                    | EventData::StepSkipped { .. }
+                    | EventData::StepCanceled => {
+                        open.insert(step.clone(), false);
+                    }
+                    _ => {}
+                }
+            }
+            if events.len() < 10_000 {
+                break;
+            }
+        }
+        for (step, is_open) in open {
+            if is_open && let Some(nodes) = by_step.get(step.as_str()) {
+                out.extend(nodes.iter().copied());
+            }
+        }
+    }
+    Ok(out)
+}
