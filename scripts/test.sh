@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test on a fresh machine: installs PostgreSQL from Debian's packages if it
-# is missing, starts a throw-away cluster on loopback, runs rustfmt, clippy and the whole test
-# suite against it (SQLite and PostgreSQL), and stops the cluster whatever happens.
+# Runs every check and test on a fresh machine: installs PostgreSQL, chromium and
+# chromium-driver from Debian's packages if they are missing, starts a throw-away PostgreSQL
+# cluster and chromedriver on loopback, runs rustfmt, clippy and the whole test suite against
+# them (SQLite and PostgreSQL; the UI in a real browser), and stops them whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # shellcheck source=lib/pg.sh
 source scripts/lib/pg.sh
+# shellcheck source=lib/chromium.sh
+source scripts/lib/chromium.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -59,6 +59,8 @@ enum Bench {
     Dbt(rainbow_dbt::cli::BenchCommand),
     /// Times the whole batch layer (nightly extracts + backfill) and its orchestration overhead.
     Pipeline(demo::BenchArgs),
+    /// Server time of the UI's lineage, asset and partitions pages at 1,000 and 10,000 assets.
+    Ui(ui::BenchUiArgs),
 }
 
 /// mimalloc: building a model allocates and frees many small buffers (plans, Arrow arrays,
@@ -95,6 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),
             Bench::Pipeline(args) => demo::bench(args).await,
+            Bench::Ui(args) => ui::bench(args).await,
         },
     }
 }

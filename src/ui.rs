@@ -104,7 +104,24 @@ fn analysis(title: &str, batches: &[RecordBatch]) -> anyhow::Result<Analysis> {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         )
     });
-    let value = schema.fields().iter().rposition(|f| numeric(f.data_type()));
+    // The measure: an amount, profit or quantity column before any other number; never a
+    // rank, id or ordinal.
+    let measure = |name: &str| {
+        ["amount", "profit", "sales", "quantity", "count"]
+            .iter()
+            .any(|m| name.contains(m))
+    };
+    let ordinal =
+        |name: &str| name.ends_with("_rank") || name.ends_with("_id") || name.ends_with("_number");
+    let fields = schema.fields();
+    let value = fields
+        .iter()
+        .position(|f| numeric(f.data_type()) && measure(f.name()) && !ordinal(f.name()))
+        .or_else(|| {
+            fields
+                .iter()
+                .rposition(|f| numeric(f.data_type()) && !ordinal(f.name()))
+        });
     let mut rows = Vec::new();
     let options = FormatOptions::default();
     for batch in batches {
@@ -218,5 +235,43 @@ pub async fn dev(
     let daemon_result = daemon_task.await.context("the daemon task")?;
     served.context("serving the UI")?;
     daemon_result.context("the daemon")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rainbow bench ui`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchUiArgs {
+    /// Asset counts to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000usize, 10_000])]
+    assets: Vec<usize>,
+    /// Partitions of history of the partitioned asset.
+    #[arg(long, default_value_t = 40_000)]
+    partitions: usize,
+    /// Timed requests per page after the first.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    repeat: u64,
+}
+
+/// `rainbow bench ui`: one table per asset count, then one JSON line.
+pub async fn bench(args: &BenchUiArgs) -> anyhow::Result<ExitCode> {
+    let mut reports = Vec::new();
+    for &assets in &args.assets {
+        let dir = tempfile::tempdir()?;
+        let repeat = usize::try_from(args.repeat).unwrap_or(5);
+        let report =
+            rainbow_web_ui::bench::bench_ui(dir.path(), assets, args.partitions, repeat).await?;
+        println!(
+            "{} assets, {} partitions of history (written in {:.1} s):",
+            report.assets, report.partitions, report.setup_secs
+        );
+        for p in &report.pages {
+            println!(
+                "  {:<52} first {:>9.1} ms  median {:>8.1} ms  {:>9} bytes",
+                p.path, p.first_ms, p.median_ms, p.bytes
+            );
+        }
+        reports.push(report);
+    }
+    println!("{}", serde_json::to_string(&reports)?);
     Ok(ExitCode::SUCCESS)
 }

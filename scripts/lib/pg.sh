@@ -24,7 +24,9 @@ stop_pg() {
   "${RUN_AS[@]}" "$PGBIN/pg_ctl" -D "$PGTMP/data" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$PGTMP"
 }
-trap stop_pg EXIT
+# Every service sourced adds its stop function here; one EXIT trap runs them all.
+RAINBOW_CLEANUPS="${RAINBOW_CLEANUPS:-} stop_pg"
+trap 'for f in $RAINBOW_CLEANUPS; do "$f"; done' EXIT
 
 echo "==> starting PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PGPORT"
 (cd "$PGTMP" && "${RUN_AS[@]}" "$PGBIN/initdb" -D "$PGTMP/data" -U postgres -A trust >/dev/null)

@@ -21,6 +21,7 @@
 //! [`AssetGraph`]: rainbow_engine::AssetGraph
 
 mod auth;
+pub mod bench;
 mod error;
 mod layout;
 mod pages;

@@ -310,6 +310,8 @@ struct AssetData {
 
 /// History rows read for the asset page's charts and tables.
 const HISTORY: i64 = 200;
+/// Partitions on the "by partition" charts: the most recent ones.
+const PARTITION_CHART_POINTS: i64 = 500;
 
 async fn asset_data(
     ui: &UiState,
@@ -326,7 +328,9 @@ async fn asset_data(
     let storage = ui.storage();
     let materializations = storage.materializations(&asset_key, HISTORY).await?;
     let mut by_partition = if spec.partitions.is_some() {
-        storage.latest_by_partition(&asset_key).await?
+        storage
+            .latest_by_partition(&asset_key, PARTITION_CHART_POINTS)
+            .await?
     } else {
         Vec::new()
     };
@@ -528,7 +532,7 @@ fn render_asset(ui: &UiState, d: &AssetData) -> String {
         metadata_charts(
             &by_partition,
             |r| r.partition_key.clone().unwrap_or_default(),
-            "by partition",
+            "by partition (latest 500)",
         )
     });
     let history = d

@@ -315,11 +315,11 @@ fn node_view(n: &NodeView) -> AnyView {
         }
         .into_any();
     };
-    let label = if full.chars().count() > 28 {
+    let label = if full.chars().count() > 26 {
         let tail: String = full
             .chars()
             .rev()
-            .take(27)
+            .take(25)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()

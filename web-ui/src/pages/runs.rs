@@ -45,6 +45,20 @@ struct RunsData {
     next_before: Option<String>,
 }
 
+/// The run's partition, or its range (`FROM .. TO`) for a range run.
+fn partition_label(r: &RunRecord) -> String {
+    use rainbow_engine::executor::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
+    match (
+        &r.partition_key,
+        r.tags.get(PARTITION_RANGE_START),
+        r.tags.get(PARTITION_RANGE_END),
+    ) {
+        (Some(p), _, _) => p.clone(),
+        (None, Some(from), Some(to)) => format!("{from} .. {to}"),
+        _ => String::new(),
+    }
+}
+
 fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
@@ -105,7 +119,7 @@ fn render_list(d: &RunsData, q: &RunsQuery) -> String {
             let id = r.run_id.clone();
             let st = r.status.as_str();
             let target = r.job_name.clone().unwrap_or_else(|| r.selection.clone());
-            let partition = r.partition_key.clone().unwrap_or_default();
+            let partition = partition_label(r);
             let created = time(Some(r.created_at));
             let took = duration(r.started_at, r.ended_at);
             let tags = r
@@ -486,7 +500,7 @@ fn render_run(ui: &UiState, d: &RunData, q: &EventsQuery) -> String {
         {reason}
         <table class="kv">
             <tr><th>"Job / selection"</th><td>{target}</td></tr>
-            <tr><th>"Partition"</th><td>{r.partition_key.clone().unwrap_or_default()}</td></tr>
+            <tr><th>"Partition"</th><td>{partition_label(r)}</td></tr>
             <tr><th>"Created"</th><td>{time(Some(r.created_at))}</td></tr>
             <tr><th>"Started"</th><td>{time(r.started_at)}</td></tr>
             <tr><th>"Ended"</th><td>{time(r.ended_at)}</td></tr>
@@ -537,10 +551,18 @@ pub(crate) async fn reexecute(
             run.status
         )));
     }
+    use rainbow_engine::executor::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
     let mut tags = run.tags.clone();
     tags.insert("rainbow/parent_run_id".to_owned(), id.clone());
     tags.insert("rainbow/launched_by".to_owned(), "ui".to_owned());
     tags.remove("rainbow/backfill");
+    let range = match (
+        tags.remove(PARTITION_RANGE_START),
+        tags.remove(PARTITION_RANGE_END),
+    ) {
+        (Some(from), Some(to)) if run.partition_key.is_none() => Some((from, to)),
+        _ => None,
+    };
     let (job_name, selection) = match form.mode.as_str() {
         "all" => (run.job_name.clone(), run.selection.clone()),
         "from_failure" => {
@@ -570,6 +592,25 @@ pub(crate) async fn reexecute(
             )));
         }
     };
+    if let Some((from, to)) = range {
+        // A range run is re-executed as a backfill of its range (the daemon runs it with the
+        // assets' backfill policy), not as one unpartitioned run.
+        let request = rainbow_engine::backfill::BackfillRequest {
+            select: vec![selection],
+            exclude: Vec::new(),
+            partitions: rainbow_engine::backfill::PartitionSelector::Range { from, to },
+            max_concurrent: 1,
+            tags,
+        };
+        let record = rainbow_engine::backfill::launch_backfill(
+            ui.graph(),
+            ui.storage(),
+            &request,
+            chrono::Utc::now(),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/backfills/{}", record.backfill_id)));
+    }
     let new = ui
         .storage()
         .create_run(NewRun {
