@@ -160,7 +160,7 @@ pub async fn demo(home: &Path, cli: &DemoArgs) -> Result<ExitCode> {
     }
     print_analyses(&settings).await?;
     say(&format!(
-        "\n{} in {:.1} s. Next, with --home {}: rainbow status, rainbow runs, rainbow partitions raw/orders, rainbow query 'SELECT * FROM main_views.total_sales' (rainbow --help lists every command)",
+        "\n{} in {:.1} s. Next, with --home {home}: `rainbow dev` serves the web UI and the daemon — open http://127.0.0.1:3000/ to see the lineage, launch backfills and read the runs; or rainbow status, rainbow runs, rainbow partitions raw/orders, rainbow query 'SELECT * FROM main_views.total_sales' (rainbow --help lists every command)",
         if report.generated {
             format!(
                 "{} days of history generated, extracted night by night and backfilled",
@@ -170,7 +170,7 @@ pub async fn demo(home: &Path, cli: &DemoArgs) -> Result<ExitCode> {
             "History already in place: backfilled again".to_owned()
         },
         started.elapsed().as_secs_f64(),
-        home.display(),
+        home = home.display(),
     ))?;
     Ok(ExitCode::SUCCESS)
 }

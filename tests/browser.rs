@@ -101,6 +101,18 @@ async fn wait_text(
     }
 }
 
+/// Types `text` into the element with id `id`.
+async fn type_into(client: &Client, id: &str, text: &str) {
+    let field = client.find(Locator::Id(id)).await.expect(id);
+    field.send_keys(text).await.expect("typing");
+}
+
+/// Clicks the element with id `id`.
+async fn click(client: &Client, id: &str) {
+    let el = client.find(Locator::Id(id)).await.expect(id);
+    el.click().await.expect("click");
+}
+
 /// A free loopback port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -190,34 +202,10 @@ async fn the_rainbow_pipeline_in_a_browser() {
         .goto(&format!("{base}/backfills/new"))
         .await
         .expect("dialog");
-    client
-        .find(Locator::Id("select"))
-        .await
-        .expect("select")
-        .send_keys("raw/orders")
-        .await
-        .expect("type");
-    client
-        .find(Locator::Id("from"))
-        .await
-        .expect("from")
-        .send_keys("2026-01-02")
-        .await
-        .expect("type");
-    client
-        .find(Locator::Id("to"))
-        .await
-        .expect("to")
-        .send_keys("2026-01-04")
-        .await
-        .expect("type");
-    client
-        .find(Locator::Id("preview-button"))
-        .await
-        .expect("preview")
-        .click()
-        .await
-        .expect("click");
+    type_into(&client, "select", "raw/orders").await;
+    type_into(&client, "from", "2026-01-02").await;
+    type_into(&client, "to", "2026-01-04").await;
+    click(&client, "preview-button").await;
     let summary = wait_text(&client, "#preview-summary", Duration::from_secs(30), |t| {
         !t.is_empty()
     })
@@ -227,13 +215,7 @@ async fn the_rainbow_pipeline_in_a_browser() {
         "{summary}"
     );
     shot(&client, "pipeline-backfill-preview").await;
-    client
-        .find(Locator::Id("launch"))
-        .await
-        .expect("launch")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "launch").await;
     let status = wait_text(&client, "#backfill-status", Duration::from_secs(120), |t| {
         t == "completed" || t == "failed" || t == "canceled"
     })
@@ -340,25 +322,13 @@ async fn cancel_mid_way_and_plain_forms() {
         ))
         .await
         .expect("dialog");
-    client
-        .find(Locator::Id("preview-button"))
-        .await
-        .expect("preview")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "preview-button").await;
     let summary = wait_text(&client, "#preview-summary", Duration::from_secs(30), |t| {
         !t.is_empty()
     })
     .await;
     assert!(summary.starts_with("40 unit(s)"), "{summary}");
-    client
-        .find(Locator::Id("launch"))
-        .await
-        .expect("launch")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "launch").await;
     wait_text(&client, ".progress-text", Duration::from_secs(60), |t| {
         t.split(' ')
             .next()
@@ -367,13 +337,7 @@ async fn cancel_mid_way_and_plain_forms() {
     })
     .await;
     shot(&client, "backfill-running").await;
-    client
-        .find(Locator::Id("cancel-button"))
-        .await
-        .expect("cancel")
-        .click()
-        .await
-        .expect("click");
+    click(&client, "cancel-button").await;
     let status = wait_text(&client, "#backfill-status", Duration::from_secs(60), |t| {
         t == "canceled"
     })
@@ -411,25 +375,13 @@ async fn cancel_mid_way_and_plain_forms() {
         keys_radio.prop("checked").await.expect("prop").as_deref(),
         Some("true")
     );
-    plain
-        .find(Locator::Id("preview-button"))
-        .await
-        .expect("preview")
-        .click()
-        .await
-        .expect("click");
+    click(&plain, "preview-button").await;
     let summary = wait_text(&plain, "#preview-summary", Duration::from_secs(30), |t| {
         !t.is_empty()
     })
     .await;
     assert!(summary.starts_with("2 unit(s)"), "{summary}");
-    plain
-        .find(Locator::Id("launch"))
-        .await
-        .expect("launch")
-        .click()
-        .await
-        .expect("click");
+    click(&plain, "launch").await;
     let start = Instant::now();
     loop {
         plain.refresh().await.expect("reload");

@@ -586,8 +586,28 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         .expect("location")
         .to_owned();
     assert_eq!(ui.json(&run).await["run"]["status"], "QUEUED");
+    // The log tails while the run can still write: a sentinel that htmx polls…
+    let (_, tail) = ui.get(&format!("{run}/events?after=0")).await;
+    assert!(
+        tail.contains(r#"id="tail""#) && tail.contains("every 2s"),
+        "{tail}"
+    );
     ui.daemon_tick().await;
     assert_eq!(ui.json(&run).await["run"]["status"], "SUCCESS");
+    // …which the rows of the finished run replace, with no new sentinel.
+    let (_, tail) = ui.get(&format!("{run}/events?after=0")).await;
+    assert!(
+        tail.contains("run_succeeded") && !tail.contains(r#"id="tail""#),
+        "{tail}"
+    );
+    let after = ui.json(&run).await["last_event_id"]
+        .as_i64()
+        .expect("an id");
+    let (_, rest) = ui.get(&format!("{run}/events?after={after}")).await;
+    assert!(
+        !rest.contains("<tr"),
+        "nothing after the last event: {rest}"
+    );
 
     // Re-execute the failed run from failure: a queued run of `report` only.
     let failed = ui

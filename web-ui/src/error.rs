@@ -46,6 +46,15 @@ pub enum UiError {
 }
 
 impl UiError {
+    /// Not found, with no suggestion.
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> UiError {
+        UiError::NotFound {
+            kind,
+            id: id.into(),
+            hint: String::new(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             UiError::NotFound { .. } => StatusCode::NOT_FOUND,

@@ -79,11 +79,7 @@ pub fn router(state: UiState) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> UiError {
-    UiError::NotFound {
-        kind: "page",
-        id: uri.path().to_owned(),
-        hint: String::new(),
-    }
+    UiError::not_found("page", uri.path().to_owned())
 }
 
 /// The vendored and own static files, compiled into the binary.
@@ -104,12 +100,7 @@ async fn static_file(
             "text/css; charset=utf-8",
         ),
         _ => {
-            return UiError::NotFound {
-                kind: "file",
-                id: file,
-                hint: String::new(),
-            }
-            .into_response();
+            return UiError::not_found("file", file).into_response();
         }
     };
     (

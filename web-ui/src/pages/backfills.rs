@@ -441,6 +441,14 @@ fn progress_bar(p: &BackfillProgress) -> AnyView {
     .into_any()
 }
 
+/// The stored backfill `id`, or not found.
+async fn load_backfill(ui: &UiState, id: &str) -> Result<BackfillRecord> {
+    ui.storage()
+        .get_backfill(id)
+        .await?
+        .ok_or_else(|| UiError::not_found("backfill", id))
+}
+
 #[derive(Debug, Serialize)]
 struct BackfillData {
     backfill: BackfillRecord,
@@ -456,14 +464,7 @@ pub(crate) async fn detail(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response> {
     let storage = ui.storage();
-    let backfill = storage
-        .get_backfill(&id)
-        .await?
-        .ok_or_else(|| UiError::NotFound {
-            kind: "backfill",
-            id: id.clone(),
-            hint: String::new(),
-        })?;
+    let backfill = load_backfill(&ui, &id).await?;
     let progress = storage.backfill_progress(&id).await?;
     let units = storage.backfill_units(&id).await?;
     let data = BackfillData {
@@ -591,14 +592,7 @@ pub(crate) async fn rerun_failed(
     Path(id): Path<String>,
 ) -> Result<Redirect> {
     let storage = ui.storage();
-    let record = storage
-        .get_backfill(&id)
-        .await?
-        .ok_or_else(|| UiError::NotFound {
-            kind: "backfill",
-            id: id.clone(),
-            hint: String::new(),
-        })?;
+    let record = load_backfill(&ui, &id).await?;
     let original: BackfillRequest =
         serde_json::from_value(record.request.clone()).map_err(|e| {
             UiError::BadRequest(format!("backfill {id} has an unreadable request: {e}"))

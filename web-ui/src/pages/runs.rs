@@ -283,11 +283,7 @@ async fn load_run(ui: &UiState, id: &str) -> Result<RunRecord> {
     ui.storage()
         .get_run(id)
         .await?
-        .ok_or_else(|| UiError::NotFound {
-            kind: "run",
-            id: id.to_owned(),
-            hint: String::new(),
-        })
+        .ok_or_else(|| UiError::not_found("run", id.to_owned()))
 }
 
 /// `GET /runs/{id}`.
@@ -297,9 +293,7 @@ pub(crate) async fn detail(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
-    let run = load_run(&ui, &id).await?;
-    let level = q.level()?;
-    let step = non_empty(&q.step);
+    let (run, step, level) = (load_run(&ui, &id).await?, non_empty(&q.step), q.level()?);
     let every = all_events(&ui, &id).await?;
     let steps = step_summaries(&every);
     let mut events = ui
@@ -327,9 +321,7 @@ pub(crate) async fn tail(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
-    let run = load_run(&ui, &id).await?;
-    let level = q.level()?;
-    let step = non_empty(&q.step);
+    let (run, step, level) = (load_run(&ui, &id).await?, non_empty(&q.step), q.level()?);
     let events = ui
         .storage()
         .events_filtered(&id, step.as_deref(), level, q.after, EVENTS_PAGE)
