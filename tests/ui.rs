@@ -636,6 +636,54 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         failed.as_str()
     );
 
+    // Re-execute all: a queued copy of the run.
+    let (status, headers, _) = ui
+        .post(
+            &format!("/runs/{failed}/reexecute"),
+            &[("mode", "all")],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let copy = ui
+        .json(headers[header::LOCATION].to_str().expect("location"))
+        .await;
+    assert_eq!(copy["run"]["selection"], "raw report");
+    assert_eq!(copy["run"]["status"], "QUEUED");
+
+    // A backfill that fails, re-run from its page: a new backfill of the failed units.
+    let (_, html) = ui.get("/backfills/new?select=report&mode=all").await;
+    assert!(html.contains(r#"value="report""#), "prefilled: {html}");
+    let (_, headers, _) = ui
+        .post(
+            "/backfills/new",
+            &[("select", "report"), ("mode", "all"), ("action", "launch")],
+            true,
+        )
+        .await;
+    let failing = headers[header::LOCATION]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    ui.daemon_tick().await;
+    let state = ui.json(&failing).await;
+    assert_eq!(state["backfill"]["status"], "failed", "{state}");
+    let (_, html) = ui.get(&failing).await;
+    assert!(
+        html.contains("rerun-failed-button") && html.contains("resume-button"),
+        "{html}"
+    );
+    let (status, headers, _) = ui.post(&format!("{failing}/rerun-failed"), &[], true).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let rerun = ui
+        .json(headers[header::LOCATION].to_str().expect("location"))
+        .await;
+    assert_eq!(rerun["backfill"]["status"], "requested");
+    assert_eq!(
+        rerun["backfill"]["request"]["tags"]["rainbow/rerun_of"],
+        failing.trim_start_matches("/backfills/")
+    );
+
     // The operator token: required for reads and writes when set.
     let guarded = self::ui(&ts.storage, Some("s3cret"));
     let (status, _) = guarded.get("/assets").await;

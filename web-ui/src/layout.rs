@@ -300,4 +300,13 @@ mod tests {
             assert!(!overlaps(&positions), "{positions:?}");
         }
     }
+
+    #[test]
+    fn cycles_from_collapsed_groups_still_lay_out() {
+        // group(0) → asset(1) → group(0), plus a tail.
+        let positions = layers(3, &[(0, 1), (1, 0), (1, 2)]);
+        assert_eq!(positions.len(), 3);
+        assert!(!overlaps(&positions), "{positions:?}");
+        assert!(positions[1].0 < positions[2].0, "{positions:?}");
+    }
 }
