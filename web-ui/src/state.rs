@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rainbow_engine::event::{Micros, now_micros};
+use rainbow_engine::partitions::PartitionContext;
 use rainbow_engine::{AssetGraph, Storage};
 use serde::Serialize;
 
@@ -83,7 +84,14 @@ pub(crate) struct Inner {
     pub started_at: Micros,
     /// A hash of the definitions' keys and edges: layouts are per definitions.
     pub definitions_hash: String,
+    /// Partition keys enumerated recently (40,000 hourly keys take milliseconds to list):
+    /// reused for [`PARTITION_KEYS_TTL`] while the dynamic partitions stay the same.
+    pub partition_context: Mutex<Option<(std::time::Instant, PartitionContext)>>,
 }
+
+/// How long enumerated partition keys are reused: a new time partition shows up at most this
+/// late.
+const PARTITION_KEYS_TTL: Duration = Duration::from_secs(5);
 
 impl UiState {
     /// State over `graph` and `storage`; `code_location` supplies the dashboard's analyses
@@ -105,6 +113,7 @@ impl UiState {
                 code_location,
                 started_at: now_micros(),
                 definitions_hash,
+                partition_context: Mutex::new(None),
             }),
         }
     }
@@ -122,6 +131,34 @@ impl UiState {
     /// Run storage.
     pub fn storage(&self) -> &Storage {
         &self.inner.storage
+    }
+
+    /// A partition context at about now with the stored dynamic partitions, its enumerated
+    /// keys cached for a few seconds across requests.
+    pub(crate) async fn partition_context(&self) -> rainbow_engine::Result<PartitionContext> {
+        let uses_dynamic = self
+            .graph()
+            .nodes()
+            .iter()
+            .any(|n| n.spec.partitions.as_ref().is_some_and(|p| p.uses_dynamic()));
+        let dynamic = if uses_dynamic {
+            self.storage().dynamic_partitions().await?
+        } else {
+            Default::default()
+        };
+        if let Ok(cached) = self.inner.partition_context.lock()
+            && let Some((at, ctx)) = cached.as_ref()
+            && at.elapsed() < PARTITION_KEYS_TTL
+            && ctx.dynamic == dynamic
+        {
+            return Ok(ctx.clone());
+        }
+        let mut ctx = PartitionContext::at(chrono::Utc::now());
+        ctx.dynamic = dynamic;
+        if let Ok(mut cached) = self.inner.partition_context.lock() {
+            *cached = Some((std::time::Instant::now(), ctx.clone()));
+        }
+        Ok(ctx)
     }
 }
 

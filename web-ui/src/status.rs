@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use rainbow_engine::event::{EventData, Micros};
 use rainbow_engine::graph::NodeId;
-use rainbow_engine::partitions::PartitionContext;
 use rainbow_engine::selection::NodeSet;
 use rainbow_engine::staleness::{Staleness, asset_statuses};
 use rainbow_engine::storage::RunFilter;
@@ -130,14 +129,7 @@ pub(crate) async fn asset_states(
         }
     }
     let running = running_nodes(ui).await?;
-    let mut ctx = PartitionContext::at(chrono::Utc::now());
-    if graph
-        .nodes()
-        .iter()
-        .any(|n| n.spec.partitions.as_ref().is_some_and(|p| p.uses_dynamic()))
-    {
-        ctx.dynamic = storage.dynamic_partitions().await?;
-    }
+    let ctx = ui.partition_context().await?;
     let mut out: Vec<Option<AssetState>> = vec![None; graph.len()];
     for status in statuses {
         let Some(node) = graph.node_id(&status.key) else {

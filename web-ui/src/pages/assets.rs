@@ -625,10 +625,7 @@ pub(crate) async fn materialize(
             Some("a partitioned asset needs a partition key".to_owned())
         }
         Some(def) => {
-            let mut ctx = rainbow_engine::partitions::PartitionContext::at(chrono::Utc::now());
-            if def.uses_dynamic() {
-                ctx.dynamic = ui.storage().dynamic_partitions().await?;
-            }
+            let ctx = ui.partition_context().await?;
             match def.has_key(&partition, &ctx) {
                 Ok(true) => None,
                 Ok(false) => Some(format!("`{partition}` is not a partition of {def}")),

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use leptos::prelude::*;
 use rainbow_engine::AssetKey;
-use rainbow_engine::partitions::{PartitionContext, PartitionState, StatusRange, status_ranges};
+use rainbow_engine::partitions::{PartitionState, StatusRange, status_ranges};
 use rainbow_engine::storage::MaterializationRecord;
 use serde::{Deserialize, Serialize};
 
@@ -67,10 +67,7 @@ pub(crate) async fn partitions(
         .partitions(node)
         .ok_or_else(|| UiError::BadRequest(format!("asset `{}` is not partitioned", q.asset)))?;
     let storage = ui.storage();
-    let mut ctx = PartitionContext::at(chrono::Utc::now());
-    if def.uses_dynamic() {
-        ctx.dynamic = storage.dynamic_partitions().await?;
-    }
+    let ctx = ui.partition_context().await?;
     let keys = ctx.keys_of(def)?;
     let key = AssetKey::from(q.asset.as_str());
     let states = storage.partition_states(&key).await?;
