@@ -104,19 +104,18 @@ fn analysis(title: &str, batches: &[RecordBatch]) -> anyhow::Result<Analysis> {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
         )
     });
-    // The measure: an amount, profit or quantity column before any other number; never a
-    // rank, id or ordinal.
-    let measure = |name: &str| {
-        ["amount", "profit", "sales", "quantity", "count"]
-            .iter()
-            .any(|m| name.contains(m))
-    };
+    // The measure: the first column named like an amount, then profit, sales, quantity, count
+    // (in that order of preference); else the last number that is not a rank, id or ordinal.
     let ordinal =
         |name: &str| name.ends_with("_rank") || name.ends_with("_id") || name.ends_with("_number");
     let fields = schema.fields();
-    let value = fields
+    let value = ["amount", "profit", "sales", "quantity", "count"]
         .iter()
-        .position(|f| numeric(f.data_type()) && measure(f.name()) && !ordinal(f.name()))
+        .find_map(|m| {
+            fields
+                .iter()
+                .position(|f| numeric(f.data_type()) && f.name().contains(m) && !ordinal(f.name()))
+        })
         .or_else(|| {
             fields
                 .iter()
@@ -130,8 +129,23 @@ fn analysis(title: &str, batches: &[RecordBatch]) -> anyhow::Result<Analysis> {
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
+        let is_number: Vec<bool> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| numeric(f.data_type()) && !f.name().ends_with("_id"))
+            .collect();
         for i in 0..batch.num_rows() {
-            rows.push(formatters.iter().map(|f| f.value(i).to_string()).collect());
+            rows.push(
+                formatters
+                    .iter()
+                    .zip(&is_number)
+                    .map(|(f, &n)| {
+                        let text = f.value(i).to_string();
+                        if n { group_digits(&text) } else { text }
+                    })
+                    .collect(),
+            );
         }
     }
     let chart = match (label, value) {
@@ -144,6 +158,32 @@ fn analysis(title: &str, batches: &[RecordBatch]) -> anyhow::Result<Analysis> {
         rows,
         chart,
     })
+}
+
+/// `1234567.500000` → `1,234,567.5`: thousands separated, trailing fractional zeros dropped
+/// (the value is unchanged; the dashboard parses numbers back ignoring the commas).
+fn group_digits(text: &str) -> String {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", text),
+    };
+    let (int, frac) = rest.split_once('.').unwrap_or((rest, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return text.to_owned();
+    }
+    let mut grouped = String::with_capacity(int.len() + int.len() / 3);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{grouped}")
+    } else {
+        format!("{sign}{grouped}.{frac}")
+    }
 }
 
 impl CodeLocationUi for RainbowLocation {
@@ -274,4 +314,17 @@ pub async fn bench(args: &BenchUiArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", serde_json::to_string(&reports)?);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_digits;
+
+    #[test]
+    fn digits_are_grouped_without_changing_the_value() {
+        assert_eq!(group_digits("2199981500.000000000"), "2,199,981,500");
+        assert_eq!(group_digits("-1234.50"), "-1,234.5");
+        assert_eq!(group_digits("999"), "999");
+        assert_eq!(group_digits("NaN"), "NaN");
+    }
 }

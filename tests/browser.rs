@@ -382,13 +382,22 @@ async fn cancel_mid_way_and_plain_forms() {
     .await;
     assert!(summary.starts_with("2 unit(s)"), "{summary}");
     click(&plain, "launch").await;
+    // The POST answers 303 to the backfill's page; without htmx it never updates itself, so
+    // reload it until the daemon has finished.
+    wait_text(&plain, "#backfill-status", Duration::from_secs(30), |_| {
+        true
+    })
+    .await;
+    let page = plain.current_url().await.expect("url");
+    assert!(page.path().starts_with("/backfills/"), "{page}");
     let start = Instant::now();
     loop {
-        plain.refresh().await.expect("reload");
-        // A page caught mid-load has no status yet: look again on the next reload.
+        // Reloading can race the browser's end of the previous navigation (chromedriver answers
+        // "aborted by navigation"): that is a retry, bounded by the timeout below.
+        let reloaded = plain.goto(page.as_str()).await.is_ok();
         let status = match plain.find(Locator::Id("backfill-status")).await {
-            Ok(el) => el.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+            Ok(el) if reloaded => el.text().await.unwrap_or_default(),
+            _ => String::new(),
         };
         if status.trim() == "completed" {
             break;

@@ -255,7 +255,7 @@ async fn pages_show_what_storage_holds(backend: Backend) {
     let (status, html) = ui.get("/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains(r#"class="node failed""#), "{html}");
-    assert!(html.contains("3/10 parts"), "{html}");
+    assert!(html.contains("materialized · 3/10"), "{html}");
     // Filtered with the selection language; a bad selection is reported, not a 500.
     let sub = ui.json("/?select=%2Bload").await;
     assert_eq!(sub["nodes"].as_array().map(Vec::len), Some(2), "{sub}");
@@ -471,6 +471,53 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
             .unwrap_or_else(|| panic!("{field} in {html}"));
         assert!(html[at..].contains(text), "{fields:?}: {html}");
     }
+    // Every error of a field at once, each next to its field; an exclusion names its field.
+    let (status, _, html) = ui
+        .post(
+            "/backfills/new",
+            &[
+                ("select", "extract"),
+                ("exclude", "nosuch"),
+                ("mode", ""),
+                ("max_concurrent", "x"),
+                ("action", "preview"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["error-exclude", "error-mode", "error-max_concurrent"] {
+        assert!(html.contains(&format!("id=\"{field}\"")), "{field}: {html}");
+    }
+    // Errors answer JSON clients in JSON; wrong methods are 405; a huge form is 413.
+    let bad = ui
+        .send(
+            Request::get("/assets?state=bogus")
+                .header(header::ACCEPT, "application/json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = serde_json::from_str(&bad.2).expect("JSON error");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("bogus")),
+        "{body}"
+    );
+    let (status, _) = ui.get("/partitions").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = ui
+        .send(
+            Request::put("/backfills/new")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let huge = "x".repeat(100_000);
+    let (status, _, body) = ui.post("/backfills/new", &[("select", &huge)], true).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
     // Without the CSRF token: refused.
     let (status, _, _) = ui
         .post(
@@ -505,14 +552,24 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         html.contains("3 unit(s), executed as 3 run(s), covering 6 asset partition(s)"),
         "{html}"
     );
+    let request_id = html
+        .split(r#"name="request_id" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the preview's request id")
+        .to_owned();
     let mut launch = fields.to_vec();
     launch.push(("action", "launch"));
+    launch.push(("request_id", &request_id));
     let (status, headers, _) = ui.post("/backfills/new", &launch, true).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let location = headers[header::LOCATION]
         .to_str()
         .expect("location")
         .to_owned();
+    // A double submit shows the same backfill; nothing is launched twice.
+    let (_, again, _) = ui.post("/backfills/new", &launch, true).await;
+    assert_eq!(again[header::LOCATION], location.as_str());
     let id = location.trim_start_matches("/backfills/").to_owned();
     let record = ui
         .storage
@@ -560,6 +617,34 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
     assert_eq!(
         ui.json("/partitions?asset=extract").await["counts"]["missing"],
         serde_json::Value::Null
+    );
+    // Nothing left to backfill: said next to the partitions choice, nothing launched.
+    let before = ui
+        .storage
+        .list_backfills(None, 100)
+        .await
+        .expect("list")
+        .len();
+    let (status, _, html) = ui
+        .post(
+            "/backfills/new",
+            &[
+                ("select", "extract"),
+                ("mode", "missing"),
+                ("action", "launch"),
+            ],
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("nothing to backfill"), "{html}");
+    assert_eq!(
+        ui.storage
+            .list_backfills(None, 100)
+            .await
+            .expect("list")
+            .len(),
+        before
     );
 
     // Materialize: a queued run of one partition; a partitioned asset needs a valid key.

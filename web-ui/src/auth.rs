@@ -70,7 +70,8 @@ pub(crate) async fn guard(State(state): State<UiState>, req: Request, next: Next
         }
         return UiError::Unauthorized.into_response();
     }
-    if req.method() == Method::GET || req.method() == Method::HEAD {
+    // Only POST changes state; other methods go on to the router (405 where not routed).
+    if req.method() != Method::POST {
         return next.run(req).await;
     }
     if let Some(origin) = req
@@ -96,10 +97,7 @@ pub(crate) async fn guard(State(state): State<UiState>, req: Request, next: Next
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, MAX_FORM_BYTES).await {
         Ok(b) => b,
-        Err(_) => {
-            return UiError::BadRequest(format!("the form is larger than {MAX_FORM_BYTES} bytes"))
-                .into_response();
-        }
+        Err(_) => return UiError::TooLarge(MAX_FORM_BYTES).into_response(),
     };
     let form_token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
         .ok()
@@ -149,7 +147,7 @@ pub(crate) struct LoginForm {
 /// `POST /login`: sets the token cookie when the token is right.
 pub(crate) async fn login(
     State(state): State<UiState>,
-    axum::Form(form): axum::Form<LoginForm>,
+    crate::shell::Form(form): crate::shell::Form<LoginForm>,
 ) -> Response {
     match &state.inner.options.token {
         Some(token) if same(&form.token, token) => {

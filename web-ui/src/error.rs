@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
     /// The engine refused or failed (storage, selection, partitions, backfill planning).
-    #[error("engine")]
+    #[error(transparent)]
     Engine(#[from] rainbow_engine::Error),
     /// An id or key in the URL names nothing.
     #[error("{kind} `{id}` not found{hint}")]
@@ -23,6 +23,15 @@ pub enum UiError {
     /// A request parameter is invalid.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A form body over the limit.
+    #[error("the form is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The path exists, the method does not.
+    #[error("{method} is not allowed here")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+    },
     /// No or a wrong operator token.
     #[error("an operator token is required (log in at /login)")]
     Unauthorized,
@@ -61,6 +70,8 @@ impl UiError {
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Unauthorized => StatusCode::UNAUTHORIZED,
             UiError::Csrf => StatusCode::FORBIDDEN,
+            UiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             UiError::Engine(
                 rainbow_engine::Error::Selection { .. }
                 | rainbow_engine::Error::Partition { .. }
@@ -84,7 +95,12 @@ impl IntoResponse for UiError {
             tracing::error!("{}", self.message());
         }
         let message = self.message();
-        (status, crate::shell::error_page(status, &message)).into_response()
+        let mut response = (status, crate::shell::error_page(status, &message)).into_response();
+        // The JSON twin of the error, for clients that asked for JSON (see `shell::json_errors`).
+        response
+            .extensions_mut()
+            .insert(crate::shell::ErrorMessage(message));
+        response
     }
 }
 

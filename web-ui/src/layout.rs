@@ -52,6 +52,8 @@ pub(crate) struct LineageLayout {
     pub nodes: Vec<(Drawn, f64, f64)>,
     /// Edge paths (`d` attributes), precomputed.
     pub edges: Vec<String>,
+    /// The edges as (from, to) indexes into `nodes`, in the order of `edges`.
+    pub edge_list: Vec<(usize, usize)>,
     /// Canvas width.
     pub width: f64,
     /// Canvas height.
@@ -156,6 +158,7 @@ pub(crate) fn compute(
     LineageLayout {
         nodes,
         edges: paths,
+        edge_list: edges,
         width,
         height,
         elapsed: started.elapsed(),

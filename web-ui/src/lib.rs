@@ -71,11 +71,19 @@ pub fn router(state: UiState) -> Router {
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/static/{file}", get(static_file))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
+        .layer(axum::middleware::from_fn(shell::json_errors))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> UiError {
+    UiError::MethodNotAllowed {
+        method: method.to_string(),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> UiError {

@@ -3,10 +3,14 @@
 //! leptos's `view!` (text and attribute values escaped); nothing here builds HTML by hand from
 //! data.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::UiError;
 use leptos::prelude::*;
 use rainbow_engine::event::Micros;
 use serde::Serialize;
@@ -18,16 +22,13 @@ pub(crate) struct Format {
     pub json: bool,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Format {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let query_json = parts.uri.query().is_some_and(|q| {
+impl Format {
+    fn of(uri: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Format {
+        let query_json = uri.query().is_some_and(|q| {
             q.split('&')
                 .any(|pair| pair == "format=json" || pair == "format=JSON")
         });
-        let accept_json = parts
-            .headers
+        let accept_json = headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| {
@@ -39,9 +40,70 @@ impl<S: Send + Sync> FromRequestParts<S> for Format {
                     _ => false,
                 }
             });
-        Ok(Format {
+        Format {
             json: query_json || accept_json,
-        })
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Format {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Format::of(&parts.uri, &parts.headers))
+    }
+}
+
+/// An error's message, attached to its response so [`json_errors`] can answer JSON clients.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorMessage(pub String);
+
+/// Middleware: an error answered to a client that asked for JSON becomes
+/// `{"error": message, "status": code}` with the same status.
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let format = Format::of(req.uri(), req.headers());
+    let response = next.run(req).await;
+    if !format.json {
+        return response;
+    }
+    match response.extensions().get::<ErrorMessage>().cloned() {
+        Some(ErrorMessage(message)) => {
+            let status = response.status();
+            (
+                status,
+                axum::Json(serde_json::json!({ "error": message, "status": status.as_u16() })),
+            )
+                .into_response()
+        }
+        None => response,
+    }
+}
+
+/// `Query<T>` whose rejection is a [`UiError`] (a styled page or JSON, status 400).
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, UiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| UiError::BadRequest(e.body_text()))
+    }
+}
+
+/// `Form<T>` whose rejection is a [`UiError`] (status 400, or 413 when too large).
+pub(crate) struct Form<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Form<T> {
+    type Rejection = UiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, UiError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|f| Form(f.0))
+            .map_err(|e| UiError::BadRequest(e.body_text()))
     }
 }
 

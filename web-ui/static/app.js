@@ -42,6 +42,13 @@
             if (!g) return;
             var cls = "node " + n.state + (n.assets > 1 || !n.asset ? " group" : "");
             if (g.getAttribute("class") !== cls) g.setAttribute("class", cls);
+            // The sub-label starts with the state word: keep it in step with the colour.
+            var sub = g.querySelector("text.sub[data-state]");
+            if (sub && sub.getAttribute("data-state") !== n.state) {
+              var old = sub.getAttribute("data-state");
+              sub.textContent = n.state + sub.textContent.slice(old.length);
+              sub.setAttribute("data-state", n.state);
+            }
           });
         })
         .catch(function () {});

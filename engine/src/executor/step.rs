@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Outcome, StepMode, failure_events, panic_message, single};
+use super::{Outcome, PARTITION_RANGE_METADATA, StepMode, failure_events, panic_message, single};
 use crate::asset::{Kind, MaterializeResult};
 use crate::check::{AssetCheckResult, AssetCheckSeverity};
 use crate::context::{AssetContext, ContextParts};
@@ -220,6 +220,17 @@ impl StepRun {
                     metadata
                         .entry("rainbow/duration".into())
                         .or_insert(MetadataValue::Duration(duration.as_secs_f64()));
+                    // A range run reports once for all its partitions: say so on each copy, so
+                    // nobody reads the range's row count as one partition's.
+                    if let [first, .., last] = self.partitions.as_slice() {
+                        metadata.insert(
+                            PARTITION_RANGE_METADATA.into(),
+                            MetadataValue::Text(format!(
+                                "{first}..{last} ({} partitions)",
+                                self.partitions.len()
+                            )),
+                        );
+                    }
                     let materialization = Materialization {
                         metadata,
                         code_version: spec.code_version.clone(),

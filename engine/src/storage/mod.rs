@@ -206,10 +206,11 @@ pub struct CheckResultRecord {
 pub struct RunFilter {
     /// Only runs with this status.
     pub status: Option<RunStatus>,
-    /// Only runs of this job.
+    /// Only runs of this job (launched as the job, or tagged `rainbow/job` with it by a
+    /// backfill or schedule).
     pub job_name: Option<String>,
-    /// Only runs carrying this tag (key, value).
-    pub tag: Option<(String, String)>,
+    /// Only runs carrying this tag key (with this value, if given).
+    pub tag: Option<(String, Option<String>)>,
     /// Only runs with an event about this asset (step, materialization, check, failure).
     pub asset: Option<AssetKey>,
     /// Only runs launched by this backfill.
@@ -218,6 +219,20 @@ pub struct RunFilter {
     pub before_run_id: Option<String>,
     /// At most this many (newest first); default 100.
     pub limit: Option<i64>,
+}
+
+/// A `LIKE … ESCAPE '!'` pattern matching runs whose tags (compact JSON) hold `key`, with
+/// `value` if given.
+fn tag_pattern(key: &str, value: Option<&str>) -> Result<String> {
+    let member = match value {
+        Some(v) => format!("{}:{}", json(&key)?, json(&v)?),
+        None => format!("{}:", json(&key)?),
+    };
+    let escaped = member
+        .replace('!', "!!")
+        .replace('%', "!%")
+        .replace('_', "!_");
+    Ok(format!("%{escaped}%"))
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
@@ -365,44 +380,50 @@ impl Storage {
     /// Runs, newest first, matching `filter`. The conditions are fixed SQL with bound values.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let limit = filter.limit.unwrap_or(100).max(0);
-        let mut conditions: Vec<&str> = Vec::new();
-        let mut values: Vec<String> = Vec::new();
+        // (condition with `?` for each value, its values)
+        let mut conditions: Vec<(&str, Vec<String>)> = Vec::new();
         if let Some(status) = filter.status {
-            conditions.push("status = $");
-            values.push(status.as_str().to_owned());
+            conditions.push(("status = ?", vec![status.as_str().to_owned()]));
         }
         if let Some(job) = &filter.job_name {
-            conditions.push("job_name = $");
-            values.push(job.clone());
+            // Launched as the job, or by a backfill or schedule of it (tag `rainbow/job`).
+            conditions.push((
+                "(job_name = ? OR tags LIKE ? ESCAPE '!')",
+                vec![
+                    job.clone(),
+                    tag_pattern(crate::executor::tags::JOB, Some(job))?,
+                ],
+            ));
         }
         if let Some((key, value)) = &filter.tag {
-            // Tags are stored as compact JSON: match the exact `"key":"value"` member.
-            conditions.push("tags LIKE $ ESCAPE '!'");
-            let member = format!("{}:{}", json(key)?, json(value)?);
-            let escaped = member
-                .replace('!', "!!")
-                .replace('%', "!%")
-                .replace('_', "!_");
-            values.push(format!("%{escaped}%"));
+            conditions.push((
+                "tags LIKE ? ESCAPE '!'",
+                vec![tag_pattern(key, value.as_deref())?],
+            ));
         }
         if let Some(asset) = &filter.asset {
-            conditions.push(
-                "EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.asset_key = $)",
-            );
-            values.push(asset.to_string());
+            conditions.push((
+                "EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.run_id AND e.asset_key = ?)",
+                vec![asset.to_string()],
+            ));
         }
         if let Some(backfill) = &filter.backfill_id {
-            conditions.push("backfill_id = $");
-            values.push(backfill.clone());
+            conditions.push(("backfill_id = ?", vec![backfill.clone()]));
         }
         if let Some(before) = &filter.before_run_id {
-            conditions.push("run_id < $");
-            values.push(before.clone());
+            conditions.push(("run_id < ?", vec![before.clone()]));
         }
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs");
-        for (i, condition) in conditions.iter().enumerate() {
+        let mut values: Vec<String> = Vec::new();
+        for (i, (condition, vs)) in conditions.into_iter().enumerate() {
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
-            sql.push_str(&condition.replace('$', &format!("${}", i + 1)));
+            for (j, part) in condition.split('?').enumerate() {
+                if j > 0 {
+                    values.push(vs[j - 1].clone());
+                    sql.push_str(&format!("${}", values.len()));
+                }
+                sql.push_str(part);
+            }
         }
         sql.push_str(&format!(
             " ORDER BY created_at DESC, run_id DESC LIMIT ${}",

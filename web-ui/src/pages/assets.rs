@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use leptos::prelude::*;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, UiError};
 use crate::layout::group_of;
-use crate::shell::{Format, csrf_field, encode, page, pill, respond, time};
+use crate::shell::{Form, Format, Query, csrf_field, encode, page, pill, respond, time};
 use crate::state::UiState;
 use crate::status::{AssetState, NodeState, asset_states};
 use crate::svg::{Point, line_chart};
@@ -104,6 +104,41 @@ pub(crate) async fn catalog(
             ))
         })?)
     };
+    let known = |what: &str, value: &str, all: &mut dyn Iterator<Item = String>| -> Result<()> {
+        let all: Vec<String> = all.collect();
+        if value.is_empty() || all.iter().any(|v| v == value) {
+            return Ok(());
+        }
+        Err(UiError::BadRequest(format!(
+            "{what} `{value}` is not in the definitions{}",
+            rainbow_engine::error::did_you_mean(value, all.iter().map(String::as_str))
+        )))
+    };
+    known(
+        "group",
+        &q.group,
+        &mut (0..graph.len()).map(|n| group_of(graph, n).to_owned()),
+    )?;
+    known(
+        "kind",
+        &q.kind,
+        &mut graph
+            .nodes()
+            .iter()
+            .flat_map(|n| n.spec.kinds.iter().cloned()),
+    )?;
+    if !["", "key", "last_materialized"].contains(&q.sort.as_str()) {
+        return Err(UiError::BadRequest(format!(
+            "sort `{}`: expected key or last_materialized",
+            q.sort
+        )));
+    }
+    if !["", "asc", "desc"].contains(&q.dir.as_str()) {
+        return Err(UiError::BadRequest(format!(
+            "dir `{}`: expected asc or desc",
+            q.dir
+        )));
+    }
     let needle = q.q.to_lowercase();
     let (tag_key, tag_value) = match q.tag.split_once('=') {
         Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
@@ -525,15 +560,40 @@ fn render_asset(ui: &UiState, d: &AssetData) -> String {
             {metadata_table(&m.materialization.metadata)}
         }
     });
-    let over_time: Vec<&MaterializationRecord> = d.materializations.iter().rev().collect();
+    // A range run records the same metadata once per partition: one point per run over time,
+    // and none per partition (its numbers describe the whole range).
+    let is_range = |r: &MaterializationRecord| {
+        r.materialization
+            .metadata
+            .contains_key(rainbow_engine::executor::PARTITION_RANGE_METADATA)
+    };
+    let mut seen_runs = std::collections::HashSet::new();
+    let over_time: Vec<&MaterializationRecord> = d
+        .materializations
+        .iter()
+        .rev()
+        .filter(|r| !is_range(r) || seen_runs.insert(r.run_id.as_str()))
+        .collect();
     let time_charts = metadata_charts(&over_time, |r| time(Some(r.timestamp)), "over time");
-    let by_partition: Vec<&MaterializationRecord> = d.by_partition.iter().collect();
+    let by_partition: Vec<&MaterializationRecord> =
+        d.by_partition.iter().filter(|r| !is_range(r)).collect();
+    let by_range = d.by_partition.len() - by_partition.len();
     let partition_charts = partitioned.then(|| {
-        metadata_charts(
-            &by_partition,
-            |r| r.partition_key.clone().unwrap_or_default(),
-            "by partition (latest 500)",
-        )
+        let note = (by_range > 0).then(|| {
+            let text = format!(
+                "{by_range} of the latest {} partitions were materialized by range runs: their metadata describes the whole range, so they are left out of the charts by partition",
+                d.by_partition.len()
+            );
+            view! { <p class="muted">{text}</p> }
+        });
+        view! {
+            {metadata_charts(
+                &by_partition,
+                |r| r.partition_key.clone().unwrap_or_default(),
+                "by partition (latest 500)",
+            )}
+            {note}
+        }
     });
     let history = d
         .materializations
@@ -614,7 +674,7 @@ pub(crate) struct MaterializeForm {
 /// error next to the button.
 pub(crate) async fn materialize(
     State(ui): State<UiState>,
-    axum::Form(form): axum::Form<MaterializeForm>,
+    Form(form): Form<MaterializeForm>,
 ) -> Result<Response> {
     let node = find_asset(&ui, &form.asset)?;
     let graph = ui.graph();

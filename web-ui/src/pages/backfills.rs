@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use leptos::prelude::*;
@@ -19,7 +19,7 @@ use rainbow_engine::storage::backfills::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, UiError};
-use crate::shell::{Format, csrf_field, encode, page, pill, respond, time};
+use crate::shell::{Form, Format, Query, csrf_field, encode, page, pill, respond, time};
 use crate::state::UiState;
 
 /// The launch form, as posted (and as prefilled from the query string).
@@ -44,7 +44,14 @@ pub(crate) struct LaunchForm {
     /// `preview` or `launch`.
     #[serde(default)]
     action: String,
+    /// Set by the preview: a second launch of the same preview shows the first backfill
+    /// instead of launching again (double submit).
+    #[serde(default)]
+    request_id: String,
 }
+
+/// Tag holding [`LaunchForm::request_id`] on the backfill it launched.
+const REQUEST_TAG: &str = "rainbow/ui_request";
 
 /// Errors by form field (`select`, `mode`, `from`, `to`, `keys`, `max_concurrent`, `form`).
 type FieldErrors = BTreeMap<&'static str, String>;
@@ -57,6 +64,8 @@ struct Preview {
     /// Partitions per asset.
     partitions_per_asset: BTreeMap<String, usize>,
     total_asset_partitions: usize,
+    /// Unpartitioned assets, each computed once.
+    unpartitioned: Vec<String>,
     first_units: Vec<BackfillUnit>,
 }
 
@@ -68,8 +77,8 @@ struct LaunchData {
 }
 
 impl LaunchForm {
-    /// The request, or the errors of each bad field.
-    fn request(&self) -> std::result::Result<BackfillRequest, FieldErrors> {
+    /// The request (invalid fields replaced by defaults) and the errors of each bad field.
+    fn request(&self) -> (BackfillRequest, FieldErrors) {
         let mut errors = FieldErrors::new();
         let select: Vec<String> = if self.select.trim().is_empty() {
             errors.insert(
@@ -114,6 +123,14 @@ impl LaunchForm {
             "all" => PartitionSelector::All,
             "missing" => PartitionSelector::Missing,
             "failed" => PartitionSelector::Failed,
+            "" => {
+                errors.insert(
+                    "mode",
+                    "choose the partitions: a range, a list, all, missing only or failed only"
+                        .into(),
+                );
+                PartitionSelector::All
+            }
             other => {
                 errors.insert(
                     "mode",
@@ -136,23 +153,29 @@ impl LaunchForm {
                 }
             }
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let mut tags = BTreeMap::new();
         tags.insert("rainbow/launched_by".to_owned(), "ui".to_owned());
-        Ok(BackfillRequest {
+        if !self.request_id.is_empty() {
+            tags.insert(REQUEST_TAG.to_owned(), self.request_id.clone());
+        }
+        let request = BackfillRequest {
             select,
             exclude,
             partitions,
             max_concurrent,
             tags,
-        })
+        };
+        (request, errors)
     }
 
     /// The field an engine error belongs to.
     fn field_of(&self, e: &rainbow_engine::Error) -> &'static str {
         match e {
+            rainbow_engine::Error::Selection { expression, .. }
+                if !self.exclude.trim().is_empty() && expression == self.exclude.trim() =>
+            {
+                "exclude"
+            }
             rainbow_engine::Error::Selection { .. } => "select",
             rainbow_engine::Error::Partition { .. } => match self.mode.as_str() {
                 "range" => "from",
@@ -187,7 +210,7 @@ pub(crate) async fn new_form(
 pub(crate) async fn submit(
     State(ui): State<UiState>,
     format: Format,
-    axum::Form(form): axum::Form<LaunchForm>,
+    Form(form): Form<LaunchForm>,
 ) -> Result<Response> {
     let now = chrono::Utc::now();
     let invalid = |form: LaunchForm, errors: FieldErrors| {
@@ -202,19 +225,46 @@ pub(crate) async fn submit(
         )
             .into_response()
     };
-    let request = match form.request() {
-        Ok(r) => r,
-        Err(errors) => return Ok(invalid(form, errors)),
-    };
-    let units = match plan_backfill(ui.graph(), ui.storage(), &request, now).await {
-        Ok(units) => units,
-        Err(e) => {
-            let mut errors = FieldErrors::new();
-            errors.insert(form.field_of(&e), rainbow_engine::error::error_chain(&e));
-            return Ok(invalid(form, errors));
+    let (request, mut errors) = form.request();
+    // Plan whenever there is a selection, so its errors show with the others at once.
+    let planned = if request.select.is_empty() {
+        None
+    } else {
+        match plan_backfill(ui.graph(), ui.storage(), &request, now).await {
+            Ok(units) => Some(units),
+            Err(e) => {
+                errors
+                    .entry(form.field_of(&e))
+                    .or_insert_with(|| rainbow_engine::error::error_chain(&e));
+                None
+            }
         }
     };
+    let units = match planned {
+        Some(units) if errors.is_empty() => units,
+        _ => return Ok(invalid(form, errors)),
+    };
+    if units.is_empty() {
+        errors.insert(
+            "mode",
+            "nothing to backfill: no selected partition matches (all materialized?)".into(),
+        );
+        return Ok(invalid(form, errors));
+    }
     if form.action == "launch" {
+        // A double submit of one preview shows the backfill it launched.
+        if !form.request_id.is_empty()
+            && let Some(existing) = ui
+                .storage()
+                .list_backfills(None, 200)
+                .await?
+                .into_iter()
+                .find(|b| b.request["tags"][REQUEST_TAG] == form.request_id.as_str())
+        {
+            return Ok(
+                Redirect::to(&format!("/backfills/{}", existing.backfill_id)).into_response(),
+            );
+        }
         let record = match launch_backfill(ui.graph(), ui.storage(), &request, now).await {
             Ok(r) => r,
             Err(e) => {
@@ -234,10 +284,17 @@ pub(crate) async fn submit(
         }
         return Ok(Redirect::to(&location).into_response());
     }
+    let mut form = form;
+    form.request_id = uuid::Uuid::new_v4().simple().to_string();
     let mut per_asset: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unpartitioned = std::collections::BTreeSet::new();
     for u in &units {
         for a in &u.assets {
-            *per_asset.entry(a.to_string()).or_default() += u.partitions.len().max(1);
+            if u.partitions.is_empty() {
+                unpartitioned.insert(a.to_string());
+            } else {
+                *per_asset.entry(a.to_string()).or_default() += u.partitions.len();
+            }
         }
     }
     let data = LaunchData {
@@ -248,6 +305,7 @@ pub(crate) async fn submit(
             runs: units.len(),
             total_asset_partitions: per_asset.values().sum(),
             partitions_per_asset: per_asset,
+            unpartitioned: unpartitioned.into_iter().collect(),
             first_units: units.into_iter().take(50).collect(),
         }),
     };
@@ -297,10 +355,16 @@ fn render_launch(ui: &UiState, d: &LaunchData) -> String {
                 view! { <tr><td>{id}</td><td>{assets}</td><td>{parts}</td><td>{deps}</td></tr> }
             })
             .collect_view();
-        let summary = format!(
+        let mut summary = format!(
             "{} unit(s), executed as {} run(s), covering {} asset partition(s)",
             p.units, p.runs, p.total_asset_partitions
         );
+        if !p.unpartitioned.is_empty() {
+            summary.push_str(&format!(
+                " and {} unpartitioned asset(s)",
+                p.unpartitioned.len()
+            ));
+        }
         let hidden = [
             ("select", f.select.clone()),
             ("exclude", f.exclude.clone()),
@@ -309,6 +373,7 @@ fn render_launch(ui: &UiState, d: &LaunchData) -> String {
             ("to", f.to.clone()),
             ("keys", f.keys.clone()),
             ("max_concurrent", f.max_concurrent.clone()),
+            ("request_id", f.request_id.clone()),
         ]
         .into_iter()
         .map(|(name, value)| view! { <input type="hidden" name=name value=value/> })
@@ -340,7 +405,8 @@ fn render_launch(ui: &UiState, d: &LaunchData) -> String {
                 {field_error(e, "select")}
             </div>
             <div class="field">
-                <label>"Exclude " <input name="exclude" value=f.exclude.clone() size="50"/></label>
+                <label>"Exclude " <input name="exclude" id="exclude" value=f.exclude.clone() size="50"/></label>
+                {field_error(e, "exclude")}
             </div>
             <fieldset class="field">
                 <legend>"Partitions"</legend>
@@ -351,7 +417,7 @@ fn render_launch(ui: &UiState, d: &LaunchData) -> String {
                 {field_error(e, "to")}
                 <br/>
                 {mode_option("keys", "a list ")}
-                <input name="keys" value=f.keys.clone() size="50" placeholder="2024-09-01, 2024-09-03"/>
+                <input name="keys" value=f.keys.clone() size="50" placeholder="KEY, KEY, …"/>
                 {field_error(e, "keys")}
                 <br/>
                 {mode_option("all", "all")}

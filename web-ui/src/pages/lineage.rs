@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use leptos::prelude::*;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::layout::{Drawn, LayoutKey, LineageLayout, NODE_H, NODE_W, compute, group_of};
-use crate::shell::{Format, encode, page, respond};
+use crate::shell::{Format, Query, encode, page, respond};
 use crate::state::UiState;
 use crate::status::{AssetState, NodeState, asset_states};
 
@@ -60,7 +60,8 @@ struct LineageData {
     width: f64,
     height: f64,
     nodes: Vec<NodeView>,
-    edges: usize,
+    /// Edges as [from, to] DOM ids of `nodes`.
+    edges: Vec<(String, String)>,
     error: Option<String>,
 }
 
@@ -156,7 +157,11 @@ pub(crate) async fn lineage(
         layout_ms: layout.elapsed.as_secs_f64() * 1000.0,
         width: layout.width,
         height: layout.height,
-        edges: layout.edges.len(),
+        edges: layout
+            .edge_list
+            .iter()
+            .map(|(a, b)| (format!("n{a}"), format!("n{b}")))
+            .collect(),
         nodes,
         error,
     };
@@ -200,6 +205,7 @@ async fn cached_layout(
                 Arc::new(LineageLayout {
                     nodes: Vec::new(),
                     edges: Vec::new(),
+                    edge_list: Vec::new(),
                     width: NODE_W,
                     height: NODE_H,
                     elapsed: std::time::Duration::ZERO,
@@ -254,7 +260,7 @@ fn render(d: &LineageData, layout: &LineageLayout) -> String {
     let summary = format!(
         "{} nodes, {} edges · layout {} in {:.0} ms (cached) · definitions {}",
         d.nodes.len(),
-        d.edges,
+        d.edges.len(),
         d.algorithm,
         d.layout_ms,
         d.definitions_hash
@@ -315,11 +321,11 @@ fn node_view(n: &NodeView) -> AnyView {
         }
         .into_any();
     };
-    let label = if full.chars().count() > 26 {
+    let label = if full.chars().count() > 25 {
         let tail: String = full
             .chars()
             .rev()
-            .take(25)
+            .take(24)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
@@ -330,11 +336,11 @@ fn node_view(n: &NodeView) -> AnyView {
     };
     let mut sub = a.state.as_str().to_owned();
     if let Some(p) = a.partitions {
-        sub.push_str(&format!(" · {}/{} parts", p.materialized, p.total));
+        sub.push_str(&format!(" · {}/{}", p.materialized, p.total));
     }
     if a.checks.defined > 0 {
         sub.push_str(&format!(
-            " · checks {}✓{}",
+            " · {}✓{}",
             a.checks.passed,
             if a.checks.failed + a.checks.warned > 0 {
                 format!(" {}✗ {}⚠", a.checks.failed, a.checks.warned)
@@ -380,7 +386,7 @@ fn node_view(n: &NodeView) -> AnyView {
                 <title>{tip}</title>
                 <rect class="box" width=NODE_W height=NODE_H rx="6"/>
                 <text x="10" y="20" class="name">{label}</text>
-                <text x="10" y="38" class="sub">{sub}</text>
+                <text x="10" y="38" class="sub" data-state=a.state.as_str()>{sub}</text>
                 {bar}
             </a>
         </g>

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use leptos::prelude::*;
 use rainbow_engine::AssetKey;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, UiError};
 use crate::pages::assets::{asset_href, find_asset, metadata_table};
-use crate::shell::{Format, encode, page, pill, respond, time};
+use crate::shell::{Format, Query, encode, page, pill, respond, time};
 use crate::state::UiState;
 use crate::svg::{Segment, health_bar};
 

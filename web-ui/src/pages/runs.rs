@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use leptos::prelude::*;
 use rainbow_engine::event::{Event, EventData, LogLevel};
@@ -14,7 +14,7 @@ use rainbow_engine::{AssetKey, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, UiError};
-use crate::shell::{Format, csrf_field, duration, encode, page, pill, respond, time};
+use crate::shell::{Form, Format, Query, csrf_field, duration, encode, page, pill, respond, time};
 use crate::state::UiState;
 use crate::svg::{GanttBar, gantt};
 
@@ -31,7 +31,7 @@ pub(crate) struct RunsQuery {
     job: String,
     #[serde(default)]
     asset: String,
-    /// `KEY=VALUE`.
+    /// `KEY` or `KEY=VALUE`.
     #[serde(default)]
     tag: String,
     /// Keyset paging: runs created before this run id.
@@ -71,17 +71,18 @@ pub(crate) async fn list(
     Query(q): Query<RunsQuery>,
 ) -> Result<Response> {
     let status = match non_empty(&q.status) {
-        Some(s) => Some(s.parse::<RunStatus>()?),
+        Some(s) => Some(s.parse::<RunStatus>().map_err(|_| {
+            UiError::BadRequest(format!(
+                "status `{s}`: expected QUEUED, STARTED, SUCCESS, FAILURE or CANCELED"
+            ))
+        })?),
         None => None,
     };
-    let tag = match non_empty(&q.tag) {
-        Some(t) => Some(
-            t.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| UiError::BadRequest(format!("tag `{t}`: expected KEY=VALUE")))?,
-        ),
-        None => None,
-    };
+    // `KEY` or `KEY=VALUE`, as on the asset catalog.
+    let tag = non_empty(&q.tag).map(|t| match t.split_once('=') {
+        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+        None => (t, None),
+    });
     let asset = non_empty(&q.asset).map(|a| AssetKey::from(a.as_str()));
     let runs = ui
         .storage()
@@ -153,7 +154,7 @@ fn render_list(d: &RunsData, q: &RunsQuery) -> String {
             <label>"Status " <select name="status">{statuses}</select></label>
             <label>"Job " <input name="job" value=q.job.clone() size="14"/></label>
             <label>"Asset " <input name="asset" value=q.asset.clone() size="20"/></label>
-            <label>"Tag " <input name="tag" value=q.tag.clone() size="20" placeholder="key=value"/></label>
+            <label>"Tag " <input name="tag" value=q.tag.clone() size="20" placeholder="key or key=value"/></label>
             <button type="submit">"Filter"</button>
         </form>
         <table class="grid">
@@ -279,6 +280,42 @@ fn step_summaries(events: &[Event]) -> Vec<StepSummary> {
     order.into_iter().filter_map(|k| steps.remove(&k)).collect()
 }
 
+/// The assets the run targets, resolved against the current definitions (its job's selection,
+/// else its selection expression), if they still resolve.
+fn run_targets(ui: &UiState, run: &RunRecord) -> Option<rainbow_engine::NodeSet> {
+    let graph = ui.graph();
+    match run.job_name.as_deref().and_then(|j| graph.job(j)) {
+        Some(job) => graph.select_job(job).ok(),
+        None => graph.select(&[run.selection.as_str()], &[] as &[&str]).ok(),
+    }
+}
+
+/// The step summaries plus a `not_started` entry for each targeted step without events.
+fn with_unstarted(ui: &UiState, run: &RunRecord, mut steps: Vec<StepSummary>) -> Vec<StepSummary> {
+    let graph = ui.graph();
+    if let Some(targets) = run_targets(ui, run) {
+        let mut seen: std::collections::HashSet<String> =
+            steps.iter().map(|s| s.step.clone()).collect();
+        for node in targets.iter() {
+            if graph.node(node).is_source {
+                continue;
+            }
+            let step = graph.step_name(node).to_owned();
+            if seen.insert(step.clone()) {
+                steps.push(StepSummary {
+                    step,
+                    status: "not_started",
+                    start: None,
+                    end: None,
+                    attempts: 0,
+                    error: None,
+                });
+            }
+        }
+    }
+    steps
+}
+
 async fn load_run(ui: &UiState, id: &str) -> Result<RunRecord> {
     ui.storage()
         .get_run(id)
@@ -295,7 +332,7 @@ pub(crate) async fn detail(
 ) -> Result<Response> {
     let (run, step, level) = (load_run(&ui, &id).await?, non_empty(&q.step), q.level()?);
     let every = all_events(&ui, &id).await?;
-    let steps = step_summaries(&every);
+    let steps = with_unstarted(&ui, &run, step_summaries(&every));
     let mut events = ui
         .storage()
         .events_filtered(&id, step.as_deref(), level, q.after, EVENTS_PAGE + 1)
@@ -534,7 +571,7 @@ pub(crate) struct ReexecuteForm {
 pub(crate) async fn reexecute(
     State(ui): State<UiState>,
     Path(id): Path<String>,
-    axum::Form(form): axum::Form<ReexecuteForm>,
+    Form(form): Form<ReexecuteForm>,
 ) -> Result<Redirect> {
     let run = load_run(&ui, &id).await?;
     if !run.status.is_finished() {
@@ -558,22 +595,29 @@ pub(crate) async fn reexecute(
     let (job_name, selection) = match form.mode.as_str() {
         "all" => (run.job_name.clone(), run.selection.clone()),
         "from_failure" => {
+            // Dagster's "from failure": every targeted asset whose step did not succeed —
+            // failed, skipped, canceled, and the ones that never started.
             let graph = ui.graph();
+            let targets = run_targets(&ui, &run).ok_or_else(|| {
+                UiError::BadRequest(format!(
+                    "run {id}'s selection `{}` no longer resolves against the current definitions",
+                    run.selection
+                ))
+            })?;
             let steps = step_summaries(&all_events(&ui, &id).await?);
-            let mut keys: Vec<String> = Vec::new();
-            for s in steps
+            let succeeded: std::collections::HashSet<&str> = steps
                 .iter()
-                .filter(|s| matches!(s.status, "failure" | "skipped" | "canceled"))
-            {
-                for node in 0..graph.len() {
-                    if graph.step_name(node) == s.step {
-                        keys.push(format!("key:{}", graph.node(node).spec.key));
-                    }
-                }
-            }
+                .filter(|s| s.status == "success")
+                .map(|s| s.step.as_str())
+                .collect();
+            let keys: Vec<String> = targets
+                .iter()
+                .filter(|&n| !graph.node(n).is_source && !succeeded.contains(graph.step_name(n)))
+                .map(|n| format!("key:{}", graph.node(n).spec.key))
+                .collect();
             if keys.is_empty() {
                 return Err(UiError::BadRequest(format!(
-                    "run {id} has no failed, skipped or canceled steps of the current definitions"
+                    "every step of run {id} succeeded: nothing to re-execute from failure"
                 )));
             }
             (None, keys.join(" "))
