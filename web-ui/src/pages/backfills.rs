@@ -601,7 +601,12 @@ fn live_part(ui: &UiState, d: &BackfillData) -> AnyView {
         .iter()
         .map(|u| {
             let uid = u.unit_id;
-            let ust = u.status.as_str();
+            // A unit left pending by a finished backfill will not run unless it is resumed.
+            let ust = if finished && u.status == UnitStatus::Pending {
+                "not_run"
+            } else {
+                u.status.as_str()
+            };
             let assets = u
                 .assets
                 .iter()

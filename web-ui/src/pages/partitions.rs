@@ -120,7 +120,7 @@ pub(crate) async fn partitions(
         ranges,
         partition,
     };
-    Ok(respond(format, &data, |d| render(&ui, d)))
+    Ok(respond(format, &data, render))
 }
 
 fn range_href(asset: &str, r: &StatusRange) -> String {
@@ -140,7 +140,7 @@ fn range_href(asset: &str, r: &StatusRange) -> String {
     }
 }
 
-fn render(ui: &UiState, d: &PartitionsData) -> String {
+fn render(d: &PartitionsData) -> String {
     let segments: Vec<Segment> = d
         .ranges
         .iter()
@@ -220,14 +220,27 @@ fn render(ui: &UiState, d: &PartitionsData) -> String {
     });
     let asset = d.asset.clone();
     let asset_link = asset_href(&d.asset);
-    let missing = format!("/backfills/new?select={}&mode=missing", encode(&d.asset));
-    let _ = ui;
+    // Within a drill-down range: that range; else every missing partition.
+    let missing = match (&d.from, &d.to) {
+        (Some(f), Some(t)) => format!(
+            "/backfills/new?select={}&mode=range&from={}&to={}",
+            encode(&d.asset),
+            encode(f),
+            encode(t)
+        ),
+        _ => format!("/backfills/new?select={}&mode=missing", encode(&d.asset)),
+    };
+    let missing_label = if d.from.is_some() {
+        "Backfill this range"
+    } else {
+        "Backfill missing partitions"
+    };
     let body = view! {
         <h1>"Partitions of " <a href=asset_link>{asset}</a></h1>
         {scope}
         <div class="healthbar">{bar}</div>
         <p>{counts}</p>
-        <p><a href=missing>"Backfill missing partitions"</a></p>
+        <p><a href=missing>{missing_label}</a></p>
         {history}
         <h2>"Status ranges"</h2>
         <table class="grid"><thead><tr><th>"Partitions"</th><th>"State"</th><th>"Count"</th></tr></thead><tbody>{rows}</tbody></table>

@@ -471,9 +471,20 @@ fn render_run(ui: &UiState, d: &RunData, q: &EventsQuery) -> String {
     let tags = r
         .tags
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+        .map(|(k, v)| {
+            let text = format!("{k}={v} ");
+            // Tags that name a run or a backfill link to it.
+            let href = match k.as_str() {
+                "rainbow/parent_run_id" => Some(format!("/runs/{}", encode(v))),
+                "rainbow/backfill" => Some(format!("/backfills/{}", encode(v))),
+                _ => None,
+            };
+            match href {
+                Some(href) => view! { <a href=href>{text}</a> }.into_any(),
+                None => view! { <span>{text}</span> }.into_any(),
+            }
+        })
+        .collect_view();
     let backfill = r.backfill_id.clone().map(|b| {
         let href = format!("/backfills/{b}");
         view! { <tr><th>"Backfill"</th><td><a href=href>{b}</a></td></tr> }
