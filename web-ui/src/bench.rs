@@ -2,7 +2,8 @@
 //! code location — `assets` assets in groups of 50, each depending on one to three of the 40
 //! before it, plus one hourly-partitioned asset with `partitions` partitions of history (every
 //! 97th failed) — on SQLite run storage, through the real router (`tower::ServiceExt::oneshot`,
-//! no network).
+//! no network). Pages are timed with the asset-state cache warm (no new event between views)
+//! and, for the lineage, cold (a new event before each view).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,10 +137,33 @@ async fn history(storage: &Storage, graph: &AssetGraph, keys: &[String]) -> Resu
     Ok(())
 }
 
-async fn time_page(app: &axum::Router, path: &str, repeat: usize) -> Result<PageTiming> {
+/// Times `path` `repeat + 1` times; with `invalidate`, a new materialization event is written
+/// before each request, so the asset states are recomputed every time (a live instance).
+async fn time_page(
+    app: &axum::Router,
+    path: &str,
+    repeat: usize,
+    invalidate: Option<&Storage>,
+) -> Result<PageTiming> {
     let mut times = Vec::new();
     let mut bytes = 0;
     for _ in 0..=repeat {
+        if let Some(storage) = invalidate {
+            let run = storage
+                .create_run(NewRun {
+                    selection: "a00001".into(),
+                    status: Some(RunStatus::Success),
+                    ..Default::default()
+                })
+                .await?;
+            let event = Event::new(
+                &run.run_id,
+                EventData::Materialization(Materialization::default()),
+            )
+            .step("a00001")
+            .asset(AssetKey::from("a00001"));
+            storage.write_batch(&[event], &[]).await?;
+        }
         let started = Instant::now();
         let res = app
             .clone()
@@ -202,7 +226,12 @@ pub async fn bench_ui(
     let keys = ctx.keys_of(events)?;
     history(&storage, &graph, &keys).await?;
     let setup_secs = setup.elapsed().as_secs_f64();
-    let app = crate::router(UiState::new(graph, storage, UiOptions::default(), None));
+    let app = crate::router(UiState::new(
+        graph,
+        storage.clone(),
+        UiOptions::default(),
+        None,
+    ));
     let mid = keys.len() / 2;
     let mut pages = Vec::new();
     for path in [
@@ -218,8 +247,12 @@ pub async fn bench_ui(
             keys[mid]
         ),
     ] {
-        pages.push(time_page(&app, &path, repeat).await?);
+        pages.push(time_page(&app, &path, repeat, None).await?);
     }
+    // The same lineage while runs write events: states recomputed on every view.
+    let mut live = time_page(&app, "/", repeat, Some(&storage)).await?;
+    live.path = "/ (a new event before each view)".into();
+    pages.push(live);
     Ok(UiBenchReport {
         assets,
         partitions: keys.len(),

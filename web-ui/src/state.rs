@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     /// Partition keys enumerated recently (40,000 hourly keys take milliseconds to list):
     /// reused for [`PARTITION_KEYS_TTL`] while the dynamic partitions stay the same.
     pub partition_context: Mutex<Option<(std::time::Instant, PartitionContext)>>,
+    /// Every asset's state, until storage changes ([`crate::status`]).
+    pub states: Mutex<crate::status::StatesCache>,
 }
 
 /// How long enumerated partition keys are reused: a new time partition shows up at most this
@@ -114,6 +116,7 @@ impl UiState {
                 started_at: now_micros(),
                 definitions_hash,
                 partition_context: Mutex::new(None),
+                states: Mutex::new(None),
             }),
         }
     }

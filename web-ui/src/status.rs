@@ -110,10 +110,57 @@ pub(crate) struct AssetState {
 }
 
 /// The state of every asset in `selection`, indexed by node id (`None` outside it).
+///
+/// Every asset's state is computed at once and kept until storage's change marker moves (a
+/// new event, a lease taken or expired, a dynamic partition added) or [`STATES_TTL`] passes
+/// (time partitions appear with time), so page views between two events cost one query.
 pub(crate) async fn asset_states(
     ui: &UiState,
     selection: &NodeSet,
 ) -> Result<Vec<Option<AssetState>>> {
+    let all = all_states(ui).await?;
+    Ok(all
+        .iter()
+        .enumerate()
+        .map(|(node, state)| {
+            if selection.contains(node) {
+                state.clone()
+            } else {
+                None
+            }
+        })
+        .collect())
+}
+
+/// How long computed states are reused at most while the change marker stays put.
+const STATES_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The cached states of every asset (see [`asset_states`]).
+pub(crate) type StatesCache = Option<(
+    (i64, i64, i64, i64),
+    std::time::Instant,
+    std::sync::Arc<Vec<Option<AssetState>>>,
+)>;
+
+async fn all_states(ui: &UiState) -> Result<std::sync::Arc<Vec<Option<AssetState>>>> {
+    let marker = ui.storage().change_marker().await?;
+    if let Ok(cache) = ui.inner.states.lock()
+        && let Some((m, at, states)) = cache.as_ref()
+        && *m == marker
+        && at.elapsed() < STATES_TTL
+    {
+        return Ok(states.clone());
+    }
+    let graph = ui.graph();
+    let states = std::sync::Arc::new(compute_states(ui, &NodeSet::full(graph.len())).await?);
+    if let Ok(mut cache) = ui.inner.states.lock() {
+        *cache = Some((marker, std::time::Instant::now(), states.clone()));
+    }
+    Ok(states)
+}
+
+/// Computes the state of every asset in `selection` from storage.
+async fn compute_states(ui: &UiState, selection: &NodeSet) -> Result<Vec<Option<AssetState>>> {
     let graph = ui.graph();
     let storage = ui.storage();
     let statuses = asset_statuses(graph, storage, selection).await?;

@@ -273,6 +273,27 @@ impl Storage {
         Ok(out)
     }
 
+    /// A marker that changes whenever asset state can have changed: the newest event id, the
+    /// live leases and the dynamic partition keys. Equal markers mean nothing a reader derives
+    /// from events, leases or dynamic partitions changed in between (what the UI caches on).
+    pub async fn change_marker(&self) -> Result<(i64, i64, i64, i64)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), \
+             (SELECT COUNT(*) FROM partition_leases WHERE expires_at > $1), \
+             (SELECT COALESCE(MAX(expires_at), 0) FROM partition_leases WHERE expires_at > $1), \
+             (SELECT COUNT(*) FROM dynamic_partitions)",
+        )
+        .bind(now_micros())
+        .fetch_one(self.pool())
+        .await
+        .map_err(Error::storage("reading the change marker"))?;
+        let get = |i: usize| -> Result<i64> {
+            row.try_get::<i64, _>(i)
+                .map_err(Error::storage("decoding the change marker"))
+        };
+        Ok((get(0)?, get(1)?, get(2)?, get(3)?))
+    }
+
     /// Adds keys to the dynamic partitions definition `name` (existing keys are kept).
     pub async fn add_dynamic_partitions(&self, name: &str, keys: &[String]) -> Result<()> {
         for key in keys {
