@@ -382,15 +382,15 @@ fn render_launch(ui: &UiState, d: &LaunchData) -> String {
             <section class="card preview" id="preview">
                 <h2>"Preview"</h2>
                 <p id="preview-summary">{summary}</p>
-                <table class="grid"><thead><tr><th>"Asset"</th><th>"Partitions"</th></tr></thead><tbody>{per_asset}</tbody></table>
-                <h3>"First units"</h3>
-                <table class="grid"><thead><tr><th>"Unit"</th><th>"Assets"</th><th>"Partitions"</th><th>"Depends on"</th></tr></thead><tbody>{units}</tbody></table>
                 <form method="post" action="/backfills/new">
                     {csrf_field(ui.csrf_token())}
                     {hidden}
                     <input type="hidden" name="action" value="launch"/>
                     <button type="submit" id="launch" class="primary">"Launch backfill"</button>
                 </form>
+                <table class="grid"><thead><tr><th>"Asset"</th><th>"Partitions"</th></tr></thead><tbody>{per_asset}</tbody></table>
+                <h3>"First units"</h3>
+                <table class="grid"><thead><tr><th>"Unit"</th><th>"Assets"</th><th>"Partitions"</th><th>"Depends on"</th></tr></thead><tbody>{units}</tbody></table>
             </section>
         }
     });

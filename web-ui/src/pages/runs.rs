@@ -118,6 +118,11 @@ fn render_list(d: &RunsData, q: &RunsQuery) -> String {
         .map(|r| {
             let href = format!("/runs/{}", r.run_id);
             let id = r.run_id.clone();
+            // UUIDv7: the leading digits are the creation time, the trailing ones random.
+            let short = format!(
+                "…{}",
+                &r.run_id[r.run_id.len().saturating_sub(8)..]
+            );
             let st = r.status.as_str();
             let target = r.job_name.clone().unwrap_or_else(|| r.selection.clone());
             let partition = partition_label(r);
@@ -131,7 +136,7 @@ fn render_list(d: &RunsData, q: &RunsQuery) -> String {
                 .join(" ");
             view! {
                 <tr>
-                    <td><a href=href>{id}</a></td><td>{pill(st, st)}</td><td>{target}</td>
+                    <td><a href=href title=id><code>{short}</code></a></td><td>{pill(st, st)}</td><td class="target">{target}</td>
                     <td>{partition}</td><td>{created}</td><td>{took}</td><td class="tags">{tags}</td>
                 </tr>
             }
