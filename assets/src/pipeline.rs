@@ -469,10 +469,7 @@ pub async fn replay(
             exclude: Vec::new(),
             partitions: PartitionSelector::All,
             max_concurrent: 1,
-            tags: BTreeMap::from([(
-                rainbow_engine::executor::tags::JOB.to_owned(),
-                BATCH_JOB.to_owned(),
-            )]),
+            tags: BTreeMap::from([(rainbow_engine::tags::JOB.to_owned(), BATCH_JOB.to_owned())]),
         },
         chrono::Utc::now(),
     )

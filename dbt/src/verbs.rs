@@ -214,7 +214,7 @@ pub async fn run_verb(
     };
     let mut tags = BTreeMap::new();
     tags.insert(
-        rainbow_engine::executor::tags::COMMAND.to_owned(),
+        rainbow_engine::tags::COMMAND.to_owned(),
         options.verb.name().to_owned(),
     );
     if !options.exclude.is_empty() {

@@ -50,6 +50,7 @@ pub mod resource;
 pub mod selection;
 pub mod staleness;
 pub mod storage;
+pub mod tags;
 
 pub use asset::{
     AssetDefinition, AssetDep, AssetSpec, AutomationCondition, BackfillPolicy, MaterializeResult,

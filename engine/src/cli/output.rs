@@ -155,7 +155,7 @@ fn duration_text(run: &RunRecord) -> String {
 /// partition or range it covers.
 fn what_ran(r: &RunRecord) -> String {
     let mut text = r.job_name.clone().unwrap_or_else(|| r.selection.clone());
-    use crate::executor::tags;
+    use crate::tags;
     if let Some(command) = r.tags.get(tags::COMMAND) {
         text = format!("{command}: {text}");
     }

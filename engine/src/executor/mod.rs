@@ -17,20 +17,6 @@ use tokio::task::JoinSet;
 mod step;
 use step::StepRun;
 
-/// Names of the run tags the engine writes and reads (others are free-form).
-pub mod tags {
-    /// The job a run belongs to when it was launched for a job without being a job run (a
-    /// backfill of the job's selection).
-    pub const JOB: &str = "rainbow/job";
-    /// The command that launched a run (`build`, `test`…), set by its launcher; `rainbow runs`
-    /// shows it before the selection.
-    pub const COMMAND: &str = "rainbow/command";
-    /// The first partition of a range run.
-    pub const PARTITION_RANGE_START: &str = "rainbow/partition_range_start";
-    /// The last partition of a range run.
-    pub const PARTITION_RANGE_END: &str = "rainbow/partition_range_end";
-}
-
 /// Metadata entry on every materialization of a range run (`FROM..TO (N partitions)`): its
 /// other metadata describes the whole range, not the one partition it is recorded under.
 pub const PARTITION_RANGE_METADATA: &str = "rainbow/partition_range";
@@ -46,6 +32,7 @@ use crate::partitions::{PartitionContext, PartitionsDefinition};
 use crate::resource::Resources;
 use crate::selection::NodeSet;
 use crate::storage::{EventWriter, NewRun, RunRecord, RunUpdate, Storage, WriteSet};
+use crate::tags;
 
 /// Options of one run.
 #[derive(Debug, Clone)]

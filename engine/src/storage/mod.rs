@@ -389,10 +389,7 @@ impl Storage {
             // Launched as the job, or by a backfill or schedule of it (tag `rainbow/job`).
             conditions.push((
                 "(job_name = ? OR tags LIKE ? ESCAPE '!')",
-                vec![
-                    job.clone(),
-                    tag_pattern(crate::executor::tags::JOB, Some(job))?,
-                ],
+                vec![job.clone(), tag_pattern(crate::tags::JOB, Some(job))?],
             ));
         }
         if let Some((key, value)) = &filter.tag {

@@ -47,7 +47,7 @@ struct RunsData {
 
 /// The run's partition, or its range (`FROM .. TO`) for a range run.
 fn partition_label(r: &RunRecord) -> String {
-    use rainbow_engine::executor::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
+    use rainbow_engine::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
     match (
         &r.partition_key,
         r.tags.get(PARTITION_RANGE_START),
@@ -596,7 +596,7 @@ pub(crate) async fn reexecute(
             run.status
         )));
     }
-    use rainbow_engine::executor::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
+    use rainbow_engine::tags::{PARTITION_RANGE_END, PARTITION_RANGE_START};
     let mut tags = run.tags.clone();
     tags.insert("rainbow/parent_run_id".to_owned(), id.clone());
     tags.insert("rainbow/launched_by".to_owned(), "ui".to_owned());
