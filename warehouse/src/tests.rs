@@ -309,3 +309,126 @@ async fn merge_and_delete_insert_by_key() {
         once
     );
 }
+
+/// One case of a `bigquery-cases/*.cases` file.
+struct Case {
+    line: usize,
+    doc: String,
+    sql: String,
+    /// Expected rows (cells joined by `|`), or the expected error's text.
+    expected: Result<Vec<String>, String>,
+}
+
+fn parse_cases(text: &str) -> Vec<Case> {
+    let mut cases: Vec<Case> = Vec::new();
+    let mut doc = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end();
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(d) = line.strip_prefix("doc: ") {
+            doc = d.to_owned();
+        } else if let Some(row) = line.strip_prefix("=> ").or(line.strip_prefix("=>")) {
+            let case = cases.last_mut().expect("a row before any query");
+            match &mut case.expected {
+                Ok(rows) => rows.push(row.to_owned()),
+                Err(_) => panic!("line {}: a row after an error", i + 1),
+            }
+        } else if let Some(error) = line.strip_prefix("!! ") {
+            cases
+                .last_mut()
+                .expect("an error before any query")
+                .expected = Err(error.to_owned());
+        } else {
+            cases.push(Case {
+                line: i + 1,
+                doc: doc.clone(),
+                sql: line.to_owned(),
+                expected: Ok(Vec::new()),
+            });
+        }
+    }
+    cases
+}
+
+/// Every case of every file in `bigquery-cases/` against the embedded warehouse: BigQuery's
+/// documented value, or an error containing the expected text. Failures are listed by
+/// `file:line` with the doc page the expectation comes from.
+#[tokio::test]
+async fn bigquery_cases() {
+    let (_dir, wh) = warehouse().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bigquery-cases");
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .expect("bigquery-cases/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cases"))
+        .collect();
+    files.sort();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read cases");
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        for case in parse_cases(&text) {
+            total += 1;
+            let got = match wh.execute(&case.sql, "case").await {
+                Err(e) => Err(chain(&e)),
+                Ok(batches) => {
+                    let options = FormatOptions::default().with_null("NULL");
+                    let mut rows = Vec::new();
+                    for batch in batches {
+                        let formatters: Vec<_> = batch
+                            .columns()
+                            .iter()
+                            .map(|c| {
+                                ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")
+                            })
+                            .collect();
+                        for row in 0..batch.num_rows() {
+                            rows.push(
+                                formatters
+                                    .iter()
+                                    .map(|f| f.value(row).to_string())
+                                    .collect::<Vec<_>>()
+                                    .join("|"),
+                            );
+                        }
+                    }
+                    Ok(rows)
+                }
+            };
+            let ok = match (&case.expected, &got) {
+                (Ok(want), Ok(rows)) => want == rows,
+                (Err(want), Err(message)) => message.contains(want.as_str()),
+                _ => false,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{name}:{}: {}\n    expected {:?}\n    got      {:?}\n    per {}",
+                    case.line, case.sql, case.expected, got, case.doc
+                ));
+            }
+        }
+    }
+    assert!(total > 0, "no cases found under {}", root.display());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} BigQuery cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// An error with its causes, `: `-separated.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

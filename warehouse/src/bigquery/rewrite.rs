@@ -13,8 +13,9 @@ use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Statement, TableAliasColumnDef, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, NullTreatment, ObjectName,
+    ObjectNamePart, Statement, TableAliasColumnDef, TableFactor, UnaryOperator, Value, VisitMut,
+    VisitorMut,
 };
 
 /// Rewrites one parsed statement in place; an error names the construct that has no
@@ -54,6 +55,15 @@ impl VisitorMut for Rewriter {
         ControlFlow::Continue(())
     }
 
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<String> {
+        match unnest_with_offset(factor) {
+            Ok(Some(new)) => *factor = new,
+            Ok(None) => {}
+            Err(message) => return ControlFlow::Break(message),
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
         match rewrite_expr(expr) {
             Ok(Some(new)) => *expr = new,
@@ -62,6 +72,54 @@ impl VisitorMut for Rewriter {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `UNNEST(arr) AS x WITH OFFSET AS off` (DataFusion has no offset for UNNEST) becomes a
+/// derived table zipping the elements with their zero-based positions:
+/// `(SELECT unnest(arr) AS x, unnest(range(0, array_length(arr))) AS off) AS x`. An empty or
+/// NULL array gives no rows, as in BigQuery.
+fn unnest_with_offset(factor: &TableFactor) -> Result<Option<TableFactor>, String> {
+    let TableFactor::UNNEST {
+        alias,
+        array_exprs,
+        with_offset: true,
+        with_offset_alias,
+        ..
+    } = factor
+    else {
+        return Ok(None);
+    };
+    let [array] = array_exprs.as_slice() else {
+        return Err("UNNEST … WITH OFFSET takes one array".into());
+    };
+    let element = alias
+        .as_ref()
+        .map(|a| a.name.clone())
+        .ok_or_else(|| "UNNEST(…) WITH OFFSET needs an alias for the elements (AS x)".to_owned())?;
+    let offset = with_offset_alias
+        .clone()
+        .unwrap_or_else(|| Ident::new("offset"));
+    let sql = format!(
+        "SELECT * FROM (SELECT unnest({array}) AS {element}, \
+         unnest(range(0, array_length({array}))) AS {offset}) AS {element}"
+    );
+    let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &datafusion::sql::sqlparser::dialect::GenericDialect {},
+        &sql,
+    )
+    .map_err(|e| format!("UNNEST … WITH OFFSET: {e}"))?;
+    let derived = match parsed.into_iter().next() {
+        Some(Statement::Query(query)) => match *query.body {
+            datafusion::sql::sqlparser::ast::SetExpr::Select(select) => {
+                select.from.into_iter().next().map(|from| from.relation)
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    derived
+        .map(Some)
+        .ok_or_else(|| "UNNEST … WITH OFFSET could not be rewritten".to_owned())
 }
 
 /// `` `project.dataset.table` `` (one quoted identifier or three parts) -> `dataset.table`.
@@ -101,6 +159,24 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
         over: None,
         within_group: Vec::new(),
     })
+}
+
+/// BigQuery's INT64 and its aliases (INT, SMALLINT, INTEGER, BIGINT, TINYINT, BYTEINT).
+fn is_int64(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Int64
+            | DataType::Int(_)
+            | DataType::Integer(_)
+            | DataType::BigInt(_)
+            | DataType::SmallInt(_)
+            | DataType::TinyInt(_)
+    ) || matches!(data_type, DataType::Custom(name, _) if name.to_string().eq_ignore_ascii_case("BYTEINT"))
+}
+
+/// Already wrapped by a previous rewrite (a statement is never rewritten twice, but be safe).
+fn is_int_rounded(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(f) if f.name.to_string() == "bq_int_round")
 }
 
 fn string(text: impl Into<String>) -> Expr {
@@ -224,19 +300,60 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
         return Ok(Some(fixed));
     }
     match expr {
+        // `0xF001` is an INT64 in BigQuery (bytes literals are `b'…'`).
+        Expr::Value(v) if matches!(v.value, Value::HexStringLiteral(_)) => {
+            let Value::HexStringLiteral(hex) = &v.value else {
+                return Ok(None);
+            };
+            let n = i64::from_str_radix(hex, 16)
+                .map_err(|_| format!("the hex literal 0x{hex} does not fit in INT64"))?;
+            Ok(Some(Expr::value(Value::Number(n.to_string(), false))))
+        }
         Expr::Cast {
-            kind: CastKind::SafeCast,
+            kind,
             expr,
             data_type,
             array,
             format,
-        } => Ok(Some(Expr::Cast {
-            kind: CastKind::TryCast,
-            expr: expr.clone(),
-            data_type: data_type.clone(),
-            array: *array,
-            format: format.clone(),
-        })),
+        } if *kind == CastKind::SafeCast || is_int64(data_type) => {
+            // BigQuery's CAST to INT64 rounds FLOAT64 and NUMERIC half away from zero;
+            // DataFusion's truncates toward zero. SAFE_CAST is DataFusion's TRY_CAST.
+            let inner = if is_int64(data_type) && !is_int_rounded(expr) {
+                call("bq_int_round", vec![(**expr).clone()])
+            } else {
+                (**expr).clone()
+            };
+            Ok(Some(Expr::Cast {
+                kind: if *kind == CastKind::SafeCast {
+                    CastKind::TryCast
+                } else {
+                    kind.clone()
+                },
+                expr: Box::new(inner),
+                data_type: data_type.clone(),
+                array: *array,
+                format: format.clone(),
+            }))
+        }
+        // SUBSTR/SUBSTRING: BigQuery's positions (0 is 1, negative counts from the end).
+        Expr::Substring {
+            expr,
+            substring_from,
+            substring_for,
+            ..
+        } => {
+            let mut args = vec![
+                (**expr).clone(),
+                substring_from
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(|| Expr::value(Value::Number("1".into(), false))),
+            ];
+            if let Some(len) = substring_for {
+                args.push((**len).clone());
+            }
+            Ok(Some(call("bq_substr", args)))
+        }
         Expr::Extract { field, expr, .. } => {
             let part = field_name(field);
             Ok(Some(match part.as_str() {
@@ -401,10 +518,6 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 ],
             )
         }
-        // BigQuery's MD5 returns BYTES, DataFusion's the hex text TO_HEX would make of them.
-        "TO_HEX" if matches!(&args[..], [Expr::Function(f)] if f.name.to_string().eq_ignore_ascii_case("md5")) => {
-            args[0].clone()
-        }
         "IFNULL" => {
             arity(name, &args, &[2])?;
             call("coalesce", args)
@@ -423,8 +536,139 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
             };
             renamed("count", vec![when])
         }
-        "ANY_VALUE" => renamed("first_value", args),
+        // BigQuery's ANY_VALUE ignores NULLs (NULL only when every value is NULL).
+        "ANY_VALUE" => {
+            arity(name, &args, &[1])?;
+            let mut first = renamed("first_value", args);
+            if let Expr::Function(f) = &mut first {
+                f.null_treatment = Some(NullTreatment::IgnoreNulls);
+            }
+            first
+        }
+        // BigQuery's GREATEST/LEAST are NULL when any argument is (DataFusion skips NULLs).
+        "GREATEST" | "LEAST" => {
+            if args.is_empty() {
+                return Err(format!("{name}() needs at least one argument"));
+            }
+            let any_null = args
+                .iter()
+                .map(|a| Expr::IsNull(Box::new(a.clone())))
+                .reduce(|a, b| Expr::BinaryOp {
+                    left: Box::new(a),
+                    op: BinaryOperator::Or,
+                    right: Box::new(b),
+                })
+                .unwrap_or(Expr::value(Value::Boolean(false)));
+            Expr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+                    condition: any_null,
+                    result: Expr::value(Value::Null),
+                }],
+                else_result: Some(Box::new(call(&name.to_lowercase(), args))),
+            }
+        }
+        // BigQuery's CONCAT is NULL when any argument is (DataFusion's skips NULLs); `||`
+        // propagates NULL.
+        "CONCAT" => {
+            if args.is_empty() {
+                return Err("CONCAT() needs at least one argument".into());
+            }
+            let mut it = args.into_iter();
+            let first = it.next().unwrap_or(Expr::value(Value::Null));
+            let joined = it.fold(first.clone(), |a, b| Expr::BinaryOp {
+                left: Box::new(a),
+                op: BinaryOperator::StringConcat,
+                right: Box::new(b),
+            });
+            if matches!(joined, Expr::BinaryOp { .. }) {
+                Expr::Nested(Box::new(joined))
+            } else {
+                call("concat", vec![first])
+            }
+        }
+        // SIGN keeps its argument's type (INT64 in, INT64 out); NaN stays NaN.
+        "SIGN" => {
+            arity(name, &args, &[1])?;
+            let x = args[0].clone();
+            let compare = |op: BinaryOperator| Expr::BinaryOp {
+                left: Box::new(x.clone()),
+                op,
+                right: Box::new(Expr::value(Value::Number("0".into(), false))),
+            };
+            Expr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![
+                    datafusion::sql::sqlparser::ast::CaseWhen {
+                        condition: compare(BinaryOperator::Gt),
+                        result: Expr::value(Value::Number("1".into(), false)),
+                    },
+                    datafusion::sql::sqlparser::ast::CaseWhen {
+                        condition: compare(BinaryOperator::Lt),
+                        result: Expr::value(Value::Number("-1".into(), false)),
+                    },
+                ],
+                else_result: Some(Box::new(x)),
+            }
+        }
+        "CEILING" => {
+            arity(name, &args, &[1])?;
+            call("ceil", args)
+        }
+        // MOD(X, Y): the sign of X; Y = 0 is an error (DataFusion's `%` on integers).
+        "MOD" => {
+            arity(name, &args, &[2])?;
+            Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(args[0].clone()),
+                op: BinaryOperator::Modulo,
+                right: Box::new(args[1].clone()),
+            }))
+        }
+        // A negative length or count is an error in BigQuery, an empty string in DataFusion.
+        "LPAD" | "RPAD" | "REPEAT" => {
+            arity(name, &args, if name == "REPEAT" { &[2] } else { &[2, 3] })?;
+            let n = args[1].clone();
+            Expr::Case {
+                case_token: AttachedToken::empty(),
+                end_token: AttachedToken::empty(),
+                operand: None,
+                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+                    condition: Expr::BinaryOp {
+                        left: Box::new(n),
+                        op: BinaryOperator::Lt,
+                        right: Box::new(Expr::value(Value::Number("0".into(), false))),
+                    },
+                    result: call(
+                        "bq_error",
+                        vec![string(format!("{name}: the length or count is negative"))],
+                    ),
+                }],
+                else_result: Some(Box::new(call(&name.to_lowercase(), args))),
+            }
+        }
+        // BigQuery replaces every match; DataFusion only the first unless told `g`.
+        "REGEXP_REPLACE" => {
+            arity(name, &args, &[3])?;
+            let mut args = args;
+            args.push(string("g"));
+            call("regexp_replace", args)
+        }
+        // BigQuery's MD5 is BYTES; TO_HEX turns BYTES into lower-case hex.
+        "MD5" => {
+            arity(name, &args, &[1])?;
+            call("decode", vec![call("md5", args), string("hex")])
+        }
+        "TO_HEX" => {
+            arity(name, &args, &[1])?;
+            call("encode", vec![args[0].clone(), string("hex")])
+        }
         "LOGICAL_AND" => renamed("bool_and", args),
+        // BigQuery's VARIANCE is the sample variance.
+        "VARIANCE" => renamed("var_samp", args),
         "LOGICAL_OR" => renamed("bool_or", args),
         "STRING_AGG" if args.len() == 1 => {
             let mut args = args;
@@ -507,9 +751,101 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
             arity(name, &args, &[1])?;
             call("bq_error", args)
         }
-        _ => return Ok(None),
+        _ => return same_meaning(name),
     };
     Ok(Some(new))
+}
+
+/// BigQuery functions DataFusion implements with the same meaning, checked against BigQuery's
+/// documented edge cases (NULLs, empty input, signs, rounding) in `bigquery-cases/`. Any other
+/// function is an error naming it: a function that shares a name but not a meaning must never
+/// run silently.
+const SAME_MEANING: &[&str] = &[
+    // Aggregates: NULLs ignored, NULL over no rows (COUNT: 0).
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "STDDEV",
+    "STDDEV_SAMP",
+    "STDDEV_POP",
+    "VARIANCE",
+    "VAR_SAMP",
+    "VAR_POP",
+    "CORR",
+    "COVAR_POP",
+    "COVAR_SAMP",
+    // Numbering and navigation (window) functions.
+    "ROW_NUMBER",
+    "RANK",
+    "DENSE_RANK",
+    "PERCENT_RANK",
+    "CUME_DIST",
+    "NTILE",
+    "LAG",
+    "LEAD",
+    "FIRST_VALUE",
+    "LAST_VALUE",
+    "NTH_VALUE",
+    // Conditional.
+    "COALESCE",
+    "NULLIF",
+    // Strings (characters, not bytes).
+    "LENGTH",
+    "CHAR_LENGTH",
+    "CHARACTER_LENGTH",
+    "LOWER",
+    "UPPER",
+    "REPLACE",
+    "REVERSE",
+    "STARTS_WITH",
+    "ENDS_WITH",
+    "STRPOS",
+    "LPAD",
+    "RPAD",
+    "REPEAT",
+    "ASCII",
+    "CHR",
+    "LTRIM",
+    "RTRIM",
+    // Math.
+    "ABS",
+    "SIGN",
+    "ROUND",
+    "FLOOR",
+    "CEIL",
+    "CEILING",
+    "TRUNC",
+    "POW",
+    "POWER",
+    "MOD",
+    // Hashes returning BYTES.
+    "SHA256",
+    "SHA512",
+    // Arrays. ARRAY_AGG keeps NULL elements where BigQuery refuses them in a final result.
+    "ARRAY_LENGTH",
+    "ARRAY_AGG",
+    // STRING_AGG(x, delimiter): NULLs skipped, NULL over no rows (one argument: rewritten).
+    "STRING_AGG",
+];
+
+/// Date parts written as calls (`WEEK(MONDAY)`), consumed by the function they are an argument
+/// of (`DATE_TRUNC`, `DATE_DIFF`, `EXTRACT`).
+const DATE_PART_CALLS: &[&str] = &["WEEK"];
+
+fn same_meaning(name: &str) -> Result<Option<Expr>, String> {
+    if SAME_MEANING.contains(&name) || DATE_PART_CALLS.contains(&name) {
+        Ok(None)
+    } else {
+        Err(format!(
+            "BigQuery function {name} is not supported by the embedded warehouse (see the \
+             function coverage table in docs/bigquery.md)"
+        ))
+    }
 }
 
 #[cfg(test)]

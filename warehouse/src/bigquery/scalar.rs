@@ -1,0 +1,235 @@
+//! BigQuery scalar functions whose DataFusion namesake means something else, re-implemented
+//! with BigQuery's documented semantics:
+//!
+//! - `bq_substr(s, pos[, len])` — `SUBSTR`/`SUBSTRING`: 1-based, `pos` 0 is 1, a negative `pos`
+//!   counts from the end (and clamps to the start), a negative `len` is an error.
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#substr>
+//! - `bq_int_round(x)` — what `CAST(x AS INT64)` does to a FLOAT64 or NUMERIC first: round half
+//!   away from zero (DataFusion truncates toward zero). Other types pass through unchanged.
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_int64>
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type};
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+/// The UDFs of this module, to register in a session.
+pub fn all() -> Vec<ScalarUDF> {
+    vec![
+        ScalarUDF::new_from_impl(Substr::default()),
+        ScalarUDF::new_from_impl(IntRound::default()),
+    ]
+}
+
+/// BigQuery's `SUBSTR(value, position[, length])` on characters.
+pub(crate) fn substr(value: &str, position: i64, length: Option<i64>) -> Result<String> {
+    if let Some(l) = length
+        && l < 0
+    {
+        return exec_err!("SUBSTR: the length {l} is negative");
+    }
+    let chars = value.chars().count() as i64;
+    // 0-based start: position 0 and 1 both mean the first character.
+    let start = if position > 0 {
+        position - 1
+    } else if position == 0 {
+        0
+    } else {
+        (chars + position).max(0)
+    };
+    if start >= chars {
+        return Ok(String::new());
+    }
+    let take = length.unwrap_or(i64::MAX).min(chars - start);
+    Ok(value
+        .chars()
+        .skip(usize::try_from(start).unwrap_or(usize::MAX))
+        .take(usize::try_from(take).unwrap_or(usize::MAX))
+        .collect())
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Substr {
+    signature: Signature,
+}
+
+impl Default for Substr {
+    fn default() -> Self {
+        Substr {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Substr {
+    fn name(&self) -> &str {
+        "bq_substr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args.len() {
+            2 => Ok(vec![DataType::Utf8, DataType::Int64]),
+            3 => Ok(vec![DataType::Utf8, DataType::Int64, DataType::Int64]),
+            n => exec_err!("SUBSTR takes 2 or 3 arguments, got {n}"),
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let values = arrays[0].as_string::<i32>();
+        let positions = arrays[1].as_primitive::<Int64Type>();
+        let lengths = arrays.get(2).map(|a| a.as_primitive::<Int64Type>());
+        let mut out: Vec<Option<String>> = Vec::with_capacity(rows);
+        for row in 0..rows {
+            let null = values.is_null(row)
+                || positions.is_null(row)
+                || lengths.is_some_and(|l| l.is_null(row));
+            out.push(if null {
+                None
+            } else {
+                Some(substr(
+                    values.value(row),
+                    positions.value(row),
+                    lengths.map(|l| l.value(row)),
+                )?)
+            });
+        }
+        let array: ArrayRef = Arc::new(StringArray::from(out));
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntRound {
+    signature: Signature,
+}
+
+impl Default for IntRound {
+    fn default() -> Self {
+        IntRound {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+/// Rounds a decimal's unscaled value half away from zero to a multiple of `10^scale`.
+fn round_unscaled(v: i128, scale: i8) -> i128 {
+    if scale <= 0 {
+        return v;
+    }
+    let unit = 10i128.pow(u32::from(scale.unsigned_abs()));
+    let (q, r) = (v / unit, v % unit);
+    let q = if r.abs() * 2 >= unit {
+        q + v.signum()
+    } else {
+        q
+    };
+    q * unit
+}
+
+impl ScalarUDFImpl for IntRound {
+    fn name(&self) -> &str {
+        "bq_int_round"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(match &args[0] {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => DataType::Float64,
+            other => other.clone(),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arg = &args.args[0];
+        let scalar = matches!(arg, ColumnarValue::Scalar(_));
+        let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
+        let out: ArrayRef = match array.data_type() {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                let floats = datafusion::arrow::compute::cast(&array, &DataType::Float64)?;
+                // f64::round is half away from zero (BigQuery's rule); NaN and ±inf stay, so the
+                // cast that follows reports them.
+                let rounded: Float64Array = floats
+                    .as_primitive::<Float64Type>()
+                    .iter()
+                    .map(|v| v.map(f64::round))
+                    .collect();
+                Arc::new(rounded)
+            }
+            DataType::Decimal128(p, s) => {
+                let (p, s) = (*p, *s);
+                let rounded = array
+                    .as_primitive::<Decimal128Type>()
+                    .unary::<_, Decimal128Type>(|v| round_unscaled(v, s))
+                    .with_precision_and_scale(p, s)?;
+                Arc::new(rounded)
+            }
+            _ => array,
+        };
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{round_unscaled, substr};
+
+    #[test]
+    fn substr_follows_bigquery() {
+        // BigQuery's documented examples.
+        assert_eq!(substr("apple", 2, None).expect("substr"), "pple");
+        assert_eq!(substr("apple", 2, Some(2)).expect("substr"), "pp");
+        assert_eq!(substr("apple", -2, None).expect("substr"), "le");
+        assert_eq!(substr("apple", 1, Some(123)).expect("substr"), "apple");
+        assert_eq!(substr("apple", 123, None).expect("substr"), "");
+        assert_eq!(substr("apple", 123, Some(5)).expect("substr"), "");
+        // The cases.
+        assert_eq!(substr("abcdef", 0, Some(2)).expect("substr"), "ab");
+        assert_eq!(substr("abcdef", -2, Some(3)).expect("substr"), "ef");
+        assert_eq!(substr("abc", -10, Some(2)).expect("substr"), "ab");
+        assert_eq!(substr("ünï", 2, Some(1)).expect("substr"), "n");
+        assert!(substr("apple", 1, Some(-1)).is_err());
+    }
+
+    #[test]
+    fn decimals_round_half_away_from_zero() {
+        // Scale 1: 3.5 → 4.0, -3.5 → -4.0, 3.4 → 3.0.
+        assert_eq!(round_unscaled(35, 1), 40);
+        assert_eq!(round_unscaled(-35, 1), -40);
+        assert_eq!(round_unscaled(34, 1), 30);
+        assert_eq!(round_unscaled(-34, 1), -30);
+        assert_eq!(round_unscaled(7, 0), 7);
+    }
+}
