@@ -18,6 +18,7 @@ pub mod functions;
 pub mod planner;
 pub(crate) mod rewrite;
 pub mod scalar;
+pub mod tz;
 
 use std::sync::Arc;
 
@@ -59,7 +60,11 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
     state
         .register_expr_planner(Arc::new(planner::BigQueryOperators))
         .map_err(WarehouseError::datafusion("registering BigQuery operators"))?;
-    for udf in functions::all().into_iter().chain(scalar::all()) {
+    for udf in functions::all()
+        .into_iter()
+        .chain(scalar::all())
+        .chain(tz::all())
+    {
         state
             .register_udf(Arc::new(udf))
             .map_err(WarehouseError::datafusion("registering BigQuery functions"))?;

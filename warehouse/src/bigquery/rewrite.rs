@@ -161,6 +161,10 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
     })
 }
 
+fn is_string_literal(expr: &Expr) -> bool {
+    matches!(expr, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_) | Value::DoubleQuotedString(_)))
+}
+
 /// BigQuery's INT64 and its aliases (INT, SMALLINT, INTEGER, BIGINT, TINYINT, BYTEINT).
 fn is_int64(data_type: &DataType) -> bool {
     matches!(
@@ -335,6 +339,14 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
                 format: format.clone(),
             }))
         }
+        // `ts AT TIME ZONE tz` (inside EXTRACT): the civil time the zone shows.
+        Expr::AtTimeZone {
+            timestamp,
+            time_zone,
+        } => Ok(Some(call(
+            "bq_at_tz",
+            vec![(**timestamp).clone(), (**time_zone).clone()],
+        ))),
         // SUBSTR/SUBSTRING: BigQuery's positions (0 is 1, negative counts from the end).
         Expr::Substring {
             expr,
@@ -390,14 +402,57 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
     let new = match name {
         "DATE" => match args.len() {
             1 => cast(args[0].clone(), DataType::Date),
+            // DATE(timestamp, time_zone): the date the timestamp shows in the zone.
+            2 => cast(
+                call("bq_at_tz", vec![args[0].clone(), args[1].clone()]),
+                DataType::Date,
+            ),
             3 => call("make_date", args),
-            _ => return Err("DATE() takes 1 or 3 arguments".into()),
+            _ => return Err("DATE() takes 1, 2 or 3 arguments".into()),
         },
         "DATETIME" if args.len() == 1 => cast(args[0].clone(), DataType::Datetime(None)),
+        // DATETIME(timestamp, time_zone); DATETIME(date, time) is not supported yet.
+        "DATETIME" if args.len() == 2 => {
+            if !is_string_literal(&args[1]) {
+                return Err(
+                    "DATETIME(date, time) is not supported by the embedded warehouse; DATETIME(timestamp, 'time zone') is"
+                        .into(),
+                );
+            }
+            call("bq_at_tz", args)
+        }
         "TIMESTAMP" if args.len() == 1 => cast(
             args[0].clone(),
             DataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
         ),
+        // TIMESTAMP(civil datetime or string, time_zone): the instant the zone shows it.
+        "TIMESTAMP" if args.len() == 2 => call(
+            "bq_from_tz",
+            vec![
+                cast(args[0].clone(), DataType::Datetime(None)),
+                args[1].clone(),
+            ],
+        ),
+        "FORMAT_TIMESTAMP" if args.len() == 3 => {
+            // The civil time in the zone, formatted; the zone's own name or offset (%Z, %z)
+            // would need the instant, which is not supported yet.
+            if let Expr::Value(v) = &args[0]
+                && let Value::SingleQuotedString(f) | Value::DoubleQuotedString(f) = &v.value
+                && (f.contains("%Z") || f.contains("%z") || f.contains("%Ez"))
+            {
+                return Err(
+                    "FORMAT_TIMESTAMP with a time zone and %Z/%z is not supported by the embedded warehouse"
+                        .into(),
+                );
+            }
+            call(
+                "bq_format",
+                vec![
+                    args[0].clone(),
+                    call("bq_at_tz", vec![args[1].clone(), args[2].clone()]),
+                ],
+            )
+        }
         "FORMAT_DATE" | "FORMAT_TIMESTAMP" | "FORMAT_DATETIME" => {
             arity(name, &args, &[2])?;
             call("bq_format", args)
@@ -428,6 +483,24 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 n
             };
             call("bq_date_add", vec![args[0].clone(), n, string(part)])
+        }
+        // TIMESTAMP_TRUNC(ts, part, time_zone): truncated in the zone's civil time.
+        "TIMESTAMP_TRUNC" if args.len() == 3 => {
+            let part = part_name(&args[1])
+                .ok_or_else(|| format!("{name}(): the second argument must be a date part"))?;
+            call(
+                "bq_from_tz",
+                vec![
+                    call(
+                        "bq_date_trunc",
+                        vec![
+                            call("bq_at_tz", vec![args[0].clone(), args[2].clone()]),
+                            string(part),
+                        ],
+                    ),
+                    args[2].clone(),
+                ],
+            )
         }
         "DATE_TRUNC" | "TIMESTAMP_TRUNC" | "DATETIME_TRUNC" => {
             arity(name, &args, &[2])?;
