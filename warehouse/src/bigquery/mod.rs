@@ -15,6 +15,7 @@
 //! refused by name (docs/bigquery.md lists the coverage).
 
 pub mod functions;
+pub mod json;
 pub mod planner;
 pub(crate) mod rewrite;
 pub mod scalar;
@@ -64,6 +65,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .into_iter()
         .chain(scalar::all())
         .chain(tz::all())
+        .chain(json::all())
     {
         state
             .register_udf(Arc::new(udf))

@@ -381,7 +381,16 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
 
 fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
     if function.name.0.len() != 1 {
-        return Ok(None);
+        // `SAFE.f(…)` (NULL instead of an error) and `dataset.udf(…)`.
+        let full = function.name.to_string();
+        return Err(if full.to_uppercase().starts_with("SAFE.") {
+            format!(
+                "BigQuery function {} is not supported by the embedded warehouse (the SAFE. prefix is not supported yet; SAFE_CAST and SAFE_DIVIDE are)",
+                full.to_uppercase()
+            )
+        } else {
+            format!("{full}: user-defined functions are not supported by the embedded warehouse")
+        });
     }
     let name = function.name.to_string().to_uppercase();
     let name = name.trim_matches('`');
@@ -722,6 +731,20 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 }],
                 else_result: Some(Box::new(call(&name.to_lowercase(), args))),
             }
+        }
+        // JSON extractors on JSON-formatted strings (path `$` when omitted).
+        "JSON_VALUE" | "JSON_EXTRACT_SCALAR" | "JSON_QUERY" | "JSON_EXTRACT" => {
+            arity(name, &args, &[1, 2])?;
+            let mut args = args;
+            if args.len() == 1 {
+                args.push(string("$"));
+            }
+            let udf = if matches!(name, "JSON_VALUE" | "JSON_EXTRACT_SCALAR") {
+                "bq_json_value"
+            } else {
+                "bq_json_query"
+            };
+            call(udf, args)
         }
         // BigQuery replaces every match; DataFusion only the first unless told `g`.
         "REGEXP_REPLACE" => {
