@@ -12,10 +12,10 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
+    AccessExpr, BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, NullTreatment, ObjectName,
-    ObjectNamePart, Statement, TableAliasColumnDef, TableFactor, UnaryOperator, Value, VisitMut,
-    VisitorMut,
+    ObjectNamePart, Statement, Subscript, TableAliasColumnDef, TableFactor, UnaryOperator, Value,
+    VisitMut, VisitorMut,
 };
 
 /// Rewrites one parsed statement in place; an error names the construct that has no
@@ -158,6 +158,86 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
         null_treatment: None,
         over: None,
         within_group: Vec::new(),
+    })
+}
+
+/// `array[index]` with BigQuery's subscript specifiers (`OFFSET`, `ORDINAL`, `SAFE_OFFSET`,
+/// `SAFE_ORDINAL`; a bare index is `OFFSET`).
+fn array_element(array: Expr, index: &Expr) -> Result<Expr, String> {
+    let (specifier, n) = match index {
+        Expr::Function(f) if f.name.0.len() == 1 => {
+            let name = f.name.to_string().to_uppercase();
+            match name.as_str() {
+                "OFFSET" | "ORDINAL" | "SAFE_OFFSET" | "SAFE_ORDINAL" => {
+                    let args = plain_args(f)
+                        .filter(|a| a.len() == 1)
+                        .ok_or_else(|| format!("{name}() in a subscript takes one index"))?;
+                    (name, args[0].clone())
+                }
+                _ => ("OFFSET".to_owned(), index.clone()),
+            }
+        }
+        _ => ("OFFSET".to_owned(), index.clone()),
+    };
+    let number = |n: &str| Expr::value(Value::Number(n.into(), false));
+    // Zero-based position.
+    let k = if specifier.ends_with("ORDINAL") {
+        Expr::Nested(Box::new(Expr::BinaryOp {
+            left: Box::new(n.clone()),
+            op: BinaryOperator::Minus,
+            right: Box::new(number("1")),
+        }))
+    } else {
+        Expr::Nested(Box::new(n.clone()))
+    };
+    let out_of_range = Expr::BinaryOp {
+        left: Box::new(Expr::BinaryOp {
+            left: Box::new(k.clone()),
+            op: BinaryOperator::Lt,
+            right: Box::new(number("0")),
+        }),
+        op: BinaryOperator::Or,
+        right: Box::new(Expr::BinaryOp {
+            left: Box::new(k.clone()),
+            op: BinaryOperator::GtEq,
+            right: Box::new(call("array_length", vec![array.clone()])),
+        }),
+    };
+    let when_out = if specifier.starts_with("SAFE_") {
+        Expr::value(Value::Null)
+    } else {
+        call(
+            "bq_error",
+            vec![Expr::BinaryOp {
+                left: Box::new(string(format!("Array index out of bounds: {specifier}("))),
+                op: BinaryOperator::StringConcat,
+                right: Box::new(Expr::BinaryOp {
+                    left: Box::new(cast(n, DataType::String(None))),
+                    op: BinaryOperator::StringConcat,
+                    right: Box::new(string(")")),
+                }),
+            }],
+        )
+    };
+    Ok(Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+            condition: out_of_range,
+            result: when_out,
+        }],
+        else_result: Some(Box::new(call(
+            "array_element",
+            vec![
+                array,
+                Expr::BinaryOp {
+                    left: Box::new(k),
+                    op: BinaryOperator::Plus,
+                    right: Box::new(number("1")),
+                },
+            ],
+        ))),
     })
 }
 
@@ -338,6 +418,36 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
                 array: *array,
                 format: format.clone(),
             }))
+        }
+        // Array subscripts: BigQuery's `arr[i]` and `arr[OFFSET(i)]` are zero-based,
+        // `arr[ORDINAL(i)]` one-based, and out of range is an error (NULL with SAFE_);
+        // DataFusion's `arr[i]` is one-based and NULL out of range.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if access_chain.iter().any(|a| matches!(a, AccessExpr::Subscript(Subscript::Index { index }) if !is_string_literal(index))) =>
+        {
+            let mut current = (**root).clone();
+            let mut dots: Vec<AccessExpr> = Vec::new();
+            for access in access_chain {
+                match access {
+                    AccessExpr::Subscript(Subscript::Index { index }) if !is_string_literal(index) => {
+                        if !dots.is_empty() {
+                            current = Expr::CompoundFieldAccess {
+                                root: Box::new(current),
+                                access_chain: std::mem::take(&mut dots),
+                            };
+                        }
+                        current = array_element(current, index)?;
+                    }
+                    other => dots.push(other.clone()),
+                }
+            }
+            if !dots.is_empty() {
+                current = Expr::CompoundFieldAccess {
+                    root: Box::new(current),
+                    access_chain: dots,
+                };
+            }
+            Ok(Some(current))
         }
         // `ts AT TIME ZONE tz` (inside EXTRACT): the civil time the zone shows.
         Expr::AtTimeZone {
@@ -929,9 +1039,9 @@ const SAME_MEANING: &[&str] = &[
     "STRING_AGG",
 ];
 
-/// Date parts written as calls (`WEEK(MONDAY)`), consumed by the function they are an argument
-/// of (`DATE_TRUNC`, `DATE_DIFF`, `EXTRACT`).
-const DATE_PART_CALLS: &[&str] = &["WEEK"];
+/// Calls that are part of their parent's syntax, consumed by it: date parts (`WEEK(MONDAY)` in
+/// `DATE_TRUNC`, `DATE_DIFF`, `EXTRACT`) and array subscript specifiers (`arr[OFFSET(1)]`).
+const DATE_PART_CALLS: &[&str] = &["WEEK", "OFFSET", "ORDINAL", "SAFE_OFFSET", "SAFE_ORDINAL"];
 
 fn same_meaning(name: &str) -> Result<Option<Expr>, String> {
     if SAME_MEANING.contains(&name) || DATE_PART_CALLS.contains(&name) {
