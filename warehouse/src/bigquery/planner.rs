@@ -64,6 +64,34 @@ impl ExprPlanner for BigQueryOperators {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let type_of = |e: &Expr| e.get_type(schema).ok();
+        // DATE ± INTERVAL is a DATETIME in BigQuery (DataFusion keeps a DATE).
+        if matches!(expr.op, BinaryOperator::Plus | BinaryOperator::Minus) {
+            let is_date =
+                |t: &Option<DataType>| matches!(t, Some(DataType::Date32 | DataType::Date64));
+            let is_interval = |t: &Option<DataType>| matches!(t, Some(DataType::Interval(_)));
+            let (l, r) = (type_of(&expr.left), type_of(&expr.right));
+            let datetime = |e: Expr| {
+                Expr::Cast(Cast::new(
+                    Box::new(e),
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                ))
+            };
+            if is_date(&l) && is_interval(&r) {
+                return Ok(PlannerResult::Original(RawBinaryExpr {
+                    op: expr.op,
+                    left: datetime(expr.left),
+                    right: expr.right,
+                }));
+            }
+            if is_interval(&l) && is_date(&r) && expr.op == BinaryOperator::Plus {
+                return Ok(PlannerResult::Original(RawBinaryExpr {
+                    op: expr.op,
+                    left: expr.left,
+                    right: datetime(expr.right),
+                }));
+            }
+        }
         if expr.op != BinaryOperator::Divide {
             return Ok(PlannerResult::Original(expr));
         }

@@ -38,6 +38,19 @@ impl VisitorMut for Rewriter {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<String> {
+        match factor {
+            TableFactor::Pivot { .. } => {
+                return ControlFlow::Break(
+                    "PIVOT is not supported by the embedded warehouse yet (write it as SUM(IF(k = 'a', v, NULL)) AS a, … GROUP BY …)".into(),
+                );
+            }
+            TableFactor::Unpivot { .. } => {
+                return ControlFlow::Break(
+                    "UNPIVOT is not supported by the embedded warehouse yet (write it as a UNION ALL)".into(),
+                );
+            }
+            _ => {}
+        }
         // BigQuery: `UNNEST(arr) AS x` names the element column `x`.
         if let TableFactor::UNNEST {
             alias: Some(alias),
