@@ -13,6 +13,8 @@ use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExp
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::sql::sqlparser::ast::{self, BinaryOperator, ExactNumberInfo};
 
+use super::scalar::CheckedOp;
+
 /// The UTC zone of BigQuery `TIMESTAMP`.
 pub const UTC: &str = "UTC";
 
@@ -92,14 +94,33 @@ impl ExprPlanner for BigQueryOperators {
                 }));
             }
         }
-        if expr.op != BinaryOperator::Divide {
-            return Ok(PlannerResult::Original(expr));
-        }
         let integer = |e: &Expr| {
             e.get_type(schema)
                 .map(|t| t.is_integer() || t == DataType::Null)
                 .unwrap_or(false)
         };
+        // INT64 + - * raise an error on overflow in BigQuery; DataFusion's wrap around.
+        let checked = match expr.op {
+            BinaryOperator::Plus => Some(CheckedOp::Add),
+            BinaryOperator::Minus => Some(CheckedOp::Sub),
+            BinaryOperator::Multiply => Some(CheckedOp::Mul),
+            _ => None,
+        };
+        if let Some(op) = checked
+            && integer(&expr.left)
+            && integer(&expr.right)
+        {
+            let int64 = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Int64));
+            return Ok(PlannerResult::Planned(Expr::ScalarFunction(
+                datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(super::scalar::checked(op)),
+                    vec![int64(expr.left), int64(expr.right)],
+                ),
+            )));
+        }
+        if expr.op != BinaryOperator::Divide {
+            return Ok(PlannerResult::Original(expr));
+        }
         if integer(&expr.left) && integer(&expr.right) {
             let double = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Float64));
             return Ok(PlannerResult::Planned(Expr::BinaryExpr(

@@ -7,6 +7,10 @@
 //! - `bq_int_round(x)` — what `CAST(x AS INT64)` does to a FLOAT64 or NUMERIC first: round half
 //!   away from zero (DataFusion truncates toward zero). Other types pass through unchanged.
 //!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_int64>
+//! - `bq_add`, `bq_sub`, `bq_mul` — INT64 `+`, `-`, `*` that raise an error on overflow, as
+//!   BigQuery does (DataFusion's wrap around: `9223372036854775807 + 1` was negative). The
+//!   planner ([`super::planner::BigQueryOperators`]) uses them for integer operands.
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/operators#arithmetic_operators>
 
 use std::sync::Arc;
 
@@ -22,7 +26,81 @@ pub fn all() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(Substr::default()),
         ScalarUDF::new_from_impl(IntRound::default()),
+        checked(CheckedOp::Add),
+        checked(CheckedOp::Sub),
+        checked(CheckedOp::Mul),
     ]
+}
+
+/// An INT64 operator that errors on overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckedOp {
+    /// `+`
+    Add,
+    /// `-`
+    Sub,
+    /// `*`
+    Mul,
+}
+
+/// The UDF of `op` on INT64 operands.
+pub fn checked(op: CheckedOp) -> ScalarUDF {
+    ScalarUDF::new_from_impl(Checked {
+        op,
+        signature: Signature::exact(
+            vec![DataType::Int64, DataType::Int64],
+            Volatility::Immutable,
+        ),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Checked {
+    op: CheckedOp,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Checked {
+    fn name(&self) -> &str {
+        match self.op {
+            CheckedOp::Add => "bq_add",
+            CheckedOp::Sub => "bq_sub",
+            CheckedOp::Mul => "bq_mul",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::compute::kernels::numeric;
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let a = args.args[0].to_array(rows)?;
+        let b = args.args[1].to_array(rows)?;
+        // Arrow's numeric kernels are checked: overflow is an error, not a wrapped value.
+        let out = match self.op {
+            CheckedOp::Add => numeric::add(&a, &b),
+            CheckedOp::Sub => numeric::sub(&a, &b),
+            CheckedOp::Mul => numeric::mul(&a, &b),
+        }
+        .map_err(|e| {
+            datafusion::common::DataFusionError::Execution(format!("int64 overflow: {e}"))
+        })?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
 }
 
 /// BigQuery's `SUBSTR(value, position[, length])` on characters.
