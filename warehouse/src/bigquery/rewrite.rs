@@ -174,6 +174,29 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
     })
 }
 
+/// `x OP n` for a numeric literal `n`.
+fn compare(x: &Expr, op: BinaryOperator, n: &str) -> Expr {
+    Expr::BinaryOp {
+        left: Box::new(x.clone()),
+        op,
+        right: Box::new(Expr::value(Value::Number(n.into(), false))),
+    }
+}
+
+/// `CASE WHEN condition THEN ERROR(message) ELSE value END`.
+fn guarded(condition: Expr, message: &str, value: Expr) -> Expr {
+    Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
+            condition,
+            result: call("bq_error", vec![string(message)]),
+        }],
+        else_result: Some(Box::new(value)),
+    }
+}
+
 /// `array[index]` with BigQuery's subscript specifiers (`OFFSET`, `ORDINAL`, `SAFE_OFFSET`,
 /// `SAFE_ORDINAL`; a bare index is `OFFSET`).
 fn array_element(array: Expr, index: &Expr) -> Result<Expr, String> {
@@ -819,6 +842,62 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 ],
                 else_result: Some(Box::new(x)),
             }
+        }
+        // Domain errors instead of NaN/-inf (BigQuery raises an error).
+        "SQRT" => {
+            arity(name, &args, &[1])?;
+            guarded(
+                compare(&args[0], BinaryOperator::Lt, "0"),
+                "SQRT: the argument is negative",
+                call("sqrt", args),
+            )
+        }
+        "LN" | "LOG10" => {
+            arity(name, &args, &[1])?;
+            guarded(
+                compare(&args[0], BinaryOperator::LtEq, "0"),
+                &format!("{name}: the argument is zero or negative"),
+                call(&name.to_lowercase(), args),
+            )
+        }
+        // LOG(X) is the natural logarithm (DataFusion's one-argument log is base 10);
+        // LOG(X, Y) is log base Y of X (DataFusion's log takes the base first).
+        "LOG" => {
+            arity(name, &args, &[1, 2])?;
+            match args.as_slice() {
+                [x] => guarded(
+                    compare(x, BinaryOperator::LtEq, "0"),
+                    "LOG: the argument is zero or negative",
+                    call("ln", vec![x.clone()]),
+                ),
+                [x, y] => guarded(
+                    Expr::BinaryOp {
+                        left: Box::new(Expr::BinaryOp {
+                            left: Box::new(compare(x, BinaryOperator::LtEq, "0")),
+                            op: BinaryOperator::Or,
+                            right: Box::new(compare(y, BinaryOperator::LtEq, "0")),
+                        }),
+                        op: BinaryOperator::Or,
+                        right: Box::new(compare(y, BinaryOperator::Eq, "1")),
+                    },
+                    "LOG: X and Y must be positive and Y must not be 1",
+                    call("log", vec![y.clone(), x.clone()]),
+                ),
+                _ => return Err("LOG() takes 1 or 2 arguments".into()),
+            }
+        }
+        // A negative length is an error in BigQuery (DataFusion counts it from the end).
+        "LEFT" | "RIGHT" => {
+            arity(name, &args, &[2])?;
+            guarded(
+                compare(&args[1], BinaryOperator::Lt, "0"),
+                &format!("{name}: the length is negative"),
+                call(&name.to_lowercase(), args),
+            )
+        }
+        "REGEXP_EXTRACT" | "REGEXP_SUBSTR" => {
+            arity(name, &args, &[2])?;
+            call("bq_regexp_extract", args)
         }
         "CEILING" => {
             arity(name, &args, &[1])?;

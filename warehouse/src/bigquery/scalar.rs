@@ -7,6 +7,9 @@
 //! - `bq_int_round(x)` — what `CAST(x AS INT64)` does to a FLOAT64 or NUMERIC first: round half
 //!   away from zero (DataFusion truncates toward zero). Other types pass through unchanged.
 //!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_int64>
+//! - `bq_regexp_extract(value, regex)` — `REGEXP_EXTRACT`: the first match's capturing group (or
+//!   the whole match without one), NULL when nothing matches, an error with more than one group.
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#regexp_extract>
 //! - `bq_add`, `bq_sub`, `bq_mul` — INT64 `+`, `-`, `*` that raise an error on overflow, as
 //!   BigQuery does (DataFusion's wrap around: `9223372036854775807 + 1` was negative). The
 //!   planner ([`super::planner::BigQueryOperators`]) uses them for integer operands.
@@ -26,10 +29,96 @@ pub fn all() -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::new_from_impl(Substr::default()),
         ScalarUDF::new_from_impl(IntRound::default()),
+        ScalarUDF::new_from_impl(RegexpExtract::default()),
         checked(CheckedOp::Add),
         checked(CheckedOp::Sub),
         checked(CheckedOp::Mul),
     ]
+}
+
+/// REGEXP_EXTRACT of one value.
+pub(crate) fn regexp_extract(value: &str, re: &regex::Regex) -> Result<Option<String>> {
+    if re.captures_len() > 2 {
+        return exec_err!(
+            "REGEXP_EXTRACT: the regular expression `{}` has more than one capturing group",
+            re.as_str()
+        );
+    }
+    Ok(re.captures(value).and_then(|c| {
+        if re.captures_len() == 2 {
+            c.get(1).map(|m| m.as_str().to_owned())
+        } else {
+            c.get(0).map(|m| m.as_str().to_owned())
+        }
+    }))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RegexpExtract {
+    signature: Signature,
+}
+
+impl Default for RegexpExtract {
+    fn default() -> Self {
+        RegexpExtract {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for RegexpExtract {
+    fn name(&self) -> &str {
+        "bq_regexp_extract"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let values = args.args[0].to_array(rows)?;
+        let patterns = args.args[1].to_array(rows)?;
+        let (values, patterns) = (values.as_string::<i32>(), patterns.as_string::<i32>());
+        let mut compiled: Option<(String, regex::Regex)> = None;
+        let mut out: Vec<Option<String>> = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if values.is_null(row) || patterns.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let pattern = patterns.value(row);
+            if compiled.as_ref().is_none_or(|(p, _)| p != pattern) {
+                let re = regex::Regex::new(pattern).map_err(|e| {
+                    datafusion::common::DataFusionError::Execution(format!(
+                        "REGEXP_EXTRACT: invalid regular expression `{pattern}`: {e}"
+                    ))
+                })?;
+                compiled = Some((pattern.to_owned(), re));
+            }
+            let Some((_, re)) = &compiled else {
+                return exec_err!("REGEXP_EXTRACT: no regular expression");
+            };
+            out.push(regexp_extract(values.value(row), re)?);
+        }
+        let array: ArrayRef = Arc::new(StringArray::from(out));
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
 }
 
 /// An INT64 operator that errors on overflow.
