@@ -14,6 +14,7 @@
 //! `SUBSTR`, `CONCAT`, `ANY_VALUE`, `CAST(… AS INT64)`, …); any function not known to agree is
 //! refused by name (docs/bigquery.md lists the coverage).
 
+pub mod aggregate;
 pub mod functions;
 pub mod json;
 pub mod planner;
@@ -61,6 +62,9 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
     state
         .register_expr_planner(Arc::new(planner::BigQueryOperators))
         .map_err(WarehouseError::datafusion("registering BigQuery operators"))?;
+    state
+        .register_udaf(Arc::new(aggregate::checked_sum()))
+        .map_err(WarehouseError::datafusion("registering BigQuery's SUM"))?;
     for udf in functions::all()
         .into_iter()
         .chain(scalar::all())
