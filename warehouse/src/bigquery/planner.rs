@@ -121,13 +121,18 @@ impl ExprPlanner for BigQueryOperators {
         if expr.op != BinaryOperator::Divide {
             return Ok(PlannerResult::Original(expr));
         }
-        if integer(&expr.left) && integer(&expr.right) {
+        // INT64 / INT64 is FLOAT64; FLOAT64 division by zero is an error (DataFusion: ±inf).
+        let float_or_int = |e: &Expr| {
+            e.get_type(schema)
+                .map(|t| t.is_integer() || t.is_floating() || t == DataType::Null)
+                .unwrap_or(false)
+        };
+        if float_or_int(&expr.left) && float_or_int(&expr.right) {
             let double = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Float64));
-            return Ok(PlannerResult::Planned(Expr::BinaryExpr(
-                datafusion::logical_expr::BinaryExpr::new(
-                    Box::new(double(expr.left)),
-                    datafusion::logical_expr::Operator::Divide,
-                    Box::new(double(expr.right)),
+            return Ok(PlannerResult::Planned(Expr::ScalarFunction(
+                datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                    Arc::new(super::scalar::divide()),
+                    vec![double(expr.left), double(expr.right)],
                 ),
             )));
         }

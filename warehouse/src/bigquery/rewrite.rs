@@ -429,6 +429,22 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
                 .map_err(|_| format!("the hex literal 0x{hex} does not fit in INT64"))?;
             Ok(Some(Expr::value(Value::Number(n.to_string(), false))))
         }
+        // CAST(x AS BOOL): only 'true'/'false' strings (DataFusion also takes 'yes', '1'…).
+        Expr::Cast {
+            kind,
+            expr,
+            data_type: DataType::Bool | DataType::Boolean,
+            ..
+        } => Ok(Some(call(
+            "bq_to_bool",
+            vec![
+                (**expr).clone(),
+                Expr::value(Value::Boolean(matches!(
+                    kind,
+                    CastKind::SafeCast | CastKind::TryCast
+                ))),
+            ],
+        ))),
         Expr::Cast {
             kind,
             expr,

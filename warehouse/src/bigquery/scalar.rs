@@ -10,6 +10,10 @@
 //! - `bq_regexp_extract(value, regex)` — `REGEXP_EXTRACT`: the first match's capturing group (or
 //!   the whole match without one), NULL when nothing matches, an error with more than one group.
 //!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#regexp_extract>
+//! - `bq_divide(x, y)` — FLOAT64 `/`: division by zero is an error (DataFusion's gives ±inf/NaN).
+//! - `bq_to_bool(x, safe)` — `CAST(x AS BOOL)`: a STRING must be `true` or `false` (any case);
+//!   anything else is an error, or NULL for `SAFE_CAST` (DataFusion's cast accepts `yes`, `1`…).
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_bool>
 //! - `bq_add`, `bq_sub`, `bq_mul` — INT64 `+`, `-`, `*` that raise an error on overflow, as
 //!   BigQuery does (DataFusion's wrap around: `9223372036854775807 + 1` was negative). The
 //!   planner ([`super::planner::BigQueryOperators`]) uses them for integer operands.
@@ -30,6 +34,10 @@ pub fn all() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(Substr::default()),
         ScalarUDF::new_from_impl(IntRound::default()),
         ScalarUDF::new_from_impl(RegexpExtract::default()),
+        divide(),
+        ScalarUDF::new_from_impl(ToBool {
+            signature: Signature::any(2, Volatility::Immutable),
+        }),
         checked(CheckedOp::Add),
         checked(CheckedOp::Sub),
         checked(CheckedOp::Mul),
@@ -117,6 +125,129 @@ impl ScalarUDFImpl for RegexpExtract {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
         } else {
             ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// FLOAT64 division that refuses a zero divisor.
+pub fn divide() -> ScalarUDF {
+    ScalarUDF::new_from_impl(Divide {
+        signature: Signature::exact(
+            vec![DataType::Float64, DataType::Float64],
+            Volatility::Immutable,
+        ),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Divide {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Divide {
+    fn name(&self) -> &str {
+        "bq_divide"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let a = args.args[0].to_array(rows)?;
+        let b = args.args[1].to_array(rows)?;
+        let (a, b) = (
+            a.as_primitive::<Float64Type>(),
+            b.as_primitive::<Float64Type>(),
+        );
+        let mut out = Vec::with_capacity(rows);
+        for row in 0..rows {
+            if a.is_null(row) || b.is_null(row) {
+                out.push(None);
+                continue;
+            }
+            let (x, y) = (a.value(row), b.value(row));
+            if y == 0.0 {
+                return exec_err!("division by zero: {x} / {y}");
+            }
+            out.push(Some(x / y));
+        }
+        let array: ArrayRef = Arc::new(Float64Array::from(out));
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToBool {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ToBool {
+    fn name(&self) -> &str {
+        "bq_to_bool"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let value = args.args[0].to_array(rows)?;
+        let safe = match &args.args[1] {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::Boolean(Some(b))) => *b,
+            _ => false,
+        };
+        let out: ArrayRef = match value.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let text = datafusion::arrow::compute::cast(&value, &DataType::Utf8)?;
+                let text = text.as_string::<i32>();
+                let mut out = Vec::with_capacity(rows);
+                for row in 0..rows {
+                    if text.is_null(row) {
+                        out.push(None);
+                        continue;
+                    }
+                    let v = text.value(row);
+                    out.push(if v.eq_ignore_ascii_case("true") {
+                        Some(true)
+                    } else if v.eq_ignore_ascii_case("false") {
+                        Some(false)
+                    } else if safe {
+                        None
+                    } else {
+                        return exec_err!("bad BOOL value: `{v}` (expected true or false)");
+                    });
+                }
+                Arc::new(datafusion::arrow::array::BooleanArray::from(out))
+            }
+            _ => datafusion::arrow::compute::cast(&value, &DataType::Boolean)?,
+        };
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
         })
     }
 }
