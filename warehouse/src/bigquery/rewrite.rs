@@ -929,25 +929,27 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
             }))
         }
         // A negative length or count is an error in BigQuery, an empty string in DataFusion.
+        // … and LPAD/RPAD with an empty pattern is an error too (DataFusion pads with nothing).
         "LPAD" | "RPAD" | "REPEAT" => {
             arity(name, &args, if name == "REPEAT" { &[2] } else { &[2, 3] })?;
-            let n = args[1].clone();
-            Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                    condition: Expr::BinaryOp {
-                        left: Box::new(n),
-                        op: BinaryOperator::Lt,
-                        right: Box::new(Expr::value(Value::Number("0".into(), false))),
+            let negative = compare(&args[1], BinaryOperator::Lt, "0");
+            let value = call(&name.to_lowercase(), args.clone());
+            let checked = guarded(
+                negative,
+                &format!("{name}: the length or count is negative"),
+                value,
+            );
+            match args.get(2) {
+                Some(pattern) => guarded(
+                    Expr::BinaryOp {
+                        left: Box::new(pattern.clone()),
+                        op: BinaryOperator::Eq,
+                        right: Box::new(string("")),
                     },
-                    result: call(
-                        "bq_error",
-                        vec![string(format!("{name}: the length or count is negative"))],
-                    ),
-                }],
-                else_result: Some(Box::new(call(&name.to_lowercase(), args))),
+                    &format!("{name}: the pattern is empty"),
+                    checked,
+                ),
+                None => checked,
             }
         }
         // JSON extractors on JSON-formatted strings (path `$` when omitted).
@@ -1052,12 +1054,15 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
             arity(name, &args, &[2])?;
             call("regexp_like", args)
         }
+        // BigQuery's SPLIT: '' is [''] and an empty delimiter splits into characters
+        // (DataFusion's string_to_array gives [] and the whole string).
         "SPLIT" => {
+            arity(name, &args, &[1, 2])?;
             let mut args = args;
             if args.len() == 1 {
                 args.push(string(","));
             }
-            call("string_to_array", args)
+            call("bq_split", args)
         }
         "CURRENT_DATE" if args.is_empty() => call("current_date", Vec::new()),
         "CURRENT_TIMESTAMP" | "CURRENT_DATETIME" if args.is_empty() => call("now", Vec::new()),

@@ -10,6 +10,8 @@
 //! - `bq_regexp_extract(value, regex)` — `REGEXP_EXTRACT`: the first match's capturing group (or
 //!   the whole match without one), NULL when nothing matches, an error with more than one group.
 //!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#regexp_extract>
+//! - `bq_split(s, delimiter)` — `SPLIT`: `''` gives `['']`, an empty delimiter splits into
+//!   characters. <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#split>
 //! - `bq_divide(x, y)` — FLOAT64 `/`: division by zero is an error (DataFusion's gives ±inf/NaN).
 //! - `bq_to_bool(x, safe)` — `CAST(x AS BOOL)`: a STRING must be `true` or `false` (any case);
 //!   anything else is an error, or NULL for `SAFE_CAST` (DataFusion's cast accepts `yes`, `1`…).
@@ -35,6 +37,12 @@ pub fn all() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(IntRound::default()),
         ScalarUDF::new_from_impl(RegexpExtract::default()),
         divide(),
+        ScalarUDF::new_from_impl(Split {
+            signature: Signature::exact(
+                vec![DataType::Utf8, DataType::Utf8],
+                Volatility::Immutable,
+            ),
+        }),
         ScalarUDF::new_from_impl(ToBool {
             signature: Signature::any(2, Volatility::Immutable),
         }),
@@ -121,6 +129,67 @@ impl ScalarUDFImpl for RegexpExtract {
             out.push(regexp_extract(values.value(row), re)?);
         }
         let array: ArrayRef = Arc::new(StringArray::from(out));
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+        } else {
+            ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// BigQuery's SPLIT of one value.
+pub(crate) fn split(value: &str, delimiter: &str) -> Vec<String> {
+    if delimiter.is_empty() {
+        if value.is_empty() {
+            return vec![String::new()];
+        }
+        return value.chars().map(String::from).collect();
+    }
+    value.split(delimiter).map(str::to_owned).collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Split {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for Split {
+    fn name(&self) -> &str {
+        "bq_split"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(
+            datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true),
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{ListBuilder, StringBuilder};
+        let scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let values = args.args[0].to_array(rows)?;
+        let delimiters = args.args[1].to_array(rows)?;
+        let (values, delimiters) = (values.as_string::<i32>(), delimiters.as_string::<i32>());
+        let mut builder = ListBuilder::new(StringBuilder::new());
+        for row in 0..rows {
+            if values.is_null(row) || delimiters.is_null(row) {
+                builder.append(false);
+                continue;
+            }
+            for part in split(values.value(row), delimiters.value(row)) {
+                builder.values().append_value(part);
+            }
+            builder.append(true);
+        }
+        let array: ArrayRef = Arc::new(builder.finish());
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
         } else {
