@@ -429,6 +429,13 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
                 .map_err(|_| format!("the hex literal 0x{hex} does not fit in INT64"))?;
             Ok(Some(Expr::value(Value::Number(n.to_string(), false))))
         }
+        // CAST(x AS STRING): BigQuery's canonical text of each type (DataFusion's differs for
+        // TIMESTAMP, DATETIME, NUMERIC and FLOAT64).
+        Expr::Cast {
+            expr,
+            data_type: DataType::String(_),
+            ..
+        } => Ok(Some(call("bq_to_string", vec![(**expr).clone()]))),
         // CAST(x AS BOOL): only 'true'/'false' strings (DataFusion also takes 'yes', '1'…).
         Expr::Cast {
             kind,

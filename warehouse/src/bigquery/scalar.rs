@@ -10,6 +10,11 @@
 //! - `bq_regexp_extract(value, regex)` — `REGEXP_EXTRACT`: the first match's capturing group (or
 //!   the whole match without one), NULL when nothing matches, an error with more than one group.
 //!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#regexp_extract>
+//! - `bq_to_string(x)` — `CAST(x AS STRING)` in BigQuery's canonical formats: TIMESTAMP
+//!   `2008-12-25 15:30:00+00`, DATETIME `2008-12-25 15:30:00` (fractional seconds only when
+//!   non-zero, trailing zeros dropped), NUMERIC without trailing zeros (`2.5`, `100`), FLOAT64
+//!   as the shortest of `%.15g`/`%.17g` that reads back (`1`, `1e+20`, `0.1`).
+//!   <https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_string>
 //! - `bq_split(s, delimiter)` — `SPLIT`: `''` gives `['']`, an empty delimiter splits into
 //!   characters. <https://cloud.google.com/bigquery/docs/reference/standard-sql/string_functions#split>
 //! - `bq_divide(x, y)` — FLOAT64 `/`: division by zero is an error (DataFusion's gives ±inf/NaN).
@@ -37,6 +42,9 @@ pub fn all() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(IntRound::default()),
         ScalarUDF::new_from_impl(RegexpExtract::default()),
         divide(),
+        ScalarUDF::new_from_impl(ToText {
+            signature: Signature::any(1, Volatility::Immutable),
+        }),
         ScalarUDF::new_from_impl(Split {
             signature: Signature::exact(
                 vec![DataType::Utf8, DataType::Utf8],
@@ -133,6 +141,138 @@ impl ScalarUDFImpl for RegexpExtract {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
         } else {
             ColumnarValue::Array(array)
+        })
+    }
+}
+
+/// `%.{precision}g` of C's printf.
+fn format_g(x: f64, precision: usize) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let sci = format!("{:.*e}", precision.saturating_sub(1), x);
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let trim = |m: &str| -> String {
+        if m.contains('.') {
+            m.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            m.to_owned()
+        }
+    };
+    if exponent < -4 || exponent >= precision as i32 {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
+    } else {
+        let decimals = usize::try_from(precision as i32 - 1 - exponent).unwrap_or(0);
+        trim(&format!("{x:.decimals$}"))
+    }
+}
+
+/// BigQuery's text of a FLOAT64: `%.15g`, or `%.17g` when that does not read back.
+pub(crate) fn float_text(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let short = format_g(x, 15);
+    if short.parse::<f64>().ok() == Some(x) {
+        short
+    } else {
+        format_g(x, 17)
+    }
+}
+
+/// Seconds' fraction of `micros`, as `.ffffff` without trailing zeros (empty when zero).
+fn fraction(micros: i64) -> String {
+    let f = micros.rem_euclid(1_000_000);
+    if f == 0 {
+        String::new()
+    } else {
+        format!(".{f:06}").trim_end_matches('0').to_owned()
+    }
+}
+
+/// A NUMERIC's unscaled value as text without trailing zeros.
+fn decimal_text(v: i128, scale: i8) -> String {
+    if scale <= 0 {
+        return v.to_string();
+    }
+    let unit = 10i128.pow(u32::from(scale.unsigned_abs()));
+    let sign = if v < 0 { "-" } else { "" };
+    let (int, frac) = (v.abs() / unit, v.abs() % unit);
+    let frac = format!("{frac:0width$}", width = usize::from(scale.unsigned_abs()));
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToText {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ToText {
+    fn name(&self) -> &str {
+        "bq_to_string"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+        let arg = &args.args[0];
+        let scalar = matches!(arg, ColumnarValue::Scalar(_));
+        let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
+        let text = |f: &dyn Fn(usize) -> String| -> StringArray {
+            (0..array.len())
+                .map(|i| (!array.is_null(i)).then(|| f(i)))
+                .collect()
+        };
+        let out: ArrayRef = match array.data_type() {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                let floats = datafusion::arrow::compute::cast(&array, &DataType::Float64)?;
+                let floats = floats.as_primitive::<Float64Type>();
+                Arc::new(text(&|i| float_text(floats.value(i))))
+            }
+            DataType::Decimal128(_, s) => {
+                let s = *s;
+                let d = array.as_primitive::<Decimal128Type>();
+                Arc::new(text(&|i| decimal_text(d.value(i), s)))
+            }
+            DataType::Timestamp(unit, tz) => {
+                let micros = datafusion::arrow::compute::cast(
+                    &array,
+                    &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                )?;
+                let micros = micros.as_primitive::<TimestampMicrosecondType>();
+                let zoned = tz.is_some();
+                let _ = unit;
+                Arc::new(text(&|i| {
+                    let m = micros.value(i);
+                    let t = chrono::DateTime::from_timestamp_micros(m)
+                        .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|| m.to_string());
+                    format!("{t}{}{}", fraction(m), if zoned { "+00" } else { "" })
+                }))
+            }
+            _ => datafusion::arrow::compute::cast(&array, &DataType::Utf8)?,
+        };
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
         })
     }
 }
@@ -588,6 +728,19 @@ mod tests {
         assert_eq!(substr("abc", -10, Some(2)).expect("substr"), "ab");
         assert_eq!(substr("ünï", 2, Some(1)).expect("substr"), "n");
         assert!(substr("apple", 1, Some(-1)).is_err());
+    }
+
+    #[test]
+    fn floats_print_as_bigquery_does() {
+        use super::float_text;
+        assert_eq!(float_text(1.0), "1");
+        assert_eq!(float_text(2.5), "2.5");
+        assert_eq!(float_text(0.1), "0.1");
+        assert_eq!(float_text(1e20), "1e+20");
+        assert_eq!(float_text(1e-7), "1e-07");
+        assert_eq!(float_text(123456789.0), "123456789");
+        assert_eq!(float_text(-0.5), "-0.5");
+        assert_eq!(float_text(0.0), "0");
     }
 
     #[test]
