@@ -13,12 +13,10 @@ async fn warehouse() -> (tempfile::TempDir, Warehouse) {
     (dir, wh)
 }
 
-/// Every cell of a query's result as text, row by row.
-async fn rows(wh: &Warehouse, sql: &str) -> Vec<Vec<String>> {
-    let batches = wh
-        .execute(sql, "test")
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+/// Every cell of a query's result as text, row by row (NULL as `NULL`), or the error with its
+/// causes.
+async fn try_rows(wh: &Warehouse, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let batches = wh.execute(sql, "test").await.map_err(|e| chain(&e))?;
     let mut out = Vec::new();
     let options = FormatOptions::default().with_null("NULL");
     for batch in batches {
@@ -36,7 +34,14 @@ async fn rows(wh: &Warehouse, sql: &str) -> Vec<Vec<String>> {
             );
         }
     }
-    out
+    Ok(out)
+}
+
+/// [`try_rows`], failing the test on an error.
+async fn rows(wh: &Warehouse, sql: &str) -> Vec<Vec<String>> {
+    try_rows(wh, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn one(wh: &Warehouse, sql: &str) -> String {
@@ -373,32 +378,9 @@ async fn bigquery_cases() {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("?");
         for case in parse_cases(&text) {
             total += 1;
-            let got = match wh.execute(&case.sql, "case").await {
-                Err(e) => Err(chain(&e)),
-                Ok(batches) => {
-                    let options = FormatOptions::default().with_null("NULL");
-                    let mut rows = Vec::new();
-                    for batch in batches {
-                        let formatters: Vec<_> = batch
-                            .columns()
-                            .iter()
-                            .map(|c| {
-                                ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")
-                            })
-                            .collect();
-                        for row in 0..batch.num_rows() {
-                            rows.push(
-                                formatters
-                                    .iter()
-                                    .map(|f| f.value(row).to_string())
-                                    .collect::<Vec<_>>()
-                                    .join("|"),
-                            );
-                        }
-                    }
-                    Ok(rows)
-                }
-            };
+            let got = try_rows(&wh, &case.sql)
+                .await
+                .map(|rows| rows.into_iter().map(|r| r.join("|")).collect::<Vec<_>>());
             let ok = match (&case.expected, &got) {
                 (Ok(want), Ok(rows)) => want == rows,
                 (Err(want), Err(message)) => message.contains(want.as_str()),

@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -524,16 +524,8 @@ impl ScalarUDFImpl for BigQueryFunction {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let (scalar, rows) = super::udf::shape(&args);
+        let arrays = super::udf::arrays(&args, rows)?;
         // Strings coerced to DATE arrive as Utf8 only when DataFusion skipped coercion.
         let arrays = arrays
             .into_iter()
@@ -648,13 +640,7 @@ impl ScalarUDFImpl for BigQueryFunction {
                     Arc::new(datafusion::arrow::array::NullArray::new(rows))
                 }
             };
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(result))
-        }
+        super::udf::output(result, scalar)
     }
 }
 

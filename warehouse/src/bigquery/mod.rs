@@ -21,6 +21,7 @@ pub mod planner;
 pub(crate) mod rewrite;
 pub mod scalar;
 pub mod tz;
+mod udf;
 
 use std::sync::Arc;
 

@@ -174,6 +174,25 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
     })
 }
 
+/// `CASE WHEN c1 THEN r1 … ELSE e END`.
+fn case(whens: Vec<(Expr, Expr)>, else_result: Option<Expr>) -> Expr {
+    Expr::Case {
+        case_token: AttachedToken::empty(),
+        end_token: AttachedToken::empty(),
+        operand: None,
+        conditions: whens
+            .into_iter()
+            .map(
+                |(condition, result)| datafusion::sql::sqlparser::ast::CaseWhen {
+                    condition,
+                    result,
+                },
+            )
+            .collect(),
+        else_result: else_result.map(Box::new),
+    }
+}
+
 /// `x OP n` for a numeric literal `n`.
 fn compare(x: &Expr, op: BinaryOperator, n: &str) -> Expr {
     Expr::BinaryOp {
@@ -185,16 +204,10 @@ fn compare(x: &Expr, op: BinaryOperator, n: &str) -> Expr {
 
 /// `CASE WHEN condition THEN ERROR(message) ELSE value END`.
 fn guarded(condition: Expr, message: &str, value: Expr) -> Expr {
-    Expr::Case {
-        case_token: AttachedToken::empty(),
-        end_token: AttachedToken::empty(),
-        operand: None,
-        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-            condition,
-            result: call("bq_error", vec![string(message)]),
-        }],
-        else_result: Some(Box::new(value)),
-    }
+    case(
+        vec![(condition, call("bq_error", vec![string(message)]))],
+        Some(value),
+    )
 }
 
 /// `array[index]` with BigQuery's subscript specifiers (`OFFSET`, `ORDINAL`, `SAFE_OFFSET`,
@@ -255,15 +268,9 @@ fn array_element(array: Expr, index: &Expr) -> Result<Expr, String> {
             }],
         )
     };
-    Ok(Expr::Case {
-        case_token: AttachedToken::empty(),
-        end_token: AttachedToken::empty(),
-        operand: None,
-        conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-            condition: out_of_range,
-            result: when_out,
-        }],
-        else_result: Some(Box::new(call(
+    Ok(case(
+        vec![(out_of_range, when_out)],
+        Some(call(
             "array_element",
             vec![
                 array,
@@ -273,8 +280,8 @@ fn array_element(array: Expr, index: &Expr) -> Result<Expr, String> {
                     right: Box::new(number("1")),
                 },
             ],
-        ))),
-    })
+        )),
+    ))
 }
 
 fn is_string_literal(expr: &Expr) -> bool {
@@ -697,16 +704,10 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
         }
         "IF" => {
             arity(name, &args, &[3])?;
-            Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                    condition: args[0].clone(),
-                    result: args[1].clone(),
-                }],
-                else_result: Some(Box::new(args[2].clone())),
-            }
+            case(
+                vec![(args[0].clone(), args[1].clone())],
+                Some(args[2].clone()),
+            )
         }
         "TIMESTAMP_MICROS" | "TIMESTAMP_MILLIS" | "TIMESTAMP_SECONDS" => {
             arity(name, &args, &[1])?;
@@ -775,16 +776,13 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
         }
         "COUNTIF" => {
             arity(name, &args, &[1])?;
-            let when = Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                    condition: args[0].clone(),
-                    result: Expr::value(Value::Number("1".into(), false)),
-                }],
-                else_result: None,
-            };
+            let when = case(
+                vec![(
+                    args[0].clone(),
+                    Expr::value(Value::Number("1".into(), false)),
+                )],
+                None,
+            );
             renamed("count", vec![when])
         }
         // BigQuery's ANY_VALUE ignores NULLs (NULL only when every value is NULL).
@@ -810,16 +808,10 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                     right: Box::new(b),
                 })
                 .unwrap_or(Expr::value(Value::Boolean(false)));
-            Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                    condition: any_null,
-                    result: Expr::value(Value::Null),
-                }],
-                else_result: Some(Box::new(call(&name.to_lowercase(), args))),
-            }
+            case(
+                vec![(any_null, Expr::value(Value::Null))],
+                Some(call(&name.to_lowercase(), args)),
+            )
         }
         // BigQuery's CONCAT is NULL when any argument is (DataFusion's skips NULLs); `||`
         // propagates NULL.
@@ -849,22 +841,19 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 op,
                 right: Box::new(Expr::value(Value::Number("0".into(), false))),
             };
-            Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![
-                    datafusion::sql::sqlparser::ast::CaseWhen {
-                        condition: compare(BinaryOperator::Gt),
-                        result: Expr::value(Value::Number("1".into(), false)),
-                    },
-                    datafusion::sql::sqlparser::ast::CaseWhen {
-                        condition: compare(BinaryOperator::Lt),
-                        result: Expr::value(Value::Number("-1".into(), false)),
-                    },
+            case(
+                vec![
+                    (
+                        compare(BinaryOperator::Gt),
+                        Expr::value(Value::Number("1".into(), false)),
+                    ),
+                    (
+                        compare(BinaryOperator::Lt),
+                        Expr::value(Value::Number("-1".into(), false)),
+                    ),
                 ],
-                else_result: Some(Box::new(x)),
-            }
+                Some(x),
+            )
         }
         // Domain errors instead of NaN/-inf (BigQuery raises an error).
         "SQRT" => {
@@ -1000,24 +989,21 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
         }
         "SAFE_DIVIDE" => {
             arity(name, &args, &[2])?;
-            Expr::Case {
-                case_token: AttachedToken::empty(),
-                end_token: AttachedToken::empty(),
-                operand: None,
-                conditions: vec![datafusion::sql::sqlparser::ast::CaseWhen {
-                    condition: Expr::BinaryOp {
+            case(
+                vec![(
+                    Expr::BinaryOp {
                         left: Box::new(args[1].clone()),
                         op: BinaryOperator::Eq,
                         right: Box::new(Expr::value(Value::Number("0".into(), false))),
                     },
-                    result: Expr::value(Value::Null),
-                }],
-                else_result: Some(Box::new(Expr::BinaryOp {
+                    Expr::value(Value::Null),
+                )],
+                Some(Expr::BinaryOp {
                     left: Box::new(Expr::Nested(Box::new(args[0].clone()))),
                     op: BinaryOperator::Divide,
                     right: Box::new(Expr::Nested(Box::new(args[1].clone()))),
-                })),
-            }
+                }),
+            )
         }
         "DIV" => {
             arity(name, &args, &[2])?;

@@ -107,11 +107,7 @@ impl ScalarUDFImpl for RegexpExtract {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
+        let (scalar, rows) = super::udf::shape(&args);
         let values = args.args[0].to_array(rows)?;
         let patterns = args.args[1].to_array(rows)?;
         let (values, patterns) = (values.as_string::<i32>(), patterns.as_string::<i32>());
@@ -137,11 +133,7 @@ impl ScalarUDFImpl for RegexpExtract {
             out.push(regexp_extract(values.value(row), re)?);
         }
         let array: ArrayRef = Arc::new(StringArray::from(out));
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::udf::output(array, scalar)
     }
 }
 
@@ -232,9 +224,8 @@ impl ScalarUDFImpl for ToText {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
-        let arg = &args.args[0];
-        let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
+        let (scalar, rows) = super::udf::shape(&args);
+        let array = args.args[0].to_array(rows)?;
         let text = |f: &dyn Fn(usize) -> String| -> StringArray {
             (0..array.len())
                 .map(|i| (!array.is_null(i)).then(|| f(i)))
@@ -269,11 +260,7 @@ impl ScalarUDFImpl for ToText {
             }
             _ => datafusion::arrow::compute::cast(&array, &DataType::Utf8)?,
         };
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        super::udf::output(out, scalar)
     }
 }
 
@@ -310,11 +297,7 @@ impl ScalarUDFImpl for Split {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::array::{ListBuilder, StringBuilder};
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
+        let (scalar, rows) = super::udf::shape(&args);
         let values = args.args[0].to_array(rows)?;
         let delimiters = args.args[1].to_array(rows)?;
         let (values, delimiters) = (values.as_string::<i32>(), delimiters.as_string::<i32>());
@@ -330,11 +313,7 @@ impl ScalarUDFImpl for Split {
             builder.append(true);
         }
         let array: ArrayRef = Arc::new(builder.finish());
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::udf::output(array, scalar)
     }
 }
 
@@ -367,11 +346,7 @@ impl ScalarUDFImpl for Divide {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
+        let (scalar, rows) = super::udf::shape(&args);
         let a = args.args[0].to_array(rows)?;
         let b = args.args[1].to_array(rows)?;
         let (a, b) = (
@@ -391,11 +366,7 @@ impl ScalarUDFImpl for Divide {
             out.push(Some(x / y));
         }
         let array: ArrayRef = Arc::new(Float64Array::from(out));
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::udf::output(array, scalar)
     }
 }
 
@@ -418,11 +389,7 @@ impl ScalarUDFImpl for ToBool {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
+        let (scalar, rows) = super::udf::shape(&args);
         let value = args.args[0].to_array(rows)?;
         let safe = match &args.args[1] {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::Boolean(Some(b))) => *b,
@@ -453,11 +420,7 @@ impl ScalarUDFImpl for ToBool {
             }
             _ => datafusion::arrow::compute::cast(&value, &DataType::Boolean)?,
         };
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        super::udf::output(out, scalar)
     }
 }
 
@@ -508,11 +471,7 @@ impl ScalarUDFImpl for Checked {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use datafusion::arrow::compute::kernels::numeric;
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
+        let (scalar, rows) = super::udf::shape(&args);
         let a = args.args[0].to_array(rows)?;
         let b = args.args[1].to_array(rows)?;
         // Arrow's numeric kernels are checked: overflow is an error, not a wrapped value.
@@ -524,11 +483,7 @@ impl ScalarUDFImpl for Checked {
         .map_err(|e| {
             datafusion::common::DataFusionError::Execution(format!("int64 overflow: {e}"))
         })?;
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        super::udf::output(out, scalar)
     }
 }
 
@@ -594,16 +549,8 @@ impl ScalarUDFImpl for Substr {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let (scalar, rows) = super::udf::shape(&args);
+        let arrays = super::udf::arrays(&args, rows)?;
         let values = arrays[0].as_string::<i32>();
         let positions = arrays[1].as_primitive::<Int64Type>();
         let lengths = arrays.get(2).map(|a| a.as_primitive::<Int64Type>());
@@ -623,11 +570,7 @@ impl ScalarUDFImpl for Substr {
             });
         }
         let array: ArrayRef = Arc::new(StringArray::from(out));
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::udf::output(array, scalar)
     }
 }
 
@@ -676,9 +619,8 @@ impl ScalarUDFImpl for IntRound {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arg = &args.args[0];
-        let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
+        let (scalar, rows) = super::udf::shape(&args);
+        let array = args.args[0].to_array(rows)?;
         let out: ArrayRef = match array.data_type() {
             DataType::Float16 | DataType::Float32 | DataType::Float64 => {
                 let floats = datafusion::arrow::compute::cast(&array, &DataType::Float64)?;
@@ -701,11 +643,7 @@ impl ScalarUDFImpl for IntRound {
             }
             _ => array,
         };
-        Ok(if scalar {
-            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&out, 0)?)
-        } else {
-            ColumnarValue::Array(out)
-        })
+        super::udf::output(out, scalar)
     }
 }
 

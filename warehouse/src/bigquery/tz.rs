@@ -16,7 +16,7 @@ use chrono::{LocalResult, TimeZone};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
-use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
@@ -146,16 +146,8 @@ impl ScalarUDFImpl for Zoned {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if scalar { 1 } else { args.number_rows };
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let (scalar, rows) = super::udf::shape(&args);
+        let arrays = super::udf::arrays(&args, rows)?;
         let times = arrays[0].as_primitive::<TimestampMicrosecondType>();
         let zones = arrays[1].as_string::<i32>();
         let mut cache: Option<(String, ZoneKind)> = None;
@@ -185,11 +177,7 @@ impl ScalarUDFImpl for Zoned {
             Direction::FromCivil => Some(super::planner::UTC.into()),
         };
         let array: ArrayRef = Arc::new(TimestampMicrosecondArray::from(out).with_timezone_opt(tz));
-        Ok(if scalar {
-            ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?)
-        } else {
-            ColumnarValue::Array(array)
-        })
+        super::udf::output(array, scalar)
     }
 }
 
