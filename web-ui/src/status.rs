@@ -260,29 +260,9 @@ async fn running_nodes(ui: &UiState) -> Result<std::collections::HashSet<NodeId>
     }
     for run in runs {
         let mut open: HashMap<String, bool> = HashMap::new();
-        let mut after = 0;
-        loop {
-            let events = storage.events_for_run(&run.run_id, after, 10_000).await?;
-            let Some(last) = events.last() else { break };
-            after = last.id;
-            for e in &events {
-                let Some(step) = &e.step_key else { continue };
-                match e.data {
-                    EventData::StepStarted { .. } => {
-                        open.insert(step.clone(), true);
-                    }
-                    EventData::StepSucceeded { .. }
-                    | EventData::StepFailed { .. }
-                    | EventData::StepSkipped { .. }
-                    | EventData::StepCanceled => {
-                        open.insert(step.clone(), false);
-                    }
-                    _ => {}
-                }
-            }
-            if events.len() < 10_000 {
-                break;
-            }
+        for e in storage.step_events(&run.run_id).await? {
+            let Some(step) = e.step_key else { continue };
+            open.insert(step, matches!(e.data, EventData::StepStarted { .. }));
         }
         for (step, is_open) in open {
             if is_open && let Some(nodes) = by_step.get(step.as_str()) {

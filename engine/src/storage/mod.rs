@@ -453,6 +453,25 @@ impl Storage {
         rows.iter().map(decode_event).collect()
     }
 
+    /// A run's step lifecycle events in order (started, succeeded, failed, skipped, canceled):
+    /// what step summaries, Gantt charts and "which steps are running" need, without reading
+    /// (or decoding) a long run's logs and materializations.
+    pub async fn step_events(&self, run_id: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, ts, step_key, asset_key, partition_key, payload FROM events \
+             WHERE run_id = $1 AND kind IN \
+             ('step_started', 'step_succeeded', 'step_failed', 'step_skipped', 'step_canceled') \
+             ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(Error::storage(format!(
+            "reading step events of run {run_id}"
+        )))?;
+        rows.iter().map(decode_event).collect()
+    }
+
     /// A page of a run's events after event id `after`, at most `limit`, only those of `step`
     /// (if given) and at or above `min_level` (if given): errors are failures and error logs;
     /// warnings add retries, skips, cancellations, failed checks and warning logs; info is

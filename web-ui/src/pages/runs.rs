@@ -222,23 +222,6 @@ struct RunData {
     more: bool,
 }
 
-/// Every event of a run, in pages (the Gantt chart needs each step's first and last event).
-async fn all_events(ui: &UiState, run_id: &str) -> Result<Vec<Event>> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = ui.storage().events_for_run(run_id, after, 10_000).await?;
-        let n = page.len();
-        if let Some(last) = page.last() {
-            after = last.id;
-        }
-        out.extend(page);
-        if n < 10_000 || out.len() >= 200_000 {
-            return Ok(out);
-        }
-    }
-}
-
 fn step_summaries(events: &[Event]) -> Vec<StepSummary> {
     let mut steps: BTreeMap<String, StepSummary> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -336,8 +319,11 @@ pub(crate) async fn detail(
     Query(q): Query<EventsQuery>,
 ) -> Result<Response> {
     let (run, step, level) = (load_run(&ui, &id).await?, non_empty(&q.step), q.level()?);
-    let every = all_events(&ui, &id).await?;
-    let steps = with_unstarted(&ui, &run, step_summaries(&every));
+    let steps = with_unstarted(
+        &ui,
+        &run,
+        step_summaries(&ui.storage().step_events(&id).await?),
+    );
     let mut events = ui
         .storage()
         .events_filtered(&id, step.as_deref(), level, q.after, EVENTS_PAGE + 1)
@@ -620,7 +606,7 @@ pub(crate) async fn reexecute(
                     run.selection
                 ))
             })?;
-            let steps = step_summaries(&all_events(&ui, &id).await?);
+            let steps = step_summaries(&ui.storage().step_events(&id).await?);
             let succeeded: std::collections::HashSet<&str> = steps
                 .iter()
                 .filter(|s| s.status == "success")
