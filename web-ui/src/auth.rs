@@ -26,11 +26,8 @@ pub(crate) const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// Constant-time comparison (no early exit on the first differing byte).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    use subtle::ConstantTimeEq;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 fn presented_token(req: &Request) -> Option<String> {

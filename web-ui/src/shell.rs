@@ -208,15 +208,14 @@ pub(crate) fn seconds(secs: f64) -> String {
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
 pub(crate) fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    utf8_percent_encode(value, KEEP).to_string()
 }
 
 /// The hidden CSRF field every state-changing form carries.

@@ -165,21 +165,14 @@ impl UiState {
     }
 }
 
-/// FNV-1a over every asset key and edge, in node order (stable across processes).
+/// A hash of every asset key and its parents, in node order (std's SipHash with fixed keys:
+/// the same definitions give the same hash in every process of this build).
 fn definitions_hash(graph: &AssetGraph) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
     for (id, node) in graph.nodes().iter().enumerate() {
-        eat(node.spec.key.to_string().as_bytes());
-        eat(b"\n");
-        for p in graph.parents(id) {
-            eat(&p.to_le_bytes());
-        }
+        node.spec.key.to_string().hash(&mut h);
+        graph.parents(id).hash(&mut h);
     }
-    format!("{h:016x}")
+    format!("{:016x}", h.finish())
 }
