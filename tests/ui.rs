@@ -84,6 +84,14 @@ fn defs() -> Definitions {
         ))
 }
 
+/// The `Location` of a redirect.
+fn redirect_to(headers: &header::HeaderMap) -> String {
+    headers[header::LOCATION]
+        .to_str()
+        .expect("a Location header")
+        .to_owned()
+}
+
 struct Ui {
     app: axum::Router,
     state: UiState,
@@ -563,10 +571,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
     launch.push(("request_id", &request_id));
     let (status, headers, _) = ui.post("/backfills/new", &launch, true).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let location = headers[header::LOCATION]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let location = redirect_to(&headers);
     // A double submit shows the same backfill; nothing is launched twice.
     let (_, again, _) = ui.post("/backfills/new", &launch, true).await;
     assert_eq!(again[header::LOCATION], location.as_str());
@@ -601,10 +606,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
             true,
         )
         .await;
-    let second = headers[header::LOCATION]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let second = redirect_to(&headers);
     let (status, _, _) = ui.post(&format!("{second}/cancel"), &[], true).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(ui.json(&second).await["backfill"]["status"], "canceled");
@@ -666,10 +668,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         .post("/assets-materialize", &[("asset", "raw")], true)
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let run = headers[header::LOCATION]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let run = redirect_to(&headers);
     assert_eq!(ui.json(&run).await["run"]["status"], "QUEUED");
     // The log tails while the run can still write: a sentinel that htmx polls…
     let (_, tail) = ui.get(&format!("{run}/events?after=0")).await;
@@ -712,9 +711,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let rerun = ui
-        .json(headers[header::LOCATION].to_str().expect("location"))
-        .await;
+    let rerun = ui.json(&redirect_to(&headers)).await;
     assert_eq!(rerun["run"]["selection"], "key:report");
     assert_eq!(
         rerun["run"]["tags"]["rainbow/parent_run_id"],
@@ -730,9 +727,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let copy = ui
-        .json(headers[header::LOCATION].to_str().expect("location"))
-        .await;
+    let copy = ui.json(&redirect_to(&headers)).await;
     assert_eq!(copy["run"]["selection"], "raw report");
     assert_eq!(copy["run"]["status"], "QUEUED");
 
@@ -746,10 +741,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
             true,
         )
         .await;
-    let failing = headers[header::LOCATION]
-        .to_str()
-        .expect("location")
-        .to_owned();
+    let failing = redirect_to(&headers);
     ui.daemon_tick().await;
     let state = ui.json(&failing).await;
     assert_eq!(state["backfill"]["status"], "failed", "{state}");
@@ -760,9 +752,7 @@ async fn actions_queue_work_for_the_daemon(backend: Backend) {
     );
     let (status, headers, _) = ui.post(&format!("{failing}/rerun-failed"), &[], true).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    let rerun = ui
-        .json(headers[header::LOCATION].to_str().expect("location"))
-        .await;
+    let rerun = ui.json(&redirect_to(&headers)).await;
     assert_eq!(rerun["backfill"]["status"], "requested");
     assert_eq!(
         rerun["backfill"]["request"]["tags"]["rainbow/rerun_of"],
