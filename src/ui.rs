@@ -238,8 +238,12 @@ async fn state(
 /// `rainbow ui`.
 pub async fn ui(global: &GlobalArgs, defs: Definitions, args: &UiArgs) -> anyhow::Result<ExitCode> {
     let (state, _) = state(global, defs, args).await?;
-    println!("Rainbow UI: http://{}/ (Ctrl-C stops)", args.addr);
-    rainbow_web_ui::serve(args.addr, state, rainbow_engine::cli::cancel_on_ctrl_c())
+    let server = rainbow_web_ui::bind(args.addr, state)
+        .await
+        .context("serving the UI")?;
+    println!("Rainbow UI: http://{}/ (Ctrl-C stops)", server.local_addr());
+    server
+        .run(rainbow_engine::cli::cancel_on_ctrl_c())
         .await
         .context("serving the UI")?;
     Ok(ExitCode::SUCCESS)
@@ -253,7 +257,12 @@ pub async fn dev(
     args: &DevArgs,
 ) -> anyhow::Result<ExitCode> {
     let (state, graph) = state(global, defs, &args.ui).await?;
-    let executor = Executor::new(graph, state.storage().clone(), &global.config()?)?;
+    let storage = state.storage().clone();
+    // Bind first: a refused address or a busy port fails before the daemon starts anything.
+    let server = rainbow_web_ui::bind(args.ui.addr, state)
+        .await
+        .context("serving the UI")?;
+    let executor = Executor::new(graph, storage, &global.config()?)?;
     let daemon = Daemon::new(
         executor,
         Arc::new(SystemClock),
@@ -268,9 +277,10 @@ pub async fn dev(
     let daemon_task = tokio::spawn(async move { daemon.run(interval, daemon_cancel).await });
     println!(
         "Rainbow dev: UI on http://{}/, daemon ticking every {}s (Ctrl-C stops both)",
-        args.ui.addr, args.interval
+        server.local_addr(),
+        args.interval
     );
-    let served = rainbow_web_ui::serve(args.ui.addr, state, cancel.clone()).await;
+    let served = server.run(cancel.clone()).await;
     cancel.cancel();
     let daemon_result = daemon_task.await.context("the daemon task")?;
     served.context("serving the UI")?;

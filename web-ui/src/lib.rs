@@ -121,30 +121,58 @@ async fn static_file(
         .into_response()
 }
 
-/// Serves the UI on `addr` until `cancel` fires. A non-loopback address needs an operator
-/// token ([`UiOptions::token`]).
-pub async fn serve(addr: SocketAddr, state: UiState, cancel: CancellationToken) -> Result<()> {
+/// A bound UI, ready to serve ([`bind`], then [`Server::run`]).
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    local: SocketAddr,
+    state: UiState,
+}
+
+/// Binds the UI to `addr`: a non-loopback address needs an operator token
+/// ([`UiOptions::token`]); a busy port is an error naming it. Nothing is served yet, so a
+/// caller can report the address (or start the daemon) only once binding succeeded.
+pub async fn bind(addr: SocketAddr, state: UiState) -> Result<Server> {
     if !addr.ip().is_loopback() && state.inner.options.token.is_none() {
         return Err(UiError::Config(format!(
             "refusing to serve on {addr} without an operator token: set RAINBOW_UI_TOKEN (or bind to 127.0.0.1)"
         )));
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| UiError::Serve {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| UiError::Serve {
+    let serve_error = |source| UiError::Serve {
         addr: addr.to_string(),
         source,
-    })?;
-    tracing::info!("Rainbow UI on http://{local}/");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| UiError::Serve {
-            addr: local.to_string(),
-            source,
-        })
+        .map_err(serve_error)?;
+    let local = listener.local_addr().map_err(serve_error)?;
+    Ok(Server {
+        listener,
+        local,
+        state,
+    })
+}
+
+impl Server {
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        tracing::info!("Rainbow UI on http://{}/", self.local);
+        let local = self.local;
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+            .map_err(|source| UiError::Serve {
+                addr: local.to_string(),
+                source,
+            })
+    }
+}
+
+/// [`bind`], then [`Server::run`] until `cancel` fires.
+pub async fn serve(addr: SocketAddr, state: UiState, cancel: CancellationToken) -> Result<()> {
+    bind(addr, state).await?.run(cancel).await
 }
