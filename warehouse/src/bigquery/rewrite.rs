@@ -1147,10 +1147,10 @@ const SAME_MEANING: &[&str] = &[
 
 /// Calls that are part of their parent's syntax, consumed by it: date parts (`WEEK(MONDAY)` in
 /// `DATE_TRUNC`, `DATE_DIFF`, `EXTRACT`) and array subscript specifiers (`arr[OFFSET(1)]`).
-const DATE_PART_CALLS: &[&str] = &["WEEK", "OFFSET", "ORDINAL", "SAFE_OFFSET", "SAFE_ORDINAL"];
+const CONSUMED_BY_PARENT: &[&str] = &["WEEK", "OFFSET", "ORDINAL", "SAFE_OFFSET", "SAFE_ORDINAL"];
 
 fn same_meaning(name: &str) -> Result<Option<Expr>, String> {
-    if SAME_MEANING.contains(&name) || DATE_PART_CALLS.contains(&name) {
+    if SAME_MEANING.contains(&name) || CONSUMED_BY_PARENT.contains(&name) {
         Ok(None)
     } else {
         Err(format!(
