@@ -48,6 +48,7 @@ pub async fn fresh_url(backend: Backend) -> (String, Option<tempfile::TempDir>) 
             let pool = sqlx::AnyPool::connect(&admin)
                 .await
                 .expect("connect to test PostgreSQL");
+            drop_stale_databases(&pool).await;
             let name = format!("rainbow_test_{}", uuid::Uuid::now_v7().simple());
             sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
                 .execute(&pool)
@@ -59,6 +60,37 @@ pub async fn fresh_url(backend: Backend) -> (String, Option<tempfile::TempDir>) 
                 .map(|(b, _)| b)
                 .expect("URL with a database");
             (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+/// Once per test process: drops the test databases of earlier runs (created more than an
+/// hour ago, by the UUIDv7 time in their name), so a long-lived development server does not
+/// fill its disk. CI's server is thrown away anyway.
+async fn drop_stale_databases(pool: &sqlx::AnyPool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname::text FROM pg_database WHERE datname LIKE 'rainbow_test_%'")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for (name,) in names {
+        let created = uuid::Uuid::parse_str(name.trim_start_matches("rainbow_test_"))
+            .ok()
+            .and_then(|id| id.get_timestamp())
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+            });
+        if created.is_some_and(|c| c < hour_ago) {
+            let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
+                .execute(pool)
+                .await;
         }
     }
 }

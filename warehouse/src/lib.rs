@@ -18,6 +18,7 @@ mod load;
 mod merge;
 mod statement;
 mod warehouse;
+mod wildcard;
 mod write;
 
 pub use catalog::RelationKind;

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::ast::{self, ObjectName, Statement};
 
 use crate::bigquery;
 use crate::error::{Result, WarehouseError};
-use crate::warehouse::{Warehouse, WriteMode, qualify_names, unsupported};
+use crate::warehouse::{Warehouse, WriteMode, expand_wildcards, qualify_names, unsupported};
 
 impl Warehouse {
     /// Runs BigQuery statements (`;`-separated): queries, `CREATE TABLE … AS`, `CREATE VIEW`,
@@ -38,6 +38,7 @@ impl Warehouse {
         mut statement: Statement,
         context: &str,
     ) -> Result<Vec<RecordBatch>> {
+        expand_wildcards(self.context(), &mut statement, context)?;
         if let Some(missing) = qualify_names(self.context(), &mut statement) {
             return Err(self.unknown(&missing));
         }

@@ -369,6 +369,13 @@ async fn bigquery_cases() {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "cases"))
+        // `BIGQUERY_CASES=string` runs only the files whose name contains `string`.
+        .filter(|p| {
+            std::env::var("BIGQUERY_CASES").map_or(true, |only| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains(only.as_str()))
+            })
+        })
         .collect();
     files.sort();
     let mut failures = Vec::new();

@@ -290,11 +290,13 @@ impl Warehouse {
         statement: Statement,
         context: &str,
     ) -> Result<LogicalPlan> {
-        self.context
+        let plan = self
+            .context
             .state()
             .statement_to_plan(DFStatement::Statement(Box::new(statement)))
             .await
-            .map_err(WarehouseError::datafusion(context))
+            .map_err(WarehouseError::datafusion(context))?;
+        checked_plan(plan, context)
     }
 
     /// `dataset.table` or `table` -> (schema, name).
@@ -465,14 +467,24 @@ pub(crate) async fn plan_query(
         return Err(unsupported(what, "expected exactly one SELECT query"));
     }
     let mut statement = statements.remove(0);
+    expand_wildcards(context, &mut statement, what)?;
     if let Some(missing) = qualify_names(context, &mut statement) {
         return Err(unknown_in(context, &missing));
     }
-    context
+    let plan = context
         .state()
         .statement_to_plan(DFStatement::Statement(Box::new(statement)))
         .await
-        .map_err(WarehouseError::datafusion(what))
+        .map_err(WarehouseError::datafusion(what))?;
+    checked_plan(plan, what)
+}
+
+/// Refuses plans whose BigQuery meaning depends on types the rewrite could not see.
+fn checked_plan(plan: LogicalPlan, what: &str) -> Result<LogicalPlan> {
+    match bigquery::rewrite::unnamed_struct_unnest(&plan) {
+        Some(message) => Err(unsupported(what, &message)),
+        None => Ok(plan),
+    }
 }
 
 /// [`WarehouseError::UnknownRelation`] with the closest existing names (an unqualified name
@@ -506,6 +518,21 @@ fn unknown_in(context: &SessionContext, name: &str) -> WarehouseError {
 /// Unqualified table names that are not in the default schema (nor CTEs) but exist in exactly
 /// one other schema are qualified with it, so every model is visible by its name. Returns the
 /// first name that exists nowhere.
+/// Expands BigQuery wildcard tables (`` `dataset.events_*` ``, see [`crate::wildcard`]).
+pub(crate) fn expand_wildcards(
+    context: &SessionContext,
+    statement: &mut Statement,
+    what: &str,
+) -> Result<()> {
+    let state = context.state();
+    let defaults = &state.config().options().catalog;
+    let Some(catalog) = context.catalog(&defaults.default_catalog) else {
+        return Ok(());
+    };
+    crate::wildcard::expand(&catalog, &defaults.default_schema, statement)
+        .map_err(|message| unsupported(what, &message))
+}
+
 pub(crate) fn qualify_names(context: &SessionContext, statement: &mut Statement) -> Option<String> {
     struct Ctes(HashSet<String>);
     impl Visitor for Ctes {

@@ -10,6 +10,8 @@
 //! `STRING_AGG` (default `,`), `SAFE_DIVIDE`, `DIV`, `GENERATE_UUID`, `REGEXP_CONTAINS`,
 //! `SPLIT`, `ERROR`, `CURRENT_DATE`/`CURRENT_TIMESTAMP`, integer `/` giving FLOAT64, `QUALIFY`,
 //! backticked `project.dataset.table` names and `MERGE` (executed by the warehouse).
+//! Also `SAFE.` prefixed calls ([`safe`]), `PIVOT`/`UNPIVOT` (`pivot`), `TO_JSON_STRING`
+//! ([`to_json`]), typed `STRUCT<…>(…)` constructors and field access on any STRUCT value.
 //! Functions whose DataFusion namesake means something else are rewritten ([`scalar`],
 //! `SUBSTR`, `CONCAT`, `ANY_VALUE`, `CAST(… AS INT64)`, …); any function not known to agree is
 //! refused by name (docs/bigquery.md lists the coverage).
@@ -17,9 +19,12 @@
 pub mod aggregate;
 pub mod functions;
 pub mod json;
+mod pivot;
 pub mod planner;
 pub(crate) mod rewrite;
+pub mod safe;
 pub mod scalar;
+pub mod to_json;
 pub mod tz;
 mod udf;
 
@@ -32,16 +37,24 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::BigQueryDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
 use crate::error::{Result, WarehouseError};
 
 /// Parses BigQuery SQL (one or more `;`-separated statements) and rewrites it for DataFusion.
 pub fn parse(sql: &str, context: &str) -> Result<Vec<Statement>> {
-    let mut statements =
-        Parser::parse_sql(&BigQueryDialect, sql).map_err(|e| WarehouseError::Parse {
-            context: context.to_owned(),
-            message: e.to_string(),
-        })?;
+    let parse_error = |message: String| WarehouseError::Parse {
+        context: context.to_owned(),
+        message,
+    };
+    let mut tokens = Tokenizer::new(&BigQueryDialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| parse_error(e.to_string()))?;
+    safe::unreserve_safe_calls(&mut tokens);
+    let mut statements = Parser::new(&BigQueryDialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .map_err(|e| parse_error(e.to_string()))?;
     for statement in &mut statements {
         rewrite::rewrite(statement).map_err(|message| WarehouseError::Unsupported {
             context: context.to_owned(),
@@ -71,10 +84,18 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .chain(scalar::all())
         .chain(tz::all())
         .chain(json::all())
+        .chain([to_json::udf()])
     {
         state
             .register_udf(Arc::new(udf))
             .map_err(WarehouseError::datafusion("registering BigQuery functions"))?;
+    }
+    // `SAFE.f(…)`: a twin of every scalar function that gives NULL where it fails.
+    let twins = safe::safe_twins(state.scalar_functions());
+    for twin in twins {
+        state
+            .register_udf(Arc::new(twin))
+            .map_err(WarehouseError::datafusion("registering SAFE. functions"))?;
     }
     Ok(state)
 }

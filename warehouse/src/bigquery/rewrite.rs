@@ -14,20 +14,27 @@ use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, NullTreatment, ObjectName,
-    ObjectNamePart, Statement, Subscript, TableAliasColumnDef, TableFactor, UnaryOperator, Value,
-    VisitMut, VisitorMut,
+    ObjectNamePart, Statement, Subscript, TableAlias, TableAliasColumnDef, TableFactor,
+    UnaryOperator, Value, VisitMut, VisitorMut,
 };
 
 /// Rewrites one parsed statement in place; an error names the construct that has no
 /// DataFusion equivalent.
 pub(crate) fn rewrite(statement: &mut Statement) -> Result<(), String> {
-    match statement.visit(&mut Rewriter) {
+    match statement.visit(&mut Rewriter { unnamed_unnests: 0 }) {
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(message) => Err(message),
     }
 }
 
-struct Rewriter;
+struct Rewriter {
+    /// Alias-less `UNNEST`s named so far (each gets its own synthetic table name).
+    unnamed_unnests: usize,
+}
+
+/// Table name prefix of an alias-less `UNNEST` (its element column is `f0_`, BigQuery's name);
+/// [`unnamed_struct_unnest`] refuses one whose elements are STRUCTs.
+pub(crate) const UNNAMED_UNNEST: &str = "__rainbow_unnest_";
 
 impl VisitorMut for Rewriter {
     type Break = String;
@@ -38,18 +45,26 @@ impl VisitorMut for Rewriter {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<String> {
-        match factor {
-            TableFactor::Pivot { .. } => {
-                return ControlFlow::Break(
-                    "PIVOT is not supported by the embedded warehouse yet (write it as SUM(IF(k = 'a', v, NULL)) AS a, … GROUP BY …)".into(),
-                );
-            }
-            TableFactor::Unpivot { .. } => {
-                return ControlFlow::Break(
-                    "UNPIVOT is not supported by the embedded warehouse yet (write it as a UNION ALL)".into(),
-                );
-            }
-            _ => {}
+        // BigQuery: `SELECT * FROM UNNEST([1, 2])` names the element column `f0_`.
+        if let TableFactor::UNNEST {
+            alias: alias @ None,
+            array_exprs,
+            with_offset: false,
+            ..
+        } = factor
+            && array_exprs.len() == 1
+        {
+            self.unnamed_unnests += 1;
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: Ident::new(format!("{UNNAMED_UNNEST}{}", self.unnamed_unnests)),
+                columns: vec![TableAliasColumnDef {
+                    name: Ident::new("f0_"),
+                    data_type: None,
+                }],
+                at: None,
+            });
+            return ControlFlow::Continue(());
         }
         // BigQuery: `UNNEST(arr) AS x` names the element column `x`.
         if let TableFactor::UNNEST {
@@ -69,6 +84,11 @@ impl VisitorMut for Rewriter {
     }
 
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<String> {
+        match super::pivot::rewrite(factor) {
+            Ok(Some(new)) => *factor = new,
+            Ok(None) => {}
+            Err(message) => return ControlFlow::Break(message),
+        }
         match unnest_with_offset(factor) {
             Ok(Some(new)) => *factor = new,
             Ok(None) => {}
@@ -85,6 +105,35 @@ impl VisitorMut for Rewriter {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// The error for a plan reading an alias-less `UNNEST` of STRUCTs: BigQuery makes each field a
+/// column, the embedded warehouse would give one STRUCT column — so it refuses instead.
+pub(crate) fn unnamed_struct_unnest(
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Option<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        for (qualifier, field) in node.schema().iter() {
+            if qualifier.is_some_and(|q| q.table().starts_with(UNNAMED_UNNEST))
+                && matches!(
+                    field.data_type(),
+                    datafusion::arrow::datatypes::DataType::Struct(_)
+                )
+            {
+                found = Some(
+                    "UNNEST of an ARRAY of STRUCTs without an alias is not supported by the \
+                     embedded warehouse (BigQuery makes each field a column): write \
+                     UNNEST(…) AS t and select t.field"
+                        .to_owned(),
+                );
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// `UNNEST(arr) AS x WITH OFFSET AS off` (DataFusion has no offset for UNNEST) becomes a
@@ -284,6 +333,27 @@ fn array_element(array: Expr, index: &Expr) -> Result<Expr, String> {
     ))
 }
 
+/// `.a` field accesses as `['a']` subscripts (unquoted names lowercased, as DataFusion
+/// normalizes them).
+fn dots_as_subscripts(chain: Vec<AccessExpr>) -> Vec<AccessExpr> {
+    chain
+        .into_iter()
+        .map(|access| match access {
+            AccessExpr::Dot(Expr::Identifier(ident)) => {
+                let name = if ident.quote_style.is_some() {
+                    ident.value
+                } else {
+                    ident.value.to_lowercase()
+                };
+                AccessExpr::Subscript(Subscript::Index {
+                    index: string(name),
+                })
+            }
+            other => other,
+        })
+        .collect()
+}
+
 fn is_string_literal(expr: &Expr) -> bool {
     matches!(expr, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_) | Value::DoubleQuotedString(_)))
 }
@@ -436,6 +506,26 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
                 .map_err(|_| format!("the hex literal 0x{hex} does not fit in INT64"))?;
             Ok(Some(Expr::value(Value::Number(n.to_string(), false))))
         }
+        // NULL elements make `x IN UNNEST(arr)` NULL where DataFusion's array_has is false.
+        Expr::InUnnest { .. } => Err(
+            "x IN UNNEST(array) is not supported by the embedded warehouse yet (BigQuery's NULL \
+             handling has no DataFusion equivalent)"
+                .into(),
+        ),
+        // `b'abc'`: a BYTES literal.
+        Expr::Value(v)
+            if matches!(
+                v.value,
+                Value::SingleQuotedByteStringLiteral(_) | Value::DoubleQuotedByteStringLiteral(_)
+            ) =>
+        {
+            let (Value::SingleQuotedByteStringLiteral(text)
+            | Value::DoubleQuotedByteStringLiteral(text)) = &v.value
+            else {
+                return Ok(None);
+            };
+            Ok(Some(cast(string(text.clone()), DataType::Bytea)))
+        }
         // CAST(x AS STRING): BigQuery's canonical text of each type (DataFusion's differs for
         // TIMESTAMP, DATETIME, NUMERIC and FLOAT64).
         Expr::Cast {
@@ -510,10 +600,51 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
             if !dots.is_empty() {
                 current = Expr::CompoundFieldAccess {
                     root: Box::new(current),
-                    access_chain: dots,
+                    access_chain: dots_as_subscripts(dots),
                 };
             }
             Ok(Some(current))
+        }
+        // `STRUCT<a INT64, b STRING>(1, 'x')`: each value cast to its field's type, named.
+        Expr::Struct { values, fields } if !fields.is_empty() => {
+            if values.len() != fields.len() {
+                return Err(format!(
+                    "STRUCT<…> declares {} fields but is given {} values",
+                    fields.len(),
+                    values.len()
+                ));
+            }
+            let values = values
+                .iter()
+                .zip(fields)
+                .map(|(value, field)| {
+                    let typed = cast(value.clone(), field.field_type.clone());
+                    let typed = rewrite_expr(&typed)?.unwrap_or(typed);
+                    Ok(match &field.field_name {
+                        Some(name) => Expr::Named {
+                            expr: Box::new(typed),
+                            name: name.clone(),
+                        },
+                        None => typed,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            Ok(Some(Expr::Struct {
+                values,
+                fields: Vec::new(),
+            }))
+        }
+        // `STRUCT(1 AS a).a`, `f(x).a`, `arr[OFFSET(0)].a`: field access on a computed struct
+        // is a `['a']` subscript for DataFusion.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if access_chain
+                .iter()
+                .any(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))) =>
+        {
+            Ok(Some(Expr::CompoundFieldAccess {
+                root: root.clone(),
+                access_chain: dots_as_subscripts(access_chain.clone()),
+            }))
         }
         // `ts AT TIME ZONE tz` (inside EXTRACT): the civil time the zone shows.
         Expr::AtTimeZone {
@@ -557,16 +688,29 @@ fn rewrite_expr(expr: &Expr) -> Result<Option<Expr>, String> {
 
 fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
     if function.name.0.len() != 1 {
-        // `SAFE.f(…)` (NULL instead of an error) and `dataset.udf(…)`.
         let full = function.name.to_string();
-        return Err(if full.to_uppercase().starts_with("SAFE.") {
-            format!(
-                "BigQuery function {} is not supported by the embedded warehouse (the SAFE. prefix is not supported yet; SAFE_CAST and SAFE_DIVIDE are)",
-                full.to_uppercase()
-            )
-        } else {
-            format!("{full}: user-defined functions are not supported by the embedded warehouse")
-        });
+        if function.name.0.len() == 2 && full.to_uppercase().starts_with("SAFE.") {
+            let name = full[5..].trim_matches('`').to_uppercase();
+            if AGGREGATE_OR_WINDOW.contains(&name.as_str()) || function.over.is_some() {
+                return Err(format!(
+                    "SAFE.{name}: the SAFE. prefix cannot be used with aggregate or window functions"
+                ));
+            }
+            return super::safe::safe_expr(function, |inner| {
+                // SUBSTR is parsed as its own expression when it has no prefix.
+                match plain_args(inner) {
+                    Some(args) if matches!(name.as_str(), "SUBSTR" | "SUBSTRING") => {
+                        arity(&name, &args, &[2, 3])?;
+                        Ok(Some(call("bq_substr", args)))
+                    }
+                    _ => rewrite_function(inner),
+                }
+            })
+            .map(Some);
+        }
+        return Err(format!(
+            "{full}: user-defined functions are not supported by the embedded warehouse"
+        ));
     }
     let name = function.name.to_string().to_uppercase();
     let name = name.trim_matches('`');
@@ -1059,6 +1203,10 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
         }
         "CURRENT_DATE" if args.is_empty() => call("current_date", Vec::new()),
         "CURRENT_TIMESTAMP" | "CURRENT_DATETIME" if args.is_empty() => call("now", Vec::new()),
+        "TO_JSON_STRING" => {
+            arity(name, &args, &[1, 2])?;
+            call("bq_to_json_string", args)
+        }
         "ERROR" => {
             arity(name, &args, &[1])?;
             call("bq_error", args)
@@ -1143,6 +1291,44 @@ const SAME_MEANING: &[&str] = &[
     "ARRAY_AGG",
     // STRING_AGG(x, delimiter): NULLs skipped, NULL over no rows (one argument: rewritten).
     "STRING_AGG",
+];
+
+/// Aggregate and window functions: the `SAFE.` prefix is refused for them, as in BigQuery.
+const AGGREGATE_OR_WINDOW: &[&str] = &[
+    "COUNT",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "STDDEV",
+    "STDDEV_SAMP",
+    "STDDEV_POP",
+    "VARIANCE",
+    "VAR_SAMP",
+    "VAR_POP",
+    "CORR",
+    "COVAR_POP",
+    "COVAR_SAMP",
+    "COUNTIF",
+    "ANY_VALUE",
+    "LOGICAL_AND",
+    "LOGICAL_OR",
+    "STRING_AGG",
+    "ARRAY_AGG",
+    "ROW_NUMBER",
+    "RANK",
+    "DENSE_RANK",
+    "PERCENT_RANK",
+    "CUME_DIST",
+    "NTILE",
+    "LAG",
+    "LEAD",
+    "FIRST_VALUE",
+    "LAST_VALUE",
+    "NTH_VALUE",
 ];
 
 /// Calls that are part of their parent's syntax, consumed by it: date parts (`WEEK(MONDAY)` in

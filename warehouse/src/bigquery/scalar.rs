@@ -178,7 +178,7 @@ pub(crate) fn float_text(x: f64) -> String {
 }
 
 /// Seconds' fraction of `micros`, as `.ffffff` without trailing zeros (empty when zero).
-fn fraction(micros: i64) -> String {
+pub(crate) fn fraction(micros: i64) -> String {
     let f = micros.rem_euclid(1_000_000);
     if f == 0 {
         String::new()
@@ -188,7 +188,7 @@ fn fraction(micros: i64) -> String {
 }
 
 /// A NUMERIC's unscaled value as text without trailing zeros.
-fn decimal_text(v: i128, scale: i8) -> String {
+pub(crate) fn decimal_text(v: i128, scale: i8) -> String {
     if scale <= 0 {
         return v.to_string();
     }
