@@ -545,6 +545,21 @@ fn cli_build_then_query_prints_tables_and_csv() {
         .output()
         .expect("runs");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kind,n\na,2\nb,1\n");
+    // The table shows NULL as `NULL`, unlike an empty string; BigQuery's SAFE. meaning.
+    let out = std::process::Command::new(bin)
+        .args([
+            "query",
+            "select SAFE.SUBSTR('foo', 0, -2) AS s, '' AS e, SUBSTR('apple', -2) AS t",
+        ])
+        .env("RAINBOW_HOME", r.join("home"))
+        .output()
+        .expect("runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| NULL |   | le |"),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new(bin)
         .args(["query", "select * from evnts_by_kind"])
         .env("RAINBOW_HOME", r.join("home"))

@@ -388,7 +388,10 @@ fn print_batches(
     let arrow_error = |e: arrow::error::ArrowError| std::io::Error::other(e.to_string());
     match format {
         Format::Table => {
-            let table = arrow::util::pretty::pretty_format_batches(batches).map_err(arrow_error)?;
+            // NULL as `NULL`, as the bq CLI shows it: an empty cell is the empty string.
+            let options = arrow::util::display::FormatOptions::default().with_null("NULL");
+            let table = arrow::util::pretty::pretty_format_batches_with_options(batches, &options)
+                .map_err(arrow_error)?;
             writeln!(out, "{table}")?;
         }
         Format::Csv => {
