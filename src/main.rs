@@ -1,7 +1,8 @@
 //! The `rainbow` binary: the Rainbow code location's command line — one parser composed of the
 //! engine's commands over the code location's definitions, dbt's commands (`seed`, `run`,
 //! `snapshot`, `test`, `build`, `parse`, `compile`, `query`), `demo` (the batch layer end to
-//! end), `seed-data` (the Rainbow DB generator) and every benchmark under `bench`. Exit codes
+//! end), `seed-data` (the Rainbow DB generator), `cdc` and `speed` (the speed layer) and every
+//! benchmark under `bench`. Exit codes
 //! are decided in one place ([`rainbow_engine::cli::exit_code`]): 0 ok, 1 a run failed or was
 //! canceled, 2 bad input.
 //!
@@ -17,6 +18,7 @@ use rainbow_engine::cli::GlobalArgs;
 
 mod demo;
 mod seed_data;
+mod stream;
 mod ui;
 
 /// Rainbow: asset-graph orchestration with dbt-style SQL models, and the Rainbow data platform.
@@ -44,6 +46,10 @@ enum Command {
     Ui(ui::UiArgs),
     /// The web UI and the daemon in one process (runs what the UI launches), as `dagster dev`.
     Dev(ui::DevArgs),
+    /// Speed layer: capture the Rainbow DB's changes (PostgreSQL, wal2json) into Kafka.
+    Cdc(stream::CdcArgs),
+    /// Speed layer: write the change topics into the warehouse's speed tables.
+    Speed(stream::SpeedArgs),
     /// Benchmarks (each prints one JSON line last; see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -93,6 +99,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SeedData(args) => seed_data::run(home, args).await,
         Command::Ui(args) => ui::ui(&cli.global, code_location(&cli.global)?, args).await,
         Command::Dev(args) => ui::dev(&cli.global, code_location(&cli.global)?, args).await,
+        Command::Cdc(args) => stream::cdc(&cli.global, args).await,
+        Command::Speed(args) => stream::speed(&cli.global, args).await,
         Command::Bench { command } => match command {
             Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),

@@ -18,5 +18,6 @@ mod selection;
 mod sql_models;
 mod staleness;
 mod storage;
+mod streaming;
 mod tidy;
 mod ui;

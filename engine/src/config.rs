@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 const ENV_PREFIX: &str = "RAINBOW_";
 
 /// The sections a configuration file may have.
-pub const SECTIONS: [&str; 3] = ["storage", "pipeline", "resources"];
+pub const SECTIONS: [&str; 4] = ["storage", "pipeline", "resources", "streaming"];
 
 /// Flat environment variables kept from earlier releases: variable -> key.
 const LEGACY_ENV: [(&str, &str); 4] = [

@@ -19,7 +19,7 @@ impl Warehouse {
     /// `INSERT INTO … SELECT`, `DELETE`, `DROP`, `MERGE`. Returns the last query's rows.
     /// Errors name `context` (a model's file, `query`).
     pub async fn execute(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>> {
-        let statements = bigquery::parse(sql, context)?;
+        let statements = bigquery::parse_unrewritten(sql, context)?;
         if statements.is_empty() {
             return Err(WarehouseError::Parse {
                 context: context.to_owned(),
@@ -27,7 +27,14 @@ impl Warehouse {
             });
         }
         let mut last = Vec::new();
-        for statement in statements {
+        for mut statement in statements {
+            // A view keeps the text as written: reading it rewrites it (once).
+            if let Statement::CreateView(create) = statement {
+                self.create_view_statement(create, context).await?;
+                last = Vec::new();
+                continue;
+            }
+            bigquery::rewrite_statement(&mut statement, context)?;
             last = self.execute_statement(statement, context).await?;
         }
         Ok(last)

@@ -28,6 +28,58 @@ impl Warehouse {
         df: DataFrame,
         mode: WriteMode,
     ) -> Result<Option<u64>> {
+        self.write_table_with(schema, name, df, mode, Vec::new())
+            .await
+    }
+
+    /// Appends `df` to `schema.name` (created if missing) in one Delta commit that also records
+    /// `transactions` — (application id, version) pairs, Delta's application transactions: a
+    /// stream sink's next offset per source partition lands atomically with the rows, so a
+    /// restart resumes exactly after what was written ([`Warehouse::transaction_version`]).
+    pub async fn append_with_transactions(
+        &self,
+        schema: &str,
+        name: &str,
+        df: DataFrame,
+        transactions: Vec<(String, i64)>,
+    ) -> Result<Option<u64>> {
+        self.write_table_with(schema, name, df, WriteMode::Append, transactions)
+            .await
+    }
+
+    /// The version last committed for the application id `app_id` on `schema.name` (Delta's
+    /// application transactions); `None` when the table or the id has none.
+    pub async fn transaction_version(
+        &self,
+        schema: &str,
+        name: &str,
+        app_id: &str,
+    ) -> Result<Option<i64>> {
+        let what = format!("reading the transactions of {schema}.{name}");
+        if !matches!(self.kind(schema, name), Some(RelationKind::Table)) {
+            return Ok(None);
+        }
+        let url = self.table_url(schema, name)?;
+        let mut table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(WarehouseError::delta(&what))?;
+        table.load().await.map_err(WarehouseError::delta(&what))?;
+        let log_store = table.log_store();
+        let state = table.snapshot().map_err(WarehouseError::delta(&what))?;
+        state
+            .transaction_version(log_store.as_ref(), app_id)
+            .await
+            .map_err(WarehouseError::delta(&what))
+    }
+
+    async fn write_table_with(
+        &self,
+        schema: &str,
+        name: &str,
+        df: DataFrame,
+        mode: WriteMode,
+        transactions: Vec<(String, i64)>,
+    ) -> Result<Option<u64>> {
         let what = format!("writing {schema}.{name}");
         let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
         if matches!(
@@ -56,6 +108,17 @@ impl Warehouse {
             .with_table_name(name);
         if let Some(m) = schema_mode {
             builder = builder.with_schema_mode(m);
+        }
+        if !transactions.is_empty() {
+            builder = builder.with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default()
+                    .with_application_transactions(
+                        transactions
+                            .into_iter()
+                            .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
+                            .collect(),
+                    ),
+            );
         }
         let table = builder.await.map_err(WarehouseError::delta(&what))?;
         self.refresh(schema, name);

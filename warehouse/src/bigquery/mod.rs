@@ -43,6 +43,16 @@ use crate::error::{Result, WarehouseError};
 
 /// Parses BigQuery SQL (one or more `;`-separated statements) and rewrites it for DataFusion.
 pub fn parse(sql: &str, context: &str) -> Result<Vec<Statement>> {
+    let mut statements = parse_unrewritten(sql, context)?;
+    for statement in &mut statements {
+        rewrite_statement(statement, context)?;
+    }
+    Ok(statements)
+}
+
+/// Parses BigQuery SQL without rewriting it: what a view stores, so that reading the view
+/// rewrites its text once, not twice.
+pub fn parse_unrewritten(sql: &str, context: &str) -> Result<Vec<Statement>> {
     let parse_error = |message: String| WarehouseError::Parse {
         context: context.to_owned(),
         message,
@@ -51,17 +61,18 @@ pub fn parse(sql: &str, context: &str) -> Result<Vec<Statement>> {
         .tokenize_with_location()
         .map_err(|e| parse_error(e.to_string()))?;
     safe::unreserve_safe_calls(&mut tokens);
-    let mut statements = Parser::new(&BigQueryDialect)
+    Parser::new(&BigQueryDialect)
         .with_tokens_with_locations(tokens)
         .parse_statements()
-        .map_err(|e| parse_error(e.to_string()))?;
-    for statement in &mut statements {
-        rewrite::rewrite(statement).map_err(|message| WarehouseError::Unsupported {
-            context: context.to_owned(),
-            message,
-        })?;
-    }
-    Ok(statements)
+        .map_err(|e| parse_error(e.to_string()))
+}
+
+/// Rewrites one parsed statement for DataFusion ([`rewrite`]).
+pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()> {
+    rewrite::rewrite(statement).map_err(|message| WarehouseError::Unsupported {
+        context: context.to_owned(),
+        message,
+    })
 }
 
 /// A DataFusion session state that plans BigQuery types, operators and functions.
