@@ -264,3 +264,292 @@ async fn changes_flow_from_postgresql_through_kafka_into_speed_tables() {
         .await
         .expect("drop the slot");
 }
+
+/// The six analyses' columns, for comparing the batch views with the unified ones.
+const ANALYSES: [(&str, &str); 6] = [
+    (
+        "total_sales",
+        "total_sales_quantity, total_sales_amount, total_profit, current_run_date",
+    ),
+    (
+        "sales_by_day_of_week",
+        "day_of_week_number, day_of_week, sales_quantity, sales_amount",
+    ),
+    (
+        "top_sellers",
+        "seller_id, seller_name, sales_quantity, sales_amount, sales_rank",
+    ),
+    (
+        "top_profitable_products_by_category",
+        "category, product_id, product_name, profit, profit_rank",
+    ),
+    (
+        "payment_method_distribution",
+        "payment_method, orders, sales_amount",
+    ),
+    (
+        "customer_ranking",
+        "customer_id, customer_name, orders, sales_amount, customer_rank",
+    ),
+];
+
+async fn analysis(warehouse: &Warehouse, schema: &str, name: &str, columns: &str) -> Vec<String> {
+    let mut rows = try_lines(warehouse, &format!("SELECT {columns} FROM {schema}.{name}"))
+        .await
+        .unwrap_or_default();
+    rows.sort();
+    rows
+}
+
+/// Waits (≤ 60 s) until `serving.total_sales` shows (quantity, amount).
+async fn unified_total(warehouse: &Warehouse, want: (i64, i64)) {
+    let mut got = Vec::new();
+    for _ in 0..240 {
+        got = try_lines(
+            warehouse,
+            "SELECT total_sales_quantity, total_sales_amount FROM serving.total_sales",
+        )
+        .await
+        .unwrap_or_default();
+        if got == [format!("{}|{}", want.0, want.1)] {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut diagnosis = Vec::new();
+    for sql in [
+        "SELECT side, COUNT(*), SUM(quantity) FROM serving.sales_lines GROUP BY side",
+        "SELECT COUNT(*), MAX(commit_time) FROM speed.orders_changes",
+        "SELECT COUNT(*), MAX(commit_time) FROM speed.orderdetails_changes",
+        "SELECT kafka_partition, COUNT(*) FROM speed.orders_changes GROUP BY kafka_partition",
+    ] {
+        diagnosis.push(format!("{sql}: {:?}", try_lines(warehouse, sql).await));
+    }
+    panic!(
+        "serving.total_sales never showed {want:?}: {got:?}\n{}",
+        diagnosis.join("\n")
+    );
+}
+
+async fn batch_total(warehouse: &Warehouse) -> (i64, i64) {
+    let row = lines(
+        warehouse,
+        "SELECT total_sales_quantity, total_sales_amount FROM main_views.total_sales",
+    )
+    .await;
+    let cells: Vec<i64> = row[0]
+        .split('|')
+        .map(|c| c.parse().expect("number"))
+        .collect();
+    (cells[0], cells[1])
+}
+
+/// (quantity, amount) of one order on the source.
+async fn order_total(pool: &sqlx::AnyPool, order_id: i64) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT CAST(SUM(quantity) AS BIGINT), CAST(SUM(quantity * price) AS BIGINT) FROM orderdetails WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_one(pool)
+    .await
+    .expect("order total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unified_views_count_every_order_exactly_once() {
+    use rainbow_assets::generate::GenerateOptions;
+    use rainbow_assets::pipeline::{self, BATCH_JOB, PipelineSettings};
+    use rainbow_engine::{AssetGraph, Executor, RainbowConfig, RunOptions, Storage};
+
+    // A batch layer over a PostgreSQL Rainbow DB: a short history, extracted night by night.
+    let (url, _) = fresh_url(Backend::Postgres).await;
+    let home_dir = tempfile::tempdir().expect("home");
+    let home = home_dir.path();
+    // Four days ending the day before yesterday: yesterday is the next night's partition.
+    let start = chrono::Utc::now().date_naive() - chrono::Duration::days(5);
+    let mut settings = PipelineSettings::defaults(home);
+    settings.source_url = url.clone();
+    settings.start_date = start;
+    settings.end_date = Some(start + chrono::Duration::days(4));
+    settings.save(home).expect("settings");
+    let options = GenerateOptions {
+        start,
+        days: 4,
+        orders_per_day: 30,
+        seed: 5,
+    };
+    pipeline::replay(home, &settings, &options, 2, &|| {})
+        .await
+        .expect("the history replays");
+    let warehouse = Warehouse::open(&settings.warehouse, "main")
+        .await
+        .expect("warehouse");
+    let db = rainbow_db::connect(&url, 4).await.expect("connect");
+    let pool = db.pool.clone();
+
+    // The speed layer on the same source and warehouse.
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let kafka = KafkaSettings {
+        brokers: brokers(),
+        topic_prefix: format!("u{run}."),
+        partitions: 3,
+    };
+    let slot = format!("rainbow_test_{run}");
+    let cdc_settings = CdcSettings::rainbow_db(&url, &slot, kafka.clone());
+    let mut sink_settings = SinkSettings::rainbow_db(kafka.clone());
+    sink_settings.group_id = format!("rainbow-speed-{run}");
+    sink_settings.max_batch_wait = Duration::from_millis(200);
+    let cancel = CancellationToken::new();
+    let cdc_task = tokio::spawn({
+        let (settings, cancel) = (cdc_settings.clone(), cancel.clone());
+        async move { reported("cdc", cdc::run(&settings, cancel).await) }
+    });
+    let sink_task = tokio::spawn({
+        let (settings, cancel, warehouse) =
+            (sink_settings.clone(), cancel.clone(), warehouse.clone());
+        async move { reported("sink", sink::run(&settings, &warehouse, cancel).await) }
+    });
+
+    // Everything is absorbed: each unified analysis equals its batch view.
+    let before = batch_total(&warehouse).await;
+    unified_total(&warehouse, before).await;
+    for (name, columns) in ANALYSES {
+        assert_eq!(
+            analysis(&warehouse, "serving", name, columns).await,
+            analysis(&warehouse, "main_views", name, columns).await,
+            "{name}"
+        );
+    }
+
+    // An order through the orders API is in the unified total within seconds.
+    let router = rainbow_api::app(rainbow_api::AppState::new(db.clone()));
+    let body = serde_json::json!({"customerId": 2, "payment_id": 1,
+        "products": [{"productId": 3, "quantity": 2}, {"productId": 5, "quantity": 1}]});
+    let response = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::post("/api/v1/orders")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("request"),
+    )
+    .await
+    .expect("response");
+    assert_eq!(response.status(), axum::http::StatusCode::CREATED);
+    let order_id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .expect("new order");
+    let new = order_total(&pool, order_id).await;
+    let with_new = (before.0 + new.0, before.1 + new.1);
+    unified_total(&warehouse, with_new).await;
+    assert_eq!(
+        batch_total(&warehouse).await,
+        before,
+        "not in the batch yet"
+    );
+
+    // The night passes: the order becomes yesterday's (a new version of its rows, as a clock
+    // crossing midnight would leave it), still counted once.
+    let today = chrono::Utc::now().date_naive();
+    let yesterday = today - chrono::Duration::days(1);
+    let noon = yesterday
+        .and_hms_opt(12, 0, 0)
+        .expect("time")
+        .and_utc()
+        .timestamp_micros();
+    for table in ["orders", "orderdetails"] {
+        let key = if table == "orders" { "id" } else { "order_id" };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET created_at = $1, updated_at = $1 WHERE {key} = $2"
+        )))
+        .bind(noon)
+        .bind(order_id)
+        .execute(&pool)
+        .await
+        .expect("backdate");
+    }
+    unified_total(&warehouse, with_new).await;
+
+    // The nightly batch absorbs yesterday: the batch total grows, the unified one does not move.
+    settings.end_date = Some(today + chrono::Duration::days(1));
+    settings.save(home).expect("settings");
+    let graph = std::sync::Arc::new(
+        AssetGraph::build(pipeline::definitions(&settings).expect("definitions")).expect("graph"),
+    );
+    let storage = Storage::open_sqlite_dir(home).await.expect("storage");
+    let executor =
+        Executor::new(graph.clone(), storage, &RainbowConfig::default()).expect("executor");
+    let job = graph
+        .jobs()
+        .iter()
+        .find(|j| j.name == BATCH_JOB)
+        .expect("job")
+        .clone();
+    let selection = graph.select_job(&job).expect("selection");
+    let nightly = |day: chrono::NaiveDate| RunOptions {
+        partitions: vec![day.format("%Y-%m-%d").to_string()],
+        job_name: Some(BATCH_JOB.into()),
+        selection: "*".into(),
+        ..Default::default()
+    };
+    let result = executor
+        .materialize(&selection, nightly(yesterday), Default::default(), None)
+        .await
+        .expect("run");
+    assert!(result.success(), "{result:?}");
+    assert_eq!(
+        batch_total(&warehouse).await,
+        with_new,
+        "absorbed by the batch"
+    );
+    unified_total(&warehouse, with_new).await;
+
+    // A late write into a closed day: the master dataset refuses it, the unified total counts
+    // it once, and keeps counting it once.
+    let closed = (start + chrono::Duration::days(1))
+        .and_hms_opt(12, 0, 0)
+        .expect("time")
+        .and_utc()
+        .timestamp_micros();
+    let late_order: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (customer_id, payment_id, created_at, updated_at) VALUES (3, 1, $1, $1) RETURNING id",
+    )
+    .bind(closed)
+    .fetch_one(&pool)
+    .await
+    .expect("late order");
+    sqlx::query(
+        "INSERT INTO orderdetails (order_id, product_id, quantity, price, promotion_id, created_at, updated_at) \
+         VALUES ($1, 4, 3, 1000, NULL, $2, $2)",
+    )
+    .bind(late_order)
+    .bind(closed)
+    .execute(&pool)
+    .await
+    .expect("late line");
+    let with_late = (with_new.0 + 3, with_new.1 + 3_000);
+    unified_total(&warehouse, with_late).await;
+    let refused = executor
+        .materialize(
+            &selection,
+            nightly(start + chrono::Duration::days(1)),
+            Default::default(),
+            None,
+        )
+        .await
+        .expect("run");
+    assert!(!refused.success(), "the closed day is immutable");
+    assert_eq!(batch_total(&warehouse).await, with_new);
+    unified_total(&warehouse, with_late).await;
+    let lag = lines(&warehouse, "SELECT lag_ms >= 0 FROM serving.freshness").await;
+    assert_eq!(lag, ["true"]);
+
+    cancel.cancel();
+    cdc_task.await.expect("join").expect("cdc");
+    sink_task.await.expect("join").expect("sink");
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(&slot)
+        .execute(&pool)
+        .await
+        .expect("drop the slot");
+}

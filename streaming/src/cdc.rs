@@ -255,7 +255,7 @@ async fn ensure_slot(
             .fetch_one(pool)
             .await
             .map_err(StreamingError::db(format!(
-                "creating the replication slot {} (is the wal2json plugin installed?)",
+                "creating the replication slot {} with the wal2json plugin",
                 settings.slot
             )))?;
         tracing::info!(slot = %settings.slot, "replication slot created");

@@ -17,6 +17,7 @@
 //! - [`sink`]: reads the topics from the offsets recorded in the speed tables (Delta
 //!   application transactions written in the same commit as the rows), so a crash neither
 //!   loses nor duplicates an effect; malformed messages go to a dead-letter topic.
+//! - [`serving`]: the unified views (batch ∪ speed, each order counted once by row version).
 //! - [`kafka`]: client settings and topic creation.
 //!
 //! Invariant: every change is identified by `(commit_lsn, lsn)`; replays carry the same pair,
@@ -26,6 +27,7 @@ pub mod cdc;
 pub mod config;
 pub mod envelope;
 pub mod kafka;
+pub mod serving;
 pub mod sink;
 
 /// The Kafka client this crate is built on (tests and tools produce and read with it).

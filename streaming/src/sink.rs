@@ -147,18 +147,8 @@ pub async fn run(
         .map_err(StreamingError::kafka("creating the Kafka consumer"))?;
     let mut assignment = TopicPartitionList::new();
     for (topic, table) in &topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(StreamingError::kafka(format!(
-                "reading the partitions of {topic}"
-            )))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
-        for partition in 0..i32::try_from(partitions).unwrap_or(0) {
+        let partitions = partition_count(&consumer, topic, kafka.partitions).await?;
+        for partition in 0..partitions {
             let next = warehouse
                 .transaction_version(
                     SPEED_SCHEMA,
@@ -181,8 +171,19 @@ pub async fn run(
         .map_err(StreamingError::kafka("assigning partitions"))?;
     let producer = kafka.producer()?;
     let mut stats = SinkStats::default();
+    // The unified views need the batch layer's tables too: created once both exist.
+    let mut serving_ready = false;
+    let mut serving_checked: Option<Instant> = None;
 
     while !cancel.is_cancelled() {
+        if !serving_ready && serving_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            serving_checked = Some(Instant::now());
+            if crate::serving::batch_ready(warehouse) {
+                crate::serving::create_views(warehouse).await?;
+                serving_ready = true;
+                tracing::info!("unified views created in the serving schema");
+            }
+        }
         let mut batch: BTreeMap<String, TableBatch> = BTreeMap::new();
         let mut count = 0usize;
         let mut first: Option<Instant> = None;
@@ -316,6 +317,37 @@ pub async fn run(
         }
     }
     Ok(stats)
+}
+
+/// How many partitions `topic` has. Right after a topic is created the broker's metadata may
+/// list fewer partitions than it will have; a partition left out of the assignment would never
+/// be read, so this waits (≤ 30 s) until at least `expected` are listed, then takes what there
+/// is (a topic made elsewhere with fewer partitions).
+async fn partition_count(consumer: &StreamConsumer, topic: &str, expected: i32) -> Result<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(StreamingError::kafka(format!(
+                "reading the partitions of {topic}"
+            )))?;
+        let listed = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| {
+                i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)
+            });
+        if listed >= expected || (listed > 0 && Instant::now() >= deadline) {
+            return Ok(listed);
+        }
+        if Instant::now() >= deadline {
+            return Err(StreamingError::Setup(format!(
+                "the topic {topic} has no partitions after 30 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Creates the change table (empty) and, for a Rainbow DB table, its current-state view.

@@ -79,15 +79,33 @@ async fn drop_stale_databases(pool: &sqlx::AnyPool) {
             .await
             .unwrap_or_default();
     let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for (name,) in names {
-        let created = uuid::Uuid::parse_str(name.trim_start_matches("rainbow_test_"))
+    let created = |name: &str| {
+        uuid::Uuid::parse_str(name.trim_start_matches("rainbow_test_"))
             .ok()
             .and_then(|id| id.get_timestamp())
             .map(|t| {
                 let (secs, nanos) = t.to_unix();
                 std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
-            });
-        if created.is_some_and(|c| c < hour_ago) {
+            })
+    };
+    // Replication slots of earlier runs' speed-layer tests (a failed test leaves its slot,
+    // which holds WAL and a slot of the server's few, and keeps its database from dropping).
+    let slots: Vec<(String,)> = sqlx::query_as(
+        "SELECT slot_name::text FROM pg_replication_slots WHERE slot_name LIKE 'rainbow_test_%' AND NOT active",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    for (slot,) in slots {
+        if created(&slot).is_some_and(|c| c < hour_ago) {
+            let _ = sqlx::query("SELECT pg_drop_replication_slot($1)")
+                .bind(&slot)
+                .execute(pool)
+                .await;
+        }
+    }
+    for (name,) in names {
+        if created(&name).is_some_and(|c| c < hour_ago) {
             let _ = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}")))
                 .execute(pool)
                 .await;

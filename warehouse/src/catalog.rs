@@ -1,7 +1,8 @@
 //! The warehouse catalog: schemas are directories under the warehouse location, tables are
 //! Delta Lake tables (`<schema>/<name>/_delta_log`), views are BigQuery SQL definitions
 //! (`<schema>/<name>.view.sql`). DataFusion resolves names through [`WarehouseCatalog`];
-//! a view is planned each time it is resolved, so it always reads its tables' latest version.
+//! a view is planned each time it is resolved, and a table's cached snapshot is used only while
+//! no newer version was committed, so every query reads the latest version of every table.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock, Weak};
@@ -16,13 +17,23 @@ use url::Url;
 /// What a name in a schema is.
 #[derive(Debug, Clone)]
 pub(crate) enum Relation {
-    /// A Delta table; its provider once loaded (a snapshot of one version).
-    Table(Option<Arc<dyn TableProvider>>),
+    /// A Delta table; once loaded, its provider (a snapshot of one version) and the table
+    /// handle that says whether a newer version was committed since (by this process or
+    /// another: the batch layer, the speed sink, a second `rainbow` command).
+    Table(Option<LoadedTable>),
     /// A view: its BigQuery SQL.
     View(String),
     /// Parquet files under a directory URL (Hive-style `key=value/` folders become columns),
     /// read in place: the master dataset seen from the warehouse.
     External(String),
+}
+
+/// A loaded Delta table: the provider of `version` and the handle to look for newer ones.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedTable {
+    provider: Arc<dyn TableProvider>,
+    table: DeltaTable,
+    version: deltalake::kernel::Version,
 }
 
 /// The kind of a relation, as dbt calls it.
@@ -155,22 +166,26 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
-/// Loads the Delta table at `url` as a table provider registered with the session.
-pub(crate) async fn delta_provider(
+/// Loads the Delta table at `url` with its provider registered with the session.
+async fn load_delta(
     url: Url,
     context: Option<&SessionContext>,
-) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+) -> Result<Option<LoadedTable>, DataFusionError> {
     let table = DeltaTable::try_from_url(url).await.map_err(external)?;
-    if table.version().is_none() {
+    let Some(version) = table.version() else {
         return Ok(None);
-    }
+    };
     if let Some(context) = context {
         table
             .update_datafusion_session(&context.state())
             .map_err(external)?;
     }
     let provider = table.table_provider().await.map_err(external)?;
-    Ok(Some(provider))
+    Ok(Some(LoadedTable {
+        provider,
+        table,
+        version,
+    }))
 }
 
 /// A listing table over the Parquet files under `location`; first-level `key=value` folders
@@ -219,12 +234,20 @@ impl SchemaProvider for WarehouseSchema {
         let context = self.shared.context.get().and_then(Weak::upgrade);
         match self.get(name) {
             None => Ok(None),
-            Some(Relation::Table(Some(provider))) => Ok(Some(provider)),
-            Some(Relation::Table(None)) => {
+            Some(Relation::Table(cached)) => {
+                // A cached snapshot serves as long as no newer version was committed: a
+                // long-lived process (the UI, the speed sink) must never read a stale table.
+                if let Some(loaded) = &cached {
+                    let latest = loaded.table.get_latest_version().await.map_err(external)?;
+                    if latest == loaded.version {
+                        return Ok(Some(loaded.provider.clone()));
+                    }
+                }
                 let url = self.shared.table_url(&self.name, name).map_err(external)?;
-                let provider = delta_provider(url, context.as_deref()).await?;
-                if let Some(p) = &provider {
-                    self.set(name, Relation::Table(Some(p.clone())));
+                let loaded = load_delta(url, context.as_deref()).await?;
+                let provider = loaded.as_ref().map(|l| l.provider.clone());
+                if let Some(l) = loaded {
+                    self.set(name, Relation::Table(Some(l)));
                 }
                 Ok(provider)
             }

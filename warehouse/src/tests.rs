@@ -210,6 +210,33 @@ async fn tables_and_views_survive_reopening_and_backticks_resolve() {
 }
 
 #[tokio::test]
+async fn a_long_lived_warehouse_sees_what_another_process_committed() {
+    let (dir, reader) = warehouse().await;
+    reader
+        .execute("CREATE TABLE main.t AS SELECT 1 AS x", "setup")
+        .await
+        .expect("create");
+    assert_eq!(one(&reader, "SELECT SUM(x) FROM main.t").await, "1");
+    // Another process (the batch layer, the speed sink) appends and replaces.
+    let writer = Warehouse::open(dir.path().to_str().expect("utf-8"), "main")
+        .await
+        .expect("open");
+    writer
+        .execute("INSERT INTO main.t SELECT 2", "append")
+        .await
+        .expect("append");
+    assert_eq!(one(&reader, "SELECT SUM(x) FROM main.t").await, "3");
+    writer
+        .execute(
+            "CREATE OR REPLACE TABLE main.t AS SELECT 10 AS x",
+            "replace",
+        )
+        .await
+        .expect("replace");
+    assert_eq!(one(&reader, "SELECT SUM(x) FROM main.t").await, "10");
+}
+
+#[tokio::test]
 async fn a_failed_replace_leaves_the_previous_table_readable() {
     let (dir, wh) = warehouse().await;
     wh.execute(
