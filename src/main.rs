@@ -67,6 +67,9 @@ enum Bench {
     Pipeline(demo::BenchArgs),
     /// Server time of the UI's lineage, asset and partitions pages at 1,000 and 10,000 assets.
     Ui(ui::BenchUiArgs),
+    /// The speed layer end to end: PostgreSQL commit → visible in the speed tables (latency at a
+    /// steady rate, then burst throughput).
+    Cdc(stream::BenchCdcArgs),
 }
 
 /// mimalloc: building a model allocates and frees many small buffers (plans, Arrow arrays,
@@ -106,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),
             Bench::Pipeline(args) => demo::bench(args).await,
             Bench::Ui(args) => ui::bench(args).await,
+            Bench::Cdc(args) => stream::bench(args).await,
         },
     }
 }

@@ -123,3 +123,51 @@ pub async fn speed(global: &GlobalArgs, args: &SpeedArgs) -> anyhow::Result<Exit
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `rainbow bench cdc`'s options.
+#[derive(Debug, Args)]
+pub struct BenchCdcArgs {
+    /// Admin URL of a PostgreSQL server with wal2json and `wal_level=logical` (a database is
+    /// created for the run and dropped after).
+    #[arg(long, env = "RAINBOW_TEST_POSTGRES_URL")]
+    postgres: String,
+    /// Kafka brokers.
+    #[arg(long, env = "RAINBOW_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Changes per second in the steady phase.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    rate: u32,
+    /// Seconds of steady load.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    seconds: u32,
+    /// Changes per transaction.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    per_transaction: u32,
+    /// Changes in the burst phase.
+    #[arg(long, default_value_t = 200_000)]
+    burst: u32,
+}
+
+/// `rainbow bench cdc`: a table, then one JSON line.
+pub async fn bench(args: &BenchCdcArgs) -> anyhow::Result<ExitCode> {
+    let report = rainbow_streaming::bench::run(&rainbow_streaming::bench::BenchOptions {
+        postgres: args.postgres.clone(),
+        brokers: args.brokers.clone(),
+        rate: args.rate,
+        seconds: args.seconds,
+        per_transaction: args.per_transaction,
+        burst: args.burst,
+    })
+    .await
+    .context("the CDC benchmark")?;
+    println!(
+        "steady: {} changes at {}/s offered: commit → visible p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        report.steady_changes, report.offered_rate, report.p50_ms, report.p99_ms, report.max_ms
+    );
+    println!(
+        "burst: {} changes end to end at {:.0} changes/s",
+        report.burst_changes, report.burst_changes_per_s
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -553,3 +553,174 @@ async fn unified_views_count_every_order_exactly_once() {
         .await
         .expect("drop the slot");
 }
+
+/// Starts `rainbow <command>` in `home`, its output in `<home>/<command>.log`.
+fn start(home: &std::path::Path, command: &str) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join(format!("{command}.log")))
+        .expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_rainbow"))
+        .arg(command)
+        .env("RAINBOW_HOME", home)
+        .env_remove("RAINBOW_KAFKA_BROKERS")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start rainbow")
+}
+
+/// The source's customers as `id|name|city|updated_at` lines, by id.
+async fn customer_versions(pool: &sqlx::AnyPool) -> Vec<String> {
+    let rows: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT id, name, city, updated_at FROM customers ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("source rows");
+    rows.into_iter()
+        .map(|(id, name, city, at)| format!("{id}|{name}|{city}|{at}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_processes_lose_nothing_and_apply_nothing_twice() {
+    let (url, _) = fresh_url(Backend::Postgres).await;
+    let db = rainbow_db::connect(&url, 4).await.expect("connect");
+    rainbow_db::source::migrate(&db).await.expect("migrate");
+    let pool = db.pool.clone();
+    let home_dir = tempfile::tempdir().expect("home");
+    let home = home_dir.path();
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let slot = format!("rainbow_test_{run}");
+    std::fs::write(
+        home.join("rainbow.toml"),
+        format!(
+            "[pipeline]\nsource_url = \"{url}\"\nlake = \"{lake}\"\nwarehouse = \"{wh}\"\n\
+             start_date = \"2026-01-01\"\n\n[streaming]\nbrokers = \"{brokers}\"\n\
+             topic_prefix = \"k{run}.\"\nslot = \"{slot}\"\ncdc_batch_size = 300\n\
+             sink_max_batch_wait_ms = 100\n",
+            lake = home.join("lake").display(),
+            wh = home.join("warehouse").display(),
+            brokers = brokers(),
+        ),
+    )
+    .expect("config");
+    let mut cdc = start(home, "cdc");
+    let mut speed = start(home, "speed");
+    let warehouse = Warehouse::open(home.join("warehouse").to_str().expect("utf-8"), "main")
+        .await
+        .expect("warehouse");
+    // Both are up when a first change arrives end to end.
+    insert_customer(&pool, "first").await;
+    let mut up = Err(String::new());
+    for _ in 0..240 {
+        up = try_lines(&warehouse, "SELECT COUNT(*) FROM speed.customers")
+            .await
+            .map_err(|e| e.to_string());
+        if up.as_ref().is_ok_and(|r| r == &["1"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !up.as_ref().is_ok_and(|r| r == &["1"]) {
+        let logs = ["cdc", "speed"]
+            .map(|c| std::fs::read_to_string(home.join(format!("{c}.log"))).unwrap_or_default());
+        panic!(
+            "the first change never arrived: {up:?}\n{}\n{}",
+            logs[0], logs[1]
+        );
+    }
+
+    // Thousands of changes in small transactions; kill -9 the CDC process, later the sink, in
+    // the middle of the stream, and start each again.
+    for round in 0..60i64 {
+        let now = chrono::Utc::now().timestamp_micros();
+        let rows = (0..50)
+            .map(|i| format!("('c{round}-{i}', 'c{round}-{i}@example.com', 'Huế', {now}, {now})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO customers (name, email, city, created_at, updated_at) VALUES {rows}"
+        )))
+        .execute(&pool)
+        .await
+        .expect("insert");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE customers SET name = 'v{round}', updated_at = {now} + 1 WHERE id % 7 = {}",
+            round % 7
+        )))
+        .execute(&pool)
+        .await
+        .expect("update");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM customers WHERE id % 97 = {}",
+            round % 97
+        )))
+        .execute(&pool)
+        .await
+        .expect("delete");
+        if round == 20 {
+            cdc.kill().expect("kill -9 the CDC process");
+            cdc.wait().expect("reap");
+            cdc = start(home, "cdc");
+        }
+        if round == 40 {
+            speed.kill().expect("kill -9 the sink");
+            speed.wait().expect("reap");
+            speed = start(home, "speed");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every speed table equals the source row by row.
+    let want = customer_versions(&pool).await;
+    assert!(want.len() > 1_500, "{}", want.len());
+    let mut got = Vec::new();
+    for _ in 0..480 {
+        got = try_lines(
+            &warehouse,
+            "SELECT id, name, city, updated_at FROM speed.customers ORDER BY id",
+        )
+        .await
+        .unwrap_or_default();
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if got != want {
+        let logs = ["cdc", "speed"]
+            .map(|c| std::fs::read_to_string(home.join(format!("{c}.log"))).unwrap_or_default());
+        panic!(
+            "the speed view differs from the source ({} vs {} rows)\n{}\n{}",
+            got.len(),
+            want.len(),
+            logs[0],
+            logs[1]
+        );
+    }
+    // No Kafka message was written twice, though the sink was killed mid-stream.
+    assert_eq!(
+        lines(
+            &warehouse,
+            "SELECT COUNT(*) = COUNT(DISTINCT CONCAT(CAST(kafka_partition AS STRING), '/', CAST(kafka_offset AS STRING))) FROM speed.customers_changes",
+        )
+        .await,
+        ["true"]
+    );
+
+    for child in [&mut cdc, &mut speed] {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().expect("stopped");
+    }
+    let log = std::fs::read_to_string(home.join("speed.log")).unwrap_or_default();
+    assert!(log.contains("stopped:"), "{log}");
+    sqlx::query("SELECT pg_drop_replication_slot($1)")
+        .bind(&slot)
+        .execute(&pool)
+        .await
+        .expect("drop the slot");
+}

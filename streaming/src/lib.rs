@@ -23,6 +23,7 @@
 //! Invariant: every change is identified by `(commit_lsn, lsn)`; replays carry the same pair,
 //! and readers keep the newest pair per primary key, so applying a change twice has no effect.
 
+pub mod bench;
 pub mod cdc;
 pub mod config;
 pub mod envelope;

@@ -60,6 +60,9 @@ pub struct SinkSettings {
     pub max_batch_rows: usize,
     /// How long a micro-batch waits for more events after its first.
     pub max_batch_wait: Duration,
+    /// Told the total of change events written after every commit (what is visible in the
+    /// speed tables): benchmarks and monitors watch it.
+    pub progress: Option<tokio::sync::watch::Sender<u64>>,
 }
 
 impl SinkSettings {
@@ -74,6 +77,7 @@ impl SinkSettings {
             group_id: "rainbow-speed".into(),
             max_batch_rows: 10_000,
             max_batch_wait: Duration::from_millis(500),
+            progress: None,
         }
     }
 }
@@ -309,6 +313,9 @@ pub async fn run(
                 )))?;
             stats.events += n;
             stats.commits += 1;
+            if let Some(progress) = &settings.progress {
+                progress.send_replace(stats.events);
+            }
         }
         if committed.count() > 0
             && let Err(e) = consumer.commit(&committed, CommitMode::Async)

@@ -46,6 +46,10 @@ impl Warehouse {
         context: &str,
     ) -> Result<Vec<RecordBatch>> {
         expand_wildcards(self.context(), &mut statement, context)?;
+        if qualify_names(self.context(), &mut statement.clone()).is_some() {
+            // Perhaps created by another process since this one read the directory.
+            self.refresh_catalog().await?;
+        }
         if let Some(missing) = qualify_names(self.context(), &mut statement) {
             return Err(self.unknown(&missing));
         }

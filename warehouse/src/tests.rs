@@ -234,6 +234,19 @@ async fn a_long_lived_warehouse_sees_what_another_process_committed() {
         .await
         .expect("replace");
     assert_eq!(one(&reader, "SELECT SUM(x) FROM main.t").await, "10");
+    // New relations, in a new schema too, are found without reopening.
+    writer
+        .execute(
+            "CREATE TABLE fresh.u AS SELECT 5 AS y; CREATE VIEW fresh.v AS SELECT y + 1 AS z FROM fresh.u",
+            "create",
+        )
+        .await
+        .expect("create");
+    assert_eq!(one(&reader, "SELECT z FROM fresh.v").await, "6");
+    reader
+        .execute("CREATE TABLE main.w AS SELECT y FROM fresh.u", "read it")
+        .await
+        .expect("a statement reading a relation made elsewhere");
 }
 
 #[tokio::test]

@@ -245,9 +245,17 @@ impl Warehouse {
         self.catalog.all_names()
     }
 
-    /// Plans one BigQuery query.
+    /// Plans one BigQuery query. A name this process does not know yet makes it read the
+    /// directory again first (another process — the batch layer, the speed sink — may have
+    /// created it since), so a long-lived process finds new relations.
     pub async fn plan(&self, sql: &str, context: &str) -> Result<LogicalPlan> {
-        plan_query(&self.context, sql, context).await
+        match plan_query(&self.context, sql, context).await {
+            Err(WarehouseError::UnknownRelation { .. }) => {
+                self.scan().await?;
+                plan_query(&self.context, sql, context).await
+            }
+            other => other,
+        }
     }
 
     /// One BigQuery query as a DataFrame.
