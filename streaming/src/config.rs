@@ -12,6 +12,7 @@
 //! sink_group = "rainbow-speed" # consumer group (monitoring)
 //! sink_max_batch_rows = 10000  # events per micro-batch
 //! sink_max_batch_wait_ms = 500 # a micro-batch's wait after its first event
+//! sink_compact_every_s = 300   # fold the change tables to the newest event per key; 0: never
 //! ```
 
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct StreamingConfig {
     pub sink_max_batch_rows: usize,
     /// A micro-batch's wait after its first event, ms.
     pub sink_max_batch_wait_ms: u64,
+    /// Seconds between compactions of the change tables (0: never).
+    pub sink_compact_every_s: u64,
 }
 
 impl Default for StreamingConfig {
@@ -59,6 +62,7 @@ impl Default for StreamingConfig {
             sink_group: "rainbow-speed".into(),
             sink_max_batch_rows: 10_000,
             sink_max_batch_wait_ms: 500,
+            sink_compact_every_s: 300,
         }
     }
 }
@@ -125,6 +129,8 @@ impl StreamingConfig {
         settings.group_id = self.sink_group.clone();
         settings.max_batch_rows = self.sink_max_batch_rows;
         settings.max_batch_wait = Duration::from_millis(self.sink_max_batch_wait_ms);
+        settings.compact_every =
+            (self.sink_compact_every_s > 0).then(|| Duration::from_secs(self.sink_compact_every_s));
         settings
     }
 }

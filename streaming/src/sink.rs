@@ -63,6 +63,9 @@ pub struct SinkSettings {
     /// Told the total of change events written after every commit (what is visible in the
     /// speed tables): benchmarks and monitors watch it.
     pub progress: Option<tokio::sync::watch::Sender<u64>>,
+    /// How often the change tables are folded to the newest event per key ([`compact`]);
+    /// `None`: never.
+    pub compact_every: Option<Duration>,
 }
 
 impl SinkSettings {
@@ -78,6 +81,7 @@ impl SinkSettings {
             max_batch_rows: 10_000,
             max_batch_wait: Duration::from_millis(500),
             progress: None,
+            compact_every: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -175,6 +179,7 @@ pub async fn run(
         .map_err(StreamingError::kafka("assigning partitions"))?;
     let producer = kafka.producer()?;
     let mut stats = SinkStats::default();
+    let mut compacted = Instant::now();
     // The unified views need the batch layer's tables too: created once both exist.
     let mut serving_ready = false;
     let mut serving_checked: Option<Instant> = None;
@@ -322,8 +327,64 @@ pub async fn run(
         {
             tracing::debug!(error = %e, "committing consumer offsets (monitoring only) failed");
         }
+        // Between micro-batches, so no append races the rewrite.
+        if settings
+            .compact_every
+            .is_some_and(|every| compacted.elapsed() >= every)
+        {
+            compacted = Instant::now();
+            let removed = compact(warehouse, &settings.tables).await?;
+            tracing::info!(removed, "change tables folded to the newest event per key");
+        }
     }
     Ok(stats)
+}
+
+/// Folds every change table to the newest event per key (Debezium's log compaction, done on
+/// the speed tables): what the current-state and unified views read is unchanged, the rows of
+/// superseded versions and the small files of many micro-batches go. The offsets recorded in
+/// the tables (Delta application transactions) stay. Returns the rows removed.
+///
+/// Rows the batch layer has absorbed are kept: the unified views read the speed side's
+/// current rows (products, payments, promotions) for the orders they serve.
+pub async fn compact(warehouse: &Warehouse, tables: &[String]) -> Result<u64> {
+    let mut removed = 0u64;
+    for table in tables {
+        let name = changes_table(table);
+        let what = format!("counting {SPEED_SCHEMA}.{name}");
+        let before = warehouse
+            .count(
+                &format!("SELECT COUNT(*) FROM {SPEED_SCHEMA}.{name}"),
+                "compaction",
+            )
+            .await
+            .map_err(StreamingError::warehouse(what.clone()))?;
+        let keys = warehouse
+            .count(
+                &format!("SELECT COUNT(DISTINCT key) FROM {SPEED_SCHEMA}.{name}"),
+                "compaction",
+            )
+            .await
+            .map_err(StreamingError::warehouse(what))?;
+        if before == keys {
+            continue;
+        }
+        warehouse
+            .execute(
+                &format!(
+                    "CREATE OR REPLACE TABLE {SPEED_SCHEMA}.{name} AS SELECT * FROM \
+                     {SPEED_SCHEMA}.{name} WHERE TRUE QUALIFY ROW_NUMBER() OVER \
+                     (PARTITION BY key ORDER BY commit_lsn DESC, lsn DESC) = 1"
+                ),
+                &format!("compacting {SPEED_SCHEMA}.{name}"),
+            )
+            .await
+            .map_err(StreamingError::warehouse(format!(
+                "compacting {SPEED_SCHEMA}.{name}"
+            )))?;
+        removed += u64::try_from(before - keys).unwrap_or(0);
+    }
+    Ok(removed)
 }
 
 /// How many partitions `topic` has. Right after a topic is created the broker's metadata may
