@@ -496,6 +496,8 @@ async fn unified_views_count_every_order_exactly_once() {
         before,
         "not in the batch yet"
     );
+    let speed_only = "SELECT total_sales_quantity FROM serving.speed_total_sales";
+    assert_eq!(lines(&warehouse, speed_only).await, [new.0.to_string()]);
 
     // The night passes: the order becomes yesterday's (a new version of its rows, as a clock
     // crossing midnight would leave it), still counted once.
@@ -552,6 +554,29 @@ async fn unified_views_count_every_order_exactly_once() {
         "absorbed by the batch"
     );
     unified_total(&warehouse, with_new).await;
+    assert_eq!(
+        lines(&warehouse, speed_only).await,
+        ["NULL"],
+        "nothing left to the speed side"
+    );
+    // A product renamed at the source: the speed layer has it at once.
+    sqlx::query(
+        "UPDATE products SET name = 'Áo dài mới', updated_at = updated_at + 1 WHERE id = 3",
+    )
+    .execute(&pool)
+    .await
+    .expect("rename");
+    let mut renamed = Vec::new();
+    for _ in 0..240 {
+        renamed = try_lines(&warehouse, "SELECT name FROM speed.products WHERE id = 3")
+            .await
+            .unwrap_or_default();
+        if renamed == ["Áo dài mới"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(renamed, ["Áo dài mới"]);
 
     // A late write into a closed day: the master dataset refuses it, the unified total counts
     // it once, and keeps counting it once.

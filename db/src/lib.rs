@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Row};
 
@@ -151,13 +152,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Database, DbErro
         }),
         Backend::Postgres => options,
     };
+    let connect_error = |source| DbError::Connect {
+        url: redact(url),
+        source,
+    };
+    // Whole-table reads (the extract, the CDC snapshot) legitimately take seconds: only a
+    // statement slower than 10 s is worth a warning.
+    let connect_options = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(url)
+        .map_err(connect_error)?
+        .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(10));
     let pool = options
-        .connect(url)
+        .connect_with(connect_options)
         .await
-        .map_err(|source| DbError::Connect {
-            url: redact(url),
-            source,
-        })?;
+        .map_err(connect_error)?;
     Ok(Database { pool, backend })
 }
 

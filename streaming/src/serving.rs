@@ -20,8 +20,9 @@
 //! customer, payment method, seller and category as of the order, quantity, amounts, and the
 //! side it came from), then `total_sales`, `sales_by_day_of_week`, `top_sellers`,
 //! `top_profitable_products_by_category`, `payment_method_distribution`, `customer_ranking`
-//! with the batch views' columns, and `freshness` (the newest change served and the data lag
-//! in ms). They are created once both the batch layer's tables and the speed tables exist.
+//! with the batch views' columns, the same six as `speed_<name>` over the speed side only
+//! (what the batch layer has not absorbed yet), and `freshness` (the newest change served and
+//! the data lag in ms). They are created once both the batch layer's tables and the speed tables exist.
 
 use rainbow_warehouse::Warehouse;
 
@@ -44,7 +45,7 @@ pub fn batch_ready(warehouse: &Warehouse) -> bool {
 }
 
 /// (name, SQL) of every unified view, in creation order.
-pub fn views() -> Vec<(&'static str, String)> {
+pub fn views() -> Vec<(String, String)> {
     let latest = |table: &str, columns: &str| {
         format!(
             "SELECT {columns}, op, COALESCE(CAST(JSON_VALUE(after, '$.updated_at') AS INT64), \
@@ -133,7 +134,35 @@ SELECT * FROM batch_side
 UNION ALL
 SELECT * FROM speed_side"
     );
-    let lines = format!("{SERVING_SCHEMA}.sales_lines");
+    let mut views = vec![("sales_lines".to_owned(), sales_lines)];
+    views.extend(
+        analyses(&format!("{SERVING_SCHEMA}.sales_lines"))
+            .into_iter()
+            .map(|(name, sql)| (name.to_owned(), sql)),
+    );
+    // The speed views: the same analyses over what the batch layer has not absorbed yet.
+    views.extend(
+        analyses(&format!(
+            "(SELECT * FROM {SERVING_SCHEMA}.sales_lines WHERE side = 'speed')"
+        ))
+        .into_iter()
+        .map(|(name, sql)| (format!("speed_{name}"), sql)),
+    );
+    views.push((
+        "freshness".to_owned(),
+        format!(
+            "SELECT MAX(commit_time) AS newest_change, \
+                 TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), MAX(commit_time), MILLISECOND) AS lag_ms \
+                 FROM (SELECT commit_time FROM {SPEED_SCHEMA}.orders_changes \
+                 UNION ALL SELECT commit_time FROM {SPEED_SCHEMA}.orderdetails_changes) AS changes"
+        ),
+    ));
+    views
+}
+
+/// The six analyses (the batch views' columns) over the sales lines `lines` (a relation or
+/// a parenthesized query).
+fn analyses(lines: &str) -> Vec<(&'static str, String)> {
     // Current names: the source's newest (the speed layer's snapshot holds every row), else
     // the batch layer's current dimension row.
     let name_of = |speed: &str, dim: &str, id: &str| {
@@ -143,7 +172,6 @@ SELECT * FROM speed_side"
         )
     };
     vec![
-        ("sales_lines", sales_lines),
         (
             "total_sales",
             format!(
@@ -208,15 +236,6 @@ QUALIFY ROW_NUMBER() OVER (PARTITION BY category_id ORDER BY profit DESC, produc
                  RANK() OVER (ORDER BY SUM(l.sales_amount) DESC) AS customer_rank \
                  FROM {lines} AS l {} GROUP BY l.customer_id",
                 name_of("customers", "dim_customers", "customer_id")
-            ),
-        ),
-        (
-            "freshness",
-            format!(
-                "SELECT MAX(commit_time) AS newest_change, \
-                 TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), MAX(commit_time), MILLISECOND) AS lag_ms \
-                 FROM (SELECT commit_time FROM {SPEED_SCHEMA}.orders_changes \
-                 UNION ALL SELECT commit_time FROM {SPEED_SCHEMA}.orderdetails_changes) AS changes"
             ),
         ),
     ]

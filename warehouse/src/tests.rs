@@ -234,6 +234,32 @@ async fn a_long_lived_warehouse_sees_what_another_process_committed() {
         .await
         .expect("replace");
     assert_eq!(one(&reader, "SELECT SUM(x) FROM main.t").await, "10");
+    // A new file under an external table's directory (the extract's next day) is read.
+    let raw = dir.path().join("lake_for_test").join("orders");
+    for (day, n) in [("2026-01-01", 1), ("2026-01-02", 2)] {
+        let folder = raw.join(format!("dt={day}"));
+        std::fs::create_dir_all(&folder).expect("folder");
+        let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([(
+            "n",
+            std::sync::Arc::new(datafusion::arrow::array::Int64Array::from(vec![n]))
+                as datafusion::arrow::array::ArrayRef,
+        )])
+        .expect("batch");
+        let file = std::fs::File::create(folder.join("part.parquet")).expect("file");
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+                .expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        if day == "2026-01-01" {
+            reader
+                .create_external_table("raw", "orders", raw.to_str().expect("utf-8"))
+                .await
+                .expect("external");
+            assert_eq!(one(&reader, "SELECT SUM(n) FROM raw.orders").await, "1");
+        }
+    }
+    assert_eq!(one(&reader, "SELECT SUM(n) FROM raw.orders").await, "3");
     // New relations, in a new schema too, are found without reopening.
     writer
         .execute(

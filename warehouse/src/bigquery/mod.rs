@@ -77,8 +77,19 @@ pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()>
 
 /// A DataFusion session state that plans BigQuery types, operators and functions.
 pub fn session_state(config: SessionConfig) -> Result<SessionState> {
+    // No cached directory listings: DataFusion keeps them forever by default, so a
+    // long-lived process (the daemon, the UI, the speed sink) would never see a day the
+    // extract added to the master dataset.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()
+        .map_err(WarehouseError::datafusion("building the runtime"))?;
     let mut state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_type_planner(Arc::new(planner::BigQueryTypes))
         // Delta Lake's writes and merges plan their own extension nodes.
