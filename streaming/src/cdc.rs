@@ -76,14 +76,19 @@ pub struct CdcStats {
 
 /// Runs the CDC loop until `cancel` fires (between batches); returns what it did.
 pub async fn run(settings: &CdcSettings, cancel: CancellationToken) -> Result<CdcStats> {
+    if !matches!(
+        rainbow_db::backend_of(&settings.database_url),
+        Ok(rainbow_db::Backend::Postgres)
+    ) {
+        return Err(StreamingError::Setup(format!(
+            "the Rainbow DB must be on PostgreSQL (a postgres:// URL in [pipeline] \
+             source_url) to capture its changes; it is {}",
+            rainbow_db::redact(&settings.database_url)
+        )));
+    }
     let db = rainbow_db::connect(&settings.database_url, 2)
         .await
         .map_err(StreamingError::Connect)?;
-    if db.backend != rainbow_db::Backend::Postgres {
-        return Err(StreamingError::Setup(
-            "change data capture needs the Rainbow DB on PostgreSQL (a postgres:// URL)".into(),
-        ));
-    }
     let pool = &db.pool;
     let wal_level: String = sqlx::query_scalar("SELECT current_setting('wal_level')")
         .fetch_one(pool)

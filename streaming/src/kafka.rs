@@ -76,7 +76,10 @@ impl KafkaSettings {
         let results = admin
             .create_topics(&new, &options)
             .await
-            .map_err(StreamingError::kafka("creating topics"))?;
+            .map_err(StreamingError::kafka(format!(
+                "creating topics on the brokers {} (is a Kafka broker running there?)",
+                self.brokers
+            )))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
