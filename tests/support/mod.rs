@@ -221,11 +221,18 @@ pub fn materialized(events: &[rainbow_engine::Event], key: &str) -> bool {
 
 /// Every row of a warehouse statement's result, cells joined by `|` (NULL as `NULL`).
 pub async fn warehouse_rows(wh: &rainbow_warehouse::Warehouse, sql: &str) -> Vec<String> {
-    use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let batches = wh
-        .execute(sql, "test")
+    try_warehouse_rows(wh, sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// [`warehouse_rows`], or the warehouse's error.
+pub async fn try_warehouse_rows(
+    wh: &rainbow_warehouse::Warehouse,
+    sql: &str,
+) -> Result<Vec<String>, rainbow_warehouse::error::WarehouseError> {
+    use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let batches = wh.execute(sql, "test").await?;
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for batch in batches {
@@ -242,7 +249,7 @@ pub async fn warehouse_rows(wh: &rainbow_warehouse::Warehouse, sql: &str) -> Vec
             out.push(cells.join("|"));
         }
     }
-    out
+    Ok(out)
 }
 
 /// Options of a dbt verb in tests (the CLI's flags).

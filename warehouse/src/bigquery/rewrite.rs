@@ -691,7 +691,10 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
         let full = function.name.to_string();
         if function.name.0.len() == 2 && full.to_uppercase().starts_with("SAFE.") {
             let name = full[5..].trim_matches('`').to_uppercase();
-            if AGGREGATE_OR_WINDOW.contains(&name.as_str()) || function.over.is_some() {
+            if SAME_MEANING_AGGREGATES.contains(&name.as_str())
+                || REWRITTEN_AGGREGATES.contains(&name.as_str())
+                || function.over.is_some()
+            {
                 return Err(format!(
                     "SAFE.{name}: the SAFE. prefix cannot be used with aggregate or window functions"
                 ));
@@ -1220,7 +1223,9 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
 /// documented edge cases (NULLs, empty input, signs, rounding) in `bigquery-cases/`. Any other
 /// function is an error naming it: a function that shares a name but not a meaning must never
 /// run silently.
-const SAME_MEANING: &[&str] = &[
+/// Aggregate and window functions DataFusion implements with BigQuery's meaning (checked
+/// like [`SAME_MEANING`]).
+const SAME_MEANING_AGGREGATES: &[&str] = &[
     // Aggregates: NULLs ignored, NULL over no rows (COUNT: 0).
     "COUNT",
     "SUM",
@@ -1251,6 +1256,13 @@ const SAME_MEANING: &[&str] = &[
     "FIRST_VALUE",
     "LAST_VALUE",
     "NTH_VALUE",
+    // ARRAY_AGG keeps NULL elements where BigQuery refuses them in a final result.
+    "ARRAY_AGG",
+    // STRING_AGG(x, delimiter): NULLs skipped, NULL over no rows (one argument: rewritten).
+    "STRING_AGG",
+];
+
+const SAME_MEANING: &[&str] = &[
     // Conditional.
     "COALESCE",
     "NULLIF",
@@ -1288,55 +1300,21 @@ const SAME_MEANING: &[&str] = &[
     "SHA512",
     // Arrays. ARRAY_AGG keeps NULL elements where BigQuery refuses them in a final result.
     "ARRAY_LENGTH",
-    "ARRAY_AGG",
-    // STRING_AGG(x, delimiter): NULLs skipped, NULL over no rows (one argument: rewritten).
-    "STRING_AGG",
 ];
 
-/// Aggregate and window functions: the `SAFE.` prefix is refused for them, as in BigQuery.
-const AGGREGATE_OR_WINDOW: &[&str] = &[
-    "COUNT",
-    "SUM",
-    "AVG",
-    "MIN",
-    "MAX",
-    "BIT_AND",
-    "BIT_OR",
-    "BIT_XOR",
-    "STDDEV",
-    "STDDEV_SAMP",
-    "STDDEV_POP",
-    "VARIANCE",
-    "VAR_SAMP",
-    "VAR_POP",
-    "CORR",
-    "COVAR_POP",
-    "COVAR_SAMP",
-    "COUNTIF",
-    "ANY_VALUE",
-    "LOGICAL_AND",
-    "LOGICAL_OR",
-    "STRING_AGG",
-    "ARRAY_AGG",
-    "ROW_NUMBER",
-    "RANK",
-    "DENSE_RANK",
-    "PERCENT_RANK",
-    "CUME_DIST",
-    "NTILE",
-    "LAG",
-    "LEAD",
-    "FIRST_VALUE",
-    "LAST_VALUE",
-    "NTH_VALUE",
-];
+/// Aggregates rewritten to BigQuery's meaning. With [`SAME_MEANING_AGGREGATES`]: the functions
+/// the `SAFE.` prefix is refused for, as in BigQuery.
+const REWRITTEN_AGGREGATES: &[&str] = &["COUNTIF", "ANY_VALUE", "LOGICAL_AND", "LOGICAL_OR"];
 
 /// Calls that are part of their parent's syntax, consumed by it: date parts (`WEEK(MONDAY)` in
 /// `DATE_TRUNC`, `DATE_DIFF`, `EXTRACT`) and array subscript specifiers (`arr[OFFSET(1)]`).
 const CONSUMED_BY_PARENT: &[&str] = &["WEEK", "OFFSET", "ORDINAL", "SAFE_OFFSET", "SAFE_ORDINAL"];
 
 fn same_meaning(name: &str) -> Result<Option<Expr>, String> {
-    if SAME_MEANING.contains(&name) || CONSUMED_BY_PARENT.contains(&name) {
+    if SAME_MEANING.contains(&name)
+        || SAME_MEANING_AGGREGATES.contains(&name)
+        || CONSUMED_BY_PARENT.contains(&name)
+    {
         Ok(None)
     } else {
         Err(format!(
