@@ -110,8 +110,14 @@ async fn measure(options: &BenchOptions, url: &str, slot: &str) -> Result<BenchR
         group_id: format!("bench-{slot}"),
         ..config.sink()
     };
-    let dir = tempfile_dir()?;
-    let warehouse = rainbow_warehouse::Warehouse::open(&dir, "main")
+    let dir = tempfile::tempdir()
+        .map_err(|e| StreamingError::Setup(format!("a temporary warehouse directory: {e}")))?;
+    let location = dir
+        .path()
+        .to_str()
+        .ok_or_else(|| StreamingError::Setup("the temporary directory is not UTF-8".into()))?
+        .to_owned();
+    let warehouse = rainbow_warehouse::Warehouse::open(&location, "main")
         .await
         .map_err(StreamingError::warehouse("opening the benchmark warehouse"))?;
     let cancel = CancellationToken::new();
@@ -193,7 +199,6 @@ async fn measure(options: &BenchOptions, url: &str, slot: &str) -> Result<BenchR
     recorder.abort();
     let _ = cdc_task.await;
     let _ = sink_task.await;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(BenchReport {
         offered_rate: options.rate,
         steady_changes: transactions * per_tx,
@@ -227,16 +232,4 @@ async fn wait_for(visible: &mut tokio::sync::watch::Receiver<u64>, total: u64) -
         .map_err(|_| StreamingError::Setup(format!("{total} changes not visible within 180 s")))?
         .map_err(|_| StreamingError::Setup("the sink stopped".into()))?;
     Ok(())
-}
-
-fn tempfile_dir() -> Result<String> {
-    let dir = std::env::temp_dir().join(format!(
-        "rainbow-bench-cdc-{}",
-        chrono::Utc::now().timestamp_micros()
-    ));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| StreamingError::Setup(format!("creating {}: {e}", dir.display())))?;
-    dir.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| StreamingError::Setup("the temporary directory is not UTF-8".into()))
 }

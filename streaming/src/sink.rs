@@ -187,6 +187,11 @@ pub async fn run(
     while !cancel.is_cancelled() {
         if !serving_ready && serving_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             serving_checked = Some(Instant::now());
+            // The batch layer builds its tables in other processes.
+            warehouse
+                .refresh_catalog()
+                .await
+                .map_err(StreamingError::warehouse("reading the warehouse directory"))?;
             if crate::serving::batch_ready(warehouse) {
                 crate::serving::create_views(warehouse).await?;
                 serving_ready = true;

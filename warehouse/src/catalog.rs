@@ -157,7 +157,7 @@ impl WarehouseSchema {
         relations.remove(name);
     }
 
-    fn get(&self, name: &str) -> Option<Relation> {
+    pub(crate) fn get(&self, name: &str) -> Option<Relation> {
         self.relations.read().ok()?.get(name).cloned()
     }
 }

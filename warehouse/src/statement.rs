@@ -46,11 +46,13 @@ impl Warehouse {
         context: &str,
     ) -> Result<Vec<RecordBatch>> {
         expand_wildcards(self.context(), &mut statement, context)?;
-        if qualify_names(self.context(), &mut statement.clone()).is_some() {
+        let mut missing = qualify_names(self.context(), &mut statement);
+        if missing.is_some() {
             // Perhaps created by another process since this one read the directory.
             self.refresh_catalog().await?;
+            missing = qualify_names(self.context(), &mut statement);
         }
-        if let Some(missing) = qualify_names(self.context(), &mut statement) {
+        if let Some(missing) = missing {
             return Err(self.unknown(&missing));
         }
         match statement {

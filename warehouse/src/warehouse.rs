@@ -135,9 +135,9 @@ impl Warehouse {
         Ok(warehouse)
     }
 
-    /// Reads the directory again: relations created by other processes appear, and every
-    /// table is read at its latest version from the next query on (cached table versions are
-    /// dropped). Orchestrated materializations call it first, so a long-running daemon sees
+    /// Reads the directory again: relations created by other processes appear (every table is
+    /// read at its latest version anyway: a cached snapshot serves only while no newer version
+    /// exists). Orchestrated materializations call it first, so a long-running daemon sees
     /// what a CLI run wrote.
     pub async fn refresh_catalog(&self) -> Result<()> {
         self.scan().await
@@ -169,7 +169,9 @@ impl Warehouse {
                         .await
                         .map(|l| !l.objects.is_empty())
                         .unwrap_or(false);
-                    if has_log {
+                    // A table already loaded keeps its snapshot: it is checked against
+                    // the newest version at every use anyway.
+                    if has_log && !matches!(provider.get(name), Some(Relation::Table(_))) {
                         provider.set(name, Relation::Table(None));
                     }
                 }
@@ -251,7 +253,7 @@ impl Warehouse {
     pub async fn plan(&self, sql: &str, context: &str) -> Result<LogicalPlan> {
         match plan_query(&self.context, sql, context).await {
             Err(WarehouseError::UnknownRelation { .. }) => {
-                self.scan().await?;
+                self.refresh_catalog().await?;
                 plan_query(&self.context, sql, context).await
             }
             other => other,
