@@ -459,6 +459,303 @@ async fn snapshots_keep_scd2_history_version_by_version() {
     assert_eq!(ids, ["5|5"]);
 }
 
+/// Hard deletes, every strategy × mode over the sequence delete → re-run unchanged → restore
+/// (same values) → change: dbt's rows (its snapshot_staging_table: a missing row is a delete,
+/// never a change; `invalidate` closes it at the snapshot time; `new_record` closes it and
+/// adds one deletion marker, closed again when the row comes back; the timestamp strategy's
+/// validity comes from `updated_at`, the check strategy's from the snapshot time).
+#[tokio::test]
+async fn snapshots_with_hard_deletes_give_dbts_rows_in_every_strategy_and_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: items\n",
+    );
+    let strategies = [
+        ("ts", "strategy='timestamp', updated_at='u'"),
+        ("ck", "strategy='check', check_cols='all'"),
+    ];
+    for (s, strategy) in strategies {
+        for mode in ["ignore", "invalidate", "new_record"] {
+            write(
+                r,
+                &format!("snapshots/{s}_{mode}.sql"),
+                &format!(
+                    "{{% snapshot {s}_{mode} %}}\n{{{{ config(target_schema='snapshots', unique_key='id', {strategy}, hard_deletes='{mode}') }}}}\nselect id, v, u from {{{{ source('raw', 'items') }}}}\n{{% endsnapshot %}}\n"
+                ),
+            );
+        }
+    }
+    let wh = warehouse(r).await;
+    let row = |id: u32, v: &str, u: &str| {
+        format!("SELECT {id} AS id, '{v}' AS v, TIMESTAMP '{u} 00:00:00' AS u")
+    };
+    let (a, b) = (row(1, "a", "2024-01-01"), row(2, "b", "2024-01-01"));
+    let steps = [
+        format!("{a} UNION ALL {b}"),
+        a.clone(),                                              // 2 deleted
+        a.clone(),                                              // run again, nothing changed
+        format!("{a} UNION ALL {b}"),                           // 2 restored as it was
+        format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")), // 2 changed
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        wh.execute(
+            &format!("CREATE OR REPLACE TABLE raw.items AS {step}"),
+            "source",
+        )
+        .await
+        .expect("source");
+        let at = RunOptions {
+            run_started_at: Some(
+                chrono::DateTime::parse_from_rfc3339(&format!("2024-02-0{}T00:00:00Z", i + 1))
+                    .expect("time")
+                    .with_timezone(&chrono::Utc),
+            ),
+            ..Default::default()
+        };
+        let summary = run(r, &wh, Verb::Snapshot, &at).await;
+        assert!(
+            failures(&summary).is_empty(),
+            "step {}: {:?}",
+            i + 1,
+            failures(&summary)
+        );
+    }
+    // Times as dates: u1 = 01-01, u5 = 01-20, T<n> = 02-0<n>.
+    let history = |name: &str, deleted: bool| {
+        let wh = &wh;
+        let name = name.to_owned();
+        async move {
+            let flag = if deleted { ", dbt_is_deleted" } else { "" };
+            rows(
+                wh,
+                &format!(
+                    "select id, v, format_timestamp('%m-%d', dbt_valid_from), coalesce(format_timestamp('%m-%d', dbt_valid_to), 'open'), format_timestamp('%m-%d', dbt_updated_at){flag} from snapshots.{name} order by id, dbt_valid_from, dbt_valid_to nulls last"
+                ),
+            )
+            .await
+        }
+    };
+    let one = "1|a|01-01|open|01-01";
+    assert_eq!(
+        history("ts_ignore", false).await,
+        [one, "2|b|01-01|01-20|01-01", "2|c|01-20|open|01-20"]
+    );
+    assert_eq!(
+        history("ts_invalidate", false).await,
+        [
+            one,
+            "2|b|01-01|01-20|01-01",
+            "2|b|01-01|02-02|01-01",
+            "2|c|01-20|open|01-20"
+        ]
+    );
+    assert_eq!(
+        history("ts_new_record", true).await,
+        [
+            "1|a|01-01|open|01-01|false",
+            "2|b|01-01|01-20|01-01|false",
+            "2|b|01-01|02-02|01-01|false",
+            "2|c|01-20|open|01-20|false",
+            "2|b|02-02|01-01|02-02|true"
+        ]
+    );
+    let one = "1|a|02-01|open|02-01";
+    assert_eq!(
+        history("ck_ignore", false).await,
+        [one, "2|b|02-01|02-05|02-01", "2|c|02-05|open|02-05"]
+    );
+    assert_eq!(
+        history("ck_invalidate", false).await,
+        [
+            one,
+            "2|b|02-01|02-02|02-01",
+            "2|b|02-04|02-05|02-04",
+            "2|c|02-05|open|02-05"
+        ]
+    );
+    assert_eq!(
+        history("ck_new_record", true).await,
+        [
+            "1|a|02-01|open|02-01|false",
+            "2|b|02-01|02-02|02-01|false",
+            "2|b|02-02|02-04|02-02|true",
+            "2|b|02-04|02-05|02-04|false",
+            "2|c|02-05|open|02-05|false"
+        ]
+    );
+}
+
+/// `on_schema_change` in every mode × incremental strategy as the model's columns change: a
+/// column added, one removed, one whose type cannot hold the old values. Each mode does what
+/// dbt documents or fails naming the columns; no value is dropped silently (`ignore` names the
+/// column it leaves out in the build message).
+#[tokio::test]
+async fn incremental_schema_changes_follow_dbt_in_every_strategy_and_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: src\n",
+    );
+    let strategies = [
+        ("ap", "incremental_strategy='append'"),
+        ("mg", "incremental_strategy='merge', unique_key='id'"),
+        (
+            "di",
+            "incremental_strategy='delete+insert', unique_key='id'",
+        ),
+    ];
+    let modes = ["ignore", "fail", "append_new_columns", "sync_all_columns"];
+    for (s, strategy) in strategies {
+        for mode in modes {
+            write(
+                r,
+                &format!("models/{s}_{mode}.sql"),
+                &format!(
+                    "{{{{ config(materialized='incremental', {strategy}, on_schema_change='{mode}') }}}}\nselect * from {{{{ source('raw', 'src') }}}}"
+                ),
+            );
+        }
+    }
+    let wh = warehouse(r).await;
+    let step = |sql: &'static str| {
+        let (wh, r) = (&wh, r);
+        async move {
+            wh.execute(
+                &format!("CREATE OR REPLACE TABLE raw.src AS {sql}"),
+                "source",
+            )
+            .await
+            .expect("source");
+            let summary = run(r, wh, Verb::Run, &RunOptions::default()).await;
+            summary
+                .results
+                .iter()
+                .map(|n| (n.name.clone(), (n.status, n.message.clone())))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        }
+    };
+    let table = |name: &str| {
+        let (wh, name) = (&wh, name.to_owned());
+        async move {
+            let columns = rows(
+                wh,
+                &format!("select column_name from information_schema.columns where table_name = '{name}' order by ordinal_position"),
+            )
+            .await
+            .join(",");
+            let content = rows(wh, &format!("select * from {name} order by 1, 2")).await;
+            (columns, content)
+        }
+    };
+    step("SELECT 1 AS id, 'a' AS v UNION ALL SELECT 2, 'b'").await;
+
+    // A column added: w.
+    let built = step("SELECT 2 AS id, 'b2' AS v, 'x2' AS w UNION ALL SELECT 3, 'c', 'x3'").await;
+    for (s, _) in strategies {
+        let ignore = &built[&format!("{s}_ignore")];
+        assert_eq!(ignore.0, Status::Success, "{s}: {ignore:?}");
+        assert!(ignore.1.contains("`w` ignored"), "{s}: {ignore:?}");
+        let fail = &built[&format!("{s}_fail")];
+        assert_eq!(fail.0, Status::Error, "{s}: {fail:?}");
+        assert!(fail.1.contains("new columns `w`"), "{s}: {fail:?}");
+        for mode in ["append_new_columns", "sync_all_columns"] {
+            assert_eq!(built[&format!("{s}_{mode}")].0, Status::Success);
+        }
+    }
+    let kept = ["1|a|NULL", "2|b2|x2", "3|c|x3"];
+    let appended = ["1|a|NULL", "2|b|NULL", "2|b2|x2", "3|c|x3"];
+    for mode in ["append_new_columns", "sync_all_columns"] {
+        assert_eq!(
+            table(&format!("ap_{mode}")).await,
+            ("id,v,w".into(), appended.map(String::from).to_vec())
+        );
+        assert_eq!(
+            table(&format!("mg_{mode}")).await,
+            ("id,v,w".into(), kept.map(String::from).to_vec())
+        );
+        assert_eq!(
+            table(&format!("di_{mode}")).await,
+            ("id,v,w".into(), kept.map(String::from).to_vec())
+        );
+    }
+    assert_eq!(table("ap_ignore").await.1, ["1|a", "2|b", "2|b2", "3|c"]);
+    assert_eq!(table("mg_ignore").await.1, ["1|a", "2|b2", "3|c"]);
+    assert_eq!(
+        table("ap_fail").await,
+        ("id,v".into(), vec!["1|a".into(), "2|b".into()])
+    );
+
+    // A column removed: v.
+    let built = step("SELECT 3 AS id, 'y3' AS w UNION ALL SELECT 4, 'x4'").await;
+    for (s, _) in strategies {
+        for mode in ["ignore", "fail"] {
+            let (status, message) = &built[&format!("{s}_{mode}")];
+            assert_eq!(*status, Status::Error, "{s}_{mode}: {message}");
+            assert!(message.contains("`v`"), "{s}_{mode}: {message}");
+        }
+    }
+    // append_new_columns keeps v (a merge leaves it in matched rows); sync drops it.
+    assert_eq!(
+        table("ap_append_new_columns").await.1,
+        [
+            "1|a|NULL",
+            "2|b|NULL",
+            "2|b2|x2",
+            "3|NULL|y3",
+            "3|c|x3",
+            "4|NULL|x4"
+        ]
+    );
+    assert_eq!(
+        table("mg_append_new_columns").await.1,
+        ["1|a|NULL", "2|b2|x2", "3|c|y3", "4|NULL|x4"]
+    );
+    assert_eq!(
+        table("di_append_new_columns").await.1,
+        ["1|a|NULL", "2|b2|x2", "3|NULL|y3", "4|NULL|x4"]
+    );
+    assert_eq!(
+        table("mg_sync_all_columns").await,
+        (
+            "id,w".into(),
+            ["1|NULL", "2|x2", "3|y3", "4|x4"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+
+    // A type the table's column cannot hold: id as text.
+    let built = step("SELECT 'k5' AS id, 'x5' AS w").await;
+    for (s, _) in strategies {
+        for mode in ["ignore", "fail", "append_new_columns"] {
+            let (status, message) = &built[&format!("{s}_{mode}")];
+            assert_eq!(*status, Status::Error, "{s}_{mode}: {message}");
+            assert!(message.contains("column `id`"), "{s}_{mode}: {message}");
+        }
+        let (status, message) = &built[&format!("{s}_sync_all_columns")];
+        assert_eq!(*status, Status::Success, "{s}: {message}");
+    }
+    assert_eq!(
+        table("mg_sync_all_columns").await.1,
+        ["1|NULL", "2|x2", "3|y3", "4|x4", "k5|x5"]
+    );
+    // The reverse is refused: text that is not a number cannot become INT64.
+    let built = step("SELECT 6 AS id, 'x6' AS w").await;
+    let (status, message) = &built["mg_sync_all_columns"];
+    assert_eq!(*status, Status::Error, "{message}");
+    assert!(
+        message.contains("1 existing value(s) do not convert"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
 async fn check_strategy_snapshots_compare_the_checked_columns() {
     let dir = tempfile::tempdir().expect("tempdir");

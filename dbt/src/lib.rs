@@ -23,6 +23,7 @@ pub mod data_tests;
 pub mod error;
 pub mod materialize;
 pub mod project;
+mod schema_change;
 pub mod snapshot;
 pub mod sql_project;
 pub mod synthetic;

@@ -4,8 +4,8 @@
 //! - `view`: the compiled SQL persisted as a view (checked by planning it);
 //! - `table`: the query written as a new Delta version (atomic replace);
 //! - `incremental`: first run (or `--full-refresh`) as `table`; then `merge` on `unique_key`
-//!   (default when a key is set), `append`, or `delete+insert`; `on_schema_change` `ignore`
-//!   (default), `append_new_columns` or `fail`;
+//!   (default when a key is set), `append`, or `delete+insert`; `on_schema_change` in every
+//!   mode ([`crate::schema_change`]);
 //! - `ephemeral`: nothing stored, inlined as a CTE by the compiler;
 //! - seeds: CSV -> table, types inferred or set by `column_types` ([`Warehouse::load_csv`]);
 //! - snapshots: SCD type 2 ([`crate::snapshot`]);
@@ -226,37 +226,12 @@ async fn incremental(
         .and_then(Json::as_str)
         .unwrap_or(if keys.is_empty() { "append" } else { "merge" })
         .to_owned();
-    let on_schema_change = node
-        .config
-        .get("on_schema_change")
-        .and_then(Json::as_str)
-        .unwrap_or("ignore");
-    let target = warehouse.schema_of(schema, name).await?;
-    let new_columns: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .filter(|f| target.field_with_name(f.name()).is_err())
-        .map(|f| f.name().clone())
-        .collect();
-    let add_columns = match on_schema_change {
-        "ignore" => false,
-        "append_new_columns" => true,
-        "fail" if !new_columns.is_empty() => {
-            return Err(config_error(
-                node,
-                "on_schema_change",
-                format!("the model has new columns {new_columns:?} and on_schema_change is fail"),
-            ));
-        }
-        "fail" => false,
-        other => {
-            return Err(config_error(
-                node,
-                "on_schema_change",
-                format!("`{other}` is not supported (ignore, append_new_columns, fail)"),
-            ));
-        }
+    let shaped =
+        crate::schema_change::apply(warehouse, node, crate::schema_change::Mode::of(node)?, df)
+            .await?;
+    let message = |m: &str| match &shaped.note {
+        Some(note) => Built::message(format!("{m} ({note})")),
+        None => Built::message(m),
     };
     let need_keys = |what: &str| {
         if keys.is_empty() {
@@ -273,18 +248,20 @@ async fn incremental(
         "merge" => {
             need_keys("merge")?;
             warehouse
-                .merge(schema, name, df, &keys, add_columns)
+                .merge(schema, name, shaped.own.clone(), &keys, false)
                 .await?;
-            Ok(Built::message("MERGE"))
+            Ok(message("MERGE"))
         }
         "delete+insert" => {
             need_keys("delete+insert")?;
-            warehouse.delete_insert(schema, name, df, &keys).await?;
-            Ok(Built::message("DELETE+INSERT"))
+            warehouse
+                .delete_insert(schema, name, shaped.full.clone(), &keys)
+                .await?;
+            Ok(message("DELETE+INSERT"))
         }
         "append" => {
-            warehouse.append(schema, name, df).await?;
-            Ok(Built::message("APPEND"))
+            warehouse.append(schema, name, shaped.full.clone()).await?;
+            Ok(message("APPEND"))
         }
         other => Err(config_error(
             node,

@@ -216,7 +216,7 @@ pub fn snapshot_sql(
         .collect::<Vec<_>>()
         .join(" AND ");
     let first_key = q(&cfg.keys[0]);
-    let changed = match (&cfg.strategy[..], &cfg.check_cols) {
+    let row_changed = match (&cfg.strategy[..], &cfg.check_cols) {
         ("timestamp", _) => format!("src.__rb_upd > cur.{}", q(&cfg.updated_at_column)),
         (_, checked) => {
             let checked: Vec<&String> = match checked {
@@ -236,6 +236,18 @@ pub fn snapshot_sql(
                 format!("({})", diffs.join(" OR "))
             }
         }
+    };
+    // A version changes only when the source still has the row (a missing row is a hard
+    // delete, not a change to NULLs); with `new_record`, a row back after its deletion marker
+    // is a change whatever its values (dbt's snapshot_staging_table: `row_changed or
+    // dbt_is_deleted`).
+    let changed = if new_record {
+        format!(
+            "(src.{first_key} IS NOT NULL AND ({row_changed} OR COALESCE(cur.{}, FALSE)))",
+            q(&cfg.is_deleted)
+        )
+    } else {
+        format!("(src.{first_key} IS NOT NULL AND {row_changed})")
     };
     let deleted_flag = if new_record {
         format!(" AND NOT COALESCE(cur.{}, FALSE)", q(&cfg.is_deleted))

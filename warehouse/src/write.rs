@@ -81,7 +81,10 @@ impl Warehouse {
         transactions: Vec<(String, i64)>,
     ) -> Result<Option<u64>> {
         let what = format!("writing {schema}.{name}");
-        let df = storable(df).map_err(WarehouseError::datafusion(&what))?;
+        // A new table's columns are all NULLABLE, as BigQuery's CREATE TABLE … AS makes them:
+        // a literal column that happened to hold no NULL must not refuse the next merge's.
+        let df = storable(df, matches!(mode, WriteMode::Replace))
+            .map_err(WarehouseError::datafusion(&what))?;
         if matches!(
             self.kind(schema, name),
             Some(RelationKind::View | RelationKind::External)
@@ -161,7 +164,7 @@ impl Warehouse {
         add_columns: bool,
     ) -> Result<()> {
         let what = format!("merging into {schema}.{name}");
-        let source = storable(source).map_err(WarehouseError::datafusion(&what))?;
+        let source = storable(source, false).map_err(WarehouseError::datafusion(&what))?;
         let table = self.delta(schema, name).await?;
         let target = self.schema_of(schema, name).await?;
         let columns: Vec<String> = source
@@ -296,8 +299,9 @@ fn align(source: DataFrame, target: &DataFrame, table: &str) -> Result<DataFrame
 }
 
 /// Casts what Delta cannot store: nanosecond/millisecond/second timestamps -> microseconds,
-/// NULL-typed columns -> INT64, unsigned integers -> signed 64-bit.
-fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+/// NULL-typed columns -> INT64, unsigned integers -> signed 64-bit; and with `nullable`, every
+/// column NULLABLE.
+fn storable(df: DataFrame, nullable: bool) -> datafusion::error::Result<DataFrame> {
     let mut changed = false;
     let exprs: Vec<_> = df
         .schema()
@@ -320,12 +324,20 @@ fn storable(df: DataFrame) -> datafusion::error::Result<DataFrame> {
                 }
                 _ => None,
             };
-            match target {
+            let expr = match target {
                 Some(t) => {
                     changed = true;
                     cast(ident(f.name()), t).alias(f.name())
                 }
                 None => ident(f.name()),
+            };
+            if nullable && !f.is_nullable() {
+                changed = true;
+                datafusion::logical_expr::ScalarUDF::new_from_impl(Nullable::default())
+                    .call(vec![expr])
+                    .alias(f.name())
+            } else {
+                expr
             }
         })
         .collect();
@@ -351,4 +363,67 @@ async fn rows_added(table: &DeltaTable) -> Option<u64> {
                 .get("num_added_rows")?
                 .as_u64()
         })
+}
+
+/// `nullable(x)`: `x` unchanged, its field NULLABLE (the optimizer keeps it: no expression
+/// of DataFusion's only widens nullability).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Nullable {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl Default for Nullable {
+    fn default() -> Self {
+        Nullable {
+            signature: datafusion::logical_expr::Signature::any(
+                1,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for Nullable {
+    fn name(&self) -> &str {
+        "rainbow_nullable"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        args.first().cloned().ok_or_else(|| {
+            datafusion::error::DataFusionError::Plan("rainbow_nullable takes one argument".into())
+        })
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> datafusion::error::Result<datafusion::arrow::datatypes::FieldRef> {
+        let data_type = self.return_type(
+            &args
+                .arg_fields
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect::<Vec<_>>(),
+        )?;
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
+            self.name(),
+            data_type,
+            true,
+        )))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<datafusion::logical_expr::ColumnarValue> {
+        args.args.into_iter().next().ok_or_else(|| {
+            datafusion::error::DataFusionError::Execution(
+                "rainbow_nullable takes one argument".into(),
+            )
+        })
+    }
 }
