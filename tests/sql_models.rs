@@ -372,6 +372,139 @@ async fn selection_by_name_graph_path_and_materialization() {
         .await
         .expect_err("unknown tag");
     assert!(err.to_string().contains("tag:nope"), "{err}");
+    // dbt's other methods: @ (the node, its descendants, all their ancestors — the seed
+    // `events` too, which `run` does not build), fqn (prefix or
+    // name; also the default for a dotted name), file, package, config.<any key>, test_type.
+    let s = run(r, &wh, Verb::Run, &select(&["@stg_events"], &[])).await;
+    assert_eq!(
+        names(&s),
+        [
+            "eph",
+            "events_by_kind",
+            "inc_append",
+            "inc_delete_insert",
+            "inc_merge",
+            "stg_events",
+            "uses_eph"
+        ]
+    );
+    let s = run(r, &wh, Verb::Run, &select(&["shop.staging"], &[])).await;
+    assert_eq!(names(&s), ["stg_events"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Run,
+        &select(&["fqn:uses_eph", "file:eph.sql"], &[]),
+    )
+    .await;
+    assert_eq!(names(&s), ["eph", "uses_eph"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Run,
+        &select(&["package:shop,config.schema:staging"], &[]),
+    )
+    .await;
+    assert_eq!(names(&s), ["stg_events"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Run,
+        &select(&["config.incremental_strategy:delete+insert"], &[]),
+    )
+    .await;
+    assert_eq!(names(&s), ["inc_delete_insert"]);
+    let s = run(r, &wh, Verb::Test, &select(&["test_type:singular"], &[])).await;
+    assert_eq!(names(&s), ["no_negative_amounts"]);
+    let s = run(
+        r,
+        &wh,
+        Verb::Test,
+        &select(&["test_type:generic,inc_merge"], &[]),
+    )
+    .await;
+    assert_eq!(
+        names(&s),
+        [
+            "accepted_values_inc_merge_kind",
+            "relationships_inc_merge_id",
+            "unique_inc_merge_id"
+        ]
+    );
+}
+
+/// YAML selectors: `--selector NAME`, the `default: true` one without a selection, and an
+/// unknown name refused with the known ones.
+#[test]
+fn cli_yaml_selectors_pick_the_nodes() {
+    let dir = shop();
+    let r = dir.path();
+    write(
+        r,
+        "selectors.yml",
+        "selectors:\n  - name: staging_up\n    default: true\n    definition:\n      method: path\n      value: models/staging\n      parents: true\n  - name: incrementals\n    definition:\n      union:\n        - 'config.materialized:incremental'\n        - exclude: [inc_append, {method: resource_type, value: test}]\n",
+    );
+    let bin = env!("CARGO_BIN_EXE_rainbow");
+    let rainbow = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .args(["--project-dir", r.to_str().expect("utf-8")])
+            .env("RAINBOW_HOME", r.join("home"))
+            .output()
+            .expect("runs");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (ok, out) = rainbow(&["build"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Done. PASS=2 WARN=0 ERROR=0 SKIP=0 TOTAL=2"),
+        "{out}"
+    );
+    let (ok, out) = rainbow(&["build", "--selector", "incrementals"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("model main.inc_merge") && out.contains("model main.inc_delete_insert"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("inc_append") && !out.contains("test "),
+        "{out}"
+    );
+    let (ok, out) = rainbow(&["build", "--selector", "incremental"]);
+    assert!(!ok);
+    assert!(
+        out.contains("no selector `incremental`") && out.contains("incrementals"),
+        "{out}"
+    );
+}
+
+/// dbt's Jinja is Python's: lists and dicts are mutable, `return()` ends a macro from inside
+/// a loop with a value of any type, Python's string/dict methods and dbt's `tojson`,
+/// `fromjson`, `zip`, `modules.re` exist — a model using them builds.
+#[tokio::test]
+async fn macros_with_python_semantics_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "macros/cols.sql",
+        "{% macro cols(names) -%}\n  {%- set out = [] -%}\n  {%- for n in names -%}\n    {%- do out.append(n ~ ' AS c_' ~ n) -%}\n  {%- endfor -%}\n  {%- do out.extend(['0 AS zero']) -%}\n  {{ return(out) }}\n{%- endmacro %}\n{% macro power_at_least(n) -%}\n  {%- for _ in range(1, 64) -%}\n    {%- if n <= 2 ** loop.index -%}{{ return(loop.index) }}{%- endif -%}\n  {%- endfor -%}\n{%- endmacro %}\n{% macro settings() -%}\n  {%- set d = {} -%}\n  {%- do d.update({'a': 1}) -%}\n  {%- do d.setdefault('b', 2) -%}\n  {{ return(d) }}\n{%- endmacro %}\n",
+    );
+    write(
+        r,
+        "models/python.sql",
+        "{%- set c = cols(['1', '2']) -%}\n{%- do c.append(power_at_least(100) ~ ' AS p') -%}\n{%- set d = settings() -%}\nselect {{ c | join(', ') }}, {{ d['a'] + d.get('b') }} AS s, '{{ tojson(fromjson('{\"k\": [1, 2]}')) }}' AS j,\n  '{{ modules.re.sub('[aeiou]', '', 'rainbow') }}' AS r, {{ zip([1, 2], [3, 4]) | length }} AS z,\n  '{{ 'A_b'.lower().replace('_', '-') }}' AS t",
+    );
+    let wh = warehouse(r).await;
+    let s = run(r, &wh, Verb::Run, &RunOptions::default()).await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    assert_eq!(
+        rows(&wh, "select * from python").await,
+        ["1|2|0|7|3|{\"k\":[1,2]}|rnbw|2|a-b"]
+    );
 }
 
 const SNAPSHOT: &str = "{% snapshot products_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='timestamp', updated_at='updated_at', hard_deletes='invalidate', dbt_valid_to_current=\"TIMESTAMP '2100-01-01'\", snapshot_meta_column_names={'dbt_valid_from': 'valid_from', 'dbt_valid_to': 'valid_to', 'dbt_is_current': 'is_current'}) }}\nselect id, name, price, updated_at from {{ source('raw', 'products') }}\n{% endsnapshot %}\n";

@@ -58,6 +58,10 @@ pub struct VerbArgs {
     /// Nodes and tests to leave out.
     #[arg(long, num_args = 1..)]
     pub exclude: Vec<String>,
+    /// A YAML selector of `selectors.yml` (instead of --select/--exclude; without either, the
+    /// selector marked `default: true` applies).
+    #[arg(long, conflicts_with_all = ["select", "exclude"])]
+    pub selector: Option<String>,
     /// Rebuild incremental models from scratch.
     #[arg(long)]
     pub full_refresh: bool,
@@ -234,10 +238,11 @@ pub async fn run(global: &GlobalArgs, command: &DbtCommand) -> Result<ExitCode> 
     }
     let storage = global.storage().await?;
     let config = global.config()?;
+    let (select, exclude) = selection(verb_args)?;
     let options = VerbOptions {
         verb,
-        select: verb_args.select.clone(),
-        exclude: verb_args.exclude.clone(),
+        select,
+        exclude,
         threads: verb_args
             .threads
             .map_or_else(default_threads, |t| t as usize),
@@ -527,4 +532,26 @@ async fn bench_run(models: usize, threads: usize) -> Result<ExitCode> {
         "{{\"bench\":\"run\",\"models\":{models},\"threads\":{threads},\"seconds\":{seconds},\"warehouse_work_seconds\":{work}}}"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--select`/`--exclude`, or the YAML selector `--selector` names, or the default selector.
+fn selection(args: &VerbArgs) -> Result<(Vec<String>, Vec<String>), DbtError> {
+    let selectors = crate::selectors::load(&args.project.project_dir)?;
+    let chosen = match &args.selector {
+        Some(name) => Some(selectors.get(name).ok_or_else(|| DbtError::Input {
+            location: "--selector".into(),
+            message: format!(
+                "no selector `{name}` in selectors.yml{}",
+                rainbow_suggest::did_you_mean(name, selectors.keys().map(String::as_str))
+            ),
+        })?),
+        None if args.select.is_empty() && args.exclude.is_empty() => {
+            selectors.values().find(|s| s.default)
+        }
+        None => None,
+    };
+    Ok(match chosen {
+        Some(s) => (s.select.clone(), s.exclude.clone()),
+        None => (args.select.clone(), args.exclude.clone()),
+    })
 }

@@ -4,6 +4,7 @@
 //! `target/manifest.json`. Errors name file:line:column.
 
 mod jinja;
+mod python;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -148,6 +149,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 NodeKind::Snapshot => snapshot_block(&f.text),
                 _ => (None, f.text.clone()),
             };
+            let text = python::python_compat(&text);
             (kind, f.path.as_str(), name, format!("{prefix}{text}"))
         })
         .collect();

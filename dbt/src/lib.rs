@@ -24,6 +24,7 @@ pub mod error;
 pub mod materialize;
 pub mod project;
 mod schema_change;
+pub mod selectors;
 pub mod snapshot;
 pub mod sql_project;
 pub mod synthetic;

@@ -613,7 +613,22 @@ impl SqlProject {
             .selector("path", node.path.clone())
             .selector("resource_type", resource)
             .selector("config.materialized", node.materialized().to_owned())
+            .selector("file", file_name(&node.path))
+            .selector("package", shared.project.file.name.clone())
             .code_version(code_version(node.compiled.as_deref().unwrap_or(&node.path)));
+        for prefix in fqn_prefixes(&shared.project.file.name, &node.path, &node.name) {
+            spec = spec.selector("fqn", prefix);
+        }
+        // `config.<key>:` for every config that is a value or a list of values (dbt's method).
+        for (key, value) in &node.config {
+            let values: Vec<String> = match value {
+                Json::Array(items) => items.iter().filter_map(config_text).collect(),
+                v => config_text(v).into_iter().collect(),
+            };
+            for v in values {
+                spec = spec.selector(format!("config.{key}"), v);
+            }
+        }
         if let Some(d) = shared.project.descriptions.get(&node.name) {
             spec = spec.description(d.clone());
         }
@@ -640,6 +655,8 @@ impl SqlProject {
             Some((last, others)) => (last.clone(), others),
             None => (AssetKey::new([test.name.as_str()]), &[][..]),
         };
+        // A schema file's test is compiled to `<schema file>/<name>.sql`.
+        let generic = test.path.contains(".yml/") || test.path.contains(".yaml/");
         let mut spec = AssetCheckSpec::new(test.name.clone(), asset)
             .description(format!("dbt test `{}` ({})", test.test, test.path))
             .severity(match test.severity {
@@ -649,7 +666,13 @@ impl SqlProject {
             .blocking(test.severity == Severity::Error)
             .selector("test_name", test.test.clone())
             .selector("resource_type", "test")
-            .selector("path", test.path.clone());
+            .selector("path", test.path.clone())
+            .selector("file", file_name(&test.path))
+            .selector("package", shared.project.file.name.clone())
+            // dbt's test types: `generic` (a schema file's test), `singular` (a SQL file of
+            // tests/); `schema` and `data` are their older names.
+            .selector("test_type", if generic { "generic" } else { "singular" })
+            .selector("test_type", if generic { "schema" } else { "data" });
         for key in others {
             spec = spec.additional_dep(key.clone());
         }
@@ -729,4 +752,35 @@ fn code_version(text: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// The file name of a project path (`models/staging/stg_orders.sql` → `stg_orders.sql`): dbt's
+/// `file:` method.
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
+/// dbt's fqn of a node — the project, the folders under the resource's path, the node's name
+/// — as every prefix joined by `.` (`shop`, `shop.staging`, `shop.staging.stg_orders`): the
+/// `fqn:` method matches a prefix, or the name alone.
+fn fqn_prefixes(project: &str, path: &str, name: &str) -> Vec<String> {
+    let folders: Vec<&str> = path.split('/').collect();
+    let folders = &folders[1.min(folders.len())..folders.len().saturating_sub(1)];
+    let mut parts = vec![project.to_owned()];
+    parts.extend(folders.iter().map(|f| (*f).to_owned()));
+    parts.push(name.to_owned());
+    let mut out: Vec<String> = (1..=parts.len()).map(|n| parts[..n].join(".")).collect();
+    // A node's own name matches its fqn too (dbt: `fqn[-1] == selector`).
+    out.push(name.to_owned());
+    out
+}
+
+/// A config value as selection text (`true`, `table`, `3`); None for maps and NULL.
+fn config_text(v: &Json) -> Option<String> {
+    match v {
+        Json::String(s) => Some(s.clone()),
+        Json::Bool(b) => Some(b.to_string()),
+        Json::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }

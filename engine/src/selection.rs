@@ -12,8 +12,10 @@
 //!                                                            -- upstream of those (dbt's @)
 //! method       := "*"                                        -- every asset
 //!               | "key:" PATTERN                             -- a key, `*` globs: raw/*
-//!               | PATTERN                                    -- a key; else a `name` attribute
-//!                                                            -- or a check's name
+//!               | PATTERN                                    -- a key; else the first of the
+//!                                                            -- `name`, `fqn`, `file`, `path`
+//!                                                            -- attributes it matches (dbt's
+//!                                                            -- default), or a check's name
 //!               | "group:" NAME | "kind:" NAME | "owner:" NAME
 //!               | "tag:" NAME [ "=" VALUE ]
 //!               | METHOD ":" PATTERN                         -- a selection attribute
@@ -304,7 +306,9 @@ fn parse_atom(atom: &str) -> Result<Atom> {
             "expected an asset key or selector after `+`",
         ));
     }
-    if body.contains('+') {
+    // Inside a method's value `+` is text (dbt: `config.incremental_strategy:delete+insert`).
+    let value_start = body.find(':').map_or(0, |i| i + 1);
+    if body[..value_start].contains('+') || (value_start == 0 && body.contains('+')) {
         return Err(Error::selection(
             atom,
             "`+` may only lead or trail a selector",
@@ -590,22 +594,37 @@ fn match_atom(atom: &Atom, graph: &AssetGraph) -> Result<Selected> {
     Ok(out)
 }
 
-/// Assets whose `name` attribute, and checks whose name, match `pattern`.
+/// The attributes a bare pattern is looked up in, in order, once it is no asset key: dbt's
+/// default methods (a node's name, then its fqn, its file name, its path).
+const DEFAULT_ATTRIBUTES: [&str; 4] = ["name", "fqn", "file", "path"];
+
+/// Assets, and checks, matching `pattern` in the first of [`DEFAULT_ATTRIBUTES`] that any
+/// matches (a check also by its own name).
 fn by_name(graph: &AssetGraph, pattern: &str) -> Selected {
     let mut out = Selected::empty(graph);
-    for (id, node) in graph.nodes().iter().enumerate() {
-        if node
-            .spec
-            .selectors
-            .get("name")
-            .is_some_and(|names| names.iter().any(|n| glob_match(pattern, n)))
-        {
-            out.assets.insert(id);
+    for attribute in DEFAULT_ATTRIBUTES {
+        let hit = |selectors: &std::collections::BTreeMap<String, BTreeSet<String>>| {
+            selectors.get(attribute).is_some_and(|values| {
+                values.iter().any(|v| match attribute {
+                    "name" => glob_match(pattern, v),
+                    _ => attribute_match(pattern, v),
+                })
+            })
+        };
+        for (id, node) in graph.nodes().iter().enumerate() {
+            if hit(&node.spec.selectors) {
+                out.assets.insert(id);
+            }
         }
-    }
-    for (i, check) in graph.checks().iter().enumerate() {
-        if glob_match(pattern, &check.spec.name) {
-            out.checks.insert(i);
+        for (i, check) in graph.checks().iter().enumerate() {
+            if (attribute == "name" && glob_match(pattern, &check.spec.name))
+                || hit(&check.spec.selectors)
+            {
+                out.checks.insert(i);
+            }
+        }
+        if !out.is_empty() {
+            break;
         }
     }
     out

@@ -352,13 +352,13 @@ impl<'p> Jinja<'p> {
     fn with_macros(project: &'p Project) -> Result<Self, DbtError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        // Python string, list and dict methods (`.upper()`, `.items()`, `.get()`, …) as dbt has.
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Python's semantics: mutable lists and dicts, `return()`, string/list/dict methods.
+        super::python::register(&mut env);
         let mut macros = String::new();
         let mut macro_lines = Vec::new();
         let mut names = Vec::new();
         for f in &project.macros {
-            let text = generic_tests_as_macros(&f.text);
+            let text = super::python::python_compat(&generic_tests_as_macros(&f.text));
             macro_lines.push((macros.lines().count() + 1, f.path.clone()));
             macros.push_str(&text);
             macros.push('\n');
