@@ -3,8 +3,10 @@
 //! compiling substitutes relation names into the once-rendered SQL under `target/compiled/` and writes
 //! `target/manifest.json`. Errors name file:line:column.
 
+mod execute;
 mod jinja;
 mod python;
+pub use execute::{QueryFn, QueryResult};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -62,6 +64,10 @@ pub struct Node {
     /// The file rendered once at parse time, relations still as placeholders.
     #[serde(skip)]
     rendered: Option<String>,
+    /// Its rendering queries the warehouse (`statement`, `run_query`): it is rendered again,
+    /// with `execute` true, when it is built ([`render_for_execution`]).
+    #[serde(skip)]
+    pub needs_execute: bool,
 }
 
 impl Node {
@@ -94,6 +100,11 @@ pub struct CompileOptions {
     pub incremental: BTreeSet<String>,
     /// Extra variables visible to every template (partition key, window start/end…).
     pub extra: BTreeMap<String, Json>,
+    /// dbt's `execute`: false when parsing (queries are not run), true when a node that
+    /// queries while rendering is rendered again to be built.
+    pub execute: bool,
+    /// What runs those queries (only with `execute`).
+    pub query: Option<QueryFn>,
 }
 
 impl Default for CompileOptions {
@@ -106,6 +117,8 @@ impl Default for CompileOptions {
             run_started_at: String::new(),
             incremental: BTreeSet::new(),
             extra: BTreeMap::new(),
+            execute: false,
+            query: None,
         }
     }
 }
@@ -134,9 +147,233 @@ fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> Str
     }
 }
 
+/// `enabled: false` (dbt leaves the node out of the project).
+fn disabled(config: &BTreeMap<String, Json>) -> bool {
+    matches!(config.get("enabled"), Some(Json::Bool(false)))
+}
+
+/// The project with the Jinja in its `dbt_project.yml` configs rendered (dbt renders that file
+/// with `var()` over `--vars` only, `env_var()` and `target`, natively: `"False"` is a
+/// boolean). `None` when there is none.
+fn render_project_file(
+    project: &Project,
+    options: &CompileOptions,
+) -> Result<Option<Project>, DbtError> {
+    fn has_jinja(v: &Json) -> bool {
+        match v {
+            Json::String(s) => s.contains("{{") || s.contains("{%"),
+            Json::Array(items) => items.iter().any(has_jinja),
+            Json::Object(map) => map.values().any(has_jinja),
+            _ => false,
+        }
+    }
+    let f = &project.file;
+    if ![&f.models, &f.seeds, &f.snapshots, &f.data_tests]
+        .into_iter()
+        .any(has_jinja)
+    {
+        return Ok(None);
+    }
+    let mut env = Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let vars = options.vars.clone();
+    env.add_function(
+        "var",
+        move |name: String, default: Option<Value>| -> Result<Value, JinjaError> {
+            match (vars.get(&name), default) {
+                (Some(v), _) => Ok(Value::from(minijinja::value::Serde(v.clone()))),
+                (None, Some(d)) => Ok(d),
+                (None, None) => Err(JinjaError::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    format!("var(`{name}`) is not given with --vars and has no default (dbt_project.yml sees only --vars)"),
+                )),
+            }
+        },
+    );
+    env.add_function("env_var", |name: String, default: Option<String>| {
+        std::env::var(&name).ok().or(default).unwrap_or_default()
+    });
+    env.add_global(
+        "target",
+        Value::from(minijinja::value::Serde(serde_json::json!({
+            "name": options.target_name, "type": options.target_type,
+            "schema": options.target_schema,
+        }))),
+    );
+    let path = project.root.join("dbt_project.yml");
+    fn render(env: &Environment<'_>, v: &mut Json, path: &std::path::Path) -> Result<(), DbtError> {
+        match v {
+            Json::String(s) if s.contains("{{") || s.contains("{%") => {
+                let text = env.render_str(s, ()).map_err(|e| DbtError::Project {
+                    path: path.to_owned(),
+                    message: format!("`{s}`: {e}"),
+                })?;
+                let t = text.trim();
+                *v = match t {
+                    "True" | "true" => Json::Bool(true),
+                    "False" | "false" => Json::Bool(false),
+                    "None" | "none" => Json::Null,
+                    _ => t
+                        .parse::<i64>()
+                        .map(Json::from)
+                        .or_else(|_| t.parse::<f64>().map(Json::from))
+                        .unwrap_or(Json::String(text)),
+                };
+            }
+            Json::Array(items) => {
+                for item in items {
+                    render(env, item, path)?;
+                }
+            }
+            Json::Object(map) => {
+                for item in map.values_mut() {
+                    render(env, item, path)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut out = project.clone();
+    for section in [
+        &mut out.file.models,
+        &mut out.file.seeds,
+        &mut out.file.snapshots,
+        &mut out.file.data_tests,
+    ] {
+        render(&env, section, &path)?;
+    }
+    Ok(Some(out))
+}
+
+/// A node's schema and relation name: the project's own `generate_schema_name` /
+/// `generate_alias_name` macros when it defines them (called as dbt does, with the custom
+/// value or none and the node: `resource_type`, `name`, `path`, `original_file_path`,
+/// `package_name`, `fqn`, `config`; their output trimmed), else dbt's defaults.
+fn schema_and_alias(
+    jinja: &Jinja<'_>,
+    project: &Project,
+    kind: NodeKind,
+    name: &str,
+    path: &str,
+    config: &BTreeMap<String, Json>,
+    options: &CompileOptions,
+) -> Result<(String, String), DbtError> {
+    let resource_type = match kind {
+        NodeKind::Model => "model",
+        NodeKind::Seed => "seed",
+        NodeKind::Snapshot => "snapshot",
+        NodeKind::Test => "test",
+    };
+    let node = || {
+        serde_json::json!({
+            "resource_type": resource_type, "name": name, "path": path,
+            "original_file_path": path, "package_name": project.file.name,
+            "unique_id": format!("{resource_type}.{}.{name}", project.file.name),
+            "fqn": [project.file.name.clone(), name.to_owned()], "config": config,
+        })
+    };
+    let own = project_macros(project);
+    let call = |macro_name: &str, custom: Option<&str>| -> Result<Option<String>, DbtError> {
+        if !own.iter().any(|m| m == macro_name) {
+            return Ok(None);
+        }
+        jinja
+            .call_project_macro(path, macro_name, custom, node())
+            .map(|s| Some(s.trim().to_owned()))
+    };
+    // A snapshot's `target_schema` is used as is (dbt's legacy snapshot config).
+    let schema = match config.get("target_schema").and_then(Json::as_str) {
+        Some(schema) => schema.to_owned(),
+        None => {
+            let custom = config.get("schema").and_then(Json::as_str);
+            match call("generate_schema_name", custom)? {
+                Some(s) => s,
+                None => schema_name(config, options),
+            }
+        }
+    };
+    let custom_alias = config.get("alias").and_then(Json::as_str);
+    let alias = match call("generate_alias_name", custom_alias)? {
+        Some(a) => a,
+        None => custom_alias.unwrap_or(name).to_owned(),
+    };
+    Ok((schema, alias))
+}
+
+/// A node file as the template rendered: a snapshot's block name and body, Python's
+/// semantics rewritten in, the macro imports prefixed (on its first line).
+fn template_of(kind: NodeKind, text: &str, prefix: &str) -> (Option<String>, String) {
+    let (name, text) = match kind {
+        NodeKind::Snapshot => snapshot_block(text),
+        _ => (None, text.to_owned()),
+    };
+    (name, format!("{prefix}{}", python::python_compat(&text)))
+}
+
+/// Renders `node` again with `options` (`execute` true and a query function): for a node whose
+/// rendering queries the warehouse, just before it is built. Returns its compiled SQL
+/// (relations substituted, ephemeral models inlined) and keeps its refs: a ref first seen now
+/// is an error (the run's order was fixed at parse).
+pub fn render_for_execution(
+    project: &Project,
+    manifest: &Manifest,
+    node: &Node,
+    options: &CompileOptions,
+) -> Result<String, DbtError> {
+    let files = match node.kind {
+        NodeKind::Model => &project.models,
+        NodeKind::Snapshot => &project.snapshots,
+        NodeKind::Test => &project.tests,
+        NodeKind::Seed => return Ok(node.compiled.clone().unwrap_or_default()),
+    };
+    let file = files
+        .iter()
+        .find(|f| f.path == node.path)
+        .ok_or_else(|| DbtError::Project {
+            path: project.root.join(&node.path),
+            message: "the file is no longer in the project".into(),
+        })?;
+    let prefix = macro_prefix(&project_macros(project));
+    let (_, source) = template_of(node.kind, &file.text, &prefix);
+    let jinja = Jinja::new(project, options)?;
+    let start = project.node_config(node.kind, &node.path, &node.name);
+    let (rendered, recorded) = jinja.render(&node.path, &source, &node.name, start)?;
+    let refs = recorded.refs.lock().map(|r| r.clone()).unwrap_or_default();
+    if let Some(new) = refs.iter().find(|r| !node.refs.contains(r)) {
+        return Err(DbtError::Project {
+            path: project.root.join(&node.path),
+            message: format!(
+                "ref('{new}') appears only when the queries run (`execute`): refs must not depend on query results"
+            ),
+        });
+    }
+    let mut single = manifest.clone();
+    for n in &mut single.nodes {
+        if n.name == node.name {
+            n.rendered = Some(rendered.clone());
+        }
+    }
+    compile(&mut single);
+    Ok(single
+        .nodes
+        .into_iter()
+        .find(|n| n.name == node.name)
+        .and_then(|n| n.compiled)
+        .unwrap_or_default())
+}
+
 /// Parses every node: renders each once, records refs, sources and config, checks that
 /// every ref and source exists and that refs have no cycle, and orders the nodes.
 pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, DbtError> {
+    let rendered_project;
+    let project = match render_project_file(project, options)? {
+        Some(p) => {
+            rendered_project = p;
+            &rendered_project
+        }
+        None => project,
+    };
     let prefix = macro_prefix(&project_macros(project));
     let files: Vec<(NodeKind, &str, Option<String>, String)> = project
         .models
@@ -145,12 +382,8 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         .chain(project.snapshots.iter().map(|f| (NodeKind::Snapshot, f)))
         .chain(project.tests.iter().map(|f| (NodeKind::Test, f)))
         .map(|(kind, f)| {
-            let (name, text) = match kind {
-                NodeKind::Snapshot => snapshot_block(&f.text),
-                _ => (None, f.text.clone()),
-            };
-            let text = python::python_compat(&text);
-            (kind, f.path.as_str(), name, format!("{prefix}{text}"))
+            let (name, text) = template_of(kind, &f.text, &prefix);
+            (kind, f.path.as_str(), name, text)
         })
         .collect();
     let jinja = Jinja::new(project, options)?;
@@ -159,6 +392,18 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
     for seed in &project.seeds {
         let name = stem(&seed.path);
         let config = project.node_config(NodeKind::Seed, &seed.path, &name);
+        if disabled(&config) {
+            continue;
+        }
+        let (schema, relation) = schema_and_alias(
+            &jinja,
+            project,
+            NodeKind::Seed,
+            &name,
+            &seed.path,
+            &config,
+            options,
+        )?;
         push_node(
             &mut nodes,
             &mut by_name,
@@ -166,13 +411,14 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 kind: NodeKind::Seed,
                 name: name.clone(),
                 path: seed.path.clone(),
-                schema: schema_name(&config, options),
+                schema,
                 config,
                 refs: Vec::new(),
                 sources: Vec::new(),
-                relation: name,
+                relation,
                 rendered: None,
                 compiled: None,
+                needs_execute: false,
             },
         )
         .map_err(|m| DbtError::Project {
@@ -184,6 +430,9 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         let (kind, path) = (*kind, *path);
         let name = block_name.clone().unwrap_or_else(|| stem(path));
         let folder = project.node_config(kind, path, &name);
+        if disabled(&folder) {
+            continue;
+        }
         let (mut rendered, mut recorded) = jinja.render(path, source, &name, folder.clone())?;
         let mut config = recorded.config.lock().map(|c| c.clone()).unwrap_or(folder);
         let materialized = config.get("materialized").cloned();
@@ -209,17 +458,17 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 .unwrap_or_default();
         }
         let refs = recorded.refs.lock().map(|r| r.clone()).unwrap_or_default();
+        let needs_execute = recorded.executes.lock().map(|e| *e).unwrap_or(false);
         let sources = recorded
             .sources
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default();
-        let schema = schema_name(&config, options);
-        let relation = config
-            .get("alias")
-            .and_then(Json::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| name.clone());
+        if disabled(&config) {
+            continue;
+        }
+        let (schema, relation) =
+            schema_and_alias(&jinja, project, kind, &name, path, &config, options)?;
         push_node(
             &mut nodes,
             &mut by_name,
@@ -234,6 +483,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 relation,
                 rendered: Some(rendered),
                 compiled: None,
+                needs_execute,
             },
         )
         .map_err(|m| DbtError::Project {

@@ -271,7 +271,12 @@ pub fn data_tests(
                 )
             }
             custom => {
-                let macro_name = format!("test_{custom}");
+                // `package.test` names a package's generic test (`dbt_utils.expression_is_true`).
+                let (template, test_name) = match custom.split_once('.') {
+                    Some((package, test)) => (format!("__macros__{package}"), test),
+                    None => ("__macros__".to_owned(), custom),
+                };
+                let macro_name = format!("test_{test_name}");
                 let no_test = |e: minijinja::Error| {
                     bad(
                         t,
@@ -287,7 +292,7 @@ pub fn data_tests(
                     None => {
                         let d = env
                             .render_str(
-                                &format!("{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}.arguments|join(',') }}}}"),
+                                &format!("{{% from \"{template}\" import {macro_name} %}}{{{{ {macro_name}.arguments|join(',') }}}}"),
                                 (),
                             )
                             .map_err(no_test)?;
@@ -332,7 +337,7 @@ pub fn data_tests(
                 }
                 let call_args: Vec<String> = ctx.keys().map(|k| format!("{k}={k}")).collect();
                 let source = format!(
-                    "{{% from \"__macros__\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
+                    "{{% from \"{template}\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
                     call_args.join(", ")
                 );
                 let snippet = crate::compile::render_snippet(&env, &source, ctx, &relations)
@@ -346,10 +351,12 @@ pub fn data_tests(
                 snippet.sql.trim().to_owned()
             }
         };
+        // dbt's names: a package's test is prefixed by the package (`dbt_utils_expression_is_true_…`).
+        let test_name = t.name.replace('.', "_");
         let mut name = match (t.column.as_deref(), col.is_empty()) {
-            (Some(c), _) => format!("{}_{}_{c}", t.name, t.model),
-            (None, false) => format!("{}_{}_{}", t.name, t.model, slug(&col)),
-            (None, true) => format!("{}_{}", t.name, t.model),
+            (Some(c), _) => format!("{test_name}_{}_{c}", t.model),
+            (None, false) => format!("{test_name}_{}_{}", t.model, slug(&col)),
+            (None, true) => format!("{test_name}_{}", t.model),
         };
         // A second test of the same kind on the same column gets a numbered name.
         let base = name.clone();

@@ -49,6 +49,26 @@ pub struct ProjectFile {
     /// Folder-level test configs (`data_tests:`, or the older `tests:`).
     #[serde(default, alias = "tests")]
     pub data_tests: Value,
+    /// Where `rainbow deps` installs packages (default `dbt_packages`).
+    #[serde(default = "packages_dir", rename = "packages-install-path")]
+    pub packages_install_path: String,
+    /// `dispatch:` — per macro namespace, the packages searched in order
+    /// (`[{macro_namespace: dbt_utils, search_order: [my_project, dbt_utils]}]`).
+    #[serde(default)]
+    pub dispatch: Vec<DispatchConfig>,
+}
+
+/// One `dispatch:` entry of `dbt_project.yml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatchConfig {
+    /// The namespace whose `adapter.dispatch(…, macro_namespace)` calls it orders.
+    pub macro_namespace: String,
+    /// The packages searched, in order.
+    pub search_order: Vec<String>,
+}
+
+fn packages_dir() -> String {
+    "dbt_packages".into()
 }
 
 fn models_dir() -> Vec<String> {
@@ -127,6 +147,29 @@ pub struct Project {
     pub column_tests: Vec<ColumnTest>,
     /// `config:` of model, seed and snapshot entries in schema files, by node name.
     pub property_configs: BTreeMap<String, BTreeMap<String, Value>>,
+    /// Installed packages (`<packages-install-path>/<name>/`), each loaded as a project of
+    /// its own: macros, generic tests and variables (see [`Project::load`]).
+    pub packages: Vec<Project>,
+    /// `unit_tests:` of schema files.
+    pub unit_tests: Vec<UnitTestDecl>,
+}
+
+/// A dbt unit test (`unit_tests:` in a schema file): the model's SQL run on `given` rows
+/// must return the `expect` rows. Source: docs.getdbt.com/docs/build/unit-tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitTestDecl {
+    /// Its name.
+    pub name: String,
+    /// The model tested.
+    pub model: String,
+    /// The inputs: `ref('x')` / `source('s', 't')` text and their rows.
+    pub given: Vec<(String, Vec<serde_json::Map<String, Value>>)>,
+    /// The expected rows (only their columns are compared).
+    pub expect: Vec<serde_json::Map<String, Value>>,
+    /// `overrides: {vars: {…}, macros: {…}}`.
+    pub overrides: Value,
+    /// The schema file declaring it.
+    pub file: PathBuf,
 }
 
 fn read(path: &Path) -> Result<String, DbtError> {
@@ -196,6 +239,93 @@ fn collect(root: &Path, dirs: &[String], ext: &str) -> Result<Vec<SourceFile>, D
     Ok(out)
 }
 
+/// The packages installed for the project at `root`: every directory of its
+/// `packages-install-path` holding a `dbt_project.yml`, loaded (macros, generic tests, vars;
+/// their own packages are the root's, as dbt installs them flat). Errors: a package named in
+/// `packages.yml`/`dependencies.yml` that is not installed, a package with models, seeds or
+/// snapshots (not supported yet), an unreadable package.
+fn load_packages(root: &Path, file: &ProjectFile) -> Result<Vec<Project>, DbtError> {
+    let dir = root.join(&file.packages_install_path);
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| DbtError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("dbt_project.yml").is_file())
+            .collect();
+        dirs.sort();
+        for package_root in dirs {
+            let path = package_root.join("dbt_project.yml");
+            let pfile: ProjectFile = parse_yaml(&read(&path)?, &path)?;
+            let (generic, _singular): (Vec<SourceFile>, Vec<SourceFile>) =
+                collect(&package_root, &pfile.test_paths, "sql")?
+                    .into_iter()
+                    .partition(|f| f.path.split('/').nth(1) == Some("generic"));
+            let mut macros = collect(&package_root, &pfile.macro_paths, "sql")?;
+            macros.extend(generic);
+            for (what, paths) in [
+                ("models", &pfile.model_paths),
+                ("seeds", &pfile.seed_paths),
+                ("snapshots", &pfile.snapshot_paths),
+            ] {
+                let ext = if what == "seeds" { "csv" } else { "sql" };
+                if !collect(&package_root, paths, ext)?.is_empty() {
+                    return Err(DbtError::Project {
+                        path,
+                        message: format!(
+                            "package `{}` has {what}: packages with {what} are not supported yet (only macros, generic tests and vars)",
+                            pfile.name
+                        ),
+                    });
+                }
+            }
+            out.push(Project {
+                root: package_root.clone(),
+                seeds: Vec::new(),
+                macros,
+                tests: Vec::new(),
+                snapshots: Vec::new(),
+                models: Vec::new(),
+                file: pfile,
+                sources: Vec::new(),
+                descriptions: BTreeMap::new(),
+                column_tests: Vec::new(),
+                property_configs: BTreeMap::new(),
+                packages: Vec::new(),
+                unit_tests: Vec::new(),
+            });
+        }
+    }
+    for spec in ["packages.yml", "dependencies.yml"] {
+        let path = root.join(spec);
+        if !path.is_file() {
+            continue;
+        }
+        let doc: Value = parse_yaml(&read(&path)?, &path)?;
+        for p in doc["packages"].as_array().into_iter().flatten() {
+            // A hub package's installed name is its last part (dbt-labs/dbt_utils → dbt_utils);
+            // git and local packages are named by their own dbt_project.yml.
+            let Some(hub) = p.get("package").and_then(Value::as_str) else {
+                continue;
+            };
+            let name = hub.rsplit('/').next().unwrap_or(hub);
+            if !out.iter().any(|pkg| pkg.file.name == name) {
+                return Err(DbtError::Project {
+                    path,
+                    message: format!(
+                        "package `{hub}` is not installed in {}/: run `rainbow deps`",
+                        file.packages_install_path
+                    ),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Project {
     /// Loads the project in `root`.
     pub fn load(root: &Path) -> Result<Self, DbtError> {
@@ -229,7 +359,10 @@ impl Project {
             descriptions: BTreeMap::new(),
             column_tests: Vec::new(),
             property_configs: BTreeMap::new(),
+            packages: Vec::new(),
+            unit_tests: Vec::new(),
         };
+        project.packages = load_packages(root, &project.file)?;
         let mut schema_files = Vec::new();
         for paths in [
             &project.file.model_paths,

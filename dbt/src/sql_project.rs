@@ -105,6 +105,8 @@ pub struct Declared {
 /// One run's compilation.
 struct Compiled {
     manifest: Manifest,
+    /// The options it was compiled with (a node rendered again for execution uses them).
+    options: crate::compile::CompileOptions,
     /// Models compiled with `is_incremental()` true.
     incremental: std::collections::BTreeSet<String>,
     node_index: HashMap<String, usize>,
@@ -239,6 +241,7 @@ impl Shared {
             .collect();
         Ok(Compiled {
             manifest,
+            options: options.clone(),
             incremental: options.incremental.clone(),
             node_index,
             tests,
@@ -515,6 +518,16 @@ impl SqlProject {
             nodes: BTreeMap::new(),
         };
         let mut sources: BTreeMap<AssetKey, String> = BTreeMap::new();
+        // A source whose table a node of this project builds (a seed loaded into the source's
+        // schema, as jaffle_shop does) is that node, not a source asset.
+        let own: HashSet<AssetKey> = manifest
+            .nodes
+            .iter()
+            .filter(|n| n.kind != NodeKind::Test)
+            .map(|n| keys[n.name.as_str()].clone())
+            .collect();
+        let produced: HashSet<AssetKey> = produced.iter().chain(&own).cloned().collect();
+        let produced = &produced;
         // Sources only tests read are source assets too (their checks sit on them).
         for test in &tests {
             for (source, table) in &test.sources {
@@ -709,6 +722,13 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
         async move {
             let compiled = shared.compiled(&ctx).await?;
             let node = compiled.node(&name)?;
+            let executed;
+            let node = if node.needs_execute {
+                executed = execute_node(&shared, &compiled, node).await?;
+                &executed
+            } else {
+                node
+            };
             let warehouse = &compiled.warehouse;
             let built = rainbow_warehouse::instrument::work(build_node(
                 &shared.project,
@@ -783,4 +803,80 @@ fn config_text(v: &Json) -> Option<String> {
         Json::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// `node` rendered again with `execute` true, its queries run on the warehouse (dbt's
+/// introspective Jinja, [`crate::compile::render_for_execution`]): rendering is synchronous, so
+/// it runs on a blocking thread whose queries wait on the runtime.
+async fn execute_node(shared: &Arc<Shared>, compiled: &Arc<Compiled>, node: &Node) -> Result<Node> {
+    let handle = tokio::runtime::Handle::current();
+    let warehouse = compiled.warehouse.clone();
+    let query = crate::compile::QueryFn(Arc::new(move |sql: &str| {
+        let warehouse = warehouse.clone();
+        let sql = sql.to_owned();
+        handle
+            .block_on(async move { warehouse.query(&sql, "a query while rendering").await })
+            .map(|batches| query_result(&batches))
+            .map_err(|e| e.to_string())
+    }));
+    let mut options = compiled.options.clone();
+    options.execute = true;
+    options.query = Some(query);
+    let (shared, compiled, target) = (shared.clone(), compiled.clone(), node.clone());
+    let sql = tokio::task::spawn_blocking(move || {
+        crate::compile::render_for_execution(&shared.project, &compiled.manifest, &target, &options)
+    })
+    .await
+    .map_err(|e| DbtError::Input {
+        location: node.path.clone(),
+        message: format!("rendering panicked: {e}"),
+    })??;
+    let mut node = node.clone();
+    node.compiled = Some(sql);
+    Ok(node)
+}
+
+/// Record batches as rows of JSON values (numbers stay numbers, times become text).
+fn query_result(
+    batches: &[rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch],
+) -> crate::compile::QueryResult {
+    use rainbow_warehouse::datafusion::common::ScalarValue;
+    let mut out = crate::compile::QueryResult::default();
+    if let Some(b) = batches.first() {
+        out.columns = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+    }
+    for b in batches {
+        for row in 0..b.num_rows() {
+            out.rows.push(
+                b.columns()
+                    .iter()
+                    .map(|c| match ScalarValue::try_from_array(c, row) {
+                        Ok(v) if v.is_null() => Json::Null,
+                        Ok(ScalarValue::Boolean(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Int8(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Int16(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Int32(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Int64(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::UInt8(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::UInt16(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::UInt32(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::UInt64(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Float32(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Float64(Some(x))) => Json::from(x),
+                        Ok(ScalarValue::Utf8(Some(x)))
+                        | Ok(ScalarValue::Utf8View(Some(x)))
+                        | Ok(ScalarValue::LargeUtf8(Some(x))) => Json::from(x),
+                        Ok(v) => Json::from(v.to_string()),
+                        Err(_) => Json::Null,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
 }

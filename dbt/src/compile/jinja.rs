@@ -26,6 +26,10 @@ pub(crate) struct Collector {
     /// The answers `is_incremental()` gave, which the final config may contradict (a
     /// `config(materialized=…)` after the call).
     pub(crate) incremental_answers: Mutex<Vec<bool>>,
+    /// Whether the render ran (or, at parse, would have run) a query: `statement`/`run_query`.
+    pub(crate) executes: Mutex<bool>,
+    /// Statement results by name (`load_result`).
+    pub(crate) results: super::execute::Results,
 }
 
 impl Object for Collector {}
@@ -61,10 +65,138 @@ impl Object for Exceptions {
     }
 }
 
-/// `adapter.dispatch('name')`: `<target>__name`, else `default__name`.
+/// Where each macro namespace lives: the root project, each package, and `dbt` (the built-in
+/// macros, [`INTERNAL_MACROS`]).
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// Namespace name -> (template, its macro names).
+    namespaces: BTreeMap<String, (String, Vec<String>)>,
+    /// The root project's name.
+    root: String,
+    /// `dispatch:` search orders by macro namespace.
+    dispatch: BTreeMap<String, Vec<String>>,
+    /// Adapter prefixes tried in order (`<target type>`, `bigquery`, `default`).
+    prefixes: Vec<String>,
+}
+
+impl Registry {
+    fn has(&self, namespace: &str, name: &str) -> Option<&str> {
+        let (template, names) = self.namespaces.get(namespace)?;
+        names.iter().any(|n| n == name).then_some(template.as_str())
+    }
+}
+
+/// The built-in `dbt` namespace's macros (our own BigQuery bodies).
+pub(crate) const INTERNAL_MACROS: &str = include_str!("dbt_macros.sql");
+
+/// The keys of a render's context that macros of other templates see too.
+const SHARED_CONTEXT: [&str; 6] = ["__rainbow", "__name", "this", "model", "node", "execute"];
+
+/// Calls macro `name` of `template` (a macro template of the project, a package or `dbt`) from
+/// `state`: the template is evaluated with the caller's context and the macro called there —
+/// no template imports another, so packages may refer to each other in any direction.
+fn call_in_template(
+    state: &State,
+    template: &str,
+    name: &str,
+    args: &[Value],
+) -> Result<Value, JinjaError> {
+    let ctx: BTreeMap<&str, Value> = SHARED_CONTEXT
+        .iter()
+        .filter_map(|k| state.lookup(k).map(|v| (*k, v)))
+        .collect();
+    let tmpl = state.env().get_template(template)?;
+    let mut module = tmpl.render_captured_to(Value::from(ctx), std::io::sink())?;
+    module.with_state_mut(|module| {
+        let m = module
+            .lookup(name)
+            .filter(|m| !m.is_undefined())
+            .ok_or_else(|| {
+                JinjaError::new(
+                    ErrorKind::UndefinedError,
+                    format!("no macro `{name}` in {template}"),
+                )
+            })?;
+        m.call(module, args)
+    })
+}
+
+/// The dbt version whose behaviour Rainbow follows (`dbt_version`).
+pub(crate) const DBT_VERSION: &str = "1.10.5";
+
+/// A macro of another template, callable from any render ([`call_in_template`]).
+#[derive(Debug)]
+pub(crate) struct MacroRef {
+    template: String,
+    name: String,
+}
+
+impl Object for MacroRef {
+    fn call(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        call_in_template(state, &self.template, &self.name, args)
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<macro {}>", self.name)
+    }
+}
+
+/// A package's (or the project's, or `dbt`'s) macros as `namespace.macro(…)`.
+#[derive(Debug)]
+pub(crate) struct Namespace {
+    name: String,
+    registry: Arc<Registry>,
+}
+
+impl Object for Namespace {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str()?;
+        let template = self.registry.has(&self.name, name)?;
+        Some(Value::from_object(MacroRef {
+            template: template.to_owned(),
+            name: name.to_owned(),
+        }))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        match self.registry.has(&self.name, method) {
+            Some(template) => call_in_template(state, template, method, args),
+            None => Err(JinjaError::new(
+                ErrorKind::UnknownMethod,
+                format!(
+                    "`{}` has no macro `{method}`{}",
+                    self.name,
+                    rainbow_suggest::did_you_mean(
+                        method,
+                        self.registry
+                            .namespaces
+                            .get(&self.name)
+                            .into_iter()
+                            .flat_map(|(_, n)| n.iter().map(String::as_str))
+                    )
+                ),
+            )),
+        }
+    }
+}
+
+/// dbt's `adapter`: `dispatch(name, macro_namespace=None)` in dbt's search order — for a
+/// namespace, the `dispatch:` search order of dbt_project.yml, else the root project then the
+/// namespace; without one, the caller's own macros, the root project's, then `dbt`'s — trying
+/// in each the adapter prefixes in order (`bigquery__` before `default__`: Rainbow speaks
+/// BigQuery SQL). Source: docs.getdbt.com/reference/dbt-jinja-functions/dispatch.
 #[derive(Debug)]
 pub(crate) struct Adapter {
-    target_type: String,
+    registry: Arc<Registry>,
 }
 
 impl Object for Adapter {
@@ -77,29 +209,150 @@ impl Object for Adapter {
         if method != "dispatch" {
             return Err(JinjaError::from(ErrorKind::UnknownMethod));
         }
-        let name = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
-            JinjaError::new(
-                ErrorKind::InvalidOperation,
-                "adapter.dispatch needs a macro name",
-            )
-        })?;
-        for candidate in [
-            format!("{}__{name}", self.target_type),
-            format!("default__{name}"),
-        ] {
-            if let Some(m) = state.lookup(&candidate)
-                && !m.is_undefined()
-            {
-                return Ok(m);
+        let (positional, kwargs) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let name = positional
+            .first()
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| {
+                JinjaError::new(
+                    ErrorKind::InvalidOperation,
+                    "adapter.dispatch needs a macro name",
+                )
+            })?
+            .to_owned();
+        let namespace: Option<String> = match positional.get(1) {
+            Some(v) if !v.is_none() => v.as_str().map(str::to_owned),
+            _ => match &kwargs {
+                Some(k) => k.get::<Option<String>>("macro_namespace")?,
+                None => None,
+            },
+        };
+        let r = &self.registry;
+        let search: Vec<Option<String>> = match &namespace {
+            Some(ns) => match r.dispatch.get(ns) {
+                Some(order) => order.iter().cloned().map(Some).collect(),
+                None => vec![Some(r.root.clone()), Some(ns.clone())],
+            },
+            None => vec![None, Some(r.root.clone()), Some("dbt".into())],
+        };
+        let mut tried = Vec::new();
+        for package in &search {
+            for prefix in &r.prefixes {
+                let candidate = format!("{prefix}__{name}");
+                match package {
+                    None => {
+                        if let Some(m) = state.lookup(&candidate).filter(|m| !m.is_undefined()) {
+                            return Ok(m);
+                        }
+                    }
+                    Some(p) => {
+                        if let Some(template) = r.has(p, &candidate) {
+                            return Ok(Value::from_object(MacroRef {
+                                template: template.to_owned(),
+                                name: candidate,
+                            }));
+                        }
+                    }
+                }
+                tried.push(match package {
+                    Some(p) => format!("{p}.{candidate}"),
+                    None => candidate.clone(),
+                });
             }
         }
         Err(JinjaError::new(
             ErrorKind::UndefinedError,
-            format!(
-                "no macro `{}__{name}` or `default__{name}` to dispatch to",
-                self.target_type
-            ),
+            format!("adapter.dispatch('{name}'): no macro {}", tried.join(", ")),
         ))
+    }
+}
+
+/// dbt's `config`: called, it records the node's config (`config(materialized='table')`);
+/// `config.get(key, default=None)` and `config.require(key)` read it.
+#[derive(Debug)]
+pub(crate) struct Config;
+
+impl Object for Config {
+    fn call(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        let c = collector(state)?;
+        if let Some(kwargs) = args.last().filter(|a| a.is_kwargs()) {
+            let kwargs = Kwargs::try_from(kwargs.clone())?;
+            if let Ok(mut config) = c.config.lock() {
+                for key in kwargs.args() {
+                    let v: Value = kwargs.get(key)?;
+                    merge_config(&mut config, key, to_json(&v));
+                }
+            }
+        }
+        Ok(Value::from(""))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        let key = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
+            JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("config.{method} needs a key"),
+            )
+        })?;
+        let value = collector(state)?
+            .config
+            .lock()
+            .ok()
+            .and_then(|c| c.get(key).cloned());
+        match (method, value) {
+            ("get", Some(v)) | ("require", Some(v)) => Ok(Value::from(Serde(v))),
+            ("get", None) => Ok(args
+                .get(1)
+                .filter(|d| !d.is_kwargs())
+                .cloned()
+                .unwrap_or(Value::from(()))),
+            ("require", None) => Err(JinjaError::new(
+                ErrorKind::InvalidOperation,
+                format!("the config `{key}` is required"),
+            )),
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
+        }
+    }
+}
+
+/// `api.Column.translate_type(name)`: dbt's portable type names in BigQuery's words.
+#[derive(Debug)]
+struct Api;
+
+impl Object for Api {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        (key.as_str()? == "Column").then(|| Value::from_object(Api))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        if method != "translate_type" {
+            return Err(JinjaError::from(ErrorKind::UnknownMethod));
+        }
+        let t = args.first().and_then(|a| a.as_str()).unwrap_or("");
+        Ok(Value::from(match t.to_ascii_lowercase().as_str() {
+            "text" | "string" | "varchar" => "string".to_owned(),
+            "integer" | "int" | "bigint" => "int64".to_owned(),
+            "float" | "double" => "float64".to_owned(),
+            "boolean" | "bool" => "bool".to_owned(),
+            other => other.to_owned(),
+        }))
     }
 }
 
@@ -226,7 +479,7 @@ pub(crate) fn substitute(text: &str, relations: &Relations) -> String {
 pub(crate) struct Jinja<'p> {
     env: Environment<'p>,
     /// First line of each macro file in the combined macro template, and the file.
-    macro_lines: Vec<(usize, String)>,
+    macro_lines: Vec<(String, usize, String)>,
     /// Length of the macro import prepended to every file's first line.
     prefix_len: usize,
 }
@@ -244,12 +497,12 @@ pub(crate) fn private_exports(names: &[String]) -> String {
         .collect()
 }
 
-/// The import of every project macro, prepended to each file (on its first line, so line
-/// numbers stay those of the file).
+/// The imports prepended to each file (on its first line, so line numbers stay those of the
+/// file): every project macro, then the built-in `dbt` macros the project does not define
+/// (callable unqualified, as in dbt).
 pub(crate) fn macro_prefix(names: &[String]) -> String {
-    if names.is_empty() {
-        String::new()
-    } else {
+    let mut out = String::new();
+    if !names.is_empty() {
         let imports: Vec<String> = names
             .iter()
             .map(|n| match n.strip_prefix('_') {
@@ -259,8 +512,22 @@ pub(crate) fn macro_prefix(names: &[String]) -> String {
                 None => n.clone(),
             })
             .collect();
-        format!("{{% from \"__macros__\" import {} %}}", imports.join(", "))
+        out.push_str(&format!(
+            "{{% from \"__macros__\" import {} %}}",
+            imports.join(", ")
+        ));
     }
+    out.push_str(&internal_imports(names));
+    out
+}
+
+/// `{% from "__macros__dbt" import … %}` of the built-in macros not among `own`.
+fn internal_imports(own: &[String]) -> String {
+    let names: Vec<String> = macro_names(INTERNAL_MACROS)
+        .into_iter()
+        .filter(|n| !own.contains(n))
+        .collect();
+    format!("{{% from \"__macros__dbt\" import {} %}}", names.join(", "))
 }
 
 /// The names of every project macro.
@@ -340,43 +607,106 @@ impl<'p> Jinja<'p> {
     /// The environment for `project` under `options`: its macros, dbt's globals and
     /// functions.
     pub(crate) fn new(project: &'p Project, options: &CompileOptions) -> Result<Self, DbtError> {
-        let mut jinja = Self::with_macros(project)?;
+        let mut jinja = Self::with_macros(project, options)?;
+        super::execute::register(&mut jinja.env, options.query.clone(), options.execute);
         jinja.add_globals(options);
         jinja.add_functions(project_vars(project, options), options);
         Ok(jinja)
     }
 
-    /// An environment (strict undefined, Python string/list/dict methods) holding the
-    /// project's macros as one template, `__macros__`, with generic tests as `test_<name>`
-    /// macros and `_private` macros re-exported.
-    fn with_macros(project: &'p Project) -> Result<Self, DbtError> {
+    /// An environment (strict undefined, Python's semantics) holding one macro template per
+    /// namespace: `__macros__` (the project's macros, generic tests as `test_<name>` macros,
+    /// `_private` macros re-exported), `__macros__<package>` for each package, `__macros__dbt`
+    /// for the built-in ones; each namespace is a global (`dbt_utils.star(…)`), and `adapter`
+    /// dispatches across them.
+    fn with_macros(project: &'p Project, options: &CompileOptions) -> Result<Self, DbtError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Python's semantics: mutable lists and dicts, `return()`, string/list/dict methods.
         super::python::register(&mut env);
-        let mut macros = String::new();
-        let mut macro_lines = Vec::new();
-        let mut names = Vec::new();
-        for f in &project.macros {
-            let text = super::python::python_compat(&generic_tests_as_macros(&f.text));
-            macro_lines.push((macros.lines().count() + 1, f.path.clone()));
-            macros.push_str(&text);
-            macros.push('\n');
-            names.extend(macro_names(&text));
-        }
         let mut jinja = Jinja {
             env,
-            macro_lines,
+            macro_lines: Vec::new(),
             prefix_len: 0,
         };
-        if !names.is_empty() {
-            macros.push_str(&private_exports(&names));
+        let mut registry = Registry {
+            root: project.file.name.clone(),
+            dispatch: project
+                .file
+                .dispatch
+                .iter()
+                .map(|d| (d.macro_namespace.clone(), d.search_order.clone()))
+                .collect(),
+            prefixes: [options.target_type.as_str(), "bigquery", "default"]
+                .into_iter()
+                .fold(Vec::new(), |mut v, p| {
+                    if !v.iter().any(|x: &String| x == p) {
+                        v.push(p.to_owned());
+                    }
+                    v
+                }),
+            ..Registry::default()
+        };
+        let internal = super::python::python_compat(INTERNAL_MACROS);
+        jinja
+            .env
+            .add_template_owned("__macros__dbt", internal)
+            .map_err(|e| jinja.error(&e, "__macros__dbt"))?;
+        registry.namespaces.insert(
+            "dbt".into(),
+            ("__macros__dbt".into(), macro_names(INTERNAL_MACROS)),
+        );
+        let templates = std::iter::once(("__macros__".to_owned(), project)).chain(
+            project
+                .packages
+                .iter()
+                .map(|p| (format!("__macros__{}", p.file.name), p)),
+        );
+        for (template, p) in templates {
+            let mut names = Vec::new();
+            let mut text = String::new();
+            let mut files = Vec::new();
+            for f in &p.macros {
+                let body = super::python::python_compat(&generic_tests_as_macros(&f.text));
+                files.push((text.lines().count() + 1, f.path.clone()));
+                names.extend(macro_names(&body));
+                text.push_str(&body);
+                text.push('\n');
+            }
+            text.push_str(&private_exports(&names));
+            let text = format!("{}{text}", internal_imports(&names));
+            for (line, path) in files {
+                let path = if template == "__macros__" {
+                    path
+                } else {
+                    format!("{}/{path}", p.root.display())
+                };
+                jinja.macro_lines.push((template.clone(), line, path));
+            }
             jinja
                 .env
-                .add_template_owned("__macros__", macros)
-                .map_err(|e| jinja.error(&e, "__macros__"))?;
-            jinja.prefix_len = macro_prefix(&names).len();
+                .add_template_owned(template.clone(), text)
+                .map_err(|e| jinja.error(&e, &template))?;
+            if template == "__macros__" {
+                jinja.prefix_len = macro_prefix(&names).len();
+            }
+            registry
+                .namespaces
+                .insert(p.file.name.clone(), (template, names));
         }
+        let registry = Arc::new(registry);
+        for name in registry.namespaces.keys() {
+            jinja.env.add_global(
+                name.clone(),
+                Value::from_object(Namespace {
+                    name: name.clone(),
+                    registry: registry.clone(),
+                }),
+            );
+        }
+        jinja
+            .env
+            .add_global("adapter", Value::from_object(Adapter { registry }));
         Ok(jinja)
     }
 
@@ -396,12 +726,18 @@ impl<'p> Jinja<'p> {
             Value::from(options.run_started_at.clone()),
         );
         env.add_global("exceptions", Value::from_object(Exceptions));
+        env.add_global("api", Value::from_object(Api));
+        env.add_global("config", Value::from_object(Config));
+        // The dbt version Rainbow implements the behaviour of (packages check it with
+        // require-dbt-version).
+        env.add_global("dbt_version", Value::from(DBT_VERSION));
         env.add_global(
-            "adapter",
-            Value::from_object(Adapter {
-                target_type: options.target_type.clone(),
-            }),
+            "flags",
+            Value::from(Serde(serde_json::json!({
+                "STORE_FAILURES": false, "FULL_REFRESH": false, "WHICH": "run",
+            }))),
         );
+        env.add_global("modules", super::python::modules());
         for (k, v) in &options.extra {
             env.add_global(k.clone(), Value::from(Serde(v.clone())));
         }
@@ -487,19 +823,6 @@ impl<'p> Jinja<'p> {
                 Ok(Relation::value(format!("source:{source}.{table}")))
             },
         );
-        env.add_function(
-            "config",
-            |state: &State, kwargs: Kwargs| -> Result<String, JinjaError> {
-                let c = collector(state)?;
-                if let Ok(mut config) = c.config.lock() {
-                    for key in kwargs.args() {
-                        let v: Value = kwargs.get(key)?;
-                        merge_config(&mut config, key, to_json(&v));
-                    }
-                }
-                Ok(String::new())
-            },
-        );
     }
 
     /// A minijinja error as file:line:column.
@@ -507,13 +830,13 @@ impl<'p> Jinja<'p> {
         let name = e.name().unwrap_or(default_file).to_owned();
         let mut line = e.line().unwrap_or(0);
         let mut file = name.clone();
-        if name == "__macros__" {
+        if name.starts_with("__macros__") {
             // Map back from the combined macro template to the macro's own file.
-            if let Some((start, path)) = self
+            if let Some((_, start, path)) = self
                 .macro_lines
                 .iter()
                 .rev()
-                .find(|(start, _)| *start <= line)
+                .find(|(template, start, _)| *template == name && *start <= line)
             {
                 line = line - start + 1;
                 file = path.clone();
@@ -523,7 +846,7 @@ impl<'p> Jinja<'p> {
             (Some(r), Some(src)) => {
                 let before = &src[..r.start.min(src.len())];
                 let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-                if line == 1 && name != "__macros__" {
+                if line == 1 && !name.starts_with("__macros__") {
                     col.saturating_sub(self.prefix_len).max(1)
                 } else {
                     col
@@ -541,6 +864,38 @@ impl<'p> Jinja<'p> {
             column,
             message,
         }
+    }
+
+    /// Calls the project's macro `name(custom, node)` (`generate_schema_name` and its kind)
+    /// and returns its text; errors name `path`, the node it was called for.
+    pub(crate) fn call_project_macro(
+        &self,
+        path: &str,
+        name: &str,
+        custom: Option<&str>,
+        node: Json,
+    ) -> Result<String, DbtError> {
+        let mut ctx = BTreeMap::new();
+        ctx.insert(
+            "__rainbow".to_owned(),
+            Value::from_dyn_object(Arc::new(Collector::default())),
+        );
+        ctx.insert("__custom".to_owned(), Value::from(custom));
+        ctx.insert("__node".to_owned(), Value::from(Serde(node)));
+        self.env
+            .render_str(
+                &format!(
+                    "{{% from \"__macros__\" import {name} %}}{{{{ {name}(__custom, __node) }}}}"
+                ),
+                Value::from(ctx),
+            )
+            .map_err(|e| {
+                let mut err = self.error(&e, path);
+                if let DbtError::Jinja { message, .. } = &mut err {
+                    *message = format!("{name}() for {path}: {message}");
+                }
+                err
+            })
     }
 
     /// Renders one file; returns the text (relations as placeholders) and what it recorded.

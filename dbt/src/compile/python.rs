@@ -56,9 +56,8 @@ pub(crate) fn python_compat(text: &str) -> String {
             }
             Some(b'{') | Some(b'%') => {
                 let is_tag = bytes[i + 1] == b'%';
-                let (body_start, end) = region(text, i + 2, is_tag);
+                let (body_start, end, after) = region(text, i + 2, is_tag);
                 let inner = &text[body_start..end];
-                let after = (end + 2).min(text.len());
                 let word = tag_word(inner);
                 if is_tag && word == "raw" {
                     let stop = text[i..]
@@ -108,9 +107,10 @@ fn tag_word(inner: &str) -> &str {
     &t[..end]
 }
 
-/// Where a tag's inside ends (the index of its closing `%}`/`}}`), skipping strings and
-/// nested braces; `(start, end)` of the inside.
-fn region(text: &str, start: usize, is_tag: bool) -> (usize, usize) {
+/// Where a tag's inside ends (the index of its closing `%}`/`}}`, or of the `-` before it),
+/// skipping strings and nested braces: `(start, end)` of the inside and the index after the
+/// closing delimiter.
+fn region(text: &str, start: usize, is_tag: bool) -> (usize, usize, usize) {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut i = start;
@@ -127,25 +127,23 @@ fn region(text: &str, start: usize, is_tag: bool) -> (usize, usize) {
             }
             b'{' => depth += 1,
             b'}' if !is_tag && depth == 0 && bytes.get(i + 1) == Some(&b'}') => {
-                return (start, i);
+                return (start, i, i + 2);
             }
             b'}' => depth = depth.saturating_sub(1),
             b'%' if is_tag && depth == 0 && bytes.get(i + 1) == Some(&b'}') => {
                 // `-%}`: the dash belongs to the delimiter.
-                return (
-                    start,
-                    if i > start && bytes[i - 1] == b'-' {
-                        i - 1
-                    } else {
-                        i
-                    },
-                );
+                let end = if i > start && bytes[i - 1] == b'-' {
+                    i - 1
+                } else {
+                    i
+                };
+                return (start, end, i + 2);
             }
             _ => {}
         }
         i += 1;
     }
-    (start, text.len())
+    (start, text.len(), text.len())
 }
 
 /// Wraps list and dict literals of one tag's inside in `__rb_list(…)`/`__rb_dict(…)`.
@@ -854,7 +852,11 @@ pub(crate) fn register(env: &mut Environment<'_>) {
         distinct(&v).unwrap_or_else(|_| default.unwrap_or_default())
     });
     env.add_function("set_strict", |v: Value| distinct(&v));
-    env.add_global("modules", Value::from_object(Modules));
+}
+
+/// `modules` (dbt's Python modules for Jinja).
+pub(crate) fn modules() -> Value {
+    Value::from_object(Modules)
 }
 
 #[cfg(test)]
@@ -882,12 +884,17 @@ mod tests {
             python_compat("{% macro m(a) -%}\n{{ a }}\n{%- endmacro %}x"),
             "{% macro m(a) -%}\n{{ a }}\n{%- endmacro %}{% set m = __rb_macro(m) %}x"
         );
+        assert_eq!(
+            python_compat("{%- macro m() -%}{{ [1] }}{%- endmacro -%}\n"),
+            "{%- macro m() -%}{{ __rb_list([1]) }}{%- endmacro -%}{% set m = __rb_macro(m) %}\n"
+        );
     }
 
     fn render(template: &str) -> String {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         register(&mut env);
+        env.add_global("modules", modules());
         let text = python_compat(template);
         env.render_str(&text, ())
             .unwrap_or_else(|e| format!("error: {e:#}"))
