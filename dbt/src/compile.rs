@@ -311,21 +311,15 @@ fn template_of(kind: NodeKind, text: &str, prefix: &str) -> (Option<String>, Str
     (name, format!("{prefix}{}", python::python_compat(&text)))
 }
 
-/// Renders `node` again with `options` (`execute` true and a query function): for a node whose
-/// rendering queries the warehouse, just before it is built. Returns its compiled SQL
-/// (relations substituted, ephemeral models inlined) and keeps its refs: a ref first seen now
-/// is an error (the run's order was fixed at parse).
-pub fn render_for_execution(
-    project: &Project,
-    manifest: &Manifest,
-    node: &Node,
-    options: &CompileOptions,
-) -> Result<String, DbtError> {
+/// Renders `node`'s file again with `options`: the text with relation placeholders. Errors:
+/// the file is gone, the Jinja fails, or a ref appears that parsing did not see (the run's
+/// order was fixed then).
+fn render_node(project: &Project, node: &Node, options: &CompileOptions) -> Result<String, DbtError> {
     let files = match node.kind {
         NodeKind::Model => &project.models,
         NodeKind::Snapshot => &project.snapshots,
         NodeKind::Test => &project.tests,
-        NodeKind::Seed => return Ok(node.compiled.clone().unwrap_or_default()),
+        NodeKind::Seed => return Ok(String::new()),
     };
     let file = files
         .iter()
@@ -344,10 +338,26 @@ pub fn render_for_execution(
         return Err(DbtError::Project {
             path: project.root.join(&node.path),
             message: format!(
-                "ref('{new}') appears only when the queries run (`execute`): refs must not depend on query results"
+                "ref('{new}') appears only when rendered again (with `execute` or a unit test's overrides): refs must not depend on them"
             ),
         });
     }
+    Ok(rendered)
+}
+
+/// Renders `node` again with `options` (`execute` true and a query function): for a node whose
+/// rendering queries the warehouse, just before it is built. Returns its compiled SQL
+/// (relations substituted, ephemeral models inlined).
+pub fn render_for_execution(
+    project: &Project,
+    manifest: &Manifest,
+    node: &Node,
+    options: &CompileOptions,
+) -> Result<String, DbtError> {
+    if node.kind == NodeKind::Seed {
+        return Ok(node.compiled.clone().unwrap_or_default());
+    }
+    let rendered = render_node(project, node, options)?;
     let mut single = manifest.clone();
     for n in &mut single.nodes {
         if n.name == node.name {
@@ -361,6 +371,30 @@ pub fn render_for_execution(
         .find(|n| n.name == node.name)
         .and_then(|n| n.compiled)
         .unwrap_or_default())
+}
+
+/// `node`'s SQL with the relations of `replace` (placeholder key -> name) instead of the
+/// manifest's — a unit test's fixtures — rendered again with `options` when given (a unit
+/// test's overrides), else as parsed.
+pub(crate) fn render_with_relations(
+    project: &Project,
+    manifest: &Manifest,
+    node: &Node,
+    options: Option<&CompileOptions>,
+    replace: &HashMap<String, String>,
+) -> Result<String, DbtError> {
+    let rendered = match options {
+        Some(options) => render_node(project, node, options)?,
+        None => node.rendered.clone().unwrap_or_default(),
+    };
+    let mut relations = relations(manifest);
+    relations.extend(replace.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(substitute(&rendered, &relations).trim().to_owned())
+}
+
+/// `with <ctes>` in front of `sql`, merged into its own `WITH` if it has one.
+pub(crate) fn with_ctes(ctes: &str, sql: &str) -> String {
+    inject_ctes(ctes, sql)
 }
 
 /// Parses every node: renders each once, records refs, sources and config, checks that

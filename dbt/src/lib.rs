@@ -28,6 +28,7 @@ pub mod selectors;
 pub mod snapshot;
 pub mod sql_project;
 pub mod synthetic;
+pub mod unit_tests;
 pub mod verbs;
 
 pub use compile::{

@@ -154,6 +154,92 @@ pub struct Project {
     pub unit_tests: Vec<UnitTestDecl>,
 }
 
+/// A unit test's rows: `format: dict` (a list of mappings), `csv` (text with a header) or
+/// `sql` (a query giving them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fixture {
+    /// Rows as column -> value (dict, and csv parsed to text values).
+    Rows(Vec<serde_json::Map<String, Value>>),
+    /// A query.
+    Sql(String),
+}
+
+/// Reads one `unit_tests:` entry.
+fn unit_test(file: &Path, u: &Value) -> Result<UnitTestDecl, String> {
+    let name = u["name"]
+        .as_str()
+        .ok_or("a unit test has no `name`")?
+        .to_owned();
+    let model = u["model"]
+        .as_str()
+        .ok_or_else(|| format!("unit test `{name}` has no `model`"))?
+        .to_owned();
+    let fixture = |v: &Value, what: &str| -> Result<Fixture, String> {
+        let format = v["format"].as_str().unwrap_or("dict");
+        if v.get("fixture").is_some() {
+            return Err(format!(
+                "unit test `{name}`: {what}: `fixture:` files are not supported yet; give `rows:`"
+            ));
+        }
+        match (format, &v["rows"]) {
+            ("dict", Value::Array(rows)) => rows
+                .iter()
+                .map(|r| {
+                    r.as_object().cloned().ok_or_else(|| {
+                        format!("unit test `{name}`: {what}: a row is not a mapping: {r}")
+                    })
+                })
+                .collect::<Result<_, _>>()
+                .map(Fixture::Rows),
+            ("dict", Value::Null) => Ok(Fixture::Rows(Vec::new())),
+            ("csv", Value::String(text)) => {
+                let mut reader = text.lines().filter(|l| !l.trim().is_empty());
+                let header: Vec<String> = reader
+                    .next()
+                    .map(|h| h.split(',').map(|c| c.trim().to_owned()).collect())
+                    .unwrap_or_default();
+                Ok(Fixture::Rows(
+                    reader
+                        .map(|line| {
+                            header
+                                .iter()
+                                .cloned()
+                                .zip(line.split(',').map(|v| match v.trim() {
+                                    "null" | "NULL" => Value::Null,
+                                    t => Value::String(t.to_owned()),
+                                }))
+                                .collect()
+                        })
+                        .collect(),
+                ))
+            }
+            ("sql", Value::String(sql)) => Ok(Fixture::Sql(sql.clone())),
+            (format, rows) => Err(format!(
+                "unit test `{name}`: {what}: `format: {format}` with rows {rows} (dict takes a list of mappings, csv and sql a text)"
+            )),
+        }
+    };
+    let given = u["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let input = g["input"]
+                .as_str()
+                .ok_or_else(|| format!("unit test `{name}`: a `given` has no `input`"))?;
+            Ok((input.trim().to_owned(), fixture(g, input)?))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(UnitTestDecl {
+        expect: fixture(&u["expect"], "expect")?,
+        name,
+        model,
+        given,
+        overrides: u.get("overrides").cloned().unwrap_or(Value::Null),
+        file: file.to_owned(),
+    })
+}
+
 /// A dbt unit test (`unit_tests:` in a schema file): the model's SQL run on `given` rows
 /// must return the `expect` rows. Source: docs.getdbt.com/docs/build/unit-tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,9 +249,9 @@ pub struct UnitTestDecl {
     /// The model tested.
     pub model: String,
     /// The inputs: `ref('x')` / `source('s', 't')` text and their rows.
-    pub given: Vec<(String, Vec<serde_json::Map<String, Value>>)>,
+    pub given: Vec<(String, Fixture)>,
     /// The expected rows (only their columns are compared).
-    pub expect: Vec<serde_json::Map<String, Value>>,
+    pub expect: Fixture,
     /// `overrides: {vars: {…}, macros: {…}}`.
     pub overrides: Value,
     /// The schema file declaring it.
@@ -410,6 +496,9 @@ impl Project {
                 schema,
                 tables,
             });
+        }
+        for u in doc["unit_tests"].as_array().into_iter().flatten() {
+            self.unit_tests.push(unit_test(&path, u).map_err(&bad)?);
         }
         let entries = ["models", "seeds", "snapshots"]
             .into_iter()

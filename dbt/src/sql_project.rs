@@ -105,6 +105,7 @@ pub struct Declared {
 /// One run's compilation.
 struct Compiled {
     manifest: Manifest,
+    unit_tests: HashMap<String, crate::unit_tests::CompiledUnitTest>,
     /// The options it was compiled with (a node rendered again for execution uses them).
     options: crate::compile::CompileOptions,
     /// Models compiled with `is_incremental()` true.
@@ -233,6 +234,10 @@ impl Shared {
             .into_iter()
             .map(|t| (t.name.clone(), t))
             .collect();
+        let unit_tests = crate::unit_tests::compile(&self.project, &manifest, &options)?
+            .into_iter()
+            .map(|t| (t.decl.name.clone(), t))
+            .collect();
         let node_index = manifest
             .nodes
             .iter()
@@ -241,6 +246,7 @@ impl Shared {
             .collect();
         Ok(Compiled {
             manifest,
+            unit_tests,
             options: options.clone(),
             incremental: options.incremental.clone(),
             node_index,
@@ -452,6 +458,7 @@ impl SqlProject {
         let mut manifest = crate::compile::parse(&project, &options)?;
         crate::compile::compile(&mut manifest);
         let tests = crate::data_tests::data_tests(&project, &manifest, &options)?;
+        let unit_tests = crate::unit_tests::compile(&project, &manifest, &options)?;
         let shared = Arc::new(Shared {
             project,
             config: self.clone(),
@@ -477,6 +484,14 @@ impl SqlProject {
         };
         // Each test on the last node it reads; the others are its additional deps.
         let mut checks: HashMap<&str, Vec<AssetCheckDefinition>> = HashMap::new();
+        // Unit tests on their model, evaluated before it is built.
+        for u in &unit_tests {
+            let key = keys[u.decl.model.as_str()].clone();
+            checks
+                .entry(u.decl.model.as_str())
+                .or_default()
+                .push(unit_test_check(&shared, &u.decl.name, key));
+        }
         let mut source_checks: BTreeMap<AssetKey, Vec<AssetCheckDefinition>> = BTreeMap::new();
         for test in &tests {
             let mut reads: Vec<&str> = test
@@ -879,4 +894,43 @@ fn query_result(
         }
     }
     out
+}
+
+/// A unit test as a blocking check on its model, evaluated before the model is built (dbt
+/// build's order); `resource_type:unit_test` / `test_type:unit` select it.
+fn unit_test_check(shared: &Arc<Shared>, name: &str, model: AssetKey) -> AssetCheckDefinition {
+    let spec = AssetCheckSpec::new(name.to_owned(), model)
+        .description(format!("dbt unit test `{name}`"))
+        .blocking(true)
+        .before_materialization()
+        .selector("resource_type", "unit_test")
+        .selector("test_type", "unit")
+        .selector("unit_test", name.to_owned())
+        .selector("package", shared.project.file.name.clone());
+    let shared = shared.clone();
+    let name = name.to_owned();
+    spec.compute(move |ctx: AssetContext| {
+        let shared = shared.clone();
+        let name = name.clone();
+        async move {
+            let compiled = shared.compiled(&ctx).await?;
+            let test = compiled
+                .unit_tests
+                .get(&name)
+                .ok_or_else(|| format!("unit test `{name}` is no longer in the project"))?;
+            let outcome = rainbow_warehouse::instrument::work(crate::unit_tests::run(
+                &compiled.warehouse,
+                test,
+            ))
+            .await?;
+            let mut result = AssetCheckResult::new(outcome.passed);
+            if !outcome.passed {
+                result = result.description(format!(
+                    "actual (+) and expected (-) rows differ:\n{}",
+                    outcome.diff
+                ));
+            }
+            Ok::<_, BoxError>(result)
+        }
+    })
 }

@@ -96,7 +96,7 @@ pub enum Status {
 /// What happened to one node or test.
 #[derive(Debug, Clone)]
 pub struct NodeResult {
-    /// `seed`, `model`, `snapshot` or `test`.
+    /// `seed`, `model`, `snapshot`, `test` or `unit_test`.
     pub resource: &'static str,
     /// Node or test name.
     pub name: String,
@@ -319,7 +319,7 @@ async fn summarize(
                     ),
                 };
                 pending_checks.push(NodeResult {
-                    resource: "test",
+                    resource: check_resource(&graph, key, &c.check_name),
                     name: c.check_name.clone(),
                     relation: None,
                     status,
@@ -378,7 +378,7 @@ async fn summarize(
         let spec = &graph.checks()[c].spec;
         if !evaluated.contains(&(spec.asset.clone(), spec.name.clone())) {
             summary.results.push(NodeResult {
-                resource: "test",
+                resource: check_resource(&graph, &spec.asset, &spec.name),
                 name: spec.name.clone(),
                 relation: None,
                 status: Status::Skipped,
@@ -388,4 +388,17 @@ async fn summarize(
         }
     }
     Ok(summary)
+}
+
+/// `unit_test` for a dbt unit test's check, else `test`.
+fn check_resource(graph: &rainbow_engine::AssetGraph, asset: &AssetKey, name: &str) -> &'static str {
+    let unit = graph.checks().iter().any(|c| {
+        c.spec.asset == *asset
+            && c.spec.name == name
+            && c.spec
+                .selectors
+                .get("resource_type")
+                .is_some_and(|r| r.contains("unit_test"))
+    });
+    if unit { "unit_test" } else { "test" }
 }

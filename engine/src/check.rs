@@ -57,6 +57,11 @@ pub struct AssetCheckSpec {
     /// Extra selection attributes (`method` -> values), as [`crate::AssetSpec::selectors`]:
     /// `method:value` selects the check (a dbt test's `test_name`, `resource_type:test`).
     pub selectors: BTreeMap<String, BTreeSet<String>>,
+    /// Evaluated before the asset's compute, in the same step, instead of after it (Rainbow's
+    /// extension for dbt's unit tests, which run before their model is built): a failing
+    /// blocking one fails the step without materializing. In a checks-only step it runs like
+    /// any other check.
+    pub before_materialization: bool,
 }
 
 impl AssetCheckSpec {
@@ -70,7 +75,15 @@ impl AssetCheckSpec {
             severity: AssetCheckSeverity::Error,
             additional_deps: Vec::new(),
             selectors: BTreeMap::new(),
+            before_materialization: false,
         }
+    }
+
+    /// Evaluates the check before the asset's compute (see
+    /// [`AssetCheckSpec::before_materialization`]); it must have its own compute.
+    pub fn before_materialization(mut self) -> Self {
+        self.before_materialization = true;
+        self
     }
 
     /// Adds an asset the check reads besides its asset.

@@ -937,21 +937,40 @@ pub(crate) fn macro_environment<'p>(
     Ok(Jinja::new(project, options)?.env)
 }
 
-/// The project's variables: global `vars`, then those scoped to this project
-/// (`vars: {<project>: {...}}`), then `--vars`.
+/// The variables `var()` sees: each package's own `vars` (its defaults), then the project's
+/// global `vars`, then those it scopes to itself or to a package (`vars: {<name>: {...}}`),
+/// then `--vars` — later ones win. (dbt scopes a package's defaults to its own macros; here
+/// they are visible everywhere, under the project's values.)
 fn project_vars(project: &Project, options: &CompileOptions) -> BTreeMap<String, Json> {
-    let scoped = project
-        .file
-        .vars
-        .get(&project.file.name)
-        .and_then(Json::as_object);
-    project
-        .file
-        .vars
-        .iter()
-        .filter(|(k, _)| scoped.is_none() || **k != project.file.name)
-        .chain(scoped.into_iter().flatten())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .chain(options.vars.clone())
-        .collect()
+    let names: Vec<&str> = std::iter::once(project.file.name.as_str())
+        .chain(project.packages.iter().map(|p| p.file.name.as_str()))
+        .collect();
+    let mut out = BTreeMap::new();
+    for p in &project.packages {
+        out.extend(
+            p.file
+                .vars
+                .iter()
+                .filter(|(k, _)| !names.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if let Some(own) = p.file.vars.get(&p.file.name).and_then(Json::as_object) {
+            out.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out.extend(
+        project
+            .file
+            .vars
+            .iter()
+            .filter(|(k, _)| !names.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    for name in names.iter().rev() {
+        if let Some(scoped) = project.file.vars.get(*name).and_then(Json::as_object) {
+            out.extend(scoped.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    out.extend(options.vars.clone());
+    out
 }

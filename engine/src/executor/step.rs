@@ -19,6 +19,14 @@ use crate::resource::Resources;
 use crate::selection::NodeSet;
 use crate::storage::EventWriter;
 
+/// When checks are evaluated: before the compute (those marked
+/// [`crate::AssetCheckSpec::before_materialization`]) or after it (the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Before,
+    After,
+}
+
 /// Everything a step task needs (owned, so the task is `'static`).
 pub(super) struct StepRun {
     pub(super) graph: Arc<AssetGraph>,
@@ -95,17 +103,38 @@ impl StepRun {
         let (attempt, mut events, mut inline_results, mut failure) = match self.mode {
             StepMode::ChecksOnly => (1, Vec::new(), Vec::new(), None),
             StepMode::Materialize => {
+                // Checks that run before the compute (dbt's unit tests): a failing blocking
+                // one fails the step, nothing is materialized.
+                let mut before = Vec::new();
+                match self
+                    .evaluate_checks(1, &mut Vec::new(), &mut before, Phase::Before)
+                    .await
+                {
+                    Ok(None) => {}
+                    Ok(Some(message)) => {
+                        before.extend(self.failure(&message, 1));
+                        return match self.writer.commit(before, Vec::new()).await {
+                            Ok(()) => Outcome::Failed(message),
+                            Err(e) => Outcome::Failed(format!(
+                                "{message} (and recording it failed: {})",
+                                error_chain(&e)
+                            )),
+                        };
+                    }
+                    Err(outcome) => return outcome,
+                }
                 let (attempt, produced) = match self.compute_with_retries().await {
                     Ok(done) => done,
                     Err(outcome) => return outcome,
                 };
                 let (events, inline, failure) = self.record(produced, started.elapsed());
-                (attempt, events, inline, failure)
+                before.extend(events);
+                (attempt, before, inline, failure)
             }
         };
         if failure.is_none() {
             match self
-                .evaluate_checks(attempt, &mut inline_results, &mut events)
+                .evaluate_checks(attempt, &mut inline_results, &mut events, Phase::After)
                 .await
             {
                 Ok(f) => failure = f,
@@ -301,6 +330,7 @@ impl StepRun {
         attempt: u32,
         inline_results: &mut Vec<(AssetKey, AssetCheckResult)>,
         events: &mut Vec<Event>,
+        phase: Phase,
     ) -> Result<Option<String>, Outcome> {
         let mut failure = None;
         for &node in &self.graph.steps[self.step].nodes {
@@ -310,6 +340,10 @@ impl StepRun {
                 }
                 let check = &self.graph.checks()[check_id];
                 let spec = &check.spec;
+                let before = spec.before_materialization && self.mode == StepMode::Materialize;
+                if before != (phase == Phase::Before) {
+                    continue;
+                }
                 let outcome = match &check.compute {
                     Some(compute) => {
                         let ctx = self.context(attempt, Some(spec.clone()));
