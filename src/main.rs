@@ -97,7 +97,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Engine(command) => {
             Ok(rainbow_engine::cli::run(&cli.global, command, code_location(&cli.global)?).await?)
         }
-        Command::Dbt(command) => Ok(rainbow_dbt::cli::run(&cli.global, command).await?),
+        Command::Dbt(command) => Ok(rainbow_dbt::cli::run(&cli.global, command, &hub_index).await?),
         Command::Demo(args) => demo::demo(home, args).await,
         Command::SeedData(args) => seed_data::run(home, args).await,
         Command::Ui(args) => ui::ui(&cli.global, code_location(&cli.global)?, args).await,
@@ -124,4 +124,22 @@ fn code_location(global: &GlobalArgs) -> anyhow::Result<rainbow_engine::Definiti
     rainbow_assets::pipeline::PipelineSettings::load(&global.home, &config)
         .and_then(|settings| rainbow_assets::pipeline::definitions(&settings))
         .context("loading the Rainbow code location")
+}
+
+/// `rainbow deps`' view of the dbt package hub: one GET of a package's index (15 s at most).
+fn hub_index(
+    url: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>, String>> + Send>> {
+    Box::pin(async move {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = response.error_for_status().map_err(|e| e.to_string())?;
+        response.text().await.map(Some).map_err(|e| e.to_string())
+    })
 }

@@ -9,6 +9,7 @@ mod batch;
 mod browser;
 mod cli;
 mod daemon;
+mod dbt_packages;
 mod execution;
 mod extract;
 mod pipeline;

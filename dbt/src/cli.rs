@@ -114,6 +114,13 @@ pub enum DbtCommand {
     Test(VerbArgs),
     /// dbt: seeds, models, snapshots and tests in DAG order, as one recorded run.
     Build(VerbArgs),
+    /// Install the project's packages (packages.yml: hub, git, local) into dbt_packages/ and
+    /// write package-lock.yml.
+    Deps {
+        /// The dbt project directory (holding dbt_project.yml).
+        #[arg(long, default_value = ".")]
+        project_dir: PathBuf,
+    },
     /// Parse the dbt project: nodes, dependencies, errors with file:line:column;
     /// `target/manifest.json`.
     Parse(CompileArgs),
@@ -193,14 +200,29 @@ impl ProjectArgs {
     }
 }
 
-/// Runs a dbt command: `Ok(1)` when a node or test failed, or the run was canceled.
-pub async fn run(global: &GlobalArgs, command: &DbtCommand) -> Result<ExitCode> {
+/// Runs a dbt command (`deps` fetches hub indexes with `hub_index`): `Ok(1)` when a node or
+/// test failed, or the run was canceled.
+pub async fn run(
+    global: &GlobalArgs,
+    command: &DbtCommand,
+    hub_index: &crate::deps::HubIndex,
+) -> Result<ExitCode> {
     let (verb, verb_args) = match command {
         DbtCommand::Seed(a) => (Verb::Seed, a),
         DbtCommand::Run(a) => (Verb::Run, a),
         DbtCommand::Snapshot(a) => (Verb::Snapshot, a),
         DbtCommand::Test(a) => (Verb::Test, a),
         DbtCommand::Build(a) => (Verb::Build, a),
+        DbtCommand::Deps { project_dir } => {
+            let installed = crate::deps::install(project_dir, hub_index).await?;
+            if installed.is_empty() {
+                println!("No packages to install (no packages.yml or dependencies.yml).");
+            }
+            for i in &installed {
+                println!("Installed {} ({})", i.name, i.lock);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         DbtCommand::Parse(a) => return parse_or_compile(&a.project.project_dir, a, false),
         DbtCommand::Compile(a) => return parse_or_compile(&a.project.project_dir, a, true),
         DbtCommand::Query {

@@ -314,7 +314,11 @@ fn template_of(kind: NodeKind, text: &str, prefix: &str) -> (Option<String>, Str
 /// Renders `node`'s file again with `options`: the text with relation placeholders. Errors:
 /// the file is gone, the Jinja fails, or a ref appears that parsing did not see (the run's
 /// order was fixed then).
-fn render_node(project: &Project, node: &Node, options: &CompileOptions) -> Result<String, DbtError> {
+fn render_node(
+    project: &Project,
+    node: &Node,
+    options: &CompileOptions,
+) -> Result<String, DbtError> {
     let files = match node.kind {
         NodeKind::Model => &project.models,
         NodeKind::Snapshot => &project.snapshots,
@@ -357,7 +361,15 @@ pub fn render_for_execution(
     if node.kind == NodeKind::Seed {
         return Ok(node.compiled.clone().unwrap_or_default());
     }
-    let rendered = render_node(project, node, options)?;
+    // Queries name relations through ref()/source() too: substituted before they run.
+    let mut options = options.clone();
+    if let Some(query) = options.query.take() {
+        let names = relations(manifest);
+        options.query = Some(QueryFn(Arc::new(move |sql: &str| {
+            (query.0)(&substitute(sql, &names))
+        })));
+    }
+    let rendered = render_node(project, node, &options)?;
     let mut single = manifest.clone();
     for n in &mut single.nodes {
         if n.name == node.name {

@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod compile;
 pub mod data_tests;
+pub mod deps;
 pub mod error;
 pub mod materialize;
 pub mod project;

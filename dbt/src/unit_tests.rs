@@ -85,15 +85,22 @@ pub fn compile(
         let mut replace = HashMap::new();
         let mut inputs = Vec::new();
         for (i, (input, rows)) in u.given.iter().enumerate() {
-            let (key, relation) = input_key(input, manifest, &u.model)
-                .ok_or_else(|| bad(u, format!("`{input}` names no model, seed, snapshot or source")))?;
+            let (key, relation) = input_key(input, manifest, &u.model).ok_or_else(|| {
+                bad(
+                    u,
+                    format!("`{input}` names no model, seed, snapshot or source"),
+                )
+            })?;
             let cte = format!("__dbt__given__{i}");
             replace.insert(key, cte.clone());
             inputs.push((cte, relation, rows.clone()));
         }
         for r in &node.refs {
             if !replace.contains_key(r) {
-                return Err(bad(u, format!("the model reads ref('{r}'), which has no `given`")));
+                return Err(bad(
+                    u,
+                    format!("the model reads ref('{r}'), which has no `given`"),
+                ));
             }
         }
         for (s, t) in &node.sources {
@@ -107,7 +114,9 @@ pub fn compile(
         let mut options = options.clone();
         let overridden = !u.overrides.is_null();
         if let Some(vars) = u.overrides.get("vars").and_then(Json::as_object) {
-            options.vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            options
+                .vars
+                .extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         if let Some(macros) = u.overrides.get("macros").and_then(Json::as_object) {
             for (name, value) in macros {
@@ -121,7 +130,9 @@ pub fn compile(
                     (other, _) => {
                         return Err(bad(
                             u,
-                            format!("overriding macro `{other}` is not supported (is_incremental and vars are)"),
+                            format!(
+                                "overriding macro `{other}` is not supported (is_incremental and vars are)"
+                            ),
                         ));
                     }
                 }
@@ -192,7 +203,11 @@ fn rows_sql(
     let mut typed = Vec::new();
     for f in schema.fields() {
         let t = bigquery_type(f.data_type()).ok_or_else(|| {
-            format!("{what}: column `{}` has type {}, which a given value cannot be cast to", f.name(), f.data_type())
+            format!(
+                "{what}: column `{}` has type {}, which a given value cannot be cast to",
+                f.name(),
+                f.data_type()
+            )
         })?;
         typed.push((f.name().clone(), t));
     }
@@ -201,7 +216,11 @@ fn rows_sql(
             if !typed.iter().any(|(c, _)| c.eq_ignore_ascii_case(k)) {
                 return Err(format!(
                     "{what}: `{k}` is not one of its columns ({})",
-                    typed.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ")
+                    typed
+                        .iter()
+                        .map(|(c, _)| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -220,13 +239,33 @@ fn rows_sql(
         format!("SELECT {}", cols.join(", "))
     };
     Ok(if rows.is_empty() {
-        format!("SELECT * FROM ({}) AS __dbt__none WHERE FALSE", select(None))
+        format!(
+            "SELECT * FROM ({}) AS __dbt__none WHERE FALSE",
+            select(None)
+        )
     } else {
         rows.iter()
             .map(|r| select(Some(r)))
             .collect::<Vec<_>>()
             .join("\nUNION ALL\n")
     })
+}
+
+/// `batch` with `like`'s column types (by position), when it has the same number of columns.
+fn cast_like(batch: &RecordBatch, like: Option<&RecordBatch>) -> Result<RecordBatch, String> {
+    let Some(like) = like.filter(|l| l.num_columns() == batch.num_columns()) else {
+        return Ok(batch.clone());
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(like.schema().fields())
+        .map(|(c, f)| {
+            rainbow_warehouse::datafusion::arrow::compute::cast(c, f.data_type())
+                .map_err(|e| format!("expected column `{}`: {e}", f.name()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(like.schema(), columns).map_err(|e| e.to_string())
 }
 
 fn formatted(batches: &[RecordBatch]) -> Result<Vec<String>, String> {
@@ -316,7 +355,11 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
     let projection = if columns.is_empty() {
         "*".to_owned()
     } else {
-        columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+        columns
+            .iter()
+            .map(|c| quote(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let actual = warehouse
         .query(
@@ -329,6 +372,12 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
         .query(&expected_sql, &format!("{context} (expect)"))
         .await
         .map_err(|e| e.to_string())?;
+    // Expected values in the model's exact column types (a BigQuery type name is coarser:
+    // NUMERIC for every decimal), so equal values print alike.
+    let expected = expected
+        .iter()
+        .map(|b| cast_like(b, actual.first()))
+        .collect::<Result<Vec<_>, _>>()?;
     let (actual, expected) = (formatted(&actual)?, formatted(&expected)?);
     let mut only_actual: BTreeMap<&String, i64> = BTreeMap::new();
     for r in &actual {

@@ -319,7 +319,7 @@ async fn summarize(
                     ),
                 };
                 pending_checks.push(NodeResult {
-                    resource: check_resource(&graph, key, &c.check_name),
+                    resource: check_resource(graph, key, &c.check_name),
                     name: c.check_name.clone(),
                     relation: None,
                     status,
@@ -378,7 +378,7 @@ async fn summarize(
         let spec = &graph.checks()[c].spec;
         if !evaluated.contains(&(spec.asset.clone(), spec.name.clone())) {
             summary.results.push(NodeResult {
-                resource: check_resource(&graph, &spec.asset, &spec.name),
+                resource: check_resource(graph, &spec.asset, &spec.name),
                 name: spec.name.clone(),
                 relation: None,
                 status: Status::Skipped,
@@ -391,7 +391,11 @@ async fn summarize(
 }
 
 /// `unit_test` for a dbt unit test's check, else `test`.
-fn check_resource(graph: &rainbow_engine::AssetGraph, asset: &AssetKey, name: &str) -> &'static str {
+fn check_resource(
+    graph: &rainbow_engine::AssetGraph,
+    asset: &AssetKey,
+    name: &str,
+) -> &'static str {
     let unit = graph.checks().iter().any(|c| {
         c.spec.asset == *asset
             && c.spec.name == name
