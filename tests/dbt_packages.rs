@@ -411,3 +411,111 @@ print(json.dumps(out))
         .expect("max");
     assert_eq!(normalized(&ours_spine[0]["last"]), last, "{out}");
 }
+
+/// dbt_utils' introspective macros, as the package ships them: `star` (columns at build, `*`
+/// at parse — the model is rendered again when built), `get_column_values` (a statement
+/// block), `union_relations` (`adapter.get_columns_in_relation`), `pivot`, `date_spine`,
+/// `generate_surrogate_key`, `safe_add`, `safe_divide`.
+#[test]
+fn dbt_utils_introspective_macros_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let utils = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/jaffle-shop/dbt_packages/dbt_utils");
+    copy_dir(&utils, &p.join("dbt_packages/dbt_utils"));
+    write(p, "dbt_project.yml", "name: shop\nprofile: shop\n");
+    write(
+        p,
+        "seeds/orders.csv",
+        "id,amount_cents,kind,ordered_at\n1,12345,Food,2024-01-01 10:00:00\n2,500,Drink,2024-01-02 11:30:00\n3,99,Food,2024-01-02 12:00:00\n",
+    );
+    write(
+        p,
+        "seeds/returns.csv",
+        "id,amount_cents,reason\n9,100,broken\n",
+    );
+    write(
+        p,
+        "models/star_except.sql",
+        "select {{ dbt_utils.star(from=ref('orders'), except=['kind']) }} from {{ ref('orders') }}",
+    );
+    write(
+        p,
+        "models/kinds.sql",
+        "{% set kinds = dbt_utils.get_column_values(table=ref('orders'), column='kind', order_by='kind') %}\nselect {% for k in kinds %}sum(case when kind = '{{ k }}' then amount_cents end) as {{ k | lower }}_cents{% if not loop.last %}, {% endif %}{% endfor %} from {{ ref('orders') }}",
+    );
+    write(
+        p,
+        "models/unioned.sql",
+        "{{ dbt_utils.union_relations(relations=[ref('orders'), ref('returns')]) }}",
+    );
+    write(
+        p,
+        "models/spine.sql",
+        "{{ dbt_utils.date_spine(datepart=\"day\", start_date=\"cast('2024-01-01' as date)\", end_date=\"cast('2024-01-08' as date)\") }}",
+    );
+    write(
+        p,
+        "models/pivoted.sql",
+        "select id, {{ dbt_utils.pivot('kind', dbt_utils.get_column_values(ref('orders'), 'kind', order_by='kind')) }} from {{ ref('orders') }} group by id",
+    );
+    write(
+        p,
+        "models/keyed.sql",
+        "select id, {{ dbt_utils.generate_surrogate_key(['id', 'kind']) }} as k, {{ dbt_utils.safe_add(['id', 'amount_cents']) }} as s, {{ dbt_utils.safe_divide('amount_cents', 'id') }} as d from {{ ref('orders') }}",
+    );
+    let (ok, out) = rainbow(p, &["build"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Done. PASS=8 WARN=0 ERROR=0 SKIP=0 TOTAL=8"),
+        "{out}"
+    );
+    let q = |sql: &str| {
+        let (ok, out) = rainbow(p, &["query", sql, "--format", "csv"]);
+        assert!(ok, "{out}");
+        out.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        q("select * from star_except order by id"),
+        [
+            "id,amount_cents,ordered_at",
+            "1,12345,2024-01-01T10:00:00",
+            "2,500,2024-01-02T11:30:00",
+            "3,99,2024-01-02T12:00:00"
+        ]
+    );
+    assert_eq!(
+        q("select * from kinds"),
+        ["drink_cents,food_cents", "500,12444"]
+    );
+    assert_eq!(
+        q("select _dbt_source_relation, id, kind, reason from unioned order by id"),
+        [
+            "_dbt_source_relation,id,kind,reason",
+            "main.orders,1,Food,",
+            "main.orders,2,Drink,",
+            "main.orders,3,Food,",
+            "main.returns,9,,broken"
+        ]
+    );
+    assert_eq!(
+        q("select count(*), min(date_day), max(date_day) from spine"),
+        [
+            "count(*),min(spine.date_day),max(spine.date_day)",
+            "7,2024-01-01T00:00:00,2024-01-07T00:00:00"
+        ]
+    );
+    assert_eq!(
+        q("select * from pivoted order by id"),
+        ["id,Drink,Food", "1,0,1", "2,1,0", "3,0,1"]
+    );
+    assert_eq!(
+        q("select k, s, d from keyed order by id"),
+        [
+            "k,s,d",
+            "d23b4ed3c680b4389d80bc6ba0fe2743,12346,12345.0",
+            "84b4098f3abd2c2d25bfe70c9ffd8442,502,250.0",
+            "033a03b4ec4b33ff030f19889776164f,102,33.0"
+        ]
+    );
+}

@@ -830,8 +830,17 @@ async fn execute_node(shared: &Arc<Shared>, compiled: &Arc<Compiled>, node: &Nod
         let warehouse = warehouse.clone();
         let sql = sql.to_owned();
         handle
-            .block_on(async move { warehouse.query(&sql, "a query while rendering").await })
-            .map(|batches| query_result(&batches))
+            .block_on(async move {
+                let context = "a query while rendering";
+                let df = warehouse.dataframe(&sql, context).await?;
+                let schema = df.schema().as_arrow().clone();
+                let (_, df) = warehouse.collect_frame(df, context).await?;
+                let batches = df
+                    .collect()
+                    .await
+                    .map_err(rainbow_warehouse::WarehouseError::datafusion(context))?;
+                Ok::<_, rainbow_warehouse::WarehouseError>(query_result(&schema, &batches))
+            })
             .map_err(|e| e.to_string())
     }));
     let mut options = compiled.options.clone();
@@ -853,18 +862,23 @@ async fn execute_node(shared: &Arc<Shared>, compiled: &Arc<Compiled>, node: &Nod
 
 /// Record batches as rows of JSON values (numbers stay numbers, times become text).
 fn query_result(
+    schema: &rainbow_warehouse::datafusion::arrow::datatypes::Schema,
     batches: &[rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch],
 ) -> crate::compile::QueryResult {
     use rainbow_warehouse::datafusion::common::ScalarValue;
-    let mut out = crate::compile::QueryResult::default();
-    if let Some(b) = batches.first() {
-        out.columns = b
-            .schema()
+    let mut out = crate::compile::QueryResult {
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        types: schema
             .fields()
             .iter()
-            .map(|f| f.name().clone())
-            .collect();
-    }
+            .map(|f| {
+                crate::unit_tests::bigquery_type(f.data_type())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| f.data_type().to_string())
+            })
+            .collect(),
+        rows: Vec::new(),
+    };
     for b in batches {
         for row in 0..b.num_rows() {
             out.rows.push(

@@ -155,7 +155,7 @@ pub fn compile(
 }
 
 /// BigQuery's name for an Arrow type (what a given value is cast to).
-fn bigquery_type(t: &DataType) -> Option<&'static str> {
+pub(crate) fn bigquery_type(t: &DataType) -> Option<&'static str> {
     Some(match t {
         DataType::Int8
         | DataType::Int16

@@ -113,3 +113,4 @@ select * from unioned where generated_number <= {{ upper_bound }} order by gener
   {%- set where = config.get('where') -%}
   {%- if where -%}{{ return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') }}{%- else -%}{{ return(relation) }}{%- endif -%}
 {%- endmacro -%}
+{%- macro load_relation(relation) -%}{{ return(adapter.load_relation(relation)) }}{%- endmacro -%}

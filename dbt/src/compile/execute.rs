@@ -15,11 +15,13 @@ use minijinja::{Environment, Error, ErrorKind, State};
 
 use super::jinja::collector;
 
-/// What a query returned: column names and rows of JSON values.
+/// What a query returned: column names and types and rows of JSON values.
 #[derive(Debug, Clone, Default)]
 pub struct QueryResult {
     /// Column names.
     pub columns: Vec<String>,
+    /// Their BigQuery types (`STRING`, `INT64`, `NUMERIC`…), one per column.
+    pub types: Vec<String>,
     /// Rows, one value per column.
     pub rows: Vec<Vec<serde_json::Value>>,
 }
@@ -93,6 +95,7 @@ impl Object for Table {
                     .map(|i| {
                         Value::from_object(Column {
                             name: self.columns[i].clone(),
+                            data_type: String::new(),
                             values: self
                                 .rows
                                 .iter()
@@ -157,33 +160,75 @@ impl Object for Row {
     }
 }
 
-/// A column: `name`, `values()`.
-#[derive(Debug)]
-struct Column {
-    name: String,
-    values: Vec<Value>,
+thread_local! {
+    /// Whether the render on this thread read `execute` (or asked the adapter about the
+    /// warehouse) while parsing: such a node must be rendered again when it is built, since
+    /// what it renders then differs (dbt_utils.star gives `*` at parse, the columns after).
+    static EXECUTE_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-impl Object for Column {
-    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        (key.as_str()? == "name").then(|| Value::from(self.name.as_str()))
+/// Forgets and returns whether `execute` was read on this thread since the last call.
+pub(crate) fn take_execute_read() -> bool {
+    EXECUTE_READ.with(|r| r.replace(false))
+}
+
+/// Records that a render depends on `execute`.
+pub(crate) fn mark_execute_read() {
+    EXECUTE_READ.with(|r| r.set(true));
+}
+
+/// dbt's `execute`: a boolean whose reading is recorded ([`take_execute_read`]).
+#[derive(Debug)]
+struct Execute(bool);
+
+impl Object for Execute {
+    fn is_true(self: &Arc<Self>) -> bool {
+        mark_execute_read();
+        self.0
     }
 
-    fn call_method(
-        self: &Arc<Self>,
-        _state: &mut State<'_, '_>,
-        method: &str,
-        _args: &[Value],
-    ) -> Result<Value, Error> {
-        match method {
-            "values" => Ok(Value::from(self.values.clone())),
-            _ => Err(Error::from(ErrorKind::UnknownMethod)),
-        }
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        mark_execute_read();
+        f.write_str(if self.0 { "True" } else { "False" })
     }
 }
 
 fn executing(state: &State) -> bool {
     state.lookup("execute").is_some_and(|v| v.is_true())
+}
+
+/// Runs `sql` for the adapter (columns of a relation, whether it exists): `None` when not
+/// executing (recorded, as a read of `execute`).
+pub(crate) fn adapter_query(
+    state: &State,
+    query: &Option<QueryFn>,
+    sql: &str,
+) -> Option<Result<QueryResult, String>> {
+    if !executing(state) {
+        mark_execute_read();
+        return None;
+    }
+    let query = query.as_ref()?;
+    Some((query.0)(sql))
+}
+
+/// A column as dbt's adapter gives it: `name`, `column`, `quoted`, `data_type`, `dtype`;
+/// `is_string()`, `is_number()`, `is_numeric()`, `is_float()`, `is_integer()`.
+#[derive(Debug)]
+pub(crate) struct Column {
+    name: String,
+    data_type: String,
+    values: Vec<Value>,
+}
+
+impl Column {
+    pub(crate) fn value(name: String, data_type: String) -> Value {
+        Value::from_object(Column {
+            name,
+            data_type,
+            values: Vec::new(),
+        })
+    }
 }
 
 /// Runs `sql` if executing; marks the node as needing execution otherwise. `None` at parse.
@@ -284,7 +329,7 @@ fn stored_result(table: Value, fetch: bool) -> Value {
 /// Registers `statement`, `load_result`, `store_result`, `run_query` with `query` (none: the
 /// render cannot run SQL) and `execute`.
 pub(crate) fn register(env: &mut Environment<'_>, query: Option<QueryFn>, execute: bool) {
-    env.add_global("execute", Value::from(execute));
+    env.add_global("execute", Value::from_object(Execute(execute)));
     env.add_global("statement", Value::from_object(Statement(query.clone())));
     env.add_function(
         "load_result",
@@ -317,4 +362,38 @@ pub(crate) fn register(env: &mut Environment<'_>, query: Option<QueryFn>, execut
             Ok(run(state, &query, &sql)?.unwrap_or(Value::from(())))
         },
     );
+}
+
+impl Object for Column {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(match key.as_str()? {
+            "name" | "column" => Value::from(self.name.as_str()),
+            "quoted" => Value::from(format!("`{}`", self.name)),
+            "data_type" | "dtype" => Value::from(self.data_type.as_str()),
+            _ => return None,
+        })
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, Error> {
+        let t = self.data_type.to_ascii_uppercase();
+        let numeric = t.starts_with("NUMERIC") || t.starts_with("BIGNUMERIC");
+        Ok(Value::from(match method {
+            "values" => return Ok(Value::from(self.values.clone())),
+            "is_string" => t == "STRING",
+            "is_integer" => t == "INT64",
+            "is_float" => t == "FLOAT64",
+            "is_numeric" => numeric,
+            "is_number" => numeric || t == "INT64" || t == "FLOAT64",
+            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
+        }))
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }

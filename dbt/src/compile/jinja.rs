@@ -197,6 +197,97 @@ impl Object for Namespace {
 #[derive(Debug)]
 pub(crate) struct Adapter {
     registry: Arc<Registry>,
+    /// What runs the introspective methods' queries (when executing).
+    query: Option<super::execute::QueryFn>,
+}
+
+impl Adapter {
+    /// `get_columns_in_relation`, `get_relation`, `load_relation`, `already_exists`,
+    /// `quote`: at parse (`execute` false) they answer nothing (and the node is rendered
+    /// again when built); then they ask the warehouse.
+    fn introspect(&self, state: &State, method: &str, args: &[Value]) -> Result<Value, JinjaError> {
+        use super::execute::adapter_query;
+        let (positional, kwargs) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let arg = |i: usize, name: &str| -> Result<Option<Value>, JinjaError> {
+            if let Some(v) = positional.get(i) {
+                return Ok(Some(v.clone()));
+            }
+            match &kwargs {
+                Some(k) => k.get::<Option<Value>>(name),
+                None => Ok(None),
+            }
+        };
+        let failed = |e: String| JinjaError::new(ErrorKind::InvalidOperation, e);
+        match method {
+            "quote" => Ok(Value::from(format!(
+                "`{}`",
+                arg(0, "identifier")?
+                    .map(|v| v.to_string())
+                    .unwrap_or_default()
+            ))),
+            "get_columns_in_relation" => {
+                let relation = arg(0, "relation")?.ok_or_else(|| {
+                    failed("adapter.get_columns_in_relation needs a relation".into())
+                })?;
+                match adapter_query(
+                    state,
+                    &self.query,
+                    &format!("SELECT * FROM {relation} LIMIT 0"),
+                ) {
+                    None => Ok(Value::from(Vec::<Value>::new())),
+                    Some(result) => {
+                        let result = result.map_err(failed)?;
+                        Ok(Value::from(
+                            result
+                                .columns
+                                .into_iter()
+                                .zip(result.types)
+                                .map(|(n, t)| super::execute::Column::value(n, t))
+                                .collect::<Vec<_>>(),
+                        ))
+                    }
+                }
+            }
+            "get_relation" | "already_exists" => {
+                let (schema, identifier) = if method == "get_relation" {
+                    (arg(1, "schema")?, arg(2, "identifier")?)
+                } else {
+                    (arg(0, "schema")?, arg(1, "name")?)
+                };
+                let (Some(schema), Some(identifier)) = (schema, identifier) else {
+                    return Err(failed(format!(
+                        "adapter.{method} needs a schema and an identifier"
+                    )));
+                };
+                let name = format!("{schema}.{identifier}");
+                let exists = matches!(
+                    adapter_query(state, &self.query, &format!("SELECT 1 FROM {name} LIMIT 0")),
+                    Some(Ok(_))
+                );
+                Ok(match (method, exists) {
+                    ("already_exists", e) => Value::from(e),
+                    (_, true) => Relation::value(name),
+                    (_, false) => Value::from(()),
+                })
+            }
+            "load_relation" => {
+                let relation = arg(0, "relation")?.unwrap_or_default();
+                let exists = matches!(
+                    adapter_query(
+                        state,
+                        &self.query,
+                        &format!("SELECT 1 FROM {relation} LIMIT 0")
+                    ),
+                    Some(Ok(_))
+                );
+                Ok(if exists { relation } else { Value::from(()) })
+            }
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
+        }
+    }
 }
 
 impl Object for Adapter {
@@ -207,7 +298,7 @@ impl Object for Adapter {
         args: &[Value],
     ) -> Result<Value, JinjaError> {
         if method != "dispatch" {
-            return Err(JinjaError::from(ErrorKind::UnknownMethod));
+            return self.introspect(state, method, args);
         }
         let (positional, kwargs) = match args.split_last() {
             Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
@@ -327,13 +418,18 @@ impl Object for Config {
     }
 }
 
-/// `api.Column.translate_type(name)`: dbt's portable type names in BigQuery's words.
+/// `api.Column.translate_type(name)` (dbt's portable type names in BigQuery's words) and
+/// `api.Relation.create(database, schema, identifier)`.
 #[derive(Debug)]
-struct Api;
+struct Api(&'static str);
 
 impl Object for Api {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
-        (key.as_str()? == "Column").then(|| Value::from_object(Api))
+        match key.as_str()? {
+            "Column" => Some(Value::from_object(Api("Column"))),
+            "Relation" => Some(Value::from_object(Api("Relation"))),
+            _ => None,
+        }
     }
 
     fn call_method(
@@ -342,17 +438,56 @@ impl Object for Api {
         method: &str,
         args: &[Value],
     ) -> Result<Value, JinjaError> {
-        if method != "translate_type" {
-            return Err(JinjaError::from(ErrorKind::UnknownMethod));
+        match (self.0, method) {
+            ("Column", "translate_type") => {
+                let t = args.first().and_then(|a| a.as_str()).unwrap_or("");
+                Ok(Value::from(match t.to_ascii_lowercase().as_str() {
+                    "text" | "string" | "varchar" => "string".to_owned(),
+                    "integer" | "int" | "bigint" => "int64".to_owned(),
+                    "float" | "double" => "float64".to_owned(),
+                    "boolean" | "bool" => "bool".to_owned(),
+                    other => other.to_owned(),
+                }))
+            }
+            ("Relation", "create") => {
+                let kwargs = match args.last() {
+                    Some(k) if k.is_kwargs() => Some(Kwargs::try_from(k.clone())?),
+                    _ => None,
+                };
+                let part = |i: usize, name: &str| -> Result<Option<String>, JinjaError> {
+                    if let Some(v) = args.get(i).filter(|v| !v.is_kwargs() && !v.is_none()) {
+                        return Ok(Some(v.to_string()));
+                    }
+                    Ok(match &kwargs {
+                        Some(k) => k.get::<Option<String>>(name)?,
+                        None => None,
+                    })
+                };
+                let (_database, schema, identifier) = (
+                    part(0, "database")?,
+                    part(1, "schema")?,
+                    part(2, "identifier")?,
+                );
+                if let Some(k) = &kwargs {
+                    let _: Option<Value> = k.get("type")?;
+                }
+                let identifier = identifier.ok_or_else(|| {
+                    JinjaError::new(
+                        ErrorKind::InvalidOperation,
+                        "api.Relation.create needs an identifier",
+                    )
+                })?;
+                Ok(Relation::value(match schema {
+                    Some(s) => format!("{s}.{identifier}"),
+                    None => identifier,
+                }))
+            }
+            ("Relation", "add_ephemeral_prefix") => Ok(Value::from(format!(
+                "__dbt__cte__{}",
+                args.first().map(|a| a.to_string()).unwrap_or_default()
+            ))),
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
         }
-        let t = args.first().and_then(|a| a.as_str()).unwrap_or("");
-        Ok(Value::from(match t.to_ascii_lowercase().as_str() {
-            "text" | "string" | "varchar" => "string".to_owned(),
-            "integer" | "int" | "bigint" => "int64".to_owned(),
-            "float" | "double" => "float64".to_owned(),
-            "boolean" | "bool" => "bool".to_owned(),
-            other => other.to_owned(),
-        }))
     }
 }
 
@@ -414,9 +549,18 @@ impl Relation {
 }
 
 impl Object for Relation {
-    /// A plain value (not a map): it prints, compares and serialises as its relation.
+    /// A mapping, as dbt's Relation is (`relation is mapping`, `.get('metadata')`); it prints,
+    /// compares and serialises as its relation.
     fn repr(self: &Arc<Self>) -> ObjectRepr {
-        ObjectRepr::Plain
+        ObjectRepr::Map
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(&["database", "schema", "identifier"])
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
     }
 
     fn custom_cmp(self: &Arc<Self>, other: &DynObject) -> Option<std::cmp::Ordering> {
@@ -428,12 +572,43 @@ impl Object for Relation {
             "schema" => "schema",
             "identifier" | "name" | "table" => "identifier",
             "database" => return Some(Value::from("rainbow")),
+            "metadata" => {
+                return Some(Value::from(Serde(
+                    serde_json::json!({"type": "BigQueryRelation"}),
+                )));
+            }
+            "is_cte" => return Some(Value::from(false)),
+            "type" => return Some(Value::from("table")),
             _ => return None,
         };
         Some(Value::from(placeholder(&format!(
             "{}{PART}{part}",
             self.key
         ))))
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, JinjaError> {
+        match method {
+            // `relation.get(key, default)`: dbt's Relation is a mapping.
+            "get" => {
+                let key = args.first().cloned().unwrap_or_default();
+                Ok(self
+                    .get_value(&key)
+                    .or_else(|| args.get(1).cloned())
+                    .unwrap_or(Value::from(())))
+            }
+            "render" => Ok(Value::from(placeholder(&self.key))),
+            // Quoting and path policies do not change a BigQuery name here.
+            "include" | "quote" | "incorporate" | "replace_path" => {
+                Ok(Value::from_dyn_object(self.clone()))
+            }
+            _ => Err(JinjaError::from(ErrorKind::UnknownMethod)),
+        }
     }
 
     fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -704,9 +879,13 @@ impl<'p> Jinja<'p> {
                 }),
             );
         }
-        jinja
-            .env
-            .add_global("adapter", Value::from_object(Adapter { registry }));
+        jinja.env.add_global(
+            "adapter",
+            Value::from_object(Adapter {
+                registry,
+                query: options.query.clone(),
+            }),
+        );
         Ok(jinja)
     }
 
@@ -726,7 +905,7 @@ impl<'p> Jinja<'p> {
             Value::from(options.run_started_at.clone()),
         );
         env.add_global("exceptions", Value::from_object(Exceptions));
-        env.add_global("api", Value::from_object(Api));
+        env.add_global("api", Value::from_object(Api("api")));
         env.add_global("config", Value::from_object(Config));
         // The dbt version Rainbow implements the behaviour of (packages check it with
         // require-dbt-version).
@@ -921,9 +1100,15 @@ impl<'p> Jinja<'p> {
             .env
             .template_from_named_str(path, text)
             .map_err(|e| self.error(&e, path))?;
+        super::execute::take_execute_read();
         let rendered = tmpl
             .render(Value::from(ctx))
             .map_err(|e| self.error(&e, path))?;
+        if super::execute::take_execute_read()
+            && let Ok(mut executes) = collector.executes.lock()
+        {
+            *executes = true;
+        }
         Ok((rendered, collector))
     }
 }

@@ -13,9 +13,9 @@ use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, BinaryOperator, CastKind, DataType, DateTimeField, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, NullTreatment, ObjectName,
-    ObjectNamePart, Statement, Subscript, TableAlias, TableAliasColumnDef, TableFactor,
-    UnaryOperator, Value, VisitMut, VisitorMut,
+    FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList, FunctionArguments, Ident,
+    NullTreatment, ObjectName, ObjectNamePart, Statement, Subscript, TableAlias,
+    TableAliasColumnDef, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 
 /// Rewrites one parsed statement in place; an error names the construct that has no
@@ -717,6 +717,31 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
     }
     let name = function.name.to_string().to_uppercase();
     let name = name.trim_matches('`');
+    // ARRAY_AGG(x [ORDER BY …] LIMIT n): the first n elements of the ordered array.
+    if name == "ARRAY_AGG"
+        && let FunctionArguments::List(list) = &function.args
+        && let Some(at) = list
+            .clauses
+            .iter()
+            .position(|c| matches!(c, FunctionArgumentClause::Limit(_)))
+    {
+        let mut all = function.clone();
+        let mut limit = None;
+        if let FunctionArguments::List(l) = &mut all.args
+            && let FunctionArgumentClause::Limit(n) = l.clauses.remove(at)
+        {
+            limit = Some(n);
+        }
+        let limit = limit.ok_or("ARRAY_AGG: LIMIT without a count")?;
+        return Ok(Some(call(
+            "array_slice",
+            vec![
+                Expr::Function(all),
+                Expr::value(Value::Number("1".into(), false)),
+                limit,
+            ],
+        )));
+    }
     let Some(args) = plain_args(function) else {
         return Ok(None);
     };
