@@ -5,6 +5,7 @@
 
 mod execute;
 mod jinja;
+mod datetime;
 mod python;
 pub use execute::{QueryFn, QueryResult};
 

@@ -672,37 +672,26 @@ pub(crate) fn private_exports(names: &[String]) -> String {
         .collect()
 }
 
-/// The imports prepended to each file (on its first line, so line numbers stay those of the
-/// file): every project macro, then the built-in `dbt` macros the project does not define
-/// (callable unqualified, as in dbt).
+/// The import of every project macro, prepended to each file (on its first line, so line
+/// numbers stay those of the file). The built-in `dbt` macros need none: they are globals
+/// (see `Jinja::with_macros`), which a project's own macro of the same name shadows.
 pub(crate) fn macro_prefix(names: &[String]) -> String {
-    let mut out = String::new();
-    if !names.is_empty() {
-        let imports: Vec<String> = names
-            .iter()
-            .map(|n| match n.strip_prefix('_') {
-                // Jinja does not export or import `_private` names: the macro template
-                // re-exports them under a public alias (see `private_exports`).
-                Some(_) => format!("{PRIVATE_ALIAS}{n} as {n}"),
-                None => n.clone(),
-            })
-            .collect();
-        out.push_str(&format!(
-            "{{% from \"__macros__\" import {} %}}",
-            imports.join(", ")
-        ));
+    if names.is_empty() {
+        return String::new();
     }
-    out.push_str(&internal_imports(names));
-    out
-}
-
-/// `{% from "__macros__dbt" import … %}` of the built-in macros not among `own`.
-fn internal_imports(own: &[String]) -> String {
-    let names: Vec<String> = macro_names(INTERNAL_MACROS)
-        .into_iter()
-        .filter(|n| !own.contains(n))
+    let imports: Vec<String> = names
+        .iter()
+        .map(|n| match n.strip_prefix('_') {
+            // Jinja does not export or import `_private` names: the macro template
+            // re-exports them under a public alias (see `private_exports`).
+            Some(_) => format!("{PRIVATE_ALIAS}{n} as {n}"),
+            None => n.clone(),
+        })
         .collect();
-    format!("{{% from \"__macros__dbt\" import {} %}}", names.join(", "))
+    format!(
+        "{{% from \"__macros__\" import {} %}}",
+        imports.join(", ")
+    )
 }
 
 /// The names of every project macro.
@@ -849,7 +838,6 @@ impl<'p> Jinja<'p> {
                 text.push('\n');
             }
             text.push_str(&private_exports(&names));
-            let text = format!("{}{text}", internal_imports(&names));
             for (line, path) in files {
                 let path = if template == "__macros__" {
                     path
@@ -868,6 +856,19 @@ impl<'p> Jinja<'p> {
             registry
                 .namespaces
                 .insert(p.file.name.clone(), (template, names));
+        }
+        // dbt's built-in macros are callable unqualified everywhere, as in dbt: each a global
+        // that evaluates the `dbt` template only when called (an import into every file would
+        // evaluate it once per render: 3x the parse time of a 10,000-model project). A
+        // project's or package's own macro of the same name is local and wins.
+        for name in macro_names(INTERNAL_MACROS) {
+            jinja.env.add_global(
+                name.clone(),
+                Value::from_object(MacroRef {
+                    template: "__macros__dbt".into(),
+                    name,
+                }),
+            );
         }
         let registry = Arc::new(registry);
         for name in registry.namespaces.keys() {

@@ -2,7 +2,7 @@
 //! Python: every value is a Python object): mutable lists and dicts, `return()` from
 //! anywhere in a macro, Python's list/dict/str methods, and dbt's context functions over
 //! values (`tojson`, `fromjson`, `toyaml`, `fromyaml`, `zip`, `set`, `set_strict`) and
-//! `modules.re`. Source: dbt's "Jinja and macros" reference (docs.getdbt.com/reference/dbt-jinja-functions).
+//! `modules` (`re` here, `datetime` and `pytz` in [`super::datetime`]). Source: dbt's "Jinja and macros" reference (docs.getdbt.com/reference/dbt-jinja-functions).
 //!
 //! Two source rewrites, both keeping every line where it was (errors keep their file:line):
 //! - list and dict literals `[…]`, `{…}` inside tags become `__rb_list([…])`/`__rb_dict({…})`,
@@ -720,8 +720,7 @@ impl Object for Match {
     }
 }
 
-/// `modules`: `re` (see [`Re`]). `modules.datetime` and `modules.pytz` are refused by name
-/// until they exist (a Python datetime is more than a few functions).
+/// `modules`: `re` (see [`Re`]), `datetime` and `pytz` (see [`super::datetime`]).
 #[derive(Debug)]
 struct Modules;
 
@@ -729,6 +728,8 @@ impl Object for Modules {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         match key.as_str()? {
             "re" => Some(Value::from_object(Re)),
+            "datetime" => Some(Value::from_object(super::datetime::DatetimeModule)),
+            "pytz" => Some(Value::from_object(super::datetime::Pytz)),
             _ => None,
         }
     }
