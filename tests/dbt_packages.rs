@@ -464,10 +464,40 @@ fn dbt_utils_introspective_macros_build() {
         "models/keyed.sql",
         "select id, {{ dbt_utils.generate_surrogate_key(['id', 'kind']) }} as k, {{ dbt_utils.safe_add(['id', 'amount_cents']) }} as s, {{ dbt_utils.safe_divide('amount_cents', 'id') }} as d from {{ ref('orders') }}",
     );
+    // Rendered again when built or run, wherever `execute` is read: an ephemeral model
+    // (inlined into its consumer), a singular test, a package generic test.
+    write(
+        p,
+        "models/eph_star.sql",
+        "{{ config(materialized='ephemeral') }}\nselect {{ dbt_utils.star(ref('orders'), except=['kind']) }} from {{ ref('orders') }}",
+    );
+    write(
+        p,
+        "models/from_eph.sql",
+        "select * from {{ ref('eph_star') }}",
+    );
+    write(
+        p,
+        "tests/star_columns.sql",
+        "select {{ dbt_utils.star(ref('orders'), except=['kind']) }} from {{ ref('orders') }}\nexcept distinct\nselect id, amount_cents, ordered_at from {{ ref('orders') }}",
+    );
+    write(
+        p,
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: star_except\n    data_tests:\n      - dbt_utils.equal_rowcount:\n          compare_model: ref('orders')\n",
+    );
+    // dbt's config.get with a keyword default, list.sort(reverse=True), re.sub with `$`.
+    write(
+        p,
+        "models/jinja_bits.sql",
+        "{%- set l = [1, 3, 2] -%}{%- do l.sort(reverse=true) -%}\nselect '{{ config.get(\"owner\", default=\"unset\") }}' as owner, '{{ l | join(\"|\") }}' as sorted, '{{ modules.re.sub(\"USD\", \"$5\", \"USD 3\") }}' as price",
+    );
     let (ok, out) = rainbow(p, &["build"]);
     assert!(ok, "{out}");
+    assert!(out.contains("ERROR=0 SKIP=0"), "{out}");
+    assert!(out.contains("PASS  test star_columns"), "{out}");
     assert!(
-        out.contains("Done. PASS=8 WARN=0 ERROR=0 SKIP=0 TOTAL=8"),
+        out.contains("PASS  test dbt_utils_equal_rowcount_star_except"),
         "{out}"
     );
     let q = |sql: &str| {
@@ -487,6 +517,14 @@ fn dbt_utils_introspective_macros_build() {
     assert_eq!(
         q("select * from kinds"),
         ["drink_cents,food_cents", "500,12444"]
+    );
+    assert_eq!(
+        q("select * from from_eph order by id limit 1"),
+        ["id,amount_cents,ordered_at", "1,12345,2024-01-01T10:00:00"]
+    );
+    assert_eq!(
+        q("select * from jinja_bits"),
+        ["owner,sorted,price", "unset,3|2|1,$5 3"]
     );
     assert_eq!(
         q("select _dbt_source_relation, id, kind, reason from unioned order by id"),

@@ -1422,3 +1422,101 @@ fn cli_build_is_one_recorded_run_with_a_step_per_node_and_tests_as_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// dbt behaviours the new-user trial found missing, each once: hooks are Jinja rendered with
+/// the node (`{{ this }}`), `merge_update_columns` / `merge_exclude_columns` keep the other
+/// columns of matched rows, a test's `warn_if` / `error_if` / `fail_calc` decide its status,
+/// YAML snapshots (`snapshots: [{name, relation}]`) are built, and a unit test's
+/// `overrides.env_vars` reach `env_var()`.
+#[tokio::test]
+async fn hooks_merge_columns_test_thresholds_yaml_snapshots_and_env_overrides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: src\n",
+    );
+    write(
+        r,
+        "models/logged.sql",
+        "{{ config(post_hook=\"insert into main.hook_log select '{{ this.identifier }}' as ev\") }}\nselect 1 as id",
+    );
+    write(
+        r,
+        "models/upd.sql",
+        "{{ config(materialized='incremental', unique_key='id', merge_update_columns=['a']) }}\nselect id, a, b from {{ source('raw', 'src') }}",
+    );
+    write(
+        r,
+        "models/excl.sql",
+        "{{ config(materialized='incremental', unique_key='id', merge_exclude_columns=['b']) }}\nselect id, a, b from {{ source('raw', 'src') }}",
+    );
+    write(
+        r,
+        "models/envy.sql",
+        "select '{{ env_var('RAINBOW_TEST_UNSET_ENV', 'dflt') }}' as e, id from {{ source('raw', 'src') }}",
+    );
+    write(
+        r,
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: upd\n    columns:\n      - name: id\n        data_tests:\n          - accepted_values:\n              values: [1]\n              config:\n                severity: error\n                warn_if: '>= 1'\n                error_if: '> 5'\n      - name: a\n        data_tests:\n          - not_null:\n              config:\n                fail_calc: 'sum(case when a < 0 then 1 else 0 end)'\nsnapshots:\n  - name: src_snapshot\n    relation: source('raw', 'src')\n    config:\n      target_schema: snapshots\n      unique_key: id\n      strategy: check\n      check_cols: all\nunit_tests:\n  - name: env_override\n    model: envy\n    overrides:\n      env_vars: {RAINBOW_TEST_UNSET_ENV: fromtest}\n    given:\n      - input: source('raw', 'src')\n        rows: [{id: 1}]\n    expect:\n      rows: [{e: fromtest, id: 1}]\n",
+    );
+    let wh = warehouse(r).await;
+    wh.execute("CREATE TABLE main.hook_log AS SELECT 'start' AS ev", "log")
+        .await
+        .expect("log");
+    wh.execute(
+        "CREATE TABLE raw.src AS SELECT 1 AS id, 10 AS a, 100 AS b UNION ALL SELECT 2, 20, 200",
+        "src",
+    )
+    .await
+    .expect("src");
+    let s = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    assert!(
+        failures(&s).iter().all(|f| f.contains("Warn")),
+        "{:?}",
+        failures(&s)
+    );
+    wh.execute(
+        "CREATE OR REPLACE TABLE raw.src AS SELECT 1 AS id, 11 AS a, 101 AS b UNION ALL SELECT 2, 21, 201",
+        "src",
+    )
+    .await
+    .expect("src");
+    let s = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let by_name = |name: &str| {
+        s.results
+            .iter()
+            .find(|x| x.name == name)
+            .map(|x| (x.status, x.message.clone()))
+            .unwrap_or_else(|| panic!("{name} in {:?}", s.results))
+    };
+    // One value (2) is not accepted: warn_if `>= 1` warns, error_if `> 5` does not fail.
+    assert_eq!(by_name("accepted_values_upd_id").0, Status::Warn);
+    // fail_calc counts negative `a` only: none, so not_null passes.
+    assert_eq!(by_name("not_null_upd_a").0, Status::Pass);
+    assert_eq!(
+        by_name("env_override").0,
+        Status::Pass,
+        "{:?}",
+        by_name("env_override")
+    );
+    assert_eq!(
+        rows(&wh, "select ev from main.hook_log order by ev").await,
+        ["logged", "logged", "start"]
+    );
+    assert_eq!(
+        rows(&wh, "select id, a, b from upd order by id").await,
+        ["1|11|100", "2|21|200"]
+    );
+    assert_eq!(
+        rows(&wh, "select id, a, b from excl order by id").await,
+        ["1|11|100", "2|21|200"]
+    );
+    assert_eq!(
+        rows(&wh, "select count(*) from snapshots.src_snapshot").await,
+        ["4"]
+    );
+}

@@ -1,12 +1,14 @@
 //! Parsing and compiling: every model, seed, snapshot and singular test rendered with dbt's
 //! Jinja context on minijinja. Parsing records `ref`/`source`/`config` calls (the DAG);
-//! compiling substitutes relation names into the once-rendered SQL under `target/compiled/` and writes
-//! `target/manifest.json`. Errors name file:line:column.
+//! compiling substitutes relation names into the rendered SQL under `target/compiled/` and
+//! writes `target/manifest.json`. A node whose rendering read `execute` is rendered again
+//! when it is built ([`render_for_execution`]). Errors name file:line:column.
 
+mod datetime;
 mod execute;
 mod jinja;
-mod datetime;
 mod python;
+pub(crate) use execute::take_execute_read;
 pub use execute::{QueryFn, QueryResult};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -106,6 +108,9 @@ pub struct CompileOptions {
     pub execute: bool,
     /// What runs those queries (only with `execute`).
     pub query: Option<QueryFn>,
+    /// Environment variables `env_var()` sees before the process's (a unit test's
+    /// `overrides: {env_vars: …}`).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Default for CompileOptions {
@@ -120,6 +125,7 @@ impl Default for CompileOptions {
             extra: BTreeMap::new(),
             execute: false,
             query: None,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -191,9 +197,19 @@ fn render_project_file(
             }
         },
     );
-    env.add_function("env_var", |name: String, default: Option<String>| {
-        std::env::var(&name).ok().or(default).unwrap_or_default()
-    });
+    env.add_function(
+        "env_var",
+        |name: String, default: Option<String>| -> Result<String, JinjaError> {
+            std::env::var(&name).ok().or(default).ok_or_else(|| {
+                JinjaError::new(
+                    minijinja::ErrorKind::UndefinedError,
+                    format!(
+                        "environment variable `{name}` is not set and env_var() has no default"
+                    ),
+                )
+            })
+        },
+    );
     env.add_global(
         "target",
         Value::from(minijinja::value::Serde(serde_json::json!({
@@ -227,8 +243,12 @@ fn render_project_file(
                 }
             }
             Json::Object(map) => {
-                for item in map.values_mut() {
-                    render(env, item, path)?;
+                for (key, item) in map.iter_mut() {
+                    // Hooks are rendered when they run, with the node (`this`), as dbt does.
+                    let key = key.trim_start_matches('+').replace('-', "_");
+                    if key != "pre_hook" && key != "post_hook" {
+                        render(env, item, path)?;
+                    }
                 }
             }
             _ => {}
@@ -336,7 +356,12 @@ fn render_node(
     let prefix = macro_prefix(&project_macros(project));
     let (_, source) = template_of(node.kind, &file.text, &prefix);
     let jinja = Jinja::new(project, options)?;
-    let start = project.node_config(node.kind, &node.path, &node.name);
+    // Knowing the final materialization, as parse's second render does (`is_incremental()`
+    // before a `config(materialized=…)`).
+    let mut start = project.node_config(node.kind, &node.path, &node.name);
+    if let Some(m) = node.config.get("materialized") {
+        start.insert("materialized".to_owned(), m.clone());
+    }
     let (rendered, recorded) = jinja.render(&node.path, &source, &node.name, start)?;
     let refs = recorded.refs.lock().map(|r| r.clone()).unwrap_or_default();
     if let Some(new) = refs.iter().find(|r| !node.refs.contains(r)) {
@@ -375,6 +400,9 @@ pub fn render_for_execution(
     for n in &mut single.nodes {
         if n.name == node.name {
             n.rendered = Some(rendered.clone());
+        } else if n.needs_execute && n.kind == NodeKind::Model && n.materialized() == "ephemeral" {
+            // Inlined into `node`: rendered again as well.
+            n.rendered = Some(render_node(project, n, &options)?);
         }
     }
     compile(&mut single);
@@ -421,6 +449,25 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         }
         None => project,
     };
+    for (key, hooks) in [
+        ("on-run-start", &project.file.on_run_start),
+        ("on-run-end", &project.file.on_run_end),
+    ] {
+        let empty = match hooks {
+            Json::Null => true,
+            Json::Array(items) => items.is_empty(),
+            Json::String(s) => s.trim().is_empty(),
+            _ => false,
+        };
+        if !empty {
+            return Err(DbtError::Project {
+                path: project.root.join("dbt_project.yml"),
+                message: format!(
+                    "`{key}` hooks are not supported yet (they would not run); remove them or run that SQL as a model or an operation of your own"
+                ),
+            });
+        }
+    }
     let prefix = macro_prefix(&project_macros(project));
     let files: Vec<(NodeKind, &str, Option<String>, String)> = project
         .models
@@ -514,6 +561,29 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         if disabled(&config) {
             continue;
         }
+        // Hooks are Jinja too, rendered with the node's context (`this`); their relations are
+        // substituted by `compile` like the node's SQL.
+        for key in ["pre_hook", "post_hook"] {
+            let Some(Json::Array(hooks)) = config.get(key).cloned() else {
+                continue;
+            };
+            let mut rendered_hooks = Vec::new();
+            for hook in hooks {
+                let text = match &hook {
+                    Json::String(s) => s.clone(),
+                    Json::Object(o) => o.get("sql").and_then(Json::as_str).unwrap_or("").to_owned(),
+                    _ => String::new(),
+                };
+                let (text, _) = jinja.render(
+                    path,
+                    &format!("{prefix}{}", python::python_compat(&text)),
+                    &name,
+                    config.clone(),
+                )?;
+                rendered_hooks.push(Json::String(text));
+            }
+            config.insert(key.to_owned(), Json::Array(rendered_hooks));
+        }
         let (schema, relation) =
             schema_and_alias(&jinja, project, kind, &name, path, &config, options)?;
         push_node(
@@ -578,7 +648,18 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         }
     }
     let order = topological(&nodes, &by_name)?;
-    let nodes = order.into_iter().map(|i| nodes[i].clone()).collect();
+    let mut nodes: Vec<Node> = order.into_iter().map(|i| nodes[i].clone()).collect();
+    // A node inlining an ephemeral model that renders differently when executing (it read
+    // `execute`) is rendered again when built too, with that model rendered again inside it.
+    let mut executing_ephemerals: BTreeSet<String> = BTreeSet::new();
+    for n in &mut nodes {
+        if n.refs.iter().any(|r| executing_ephemerals.contains(r)) {
+            n.needs_execute = true;
+        }
+        if n.kind == NodeKind::Model && n.materialized() == "ephemeral" && n.needs_execute {
+            executing_ephemerals.insert(n.name.clone());
+        }
+    }
     Ok(Manifest {
         project: project.file.name.clone(),
         nodes,
@@ -669,6 +750,15 @@ pub fn compile(manifest: &mut Manifest) {
     for node in &mut manifest.nodes {
         if let Some(rendered) = &node.rendered {
             node.compiled = Some(substitute(rendered, &relations).trim().to_owned());
+        }
+        for key in ["pre_hook", "post_hook"] {
+            if let Some(Json::Array(hooks)) = node.config.get_mut(key) {
+                for hook in hooks {
+                    if let Json::String(s) = hook {
+                        *s = substitute(s, &relations).trim().to_owned();
+                    }
+                }
+            }
         }
     }
     let ephemeral: HashMap<String, (Vec<String>, String)> = manifest
@@ -771,13 +861,19 @@ pub(crate) fn render_snippet(
     Ok(Snippet {
         sql: substitute(&rendered, relations),
         refs: collector.refs.lock().map(|r| r.clone()).unwrap_or_default(),
+        config: collector
+            .config
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default(),
     })
 }
 
-/// A rendered snippet and what it read.
+/// A rendered snippet, what it read and the config it set (`{{ config(fail_calc=…) }}`).
 pub(crate) struct Snippet {
     pub(crate) sql: String,
     pub(crate) refs: Vec<String>,
+    pub(crate) config: BTreeMap<String, Json>,
 }
 
 fn write_file(path: std::path::PathBuf, text: &str) -> Result<(), DbtError> {

@@ -25,6 +25,19 @@ pub enum Severity {
     Error,
 }
 
+/// How a test whose rendering read `execute` (or asked the adapter about the warehouse) is
+/// rendered again when it runs, with `execute` true, as dbt compiles tests at execution.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Rerender {
+    /// A singular test: its file, by node name.
+    Singular(String),
+    /// A generic test: the snippet calling its macro and the snippet's arguments.
+    Generic {
+        source: String,
+        ctx: BTreeMap<String, Value>,
+    },
+}
+
 /// A compiled data test.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DataTest {
@@ -50,6 +63,15 @@ pub struct DataTest {
     /// schema file's path then the test name (`models/schema.yml/unique_x_id.sql`), or the
     /// singular test's own path.
     pub path: String,
+    /// dbt's `fail_calc` (default `count(*)`): the failures, computed over the failing rows.
+    pub fail_calc: String,
+    /// dbt's `warn_if` (default `!= 0`): the condition on the failures that warns.
+    pub warn_if: String,
+    /// dbt's `error_if` (default `!= 0`): the condition that fails (with error severity).
+    pub error_if: String,
+    /// Rendered again when it runs (it read `execute` when compiled), else `None`.
+    #[serde(skip)]
+    pub(crate) rerender: Option<Rerender>,
 }
 
 /// Writes each test's SQL to `out/compiled/<project>/<path>`.
@@ -221,6 +243,10 @@ pub fn data_tests(
                 ));
             }
         };
+        let mut rerender = None;
+        // A generic test's macro may set its own config (`{{ config(fail_calc=…) }}`); the
+        // schema file's settings win.
+        let mut macro_config: BTreeMap<String, Json> = BTreeMap::new();
         let sql = match t.name.as_str() {
             "unique" => format!(
                 "select {col} as unique_field, count(*) as n_records from {relation} where {col} is not null group by {col} having count(*) > 1"
@@ -340,8 +366,17 @@ pub fn data_tests(
                     "{{% from \"{template}\" import {macro_name} %}}{{{{ {macro_name}({}) }}}}",
                     call_args.join(", ")
                 );
+                let args = ctx.clone();
+                crate::compile::take_execute_read();
                 let snippet = crate::compile::render_snippet(&env, &source, ctx, &relations)
                     .map_err(|e| bad(t, e.to_string()))?;
+                if crate::compile::take_execute_read() {
+                    rerender = Some(Rerender::Generic {
+                        source: source.clone(),
+                        ctx: args,
+                    });
+                }
+                macro_config = snippet.config.clone();
                 for r in &snippet.refs {
                     if !nodes.contains_key(r.as_str()) {
                         return Err(bad(t, format!("its body refers to unknown `{r}`")));
@@ -374,6 +409,10 @@ pub fn data_tests(
             test: t.name.clone(),
             severity,
             sql,
+            rerender,
+            fail_calc: threshold(&t.args, &macro_config, "fail_calc", "count(*)"),
+            warn_if: threshold(&t.args, &macro_config, "warn_if", "!= 0"),
+            error_if: threshold(&t.args, &macro_config, "error_if", "!= 0"),
             path: format!(
                 "{}/{name}.sql",
                 t.file
@@ -399,7 +438,29 @@ pub fn data_tests(
             severity,
             sql: n.compiled.clone().unwrap_or_default(),
             path: n.path.clone(),
+            rerender: n.needs_execute.then(|| Rerender::Singular(n.name.clone())),
+            fail_calc: threshold(&n.config, &BTreeMap::new(), "fail_calc", "count(*)"),
+            warn_if: threshold(&n.config, &BTreeMap::new(), "warn_if", "!= 0"),
+            error_if: threshold(&n.config, &BTreeMap::new(), "error_if", "!= 0"),
         });
     }
     Ok(out)
+}
+
+/// A test's `fail_calc` / `warn_if` / `error_if`: the schema file's (or the singular test's
+/// own) setting, else the test macro's `config()`, else dbt's default.
+fn threshold(
+    own: &BTreeMap<String, Json>,
+    from_macro: &BTreeMap<String, Json>,
+    key: &str,
+    default: &str,
+) -> String {
+    own.get(key)
+        .or_else(|| from_macro.get(key))
+        .and_then(|v| match v {
+            Json::String(s) => Some(s.clone()),
+            Json::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| default.to_owned())
 }

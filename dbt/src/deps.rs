@@ -233,6 +233,17 @@ pub async fn install(root: &Path, hub_index: &HubIndex) -> Result<Vec<Installed>
         source,
     })?;
     let doc: Json = parse_yaml(&text, &spec)?;
+    if let Some(unknown) = doc
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .find(|k| !["packages", "projects"].contains(&k.as_str()))
+    {
+        return Err(fail(
+            &spec,
+            format!("unknown key `{unknown}` (expected `packages:`)"),
+        ));
+    }
     let hash = sha1_hex(&text);
     // A lock written for this very spec pins what to install.
     let lock_path = root.join("package-lock.yml");
@@ -342,16 +353,32 @@ pub async fn install(root: &Path, hub_index: &HubIndex) -> Result<Vec<Installed>
         }
         installed.push(Installed { name, lock });
     }
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|source| DbtError::Io {
+    // Swapped in: the old packages set aside, the new ones moved in (on failure the old ones
+    // are moved back), then the old ones deleted.
+    let old = root.join(format!(
+        "{}.rainbow-old",
+        project.packages_install_path.trim_end_matches('/')
+    ));
+    let _ = std::fs::remove_dir_all(&old);
+    let had_old = final_dir.exists();
+    if had_old {
+        std::fs::rename(&final_dir, &old).map_err(|source| DbtError::Io {
             path: final_dir.clone(),
             source,
         })?;
     }
-    std::fs::rename(&install, &final_dir).map_err(|source| DbtError::Io {
-        path: final_dir.clone(),
-        source,
-    })?;
+    if let Err(source) = std::fs::rename(&install, &final_dir) {
+        if had_old {
+            let _ = std::fs::rename(&old, &final_dir);
+        }
+        return Err(DbtError::Io {
+            path: final_dir.clone(),
+            source,
+        });
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&old);
+    }
     let lock = serde_json::json!({
         "packages": installed.iter().map(|i| i.lock.clone()).collect::<Vec<_>>(),
         "sha1_hash": hash,

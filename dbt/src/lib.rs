@@ -14,8 +14,10 @@
 //!   each step: compiled once per run ─► materialize::build_node ─► rainbow-warehouse
 //! ```
 //!
-//! Invariants: rendering never executes SQL; execution never re-renders (one compilation per
-//! run and partition-variable set).
+//! Invariants: parsing never executes SQL; one compilation per run and partition-variable set
+//! fixes the DAG; a node or test is rendered again at execution only when its parse-time
+//! rendering read `execute` (dbt's introspection: `statement`, `run_query`, `adapter`
+//! methods) or a unit test overrides its vars, and a ref first seen then is an error.
 
 pub mod cli;
 pub mod compile;

@@ -80,16 +80,45 @@ pub async fn build_node(
         )),
     }
 }
-/// Rows returned by a test's failing-row query.
-pub async fn failing_rows(warehouse: &Warehouse, test: &DataTest) -> Result<u64> {
+/// What a test's query found, as dbt's test materialization computes it: `failures` (its
+/// `fail_calc` over the failing rows, NULL as 0), and whether its `warn_if` / `error_if`
+/// conditions hold on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestOutcome {
+    /// The failures (`count(*)` by default: failing rows).
+    pub failures: i64,
+    /// `failures <warn_if>` holds.
+    pub warn: bool,
+    /// `failures <error_if>` holds.
+    pub error: bool,
+}
+
+/// Runs a test's failing-row query. Errors: the SQL fails.
+pub async fn failing_rows(warehouse: &Warehouse, test: &DataTest) -> Result<TestOutcome> {
+    let (calc, warn_if, error_if) = (&test.fail_calc, &test.warn_if, &test.error_if);
     let sql = format!(
-        "SELECT COUNT(*) AS failures FROM (\n{}\n) AS dbt_test",
+        "SELECT CAST(COALESCE({calc}, 0) AS INT64) AS failures, COALESCE({calc} {warn_if}, FALSE) AS should_warn, COALESCE({calc} {error_if}, FALSE) AS should_error FROM (\n{}\n) AS dbt_test",
         test.sql
     );
-    let count = warehouse
-        .count(&sql, &format!("test {}", test.name))
+    let batches = warehouse
+        .query(&sql, &format!("test {}", test.name))
         .await?;
-    Ok(u64::try_from(count).unwrap_or(0))
+    let row = batches.iter().find(|b| b.num_rows() > 0);
+    let value = |i: usize| -> Option<rainbow_warehouse::datafusion::common::ScalarValue> {
+        let b = row?;
+        rainbow_warehouse::datafusion::common::ScalarValue::try_from_array(b.column(i), 0).ok()
+    };
+    use rainbow_warehouse::datafusion::common::ScalarValue;
+    let failures = match value(0) {
+        Some(ScalarValue::Int64(Some(n))) => n,
+        _ => 0,
+    };
+    let flag = |i| matches!(value(i), Some(ScalarValue::Boolean(Some(true))));
+    Ok(TestOutcome {
+        failures,
+        warn: flag(1),
+        error: flag(2),
+    })
 }
 
 pub(crate) fn config_error(node: &Node, key: &str, message: impl Into<String>) -> DbtError {
@@ -220,6 +249,13 @@ async fn incremental(
         });
     }
     let keys = unique_key(node)?;
+    if node.config.contains_key("incremental_predicates") {
+        return Err(config_error(
+            node,
+            "incremental_predicates",
+            "not supported yet (the merge would ignore them)",
+        ));
+    }
     let strategy = node
         .config
         .get("incremental_strategy")
@@ -247,8 +283,16 @@ async fn incremental(
     match strategy.as_str() {
         "merge" => {
             need_keys("merge")?;
+            let update = merge_update_columns(node, &shaped.own)?;
             warehouse
-                .merge(schema, name, shaped.own.clone(), &keys, false)
+                .merge_updating(
+                    schema,
+                    name,
+                    shaped.own.clone(),
+                    &keys,
+                    false,
+                    update.as_deref(),
+                )
                 .await?;
             Ok(message("MERGE"))
         }
@@ -323,4 +367,49 @@ async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<B
         message: format!("INSERT {rows}"),
         rows: Some(rows as u64),
     })
+}
+
+/// dbt's `merge_update_columns` (only these are updated in matched rows) or
+/// `merge_exclude_columns` (all but these); `None`: every column. Errors: both given, or not a
+/// list of column names.
+fn merge_update_columns(
+    node: &Node,
+    source: &rainbow_warehouse::datafusion::prelude::DataFrame,
+) -> Result<Option<Vec<String>>> {
+    let list = |key: &str| -> Result<Option<Vec<String>>> {
+        match node.config.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| config_error(node, key, "expected column names"))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(config_error(node, key, "expected a list of column names")),
+        }
+    };
+    match (
+        list("merge_update_columns")?,
+        list("merge_exclude_columns")?,
+    ) {
+        (Some(_), Some(_)) => Err(config_error(
+            node,
+            "merge_exclude_columns",
+            "merge_update_columns and merge_exclude_columns cannot both be set",
+        )),
+        (Some(update), None) => Ok(Some(update)),
+        (None, Some(exclude)) => Ok(Some(
+            source
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|c| !exclude.contains(c))
+                .collect(),
+        )),
+        (None, None) => Ok(None),
+    }
 }

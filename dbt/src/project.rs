@@ -52,6 +52,12 @@ pub struct ProjectFile {
     /// Where `rainbow deps` installs packages (default `dbt_packages`).
     #[serde(default = "packages_dir", rename = "packages-install-path")]
     pub packages_install_path: String,
+    /// `on-run-start` hooks (refused by parse: not run yet).
+    #[serde(default, rename = "on-run-start")]
+    pub on_run_start: Value,
+    /// `on-run-end` hooks (refused by parse: not run yet).
+    #[serde(default, rename = "on-run-end")]
+    pub on_run_end: Value,
     /// `dispatch:` — per macro namespace, the packages searched in order
     /// (`[{macro_namespace: dbt_utils, search_order: [my_project, dbt_utils]}]`).
     #[serde(default)]
@@ -391,6 +397,17 @@ fn load_packages(root: &Path, file: &ProjectFile) -> Result<Vec<Project>, DbtErr
             continue;
         }
         let doc: Value = parse_yaml(&read(&path)?, &path)?;
+        if let Some(unknown) = doc
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .find(|k| !["packages", "projects"].contains(&k.as_str()))
+        {
+            return Err(DbtError::Project {
+                path,
+                message: format!("unknown key `{unknown}` (expected `packages:`)"),
+            });
+        }
         for p in doc["packages"].as_array().into_iter().flatten() {
             // A hub package's installed name is its last part (dbt-labs/dbt_utils → dbt_utils);
             // git and local packages are named by their own dbt_project.yml.
@@ -495,6 +512,23 @@ impl Project {
                 name,
                 schema,
                 tables,
+            });
+        }
+        // dbt 1.9's YAML snapshots (`snapshots: [{name, relation, config}]`): a snapshot of
+        // `select * from <relation>`, its config from the entry (read below).
+        for snap in doc["snapshots"].as_array().into_iter().flatten() {
+            let Some(relation) = snap.get("relation").and_then(Value::as_str) else {
+                continue;
+            };
+            let name = snap["name"]
+                .as_str()
+                .ok_or_else(|| bad("a snapshot entry has no `name`".into()))?;
+            let dir = f.path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            self.snapshots.push(SourceFile {
+                path: format!("{dir}/{name}.sql").trim_start_matches('/').to_owned(),
+                text: format!(
+                    "{{% snapshot {name} %}}\nselect * from {{{{ {relation} }}}}\n{{% endsnapshot %}}\n"
+                ),
             });
         }
         for u in doc["unit_tests"].as_array().into_iter().flatten() {

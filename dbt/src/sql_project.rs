@@ -236,7 +236,7 @@ impl Shared {
             .collect();
         let unit_tests = crate::unit_tests::compile(&self.project, &manifest, &options)?
             .into_iter()
-            .map(|t| (t.decl.name.clone(), t))
+            .map(|t| (unit_test_id(&t.decl.model, &t.decl.name), t))
             .collect();
         let node_index = manifest
             .nodes
@@ -257,7 +257,7 @@ impl Shared {
     }
 }
 
-/// The partition variables with placeholder values (rendering never executes SQL).
+/// The partition variables with placeholder values (parsing never executes SQL).
 fn placeholders() -> BTreeMap<String, Json> {
     PARTITION_VARS
         .into_iter()
@@ -490,7 +490,7 @@ impl SqlProject {
             checks
                 .entry(u.decl.model.as_str())
                 .or_default()
-                .push(unit_test_check(&shared, &u.decl.name, key));
+                .push(unit_test_check(&shared, &u.decl.model, &u.decl.name, key));
         }
         let mut source_checks: BTreeMap<AssetKey, Vec<AssetCheckDefinition>> = BTreeMap::new();
         for test in &tests {
@@ -715,13 +715,31 @@ impl SqlProject {
                     .tests
                     .get(&name)
                     .ok_or_else(|| format!("test `{name}` is no longer in the project"))?;
-                let failing =
+                let executed;
+                let test = match &test.rerender {
+                    Some(rerender) => {
+                        let sql = execute_test(&shared, &compiled, rerender, &test.path).await?;
+                        executed = DataTest {
+                            sql,
+                            ..test.clone()
+                        };
+                        &executed
+                    }
+                    None => test,
+                };
+                let outcome =
                     rainbow_warehouse::instrument::work(failing_rows(&compiled.warehouse, test))
                         .await?;
-                Ok::<_, BoxError>(
-                    AssetCheckResult::new(failing == 0)
-                        .metadata("failing_rows", i64::try_from(failing).unwrap_or(i64::MAX)),
-                )
+                // dbt's test status: error_if decides an error-severity test's failure, then
+                // warn_if a warning; otherwise it passes.
+                let result = if outcome.error && test.severity == Severity::Error {
+                    AssetCheckResult::new(false)
+                } else if outcome.warn {
+                    AssetCheckResult::new(false).severity(AssetCheckSeverity::Warn)
+                } else {
+                    AssetCheckResult::new(true)
+                };
+                Ok::<_, BoxError>(result.metadata("failing_rows", outcome.failures))
             }
         })
     }
@@ -824,6 +842,65 @@ fn config_text(v: &Json) -> Option<String> {
 /// introspective Jinja, [`crate::compile::render_for_execution`]): rendering is synchronous, so
 /// it runs on a blocking thread whose queries wait on the runtime.
 async fn execute_node(shared: &Arc<Shared>, compiled: &Arc<Compiled>, node: &Node) -> Result<Node> {
+    let options = execute_options(compiled);
+    let (shared, compiled, target) = (shared.clone(), compiled.clone(), node.clone());
+    let sql = tokio::task::spawn_blocking(move || {
+        crate::compile::render_for_execution(&shared.project, &compiled.manifest, &target, &options)
+    })
+    .await
+    .map_err(|e| DbtError::Input {
+        location: node.path.clone(),
+        message: format!("rendering panicked: {e}"),
+    })??;
+    let mut node = node.clone();
+    node.compiled = Some(sql);
+    Ok(node)
+}
+
+/// A test's SQL rendered again with `execute` true (see [`crate::data_tests::Rerender`]).
+async fn execute_test(
+    shared: &Arc<Shared>,
+    compiled: &Arc<Compiled>,
+    rerender: &crate::data_tests::Rerender,
+    path: &str,
+) -> Result<String> {
+    let options = execute_options(compiled);
+    let (shared, compiled, rerender) = (shared.clone(), compiled.clone(), rerender.clone());
+    tokio::task::spawn_blocking(move || -> Result<String> {
+        match rerender {
+            crate::data_tests::Rerender::Singular(name) => {
+                let node = compiled.node(&name).map_err(|message| DbtError::Input {
+                    location: name.clone(),
+                    message,
+                })?;
+                crate::compile::render_for_execution(
+                    &shared.project,
+                    &compiled.manifest,
+                    node,
+                    &options,
+                )
+            }
+            crate::data_tests::Rerender::Generic { source, ctx } => {
+                let env = crate::compile::macro_environment(&shared.project, &options)?;
+                let relations = crate::compile::relations(&compiled.manifest);
+                crate::compile::render_snippet(&env, &source, ctx, &relations)
+                    .map(|s| s.sql.trim().to_owned())
+                    .map_err(|e| DbtError::Input {
+                        location: "test".into(),
+                        message: e.to_string(),
+                    })
+            }
+        }
+    })
+    .await
+    .map_err(|e| DbtError::Input {
+        location: path.to_owned(),
+        message: format!("rendering panicked: {e}"),
+    })?
+}
+
+/// The run's compile options with `execute` true and queries on the run's warehouse.
+fn execute_options(compiled: &Compiled) -> crate::compile::CompileOptions {
     let handle = tokio::runtime::Handle::current();
     let warehouse = compiled.warehouse.clone();
     let query = crate::compile::QueryFn(Arc::new(move |sql: &str| {
@@ -846,18 +923,7 @@ async fn execute_node(shared: &Arc<Shared>, compiled: &Arc<Compiled>, node: &Nod
     let mut options = compiled.options.clone();
     options.execute = true;
     options.query = Some(query);
-    let (shared, compiled, target) = (shared.clone(), compiled.clone(), node.clone());
-    let sql = tokio::task::spawn_blocking(move || {
-        crate::compile::render_for_execution(&shared.project, &compiled.manifest, &target, &options)
-    })
-    .await
-    .map_err(|e| DbtError::Input {
-        location: node.path.clone(),
-        message: format!("rendering panicked: {e}"),
-    })??;
-    let mut node = node.clone();
-    node.compiled = Some(sql);
-    Ok(node)
+    options
 }
 
 /// Record batches as rows of JSON values (numbers stay numbers, times become text).
@@ -912,7 +978,14 @@ fn query_result(
 
 /// A unit test as a blocking check on its model, evaluated before the model is built (dbt
 /// build's order); `resource_type:unit_test` / `test_type:unit` select it.
-fn unit_test_check(shared: &Arc<Shared>, name: &str, model: AssetKey) -> AssetCheckDefinition {
+fn unit_test_check(
+    shared: &Arc<Shared>,
+    model_name: &str,
+    name: &str,
+    model: AssetKey,
+) -> AssetCheckDefinition {
+    // Unique per model, as dbt's `unit_test.<package>.<model>.<name>`.
+    let id = unit_test_id(model_name, name);
     let spec = AssetCheckSpec::new(name.to_owned(), model)
         .description(format!("dbt unit test `{name}`"))
         .blocking(true)
@@ -922,7 +995,7 @@ fn unit_test_check(shared: &Arc<Shared>, name: &str, model: AssetKey) -> AssetCh
         .selector("unit_test", name.to_owned())
         .selector("package", shared.project.file.name.clone());
     let shared = shared.clone();
-    let name = name.to_owned();
+    let name = id;
     spec.compute(move |ctx: AssetContext| {
         let shared = shared.clone();
         let name = name.clone();
@@ -947,4 +1020,9 @@ fn unit_test_check(shared: &Arc<Shared>, name: &str, model: AssetKey) -> AssetCh
             Ok::<_, BoxError>(result)
         }
     })
+}
+
+/// A unit test's key: its model and name (two models may have tests of the same name).
+fn unit_test_id(model: &str, name: &str) -> String {
+    format!("{model}.{name}")
 }

@@ -6,9 +6,9 @@
 //! build runs unit tests after the model's parents and before the model, see
 //! [`rainbow_engine::AssetCheckSpec::before_materialization`]); a column a given row leaves
 //! out is NULL; only the expected rows' columns are compared, each expected value cast to the
-//! model's column type; rows compare as multisets. `overrides: {vars: …, macros:
-//! {is_incremental: …}}` render the model again with those (an incremental override needs
-//! `this` given); other macro overrides are refused by name.
+//! model's column type; rows compare as multisets. `overrides: {vars: …, env_vars: …,
+//! macros: {is_incremental: …}}` render the model again with those (an incremental override
+//! needs `this` given); other macro overrides are refused by name.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -113,6 +113,15 @@ pub fn compile(
         }
         let mut options = options.clone();
         let overridden = !u.overrides.is_null();
+        if let Some(env) = u.overrides.get("env_vars").and_then(Json::as_object) {
+            for (k, v) in env {
+                let v = match v {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                options.env.insert(k.clone(), v);
+            }
+        }
         if let Some(vars) = u.overrides.get("vars").and_then(Json::as_object) {
             options
                 .vars

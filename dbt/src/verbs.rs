@@ -187,7 +187,10 @@ pub async fn run_verb(
             checks.union_with(&graph.checks_reading(&selected.assets));
             checks
         }
-        // dbt build: the tests on the nodes it builds (and those selected by name).
+        // dbt build: the tests on the nodes it builds (and those selected by name) — like
+        // dbt's `buildable` indirect selection: a test reading a node this run does not build
+        // is left out (dbt's default, `eager`, runs it against whatever that node holds, and
+        // fails where it was never built).
         Verb::Build => selected.checks,
         _ => NodeSet::empty(graph.checks().len()),
     };

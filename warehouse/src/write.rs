@@ -163,6 +163,22 @@ impl Warehouse {
         keys: &[String],
         add_columns: bool,
     ) -> Result<()> {
+        self.merge_updating(schema, name, source, keys, add_columns, None)
+            .await
+    }
+
+    /// [`Warehouse::merge`] updating only `update` in matched rows (dbt's
+    /// `merge_update_columns`; `None`: every column of the source); inserts set every column.
+    /// Errors: an `update` column the source lacks.
+    pub async fn merge_updating(
+        &self,
+        schema: &str,
+        name: &str,
+        source: DataFrame,
+        keys: &[String],
+        add_columns: bool,
+        update: Option<&[String]>,
+    ) -> Result<()> {
         let what = format!("merging into {schema}.{name}");
         let source = storable(source, false).map_err(WarehouseError::datafusion(&what))?;
         let table = self.delta(schema, name).await?;
@@ -183,6 +199,19 @@ impl Warehouse {
                 });
             }
         }
+        if let Some(update) = update
+            && let Some(missing) = update.iter().find(|c| !columns.contains(c))
+        {
+            return Err(WarehouseError::Config {
+                node: format!("{schema}.{name}"),
+                key: "merge_update_columns".into(),
+                message: format!("`{missing}` is not a column of both the model and the table"),
+            });
+        }
+        let updated: Vec<&String> = match update {
+            Some(u) => columns.iter().filter(|c| u.contains(c)).collect(),
+            None => columns.iter().collect(),
+        };
         let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
         let predicate = keys
             .iter()
@@ -196,7 +225,7 @@ impl Warehouse {
             .with_merge_schema(add_columns)
             .with_session_state(Arc::new(self.context().state()))
             .when_matched_update(|mut u| {
-                for c in &columns {
+                for c in &updated {
                     u = u.update(quote(c), format!("source.{}", quote(c)));
                 }
                 u

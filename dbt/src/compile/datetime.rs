@@ -68,7 +68,9 @@ fn zone_of(v: &Value) -> Result<Option<chrono_tz::Tz>, Error> {
     if let Some(z) = v.downcast_object_ref::<Zone>() {
         return Ok(Some(z.0));
     }
-    let name = v.as_str().ok_or_else(|| err("a time zone must be pytz.timezone(…)"))?;
+    let name = v
+        .as_str()
+        .ok_or_else(|| err("a time zone must be pytz.timezone(…)"))?;
     name.parse::<chrono_tz::Tz>()
         .map(Some)
         .map_err(|_| err(format!("unknown time zone `{name}`")))
@@ -93,7 +95,10 @@ impl DateTime {
     }
 
     fn isoformat(&self, sep: &str) -> String {
-        let mut s = self.naive.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string();
+        let mut s = self
+            .naive
+            .format(&format!("%Y-%m-%d{sep}%H:%M:%S"))
+            .to_string();
         if self.naive.nanosecond() / 1000 != 0 {
             s.push_str(&format!(".{:06}", self.naive.nanosecond() / 1000));
         }
@@ -180,7 +185,10 @@ impl Object for DateTime {
                     .from_local_datetime(&self.naive)
                     .earliest()
                     .ok_or_else(|| err("astimezone: a time that does not exist in its zone"))?;
-                Ok(DateTime::value(aware.with_timezone(&tz).naive_local(), Some(tz)))
+                Ok(DateTime::value(
+                    aware.with_timezone(&tz).naive_local(),
+                    Some(tz),
+                ))
             }
             "replace" => {
                 let n = &self.naive;
@@ -419,11 +427,16 @@ impl Object for Class {
                     },
                 };
                 Ok(match tz {
-                    Some(tz) => DateTime::value(chrono::Utc::now().with_timezone(&tz).naive_local(), Some(tz)),
+                    Some(tz) => DateTime::value(
+                        chrono::Utc::now().with_timezone(&tz).naive_local(),
+                        Some(tz),
+                    ),
                     None => DateTime::value(chrono::Local::now().naive_local(), None),
                 })
             }
-            (Class::DateTime, "utcnow") => Ok(DateTime::value(chrono::Utc::now().naive_utc(), None)),
+            (Class::DateTime, "utcnow") => {
+                Ok(DateTime::value(chrono::Utc::now().naive_utc(), None))
+            }
             (Class::DateTime, "strptime") => {
                 let (s, f) = (text(0)?, text(1)?);
                 let naive = NaiveDateTime::parse_from_str(&s, &chrono_format(&f))
@@ -436,12 +449,18 @@ impl Object for Class {
             }
             (Class::DateTime, "fromisoformat") => {
                 let s = text(0)?;
-                let naive = NaiveDateTime::parse_from_str(&s.replace(' ', "T"), "%Y-%m-%dT%H:%M:%S%.f")
-                    .or_else(|_| NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default()))
-                    .map_err(|e| err(format!("fromisoformat(`{s}`): {e}")))?;
+                let naive =
+                    NaiveDateTime::parse_from_str(&s.replace(' ', "T"), "%Y-%m-%dT%H:%M:%S%.f")
+                        .or_else(|_| {
+                            NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                                .map(|d| d.and_hms_opt(0, 0, 0).unwrap_or_default())
+                        })
+                        .map_err(|e| err(format!("fromisoformat(`{s}`): {e}")))?;
                 Ok(DateTime::value(naive, None))
             }
-            (Class::Date, "today") => Ok(Value::from_object(Date(chrono::Local::now().date_naive()))),
+            (Class::Date, "today") => {
+                Ok(Value::from_object(Date(chrono::Local::now().date_naive())))
+            }
             (Class::Date, "fromisoformat") => {
                 let s = text(0)?;
                 Ok(Value::from_object(Date(
@@ -504,23 +523,32 @@ mod tests {
     fn render(t: &str) -> String {
         let mut env = Environment::new();
         env.add_global("modules", super::super::python::modules());
-        env.render_str(t, ()).unwrap_or_else(|e| format!("error: {e}"))
+        env.render_str(t, ())
+            .unwrap_or_else(|e| format!("error: {e}"))
     }
 
     #[test]
     fn python_datetime_basics() {
         assert_eq!(
-            render("{% set d = modules.datetime.datetime(2024, 2, 28, 13, 5) %}{{ d }}|{{ d.strftime('%Y%m%d %H:%M') }}|{{ d.plus(modules.datetime.timedelta(days=2)).date() }}|{{ d.isoformat() }}|{{ d.weekday() }}"),
+            render(
+                "{% set d = modules.datetime.datetime(2024, 2, 28, 13, 5) %}{{ d }}|{{ d.strftime('%Y%m%d %H:%M') }}|{{ d.plus(modules.datetime.timedelta(days=2)).date() }}|{{ d.isoformat() }}|{{ d.weekday() }}"
+            ),
             "2024-02-28 13:05:00|20240228 13:05|2024-03-01|2024-02-28T13:05:00|2"
         );
         assert_eq!(
-            render("{{ modules.datetime.datetime.strptime('2024-01-31', '%Y-%m-%d').minus(modules.datetime.timedelta(hours=1)) }}|{{ modules.datetime.timedelta(days=1, hours=2) }}"),
+            render(
+                "{{ modules.datetime.datetime.strptime('2024-01-31', '%Y-%m-%d').minus(modules.datetime.timedelta(hours=1)) }}|{{ modules.datetime.timedelta(days=1, hours=2) }}"
+            ),
             "2024-01-30 23:00:00|1 day, 2:00:00"
         );
         assert_eq!(
-            render("{{ modules.datetime.datetime(2024, 7, 1, 12, tzinfo=modules.pytz.utc).astimezone(modules.pytz.timezone('America/Los_Angeles')) }}"),
+            render(
+                "{{ modules.datetime.datetime(2024, 7, 1, 12, tzinfo=modules.pytz.utc).astimezone(modules.pytz.timezone('America/Los_Angeles')) }}"
+            ),
             "2024-07-01 05:00:00-07:00"
         );
-        assert!(render("{{ modules.pytz.timezone('Nowhere/City') }}").contains("unknown time zone"));
+        assert!(
+            render("{{ modules.pytz.timezone('Nowhere/City') }}").contains("unknown time zone")
+        );
     }
 }

@@ -389,6 +389,16 @@ impl Object for Column {
             "is_float" => t == "FLOAT64",
             "is_numeric" => numeric,
             "is_number" => numeric || t == "INT64" || t == "FLOAT64",
+            // dbt's Column: a string without a size is 256; `can_expand_to` another column
+            // only between strings (union_relations asks).
+            "string_size" if t == "STRING" => return Ok(Value::from(256)),
+            "can_expand_to" => {
+                let other = _args
+                    .first()
+                    .and_then(|o| o.get_attr("data_type").ok())
+                    .map(|d| d.to_string().to_ascii_uppercase());
+                t == "STRING" && other.as_deref() == Some("STRING")
+            }
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
         }))
     }

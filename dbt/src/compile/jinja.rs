@@ -171,7 +171,7 @@ impl Object for Namespace {
         match self.registry.has(&self.name, method) {
             Some(template) => call_in_template(state, template, method, args),
             None => Err(JinjaError::new(
-                ErrorKind::UnknownMethod,
+                ErrorKind::InvalidOperation,
                 format!(
                     "`{}` has no macro `{method}`{}",
                     self.name,
@@ -391,12 +391,22 @@ impl Object for Config {
         method: &str,
         args: &[Value],
     ) -> Result<Value, JinjaError> {
-        let key = args.first().and_then(|a| a.as_str()).ok_or_else(|| {
+        let (positional, kwargs) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let key = positional.first().and_then(|a| a.as_str()).ok_or_else(|| {
             JinjaError::new(
                 ErrorKind::InvalidOperation,
                 format!("config.{method} needs a key"),
             )
         })?;
+        // `config.get(key, default)` or `config.get(key, default=…)`.
+        let default = match (positional.get(1), &kwargs) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(k)) => k.get::<Option<Value>>("default")?,
+            (None, None) => None,
+        };
         let value = collector(state)?
             .config
             .lock()
@@ -404,11 +414,7 @@ impl Object for Config {
             .and_then(|c| c.get(key).cloned());
         match (method, value) {
             ("get", Some(v)) | ("require", Some(v)) => Ok(Value::from(Serde(v))),
-            ("get", None) => Ok(args
-                .get(1)
-                .filter(|d| !d.is_kwargs())
-                .cloned()
-                .unwrap_or(Value::from(()))),
+            ("get", None) => Ok(default.unwrap_or(Value::from(()))),
             ("require", None) => Err(JinjaError::new(
                 ErrorKind::InvalidOperation,
                 format!("the config `{key}` is required"),
@@ -526,7 +532,8 @@ pub(crate) fn macro_names(text: &str) -> Vec<String> {
 }
 
 /// Relations are rendered as `\u{1}key\u{2}` and replaced by [`compile`] once every
-/// node's schema and alias are known: one Jinja pass per file.
+/// node's schema and alias are known: one Jinja pass per file at parse (another at build only
+/// for a node whose rendering read `execute`).
 pub(crate) fn placeholder(key: &str) -> String {
     format!("\u{1}{key}\u{2}")
 }
@@ -688,10 +695,7 @@ pub(crate) fn macro_prefix(names: &[String]) -> String {
             None => n.clone(),
         })
         .collect();
-    format!(
-        "{{% from \"__macros__\" import {} %}}",
-        imports.join(", ")
-    )
+    format!("{{% from \"__macros__\" import {} %}}", imports.join(", "))
 }
 
 /// The names of every project macro.
@@ -785,7 +789,10 @@ impl<'p> Jinja<'p> {
     /// dispatches across them.
     fn with_macros(project: &'p Project, options: &CompileOptions) -> Result<Self, DbtError> {
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Jinja2's Undefined, as dbt executes with it: it prints as nothing and iterates as
+        // empty (dbt_utils' equal_rowcount prints a variable it sets only sometimes); an
+        // attribute of it or a call is an error naming it.
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
         // Python's semantics: mutable lists and dicts, `return()`, string/list/dict methods.
         super::python::register(&mut env);
         let mut jinja = Jinja {
@@ -950,19 +957,27 @@ impl<'p> Jinja<'p> {
                 Ok(is)
             },
         );
-        env.add_function("var", move |name: String, default: Option<Value>| -> Result<Value, JinjaError> {
-            match (vars.get(&name), default) {
-                (Some(v), _) => Ok(Value::from(Serde(v.clone()))),
-                (None, Some(d)) => Ok(d),
-                (None, None) => Err(JinjaError::new(
-                    ErrorKind::UndefinedError,
-                    format!("var(`{name}`) is not defined in dbt_project.yml vars or --vars, and has no default"),
-                )),
-            }
-        });
+        env.add_function(
+            "var",
+            move |name: String, rest: minijinja::value::Rest<Value>| -> Result<Value, JinjaError> {
+                // `var('x', none)` has a default (none); `var('x')` has none.
+                match (vars.get(&name), rest.first()) {
+                    (Some(v), _) => Ok(Value::from(Serde(v.clone()))),
+                    (None, Some(d)) => Ok(d.clone()),
+                    (None, None) => Err(JinjaError::new(
+                        ErrorKind::UndefinedError,
+                        format!("var(`{name}`) is not defined in dbt_project.yml vars or --vars, and has no default"),
+                    )),
+                }
+            },
+        );
+        let overrides = options.env.clone();
         env.add_function(
             "env_var",
-            |name: String, default: Option<String>| -> Result<String, JinjaError> {
+            move |name: String, default: Option<String>| -> Result<String, JinjaError> {
+                if let Some(v) = overrides.get(&name) {
+                    return Ok(v.clone());
+                }
                 match (std::env::var(&name), default) {
                     (Ok(v), _) => Ok(v),
                     (Err(_), Some(d)) => Ok(d),

@@ -73,7 +73,7 @@ pub(crate) fn python_compat(text: &str) -> String {
                 out.push_str(&text[end..after]);
                 if is_tag && word == "macro" {
                     let name: String = inner
-                        .trim_start_matches('-')
+                        .trim_start_matches(['-', '+'])
                         .trim_start()
                         .trim_start_matches("macro")
                         .trim_start()
@@ -342,7 +342,22 @@ impl Object for List {
                 return Ok(Value::from(items.iter().filter(|x| *x == v).count()));
             }
             "reverse" => items.reverse(),
-            "sort" => items.sort(),
+            "sort" => {
+                // `sort(reverse=True)`; a `key=` function cannot be given from Jinja.
+                let reverse = match args.last().filter(|a| a.is_kwargs()) {
+                    Some(k) => {
+                        let k = Kwargs::try_from(k.clone())?;
+                        let reverse: Option<bool> = k.get("reverse")?;
+                        k.assert_all_used()?;
+                        reverse.unwrap_or(false)
+                    }
+                    None => false,
+                };
+                items.sort();
+                if reverse {
+                    items.reverse();
+                }
+            }
             "clear" => items.clear(),
             "copy" => return Ok(list_value(items.clone())),
             _ => return Err(Error::from(ErrorKind::UnknownMethod)),
@@ -573,6 +588,31 @@ struct Pattern(regex::Regex);
 #[derive(Debug)]
 struct Match(Vec<Option<String>>);
 
+const RE_IGNORECASE: i64 = 2;
+const RE_MULTILINE: i64 = 8;
+const RE_DOTALL: i64 = 16;
+const RE_VERBOSE: i64 = 64;
+
+/// The pattern compiled with Python's flags.
+fn regex_with(v: &Value, flags: i64) -> Result<regex::Regex, Error> {
+    if flags == 0 {
+        return regex_of(v);
+    }
+    let s = v.as_str().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "modules.re: the pattern must be a string",
+        )
+    })?;
+    regex::RegexBuilder::new(s)
+        .case_insensitive(flags & RE_IGNORECASE != 0)
+        .multi_line(flags & RE_MULTILINE != 0)
+        .dot_matches_new_line(flags & RE_DOTALL != 0)
+        .ignore_whitespace(flags & RE_VERBOSE != 0)
+        .build()
+        .map_err(|e| json_error(&format!("modules.re: pattern `{s}`"), e))
+}
+
 fn regex_of(v: &Value) -> Result<regex::Regex, Error> {
     if let Some(p) = v.downcast_object_ref::<Pattern>() {
         return Ok(p.0.clone());
@@ -604,7 +644,10 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
         ))
     };
     match method {
-        "search" => Ok(re.captures(&text(0)?).map(to_match).unwrap_or_default()),
+        "search" => Ok(re
+            .captures(&text(0)?)
+            .map(to_match)
+            .unwrap_or(Value::from(()))),
         "match" | "fullmatch" => {
             let s = text(0)?;
             Ok(re
@@ -615,7 +658,7 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
                     })
                 })
                 .map(to_match)
-                .unwrap_or_default())
+                .unwrap_or(Value::from(())))
         }
         "findall" => {
             let s = text(0)?;
@@ -636,8 +679,9 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
         }
         "sub" => {
             let (replacement, s) = (text(0)?, text(1)?);
-            // Python's \1 back-references are ${1} for the regex crate.
-            let replacement = regex::Regex::new(r"\\(\d+)")
+            // Python's `$` is literal (the regex crate's `$$`); `\1` and `\g<1>` are `${1}`.
+            let replacement = replacement.replace('$', "$$");
+            let replacement = regex::Regex::new(r"\\(?:g<)?(\d+)>?")
                 .map(|r| r.replace_all(&replacement, "$${$1}").into_owned())
                 .unwrap_or(replacement);
             Ok(Value::from(
@@ -653,6 +697,18 @@ fn re_call(method: &str, re: &regex::Regex, args: &[Value]) -> Result<Value, Err
 }
 
 impl Object for Re {
+    /// The flags: `re.IGNORECASE`/`re.I`, `re.MULTILINE`/`re.M`, `re.DOTALL`/`re.S`,
+    /// `re.VERBOSE`/`re.X` (Python's values).
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        Some(Value::from(match key.as_str()? {
+            "IGNORECASE" | "I" => RE_IGNORECASE,
+            "MULTILINE" | "M" => RE_MULTILINE,
+            "DOTALL" | "S" => RE_DOTALL,
+            "VERBOSE" | "X" => RE_VERBOSE,
+            _ => return None,
+        }))
+    }
+
     fn call_method(
         self: &Arc<Self>,
         _state: &mut State<'_, '_>,
@@ -665,10 +721,28 @@ impl Object for Re {
                 format!("modules.re.{method} needs a pattern"),
             )
         })?;
+        // Flags: the argument after the text (`re.search(p, s, re.I)`; `re.sub(p, r, s, 0, f)`
+        // takes a count first) or `flags=`.
+        let (positional, kwargs) = match args.split_last() {
+            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
+            _ => (args, None),
+        };
+        let flag_at = match method {
+            "compile" => 1,
+            "sub" => 4,
+            "split" => 3,
+            _ => 2,
+        };
+        let flags = match (positional.get(flag_at), &kwargs) {
+            (Some(f), _) => i64::try_from(f.clone())?,
+            (None, Some(k)) => k.get::<Option<i64>>("flags")?.unwrap_or(0),
+            (None, None) => 0,
+        };
+        let positional = &positional[..positional.len().min(flag_at)];
         match method {
             "escape" => Ok(Value::from(regex::escape(pattern.as_str().unwrap_or("")))),
-            "compile" => Ok(Value::from_object(Pattern(regex_of(pattern)?))),
-            _ => re_call(method, &regex_of(pattern)?, &args[1..]),
+            "compile" => Ok(Value::from_object(Pattern(regex_with(pattern, flags)?))),
+            _ => re_call(method, &regex_with(pattern, flags)?, &positional[1..]),
         }
     }
 }
@@ -685,6 +759,11 @@ impl Object for Pattern {
 }
 
 impl Object for Match {
+    /// A match is true (Python's match objects are); no match is `none`.
+    fn is_true(self: &Arc<Self>) -> bool {
+        true
+    }
+
     fn call_method(
         self: &Arc<Self>,
         _state: &mut State<'_, '_>,
@@ -695,7 +774,7 @@ impl Object for Match {
             self.0
                 .get(i)
                 .cloned()
-                .map(|g| g.map(Value::from).unwrap_or_default())
+                .map(|g| g.map(Value::from).unwrap_or(Value::from(())))
                 .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, "no such group"))
         };
         match method {
@@ -712,7 +791,7 @@ impl Object for Match {
                 self.0
                     .iter()
                     .skip(1)
-                    .map(|g| g.clone().map(Value::from).unwrap_or_default())
+                    .map(|g| g.clone().map(Value::from).unwrap_or(Value::from(())))
                     .collect::<Vec<_>>(),
             )),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),

@@ -280,7 +280,8 @@ fn errors_name_the_file_line_and_column() {
         e.starts_with("models/x.sql:3:") && e.contains("syntax error"),
         "{e}"
     );
-    let e = error_of(&[("models/x.sql", "select\n  {{ no_such_thing }}\n")]);
+    // An undefined value prints as nothing (Jinja2's, as dbt renders); using it is an error.
+    let e = error_of(&[("models/x.sql", "select\n  {{ no_such_thing.column }}\n")]);
     assert!(
         e.starts_with("models/x.sql:2:") && e.contains("undefined"),
         "{e}"
