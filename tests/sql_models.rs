@@ -1520,3 +1520,84 @@ async fn hooks_merge_columns_test_thresholds_yaml_snapshots_and_env_overrides() 
         ["4"]
     );
 }
+
+/// A snapshot's source gains a column (added to the snapshot, NULL in older versions), then
+/// loses one (kept, NULL in newer versions) — as dbt does; a unit test expecting no rows, and a
+/// blank CSV cell as NULL.
+#[tokio::test]
+async fn snapshots_follow_source_columns_and_unit_tests_expect_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: raw\n    tables:\n      - name: items\n",
+    );
+    write(
+        r,
+        "snapshots/items.sql",
+        "{% snapshot items_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols='all') }}\nselect * from {{ source('raw', 'items') }}\n{% endsnapshot %}\n",
+    );
+    write(
+        r,
+        "models/positive.sql",
+        "select id, extra from {{ source('raw', 'items') }} where id > 0",
+    );
+    write(
+        r,
+        "models/schema.yml",
+        "version: 2\nunit_tests:\n  - name: nothing_negative\n    model: positive\n    given:\n      - input: source('raw', 'items')\n        format: csv\n        rows: |\n          id,extra\n          -1,\n    expect:\n      rows: []\n",
+    );
+    let wh = warehouse(r).await;
+    let steps = [
+        "SELECT 1 AS id, 'a' AS v",
+        "SELECT 1 AS id, 'a' AS v, 'x' AS extra",
+        "SELECT 1 AS id, 'x' AS extra",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        wh.execute(
+            &format!("CREATE OR REPLACE TABLE raw.items AS {step}"),
+            "source",
+        )
+        .await
+        .expect("source");
+        let at = RunOptions {
+            run_started_at: Some(
+                chrono::DateTime::parse_from_rfc3339(&format!("2024-03-0{}T00:00:00Z", i + 1))
+                    .expect("time")
+                    .with_timezone(&chrono::Utc),
+            ),
+            ..Default::default()
+        };
+        let s = run(r, &wh, Verb::Snapshot, &at).await;
+        assert!(
+            failures(&s).is_empty(),
+            "step {}: {:?}",
+            i + 1,
+            failures(&s)
+        );
+    }
+    assert_eq!(
+        rows(&wh, "select id, v, extra, format_timestamp('%d', dbt_valid_from), coalesce(format_timestamp('%d', dbt_valid_to), 'open') from snapshots.items_snapshot order by dbt_valid_from").await,
+        ["1|a|NULL|01|02", "1|a|x|02|03", "1|NULL|x|03|open"]
+    );
+    let s = run(
+        r,
+        &wh,
+        Verb::Build,
+        &RunOptions {
+            select: vec!["positive".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    assert!(
+        s.results
+            .iter()
+            .any(|x| x.name == "nothing_negative" && x.status == Status::Pass),
+        "{:?}",
+        s.results
+    );
+}

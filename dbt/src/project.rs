@@ -211,7 +211,7 @@ fn unit_test(file: &Path, u: &Value) -> Result<UnitTestDecl, String> {
                                 .iter()
                                 .cloned()
                                 .zip(line.split(',').map(|v| match v.trim() {
-                                    "null" | "NULL" => Value::Null,
+                                    "" | "null" | "NULL" => Value::Null,
                                     t => Value::String(t.to_owned()),
                                 }))
                                 .collect()

@@ -390,6 +390,46 @@ pub(crate) async fn snapshot(
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let existing = (warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table))
         .then(|| format!("{schema}.{name}"));
+    let (mut query, mut source_columns) = (query, source_columns);
+    if existing.is_some() {
+        add_new_columns(warehouse, node, plan.schema().as_arrow()).await?;
+        // A column the source no longer has stays in the snapshot (NULL in new versions), as
+        // in dbt: its history is not dropped.
+        let table = warehouse.schema_of(schema, name).await?;
+        let meta = [
+            &cfg.scd_id,
+            &cfg.updated_at_column,
+            &cfg.valid_from,
+            &cfg.valid_to,
+            &cfg.is_deleted,
+        ];
+        let mut kept = Vec::new();
+        for f in table.fields() {
+            let c = f.name();
+            if source_columns.contains(c) || meta.contains(&c) || cfg.is_current.as_ref() == Some(c)
+            {
+                continue;
+            }
+            let t = crate::unit_tests::bigquery_type(f.data_type()).ok_or_else(|| {
+                config_error(
+                    node,
+                    "snapshot",
+                    format!(
+                        "column `{c}` left the query and its type {} cannot be kept",
+                        f.data_type()
+                    ),
+                )
+            })?;
+            kept.push(format!("CAST(NULL AS {t}) AS {}", q(c)));
+            source_columns.push(c.clone());
+        }
+        if !kept.is_empty() {
+            query = format!(
+                "SELECT __rb_kept.*, {} FROM ({query}) AS __rb_kept",
+                kept.join(", ")
+            );
+        }
+    }
     let sql = snapshot_sql(
         &cfg,
         &query,
@@ -410,4 +450,44 @@ pub(crate) async fn snapshot(
         message: format!("SNAPSHOT {rows}"),
         rows: Some(rows as u64),
     })
+}
+
+/// Columns the snapshot query has and the snapshot table lacks are added to it (NULL in its
+/// existing rows), as dbt does before comparing: one Delta commit, only when there are some.
+async fn add_new_columns(
+    warehouse: &Warehouse,
+    node: &Node,
+    source: &rainbow_warehouse::datafusion::arrow::datatypes::Schema,
+) -> Result<()> {
+    use rainbow_warehouse::datafusion::common::{ScalarValue, TableReference};
+    use rainbow_warehouse::datafusion::logical_expr::{ident, lit};
+    let (schema, name) = (node.schema.as_str(), node.relation.as_str());
+    let table = warehouse.schema_of(schema, name).await?;
+    let added: Vec<_> = source
+        .fields()
+        .iter()
+        .filter(|f| table.field_with_name(f.name()).is_err())
+        .collect();
+    if added.is_empty() {
+        return Ok(());
+    }
+    let what = format!("{} (new snapshot columns)", node.path);
+    let err = || rainbow_warehouse::WarehouseError::datafusion(&what);
+    let current = warehouse
+        .context()
+        .table(TableReference::partial(schema, name))
+        .await
+        .map_err(err())?;
+    let mut exprs: Vec<_> = table.fields().iter().map(|f| ident(f.name())).collect();
+    for f in &added {
+        let null = ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null);
+        exprs.push(lit(null).alias(f.name()));
+    }
+    let next = current.select(exprs).map_err(err())?;
+    // The new version reads the current one: collected before the overwrite commits.
+    let (_, next) = warehouse.collect_frame(next, &what).await?;
+    warehouse
+        .write_table(schema, name, next, WriteMode::Replace)
+        .await?;
+    Ok(())
 }

@@ -348,6 +348,10 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
     }
     let expected_sql = match &t.decl.expect {
         Fixture::Sql(sql) => sql.clone(),
+        // `expect: {rows: []}`: the model returns no row.
+        Fixture::Rows(rows) if rows.is_empty() => {
+            format!("SELECT * FROM (\n{model}\n) AS __dbt__none WHERE FALSE")
+        }
         Fixture::Rows(rows) => {
             let mut fields = Vec::new();
             for c in &columns {
@@ -361,12 +365,20 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
             rows_sql(rows, &Schema::new(fields), "expect")?
         }
     };
+    // The model's own spelling of each expected column (quoted names are case-sensitive).
     let projection = if columns.is_empty() {
         "*".to_owned()
     } else {
         columns
             .iter()
-            .map(|c| quote(c))
+            .map(|c| {
+                actual_schema
+                    .fields()
+                    .iter()
+                    .find(|f| f.name().eq_ignore_ascii_case(c))
+                    .map(|f| quote(f.name()))
+                    .unwrap_or_else(|| quote(c))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
