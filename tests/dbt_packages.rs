@@ -557,3 +557,64 @@ fn dbt_utils_introspective_macros_build() {
         ]
     );
 }
+
+/// A package with models, a seed, a schema file (a test of its own, unqualified) and a macro
+/// its models call unqualified: its nodes build with the project's, under the project's
+/// config for the package (`models: {<package>: …}` over the package's own), and `ref`s cross
+/// between them; `package:` selects them.
+#[test]
+fn a_package_with_models_and_seeds_builds_with_the_project() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let pkg = p.join("dbt_packages/shoplib2");
+    write(
+        &pkg,
+        "dbt_project.yml",
+        "name: shoplib2\nversion: '1.0.0'\nmodels:\n  shoplib2:\n    +materialized: view\n",
+    );
+    write(
+        &pkg,
+        "macros/shout.sql",
+        "{% macro shout(x) %}upper({{ x }}){% endmacro %}\n{% test positive(model, column_name) %}select * from {{ model }} where {{ column_name }} <= 0{% endtest %}\n",
+    );
+    write(&pkg, "seeds/pkg_seed.csv", "id,name\n1,lamp\n2,desk\n");
+    write(
+        &pkg,
+        "models/pkg_orders.sql",
+        "select id, {{ shout('name') }} as name from {{ ref('pkg_seed') }}",
+    );
+    write(
+        &pkg,
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: pkg_orders\n    columns:\n      - name: id\n        data_tests: [not_null, positive]\n",
+    );
+    write(
+        p,
+        "dbt_project.yml",
+        "name: shop\nprofile: shop\nmodels:\n  shoplib2:\n    +materialized: table\n",
+    );
+    write(
+        p,
+        "models/uses_pkg.sql",
+        "select id, name from {{ ref('shoplib2', 'pkg_orders') }} where id > 1",
+    );
+    let (ok, out) = rainbow(p, &["build"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Done. PASS=5 WARN=0 ERROR=0 SKIP=0 TOTAL=5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("model main.pkg_orders") && out.contains("CREATE TABLE"),
+        "{out}"
+    );
+    let (ok, out) = rainbow(p, &["query", "select * from uses_pkg", "--format", "csv"]);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["id,name", "2,DESK"]);
+    let (ok, out) = rainbow(p, &["run", "--select", "package:shoplib2"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Done. PASS=1 WARN=0 ERROR=0 SKIP=0 TOTAL=1"),
+        "{out}"
+    );
+}

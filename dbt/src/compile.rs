@@ -23,7 +23,7 @@ use rainbow_suggest::did_you_mean;
 
 pub(crate) use jinja::macro_environment;
 use jinja::snapshot_block;
-use jinja::{Collector, Jinja, Relations, macro_prefix, project_macros, substitute};
+use jinja::{Collector, Jinja, Relations, file_prefix, macro_prefix, project_macros, substitute};
 
 use crate::error::DbtError;
 use crate::project::Project;
@@ -67,6 +67,9 @@ pub struct Node {
     /// The file rendered once at parse time, relations still as placeholders.
     #[serde(skip)]
     rendered: Option<String>,
+    /// The package it comes from (`None`: the root project).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// Its rendering queries the warehouse (`statement`, `run_query`): it is rendered again,
     /// with `execute` true, when it is built ([`render_for_execution`]).
     #[serde(skip)]
@@ -353,8 +356,7 @@ fn render_node(
             path: project.root.join(&node.path),
             message: "the file is no longer in the project".into(),
         })?;
-    let prefix = macro_prefix(&project_macros(project));
-    let (_, source) = template_of(node.kind, &file.text, &prefix);
+    let (_, source) = template_of(node.kind, &file.text, &file_prefix(project, &node.path));
     let jinja = Jinja::new(project, options)?;
     // Knowing the final materialization, as parse's second render does (`is_incremental()`
     // before a `config(materialized=…)`).
@@ -468,7 +470,11 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
             });
         }
     }
-    let prefix = macro_prefix(&project_macros(project));
+    let root_prefix = macro_prefix(&project_macros(project));
+    let prefix_of = |path: &str| match project.package_of(path) {
+        Some(_) => file_prefix(project, path),
+        None => root_prefix.clone(),
+    };
     let files: Vec<(NodeKind, &str, Option<String>, String)> = project
         .models
         .iter()
@@ -476,7 +482,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         .chain(project.snapshots.iter().map(|f| (NodeKind::Snapshot, f)))
         .chain(project.tests.iter().map(|f| (NodeKind::Test, f)))
         .map(|(kind, f)| {
-            let (name, text) = template_of(kind, &f.text, &prefix);
+            let (name, text) = template_of(kind, &f.text, &prefix_of(&f.path));
             (kind, f.path.as_str(), name, text)
         })
         .collect();
@@ -513,6 +519,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: None,
                 compiled: None,
                 needs_execute: false,
+                package: project.package_of(&seed.path).map(|p| p.file.name.clone()),
             },
         )
         .map_err(|m| DbtError::Project {
@@ -576,7 +583,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 };
                 let (text, _) = jinja.render(
                     path,
-                    &format!("{prefix}{}", python::python_compat(&text)),
+                    &format!("{}{}", prefix_of(path), python::python_compat(&text)),
                     &name,
                     config.clone(),
                 )?;
@@ -601,6 +608,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: Some(rendered),
                 compiled: None,
                 needs_execute,
+                package: project.package_of(path).map(|p| p.file.name.clone()),
             },
         )
         .map_err(|m| DbtError::Project {

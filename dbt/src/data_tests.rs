@@ -298,9 +298,11 @@ pub fn data_tests(
             }
             custom => {
                 // `package.test` names a package's generic test (`dbt_utils.expression_is_true`).
-                let (template, test_name) = match custom.split_once('.') {
-                    Some((package, test)) => (format!("__macros__{package}"), test),
-                    None => ("__macros__".to_owned(), custom),
+                let (template, test_name) = match (custom.split_once('.'), &t.package) {
+                    (Some((package, test)), _) => (format!("__macros__{package}"), test),
+                    // A package's schema file names its own tests unqualified.
+                    (None, Some(package)) => (format!("__macros__{package}"), custom),
+                    (None, None) => ("__macros__".to_owned(), custom),
                 };
                 let macro_name = format!("test_{test_name}");
                 let no_test = |e: minijinja::Error| {

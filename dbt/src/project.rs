@@ -126,6 +126,9 @@ pub struct ColumnTest {
     pub args: BTreeMap<String, Value>,
     /// The schema file declaring it.
     pub file: PathBuf,
+    /// The package whose schema file declares it (its unqualified custom tests are that
+    /// package's); `None` for the root project.
+    pub package: Option<String>,
 }
 
 /// A loaded project.
@@ -158,6 +161,9 @@ pub struct Project {
     pub packages: Vec<Project>,
     /// `unit_tests:` of schema files.
     pub unit_tests: Vec<UnitTestDecl>,
+    /// For a package, its directory relative to the root project (`dbt_packages/dbt_utils`):
+    /// its files appear in the root project's lists under this prefix. Empty for the root.
+    pub install_prefix: String,
 }
 
 /// A unit test's rows: `format: dict` (a list of mappings), `csv` (text with a header) or
@@ -350,45 +356,15 @@ fn load_packages(root: &Path, file: &ProjectFile) -> Result<Vec<Project>, DbtErr
             .collect();
         dirs.sort();
         for package_root in dirs {
-            let path = package_root.join("dbt_project.yml");
-            let pfile: ProjectFile = parse_yaml(&read(&path)?, &path)?;
-            let (generic, _singular): (Vec<SourceFile>, Vec<SourceFile>) =
-                collect(&package_root, &pfile.test_paths, "sql")?
-                    .into_iter()
-                    .partition(|f| f.path.split('/').nth(1) == Some("generic"));
-            let mut macros = collect(&package_root, &pfile.macro_paths, "sql")?;
-            macros.extend(generic);
-            for (what, paths) in [
-                ("models", &pfile.model_paths),
-                ("seeds", &pfile.seed_paths),
-                ("snapshots", &pfile.snapshot_paths),
-            ] {
-                let ext = if what == "seeds" { "csv" } else { "sql" };
-                if !collect(&package_root, paths, ext)?.is_empty() {
-                    return Err(DbtError::Project {
-                        path,
-                        message: format!(
-                            "package `{}` has {what}: packages with {what} are not supported yet (only macros, generic tests and vars)",
-                            pfile.name
-                        ),
-                    });
-                }
-            }
-            out.push(Project {
-                root: package_root.clone(),
-                seeds: Vec::new(),
-                macros,
-                tests: Vec::new(),
-                snapshots: Vec::new(),
-                models: Vec::new(),
-                file: pfile,
-                sources: Vec::new(),
-                descriptions: BTreeMap::new(),
-                column_tests: Vec::new(),
-                property_configs: BTreeMap::new(),
-                packages: Vec::new(),
-                unit_tests: Vec::new(),
-            });
+            let mut package = Project::load_one(&package_root)?;
+            package.install_prefix = package_root
+                .strip_prefix(root)
+                .unwrap_or(&package_root)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push(package);
         }
     }
     for spec in ["packages.yml", "dependencies.yml"] {
@@ -430,8 +406,63 @@ fn load_packages(root: &Path, file: &ProjectFile) -> Result<Vec<Project>, DbtErr
 }
 
 impl Project {
-    /// Loads the project in `root`.
+    /// Loads the project in `root` with its installed packages (`Project::packages`): each
+    /// package is a project of its own (macros, vars, configs), and its models, seeds,
+    /// snapshots, tests, sources and unit tests join the root project's lists, their paths
+    /// under the package's `install_prefix` (dbt builds package nodes with the project's).
     pub fn load(root: &Path) -> Result<Self, DbtError> {
+        let mut project = Self::load_one(root)?;
+        project.packages = load_packages(root, &project.file)?;
+        for package in &project.packages {
+            let prefixed = |files: &[SourceFile]| -> Vec<SourceFile> {
+                files
+                    .iter()
+                    .map(|f| SourceFile {
+                        path: format!("{}/{}", package.install_prefix, f.path),
+                        text: f.text.clone(),
+                    })
+                    .collect()
+            };
+            project.models.extend(prefixed(&package.models));
+            project.seeds.extend(prefixed(&package.seeds));
+            project.snapshots.extend(prefixed(&package.snapshots));
+            project.tests.extend(prefixed(&package.tests));
+            project.sources.extend(package.sources.iter().cloned());
+            project.descriptions.extend(
+                package
+                    .descriptions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            for (name, config) in &package.property_configs {
+                project
+                    .property_configs
+                    .entry(name.clone())
+                    .or_insert_with(|| config.clone());
+            }
+            project
+                .column_tests
+                .extend(package.column_tests.iter().map(|t| ColumnTest {
+                    package: Some(package.file.name.clone()),
+                    ..t.clone()
+                }));
+            project
+                .unit_tests
+                .extend(package.unit_tests.iter().cloned());
+        }
+        Ok(project)
+    }
+
+    /// The package a project path (`dbt_packages/<package>/models/x.sql`) belongs to, if any.
+    pub fn package_of(&self, path: &str) -> Option<&Project> {
+        self.packages.iter().find(|p| {
+            path.strip_prefix(&p.install_prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+
+    /// Loads one project directory (no packages).
+    fn load_one(root: &Path) -> Result<Self, DbtError> {
         let project_path = root.join("dbt_project.yml");
         if !project_path.exists() {
             return Err(DbtError::Project {
@@ -464,8 +495,8 @@ impl Project {
             property_configs: BTreeMap::new(),
             packages: Vec::new(),
             unit_tests: Vec::new(),
+            install_prefix: String::new(),
         };
-        project.packages = load_packages(root, &project.file)?;
         let mut schema_files = Vec::new();
         for paths in [
             &project.file.model_paths,
@@ -573,7 +604,25 @@ impl Project {
     /// The config a node starts from before its own `config()` calls: the folder-level
     /// config, then its `config:` in a schema file (dbt's precedence).
     pub fn node_config(&self, kind: NodeKind, path: &str, name: &str) -> BTreeMap<String, Value> {
-        let mut config = self.folder_config(kind, path);
+        let mut config = match self.package_of(path) {
+            // A package's node: its own project file's folder configs, then the root
+            // project's `models: {<package>: …}` over them (dbt's precedence).
+            Some(package) => {
+                let inner = &path[package.install_prefix.len() + 1..];
+                let mut config = package.folder_config(kind, inner);
+                for (k, v) in folder_config_in(
+                    section(kind, &self.file),
+                    &package.file.name,
+                    roots(kind, &package.file),
+                    kind,
+                    inner,
+                ) {
+                    merge_config(&mut config, &k, v);
+                }
+                config
+            }
+            None => self.folder_config(kind, path),
+        };
         if let Some(props) = self.property_configs.get(name) {
             for (k, v) in props {
                 merge_config(&mut config, k, v.clone());
@@ -587,48 +636,81 @@ impl Project {
     /// (`models:`, `seeds:`, `snapshots:`, `data_tests:`), from the project level down to the
     /// node's folder, deeper ones winning; `tags` and hooks accumulate as in dbt.
     pub fn folder_config(&self, kind: NodeKind, path: &str) -> BTreeMap<String, Value> {
-        let (section, roots) = match kind {
-            NodeKind::Model => (&self.file.models, &self.file.model_paths),
-            NodeKind::Seed => (&self.file.seeds, &self.file.seed_paths),
-            NodeKind::Snapshot => (&self.file.snapshots, &self.file.snapshot_paths),
-            NodeKind::Test => (&self.file.data_tests, &self.file.test_paths),
-        };
-        let mut out = BTreeMap::new();
-        let Some(mut node) = section.get(&self.file.name) else {
-            return out;
-        };
-        // The folders between the resource path (which may have several components) and
-        // the file name.
-        let relative = roots
-            .iter()
-            .find_map(|root| {
-                let root = root.trim_start_matches("./").trim_end_matches('/');
-                path.strip_prefix(root)?.strip_prefix('/')
-            })
-            .unwrap_or(path);
-        let mut folders: Vec<&str> = relative.split('/').collect();
-        folders.pop();
-        let mut apply = |node: &Value| {
-            for (k, v) in node.as_object().into_iter().flatten() {
-                if let Some(key) = k.strip_prefix('+') {
-                    merge_config(&mut out, key, v.clone());
-                } else if !v.is_object() {
-                    merge_config(&mut out, k, v.clone());
-                }
-            }
-        };
-        apply(node);
-        for folder in folders {
-            match node.get(folder) {
-                Some(next) if next.is_object() => {
-                    node = next;
-                    apply(node);
-                }
-                _ => break,
+        folder_config_in(
+            section(kind, &self.file),
+            &self.file.name,
+            roots(kind, &self.file),
+            kind,
+            path,
+        )
+    }
+}
+
+/// The project file's config section for a resource kind.
+fn section(kind: NodeKind, file: &ProjectFile) -> &Value {
+    match kind {
+        NodeKind::Model => &file.models,
+        NodeKind::Seed => &file.seeds,
+        NodeKind::Snapshot => &file.snapshots,
+        NodeKind::Test => &file.data_tests,
+    }
+}
+
+/// The resource paths of a kind.
+fn roots(kind: NodeKind, file: &ProjectFile) -> &[String] {
+    match kind {
+        NodeKind::Model => &file.model_paths,
+        NodeKind::Seed => &file.seed_paths,
+        NodeKind::Snapshot => &file.snapshot_paths,
+        NodeKind::Test => &file.test_paths,
+    }
+}
+
+/// The `+key` configs of `section[project]` that apply at `path` (under one of `roots`),
+/// from the project level down to the node's folder, deeper ones winning; `tags` and hooks
+/// accumulate.
+fn folder_config_in(
+    section: &Value,
+    project: &str,
+    roots: &[String],
+    _kind: NodeKind,
+    path: &str,
+) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let Some(mut node) = section.get(project) else {
+        return out;
+    };
+    // The folders between the resource path (which may have several components) and the
+    // file name.
+    let relative = roots
+        .iter()
+        .find_map(|root| {
+            let root = root.trim_start_matches("./").trim_end_matches('/');
+            path.strip_prefix(root)?.strip_prefix('/')
+        })
+        .unwrap_or(path);
+    let mut folders: Vec<&str> = relative.split('/').collect();
+    folders.pop();
+    let mut apply = |node: &Value| {
+        for (k, v) in node.as_object().into_iter().flatten() {
+            if let Some(key) = k.strip_prefix('+') {
+                merge_config(&mut out, key, v.clone());
+            } else if !v.is_object() {
+                merge_config(&mut out, k, v.clone());
             }
         }
-        out
+    };
+    apply(node);
+    for folder in folders {
+        match node.get(folder) {
+            Some(next) if next.is_object() => {
+                node = next;
+                apply(node);
+            }
+            _ => break,
+        }
     }
+    out
 }
 
 /// Config keys whose values accumulate (folder, then file) instead of being replaced.
@@ -674,6 +756,7 @@ fn column_test(
             name: name.clone(),
             args: BTreeMap::new(),
             file: file.to_owned(),
+            package: None,
         }),
         Value::Object(map) if map.len() == 1 => {
             let (name, args) = map.iter().next().ok_or("empty test")?;
@@ -693,6 +776,7 @@ fn column_test(
                 name: name.clone(),
                 args,
                 file: file.to_owned(),
+                package: None,
             })
         }
         other => Err(format!(

@@ -627,6 +627,10 @@ impl SqlProject {
             }
         });
         let resource = resource_of(node.kind);
+        let package = node
+            .package
+            .clone()
+            .unwrap_or_else(|| shared.project.file.name.clone());
         let mut spec = AssetSpec::new(key)
             .group(group)
             .kind(match node.kind {
@@ -642,9 +646,13 @@ impl SqlProject {
             .selector("resource_type", resource)
             .selector("config.materialized", node.materialized().to_owned())
             .selector("file", file_name(&node.path))
-            .selector("package", shared.project.file.name.clone())
+            .selector("package", package.clone())
             .code_version(code_version(node.compiled.as_deref().unwrap_or(&node.path)));
-        for prefix in fqn_prefixes(&shared.project.file.name, &node.path, &node.name) {
+        let inner = match shared.project.package_of(&node.path) {
+            Some(p) => &node.path[p.install_prefix.len() + 1..],
+            None => node.path.as_str(),
+        };
+        for prefix in fqn_prefixes(&package, inner, &node.name) {
             spec = spec.selector("fqn", prefix);
         }
         // `config.<key>:` for every config that is a value or a list of values (dbt's method).

@@ -683,6 +683,23 @@ pub(crate) fn private_exports(names: &[String]) -> String {
 /// numbers stay those of the file). The built-in `dbt` macros need none: they are globals
 /// (see `Jinja::with_macros`), which a project's own macro of the same name shadows.
 pub(crate) fn macro_prefix(names: &[String]) -> String {
+    macro_prefix_from("__macros__", names)
+}
+
+/// The imports prepended to a file of `project`'s at `path`: its package's macros for a
+/// package's file (`dbt_packages/<package>/…`), else the project's.
+pub(crate) fn file_prefix(project: &Project, path: &str) -> String {
+    match project.package_of(path) {
+        Some(package) => macro_prefix_from(
+            &format!("__macros__{}", package.file.name),
+            &project_macros(package),
+        ),
+        None => macro_prefix(&project_macros(project)),
+    }
+}
+
+/// `{% from "<template>" import … %}` of `names` (`_private` ones through their alias).
+fn macro_prefix_from(template: &str, names: &[String]) -> String {
     if names.is_empty() {
         return String::new();
     }
@@ -695,7 +712,7 @@ pub(crate) fn macro_prefix(names: &[String]) -> String {
             None => n.clone(),
         })
         .collect();
-    format!("{{% from \"__macros__\" import {} %}}", imports.join(", "))
+    format!("{{% from \"{template}\" import {} %}}", imports.join(", "))
 }
 
 /// The names of every project macro.
