@@ -17,7 +17,8 @@ fn err(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::InvalidOperation, message.into())
 }
 
-fn split_args(args: &[Value]) -> Result<(&[Value], Option<Kwargs>), Error> {
+/// A call's arguments: the positional ones and the keyword ones (minijinja passes them last).
+pub(crate) fn split_args(args: &[Value]) -> Result<(&[Value], Option<Kwargs>), Error> {
     Ok(match args.split_last() {
         Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
         _ => (args, None),

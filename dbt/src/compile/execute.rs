@@ -266,10 +266,7 @@ struct Statement(Option<QueryFn>);
 
 impl Object for Statement {
     fn call(self: &Arc<Self>, state: &mut State<'_, '_>, args: &[Value]) -> Result<Value, Error> {
-        let (positional, kwargs) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (positional, kwargs) = super::datetime::split_args(args)?;
         let get = |k: &str| -> Result<Option<Value>, Error> {
             match &kwargs {
                 Some(kw) => kw.get::<Option<Value>>(k),

@@ -207,10 +207,7 @@ impl Adapter {
     /// again when built); then they ask the warehouse.
     fn introspect(&self, state: &State, method: &str, args: &[Value]) -> Result<Value, JinjaError> {
         use super::execute::adapter_query;
-        let (positional, kwargs) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (positional, kwargs) = super::datetime::split_args(args)?;
         let arg = |i: usize, name: &str| -> Result<Option<Value>, JinjaError> {
             if let Some(v) = positional.get(i) {
                 return Ok(Some(v.clone()));
@@ -300,10 +297,7 @@ impl Object for Adapter {
         if method != "dispatch" {
             return self.introspect(state, method, args);
         }
-        let (positional, kwargs) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (positional, kwargs) = super::datetime::split_args(args)?;
         let name = positional
             .first()
             .and_then(|a| a.as_str())
@@ -391,10 +385,7 @@ impl Object for Config {
         method: &str,
         args: &[Value],
     ) -> Result<Value, JinjaError> {
-        let (positional, kwargs) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (positional, kwargs) = super::datetime::split_args(args)?;
         let key = positional.first().and_then(|a| a.as_str()).ok_or_else(|| {
             JinjaError::new(
                 ErrorKind::InvalidOperation,

@@ -436,10 +436,7 @@ impl Object for Dict {
         args: &[Value],
     ) -> Result<Value, Error> {
         let poisoned = || Error::new(ErrorKind::InvalidOperation, "dict lock poisoned");
-        let (args, kwargs): (&[Value], Option<Kwargs>) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (args, kwargs): (&[Value], Option<Kwargs>) = super::datetime::split_args(args)?;
         match method {
             "update" => {
                 let mut new = Vec::new();
@@ -723,10 +720,7 @@ impl Object for Re {
         })?;
         // Flags: the argument after the text (`re.search(p, s, re.I)`; `re.sub(p, r, s, 0, f)`
         // takes a count first) or `flags=`.
-        let (positional, kwargs) = match args.split_last() {
-            Some((last, rest)) if last.is_kwargs() => (rest, Some(Kwargs::try_from(last.clone())?)),
-            _ => (args, None),
-        };
+        let (positional, kwargs) = super::datetime::split_args(args)?;
         let flag_at = match method {
             "compile" => 1,
             "sub" => 4,
