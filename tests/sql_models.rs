@@ -503,7 +503,7 @@ async fn macros_with_python_semantics_build() {
     assert!(failures(&s).is_empty(), "{:?}", failures(&s));
     assert_eq!(
         rows(&wh, "select * from python").await,
-        ["1|2|0|7|3|{\"k\":[1,2]}|rnbw|2|a-b"]
+        ["1|2|0|7|3|{\"k\": [1, 2]}|rnbw|2|a-b"]
     );
 }
 

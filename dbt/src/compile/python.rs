@@ -556,6 +556,61 @@ fn dbt_return(value: Option<Value>) -> Result<Value, Error> {
     }
 }
 
+/// `json.dumps(value, sort_keys=…)`'s text: Python's separators (`", "`, `": "`) and
+/// `ensure_ascii` (non-ASCII as `\uXXXX`).
+fn python_json(v: &Value, sort: bool) -> Result<String, Error> {
+    struct Python;
+    impl serde_json::ser::Formatter for Python {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            if first { Ok(()) } else { w.write_all(b", ") }
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+        fn write_string_fragment<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            fragment: &str,
+        ) -> std::io::Result<()> {
+            for c in fragment.chars() {
+                if c.is_ascii() {
+                    write!(w, "{c}")?;
+                } else {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        write!(w, "\\u{u:04x}")?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, Python);
+    let written = if sort {
+        let json = serde_json::to_value(v).map_err(|e| json_error("tojson", e))?;
+        serde::Serialize::serialize(&json, &mut ser)
+    } else {
+        serde::Serialize::serialize(v, &mut ser)
+    };
+    written.map_err(|e| json_error("tojson", e))?;
+    String::from_utf8(out).map_err(|e| json_error("tojson", e))
+}
+
 fn json_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidOperation, format!("{what}: {e}"))
 }
@@ -859,18 +914,15 @@ pub(crate) fn register(env: &mut Environment<'_>) {
         }
         Ok(dict_value(entries))
     });
-    // `tojson(value, sort_keys=False)`: keys in the dict's order unless sorted.
+    // dbt's `tojson(value, default=None, sort_keys=False)` is Python's `json.dumps`: `", "`
+    // and `": "` between items, non-ASCII escaped, keys in the dict's order unless sorted.
     env.add_function(
         "tojson",
-        |v: Value, kwargs: Kwargs| -> Result<String, Error> {
+        |v: Value, _default: Option<Value>, kwargs: Kwargs| -> Result<String, Error> {
             let sort: Option<bool> = kwargs.get("sort_keys")?;
+            let _: Option<Value> = kwargs.get("default")?;
             kwargs.assert_all_used()?;
-            if sort.unwrap_or(false) {
-                let json = serde_json::to_value(&v).map_err(|e| json_error("tojson", e))?;
-                serde_json::to_string(&json).map_err(|e| json_error("tojson", e))
-            } else {
-                serde_json::to_string(&v).map_err(|e| json_error("tojson", e))
-            }
+            python_json(&v, sort.unwrap_or(false))
         },
     );
     env.add_function(
@@ -1007,7 +1059,7 @@ mod tests {
             render(
                 "{{ tojson({'b': [1, 'x'], 'a': 2}) }} {{ fromjson('{\"k\": [1]}')['k'][0] }} {{ zip([1, 2], ['a', 'b']) | list | length }}"
             ),
-            "{\"b\":[1,\"x\"],\"a\":2} 1 2"
+            "{\"b\": [1, \"x\"], \"a\": 2} 1 2"
         );
         assert_eq!(
             render(
@@ -1018,6 +1070,10 @@ mod tests {
         assert_eq!(
             render("{{ 'a,b'.split(',') | length }} {{ ' x '.strip() }}"),
             "2 x"
+        );
+        assert_eq!(
+            render("{{ tojson({'b': 'é', 'a': none}, sort_keys=true) }}"),
+            "{\"a\": null, \"b\": \"\\u00e9\"}"
         );
         assert!(render("{{ return(1) }}").contains("outside a macro"));
         assert!(
