@@ -490,7 +490,7 @@ fn dbt_utils_introspective_macros_build() {
     write(
         p,
         "models/jinja_bits.sql",
-        "{%- set l = [1, 3, 2] -%}{%- do l.sort(reverse=true) -%}\nselect '{{ config.get(\"owner\", default=\"unset\") }}' as owner, '{{ l | join(\"|\") }}' as sorted, '{{ modules.re.sub(\"USD\", \"$5\", \"USD 3\") }}' as price",
+        "{%- set l = [1, 3, 2] -%}{%- do l.sort(reverse=true) -%}\nselect '{{ config.get(\"owner\", default=\"unset\") }}' as owner, '{{ l | join(\"|\") }}' as sorted, '{{ modules.re.sub(\"USD\", \"$5\", \"USD 3\") }}' as price, {{ run_started_at.year > 2000 }} as dated, '{{ model.name }}|{{ model.unique_id }}|{{ project_name }}' as names, {{ invocation_id | length > 10 }} as invoked",
     );
     let (ok, out) = rainbow(p, &["build"]);
     assert!(ok, "{out}");
@@ -524,7 +524,10 @@ fn dbt_utils_introspective_macros_build() {
     );
     assert_eq!(
         q("select * from jinja_bits"),
-        ["owner,sorted,price", "unset,3|2|1,$5 3"]
+        [
+            "owner,sorted,price,dated,names,invoked",
+            "unset,3|2|1,$5 3,true,jinja_bits|model.shop.jinja_bits|shop,true"
+        ]
     );
     assert_eq!(
         q("select _dbt_source_relation, id, kind, reason from unioned order by id"),

@@ -114,6 +114,8 @@ pub struct CompileOptions {
     /// Environment variables `env_var()` sees before the process's (a unit test's
     /// `overrides: {env_vars: …}`).
     pub env: BTreeMap<String, String>,
+    /// dbt's `invocation_id`: the engine run's id when compiled for a run, else empty.
+    pub invocation_id: String,
 }
 
 impl Default for CompileOptions {
@@ -129,6 +131,7 @@ impl Default for CompileOptions {
             execute: false,
             query: None,
             env: BTreeMap::new(),
+            invocation_id: String::new(),
         }
     }
 }

@@ -210,6 +210,7 @@ impl Shared {
             );
         }
         let mut options = self.config.compile_options(extra);
+        options.invocation_id = ctx.run_id().to_owned();
         options.run_started_at = self
             .config
             .run_started_at

@@ -48,6 +48,14 @@ fn chrono_format(python: &str) -> String {
     python.replace("%f", "%6f")
 }
 
+/// An RFC 3339 time (empty: now) as an aware UTC `datetime` (dbt's `run_started_at`).
+pub(crate) fn utc_datetime(rfc3339: &str) -> Value {
+    let utc = chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    DateTime::value(utc.naive_utc(), Some(chrono_tz::UTC))
+}
+
 /// A time zone (`pytz.timezone(name)`, `pytz.utc`).
 #[derive(Debug, Clone)]
 pub(crate) struct Zone(chrono_tz::Tz);

@@ -651,6 +651,8 @@ pub(crate) fn substitute(text: &str, relations: &Relations) -> String {
 /// The Jinja environment of a project; files are rendered from the project's own text.
 pub(crate) struct Jinja<'p> {
     env: Environment<'p>,
+    /// The root project's name (`project_name`, a node's `package_name`).
+    project_name: String,
     /// First line of each macro file in the combined macro template, and the file.
     macro_lines: Vec<(String, usize, String)>,
     /// Length of the macro import prepended to every file's first line.
@@ -805,6 +807,7 @@ impl<'p> Jinja<'p> {
         super::python::register(&mut env);
         let mut jinja = Jinja {
             env,
+            project_name: project.file.name.clone(),
             macro_lines: Vec::new(),
             prefix_len: 0,
         };
@@ -916,11 +919,15 @@ impl<'p> Jinja<'p> {
                 "schema": options.target_schema, "database": "rainbow",
             }))),
         );
+        // A datetime in UTC, as dbt's (`run_started_at.strftime(…)`; it prints as Python's
+        // `str()`: `2024-01-01 10:00:00.123456+00:00`).
         env.add_global(
             "run_started_at",
-            Value::from(options.run_started_at.clone()),
+            super::datetime::utc_datetime(&options.run_started_at),
         );
+        env.add_global("invocation_id", Value::from(options.invocation_id.clone()));
         env.add_global("exceptions", Value::from_object(Exceptions));
+        env.add_global("project_name", Value::from(self.project_name.clone()));
         env.add_global("api", Value::from_object(Api("api")));
         env.add_global("config", Value::from_object(Config));
         // The dbt version Rainbow implements the behaviour of (packages check it with
@@ -1109,6 +1116,44 @@ impl<'p> Jinja<'p> {
         name: &str,
         config: BTreeMap<String, Json>,
     ) -> Result<(String, Arc<Collector>), DbtError> {
+        let model = self.model_of(path, name);
+        self.render_as(path, text, name, config, model)
+    }
+
+    /// dbt's `model` of a node: `name`, `unique_id`, `resource_type`, `package_name`, `path`,
+    /// `original_file_path`.
+    fn model_of(&self, path: &str, name: &str) -> Value {
+        let resource_type = match path
+            .split('/')
+            .find(|p| ["models", "seeds", "snapshots", "tests", "data-tests"].contains(p))
+        {
+            Some("seeds") => "seed",
+            Some("snapshots") => "snapshot",
+            Some("tests") | Some("data-tests") => "test",
+            _ => "model",
+        };
+        let package = match path.strip_prefix("dbt_packages/") {
+            Some(rest) => rest.split('/').next().unwrap_or(&self.project_name),
+            None => &self.project_name,
+        };
+        Value::from(Serde(serde_json::json!({
+            "name": name,
+            "unique_id": format!("{resource_type}.{package}.{name}"),
+            "resource_type": resource_type,
+            "package_name": package,
+            "path": path,
+            "original_file_path": path,
+        })))
+    }
+
+    fn render_as(
+        &self,
+        path: &'p str,
+        text: &'p str,
+        name: &str,
+        config: BTreeMap<String, Json>,
+        model: Value,
+    ) -> Result<(String, Arc<Collector>), DbtError> {
         let collector = Arc::new(Collector {
             config: Mutex::new(config),
             ..Collector::default()
@@ -1120,6 +1165,7 @@ impl<'p> Jinja<'p> {
         );
         ctx.insert("__name".to_owned(), Value::from(name.to_owned()));
         ctx.insert("this".to_owned(), Relation::value(name.to_owned()));
+        ctx.insert("model".to_owned(), model);
         let tmpl = self
             .env
             .template_from_named_str(path, text)
