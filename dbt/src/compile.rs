@@ -401,12 +401,26 @@ pub fn render_for_execution(
         })));
     }
     let rendered = render_node(project, node, &options)?;
+    // The ephemeral models `node` inlines, transitively: those that read `execute` are
+    // rendered again inside it (their parents are `node`'s, so they are built by now).
+    let ephemeral = |n: &Node| n.kind == NodeKind::Model && n.materialized() == "ephemeral";
+    let mut inlined: BTreeSet<&str> = BTreeSet::new();
+    let mut pending: Vec<&str> = node.refs.iter().map(String::as_str).collect();
+    while let Some(name) = pending.pop() {
+        if let Some(n) = manifest
+            .nodes
+            .iter()
+            .find(|n| n.name == name && ephemeral(n))
+            && inlined.insert(name)
+        {
+            pending.extend(n.refs.iter().map(String::as_str));
+        }
+    }
     let mut single = manifest.clone();
     for n in &mut single.nodes {
         if n.name == node.name {
             n.rendered = Some(rendered.clone());
-        } else if n.needs_execute && n.kind == NodeKind::Model && n.materialized() == "ephemeral" {
-            // Inlined into `node`: rendered again as well.
+        } else if n.needs_execute && inlined.contains(n.name.as_str()) {
             n.rendered = Some(render_node(project, n, &options)?);
         }
     }
