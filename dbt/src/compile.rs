@@ -921,14 +921,24 @@ pub fn write_manifest(manifest: &Manifest, out: &std::path::Path) -> Result<(), 
 }
 
 /// Writes the compiled SQL of every node under `out/compiled/<project>/` and the manifest.
+///
+/// A node whose rendering read `execute` is written as parse rendered it, under a comment
+/// saying so: its SQL is rendered again, with the warehouse, when it is built.
 pub fn write_target(manifest: &Manifest, out: &std::path::Path) -> Result<(), DbtError> {
     for node in &manifest.nodes {
         if let Some(sql) = &node.compiled {
+            let text = if node.needs_execute {
+                format!(
+                    "-- Rendered with execute = false (as parsed): this node queries the warehouse while\n-- rendering, so the SQL it runs is rendered again when it is built.\n{sql}"
+                )
+            } else {
+                sql.clone()
+            };
             write_file(
                 out.join("compiled")
                     .join(&manifest.project)
                     .join(&node.path),
-                sql,
+                &text,
             )?;
         }
     }
