@@ -615,16 +615,67 @@ fn json_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::InvalidOperation, format!("{what}: {e}"))
 }
 
-/// A JSON/YAML value as a Jinja value with mutable lists and dicts (Python's `json.loads`).
-fn from_json(v: serde_json::Value) -> Value {
-    match v {
-        serde_json::Value::Array(items) => list_value(items.into_iter().map(from_json).collect()),
-        serde_json::Value::Object(map) => dict_value(
-            map.into_iter()
-                .map(|(k, v)| (Value::from(k), from_json(v)))
-                .collect(),
-        ),
-        other => Value::from(minijinja::value::Serde(other)),
+/// A JSON/YAML document as a Jinja value keeping its keys in document order (Python's dicts
+/// do; serde_json's maps sort them): mutable lists and dicts.
+struct Ordered(Value);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON or YAML value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(v)))
+            }
+            fn visit_none<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(())))
+            }
+            fn visit_unit<E>(self) -> Result<Ordered, E> {
+                Ok(Ordered(Value::from(())))
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Ordered, D::Error> {
+                <Ordered as serde::Deserialize>::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut items = Vec::new();
+                while let Some(Ordered(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Ordered(list_value(items)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((Ordered(k), Ordered(v))) = map.next_entry()? {
+                    entries.push((k, v));
+                }
+                Ok(Ordered(dict_value(entries)))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -928,8 +979,8 @@ pub(crate) fn register(env: &mut Environment<'_>) {
     env.add_function(
         "fromjson",
         |s: String, default: Option<Value>| -> Result<Value, Error> {
-            match (serde_json::from_str::<serde_json::Value>(&s), default) {
-                (Ok(v), _) => Ok(from_json(v)),
+            match (serde_json::from_str::<Ordered>(&s), default) {
+                (Ok(Ordered(v)), _) => Ok(v),
                 (Err(_), Some(d)) => Ok(d),
                 (Err(e), None) => Err(json_error("fromjson", e)),
             }
@@ -941,8 +992,8 @@ pub(crate) fn register(env: &mut Environment<'_>) {
     env.add_function(
         "fromyaml",
         |s: String, default: Option<Value>| -> Result<Value, Error> {
-            match (serde_norway::from_str::<serde_json::Value>(&s), default) {
-                (Ok(v), _) => Ok(from_json(v)),
+            match (serde_norway::from_str::<Ordered>(&s), default) {
+                (Ok(Ordered(v)), _) => Ok(v),
                 (Err(_), Some(d)) => Ok(d),
                 (Err(e), None) => Err(json_error("fromyaml", e)),
             }
@@ -1070,6 +1121,12 @@ mod tests {
         assert_eq!(
             render("{{ 'a,b'.split(',') | length }} {{ ' x '.strip() }}"),
             "2 x"
+        );
+        assert_eq!(
+            render(
+                "{% for k in fromjson('{\\\"b\\\": 1, \\\"a\\\": [2]}') %}{{ k }}{% endfor %}{% for k in fromyaml('z: 1\\na: 2') %}{{ k }}{% endfor %}"
+            ),
+            "baza"
         );
         assert_eq!(
             render("{{ tojson({'b': 'é', 'a': none}, sort_keys=true) }}"),
