@@ -464,6 +464,18 @@ fn dbt_utils_introspective_macros_build() {
         "models/keyed.sql",
         "select id, {{ dbt_utils.generate_surrogate_key(['id', 'kind']) }} as k, {{ dbt_utils.safe_add(['id', 'amount_cents']) }} as s, {{ dbt_utils.safe_divide('amount_cents', 'id') }} as d from {{ ref('orders') }}",
     );
+    // Relations by pattern (BigQuery's INFORMATION_SCHEMA) and query results as a dict (agate's
+    // `columns.items()`); `-- depends_on:` orders them after `orders`, as in dbt.
+    write(
+        p,
+        "models/by_pattern.sql",
+        "-- depends_on: {{ ref('orders') }}\n{% set rels = dbt_utils.get_relations_by_pattern('ma%', 'ord%') %}\nselect {{ rels | length }} as n, '{{ rels | join(',') }}' as names",
+    );
+    write(
+        p,
+        "models/as_dict.sql",
+        "-- depends_on: {{ ref('orders') }}\n{% set d = dbt_utils.get_query_results_as_dict('select kind, count(*) as n from ' ~ ref('orders') ~ ' group by kind order by kind') %}\nselect '{{ d['kind'] | join('|') }}' as kinds, '{{ d['n'] | join('|') }}' as counts",
+    );
     // Rendered again when built or run, wherever `execute` is read: an ephemeral model
     // (inlined into its consumer), a singular test, a package generic test.
     write(
@@ -517,6 +529,11 @@ fn dbt_utils_introspective_macros_build() {
     assert_eq!(
         q("select * from kinds"),
         ["drink_cents,food_cents", "500,12444"]
+    );
+    assert_eq!(q("select * from by_pattern"), ["n,names", "1,main.orders"]);
+    assert_eq!(
+        q("select * from as_dict"),
+        ["kinds,counts", "Drink|Food,1|2"]
     );
     assert_eq!(
         q("select * from from_eph order by id limit 1"),

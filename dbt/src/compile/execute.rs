@@ -90,21 +90,24 @@ impl Object for Table {
                     .map(|c| Value::from(c.as_str()))
                     .collect::<Vec<_>>(),
             )),
-            "columns" => Some(Value::from(
+            "columns" => Some(Value::from_object(Columns(
                 (0..self.columns.len())
                     .map(|i| {
-                        Value::from_object(Column {
-                            name: self.columns[i].clone(),
-                            data_type: String::new(),
-                            values: self
-                                .rows
-                                .iter()
-                                .map(|r| r.get_item_by_index(i).unwrap_or_default())
-                                .collect(),
-                        })
+                        (
+                            self.columns[i].clone(),
+                            Value::from_object(Column {
+                                name: self.columns[i].clone(),
+                                data_type: String::new(),
+                                values: self
+                                    .rows
+                                    .iter()
+                                    .map(|r| r.get_item_by_index(i).unwrap_or_default())
+                                    .collect(),
+                            }),
+                        )
                     })
-                    .collect::<Vec<_>>(),
-            )),
+                    .collect(),
+            ))),
             _ => None,
         }
     }
@@ -123,6 +126,55 @@ impl Object for Table {
             "print_table" => Ok(Value::from("")),
             _ => Err(Error::from(ErrorKind::UnknownMethod)),
         }
+    }
+}
+
+/// agate's `table.columns`: a sequence of columns, also indexed by name, with `keys()`,
+/// `values()` and `items()`.
+#[derive(Debug)]
+struct Columns(Vec<(String, Value)>);
+
+impl Object for Columns {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if let Some(i) = key.as_i64() {
+            let i = if i < 0 { self.0.len() as i64 + i } else { i };
+            return self.0.get(usize::try_from(i).ok()?).map(|(_, c)| c.clone());
+        }
+        let name = key.as_str()?;
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, c)| c.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.0.iter().map(|(_, c)| c.clone()).collect())
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &mut State<'_, '_>,
+        method: &str,
+        _args: &[Value],
+    ) -> Result<Value, Error> {
+        Ok(Value::from(match method {
+            "keys" => self
+                .0
+                .iter()
+                .map(|(n, _)| Value::from(n.as_str()))
+                .collect::<Vec<_>>(),
+            "values" => self.0.iter().map(|(_, c)| c.clone()).collect(),
+            "items" => self
+                .0
+                .iter()
+                .map(|(n, c)| Value::from(vec![Value::from(n.as_str()), c.clone()]))
+                .collect(),
+            _ => return Err(Error::from(ErrorKind::UnknownMethod)),
+        }))
     }
 }
 
