@@ -276,7 +276,10 @@ pub async fn install(root: &Path, hub_index: &HubIndex) -> Result<Vec<Installed>
     })?;
     let mut queue = std::collections::VecDeque::from(wanted);
     let mut installed: Vec<Installed> = Vec::new();
+    // Each entry with the directory its paths are relative to and the package requiring it.
+    let mut required_by: std::collections::HashMap<String, String> = Default::default();
     while let Some((entry, base)) = queue.pop_front() {
+        let requirer = required_by.get(&entry.to_string()).cloned();
         let (name, lock, dir) = if let Some(local) = entry.get("local").and_then(Json::as_str) {
             let source = base.join(local);
             let source = source
@@ -306,7 +309,15 @@ pub async fn install(root: &Path, hub_index: &HubIndex) -> Result<Vec<Installed>
                 (url.to_owned(), revision, serde_json::json!({ "git": url }))
             } else if let Some(package) = entry.get("package").and_then(Json::as_str) {
                 let (url, tag, version) =
-                    resolve_hub(package, entry.get("version"), &spec, hub_index).await?;
+                    resolve_hub(package, entry.get("version"), &spec, hub_index)
+                        .await
+                        .map_err(|e| match (&requirer, e) {
+                            (Some(by), DbtError::Project { path, message }) => DbtError::Project {
+                                path,
+                                message: format!("{message} (required by package `{by}`)"),
+                            },
+                            (_, e) => e,
+                        })?;
                 (
                     url,
                     Some(tag),
@@ -347,6 +358,9 @@ pub async fn install(root: &Path, hub_index: &HubIndex) -> Result<Vec<Installed>
             if let Ok(t) = std::fs::read_to_string(&p) {
                 let d: Json = parse_yaml(&t, &p)?;
                 for e in d["packages"].as_array().into_iter().flatten() {
+                    required_by
+                        .entry(e.to_string())
+                        .or_insert_with(|| name.clone());
                     queue.push_back((e.clone(), dir.clone()));
                 }
             }
