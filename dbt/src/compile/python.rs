@@ -69,7 +69,7 @@ pub(crate) fn python_compat(text: &str) -> String {
                     continue;
                 }
                 out.push_str(&text[i..body_start]);
-                out.push_str(&rewrite_literals(inner, is_tag));
+                out.push_str(&rewrite_literals(&execute_comparisons(inner), is_tag));
                 out.push_str(&text[end..after]);
                 if is_tag && word == "macro" {
                     let name: String = inner
@@ -96,6 +96,29 @@ pub(crate) fn python_compat(text: &str) -> String {
         }
     }
     out
+}
+
+/// `execute == true` (and `== false`, `!=`, `is true`, `is false`, either capitalisation) as
+/// `(execute)` / `(not execute)`: dbt's `execute` is a boolean, Rainbow's an object whose
+/// reading is recorded (a comparison would be false and unrecorded).
+fn execute_comparisons(inner: &str) -> std::borrow::Cow<'_, str> {
+    static COMPARISON: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = COMPARISON.get_or_init(|| {
+        regex::Regex::new(r"\bexecute\s*(==|!=|\bis\s+not\b|\bis\b)\s*(true|True|false|False)\b")
+            .ok()
+    });
+    match re {
+        Some(re) if inner.contains("execute") => re.replace_all(inner, |c: &regex::Captures| {
+            let positive = matches!(&c[1], "==") || c[1].trim() == "is";
+            let truthy = c[2].eq_ignore_ascii_case("true");
+            if positive == truthy {
+                "(execute)".to_owned()
+            } else {
+                "(not execute)".to_owned()
+            }
+        }),
+        _ => std::borrow::Cow::Borrowed(inner),
+    }
 }
 
 /// The first word of a tag's inside (`set`, `macro`, `endmacro`, …).
@@ -1053,6 +1076,20 @@ mod tests {
         // Comments, raw blocks and plain text are untouched; line count is kept.
         let text = "{# [1] #}{% raw %}{{ [1] }}{% endraw %} a [b] {c}\n{{ x }}";
         assert_eq!(python_compat(text), text);
+    }
+
+    #[test]
+    fn execute_comparisons_are_its_truth() {
+        assert_eq!(
+            python_compat(
+                "{% if execute == true and x %}{% if execute is not True %}{{ execute != false }}"
+            ),
+            "{% if (execute) and x %}{% if (not execute) %}{{ (execute) }}"
+        );
+        assert_eq!(
+            python_compat("{{ executed == true }}"),
+            "{{ executed == true }}"
+        );
     }
 
     #[test]
