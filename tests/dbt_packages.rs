@@ -530,6 +530,15 @@ fn dbt_utils_introspective_macros_build() {
         q("select * from kinds"),
         ["drink_cents,food_cents", "500,12444"]
     );
+    // `rainbow compile` renders introspective models with the warehouse, as dbt compile.
+    let (ok, out) = rainbow(p, &["compile"]);
+    assert!(ok, "{out}");
+    let kinds = std::fs::read_to_string(p.join("target/compiled/shop/models/kinds.sql"))
+        .expect("compiled kinds");
+    assert!(
+        kinds.starts_with("select sum(case when kind = 'Drink'"),
+        "{kinds}"
+    );
     assert_eq!(q("select * from by_pattern"), ["n,names", "1,main.orders"]);
     assert_eq!(
         q("select * from as_dict"),

@@ -224,7 +224,7 @@ pub async fn run(
             return Ok(ExitCode::SUCCESS);
         }
         DbtCommand::Parse(a) => return parse_or_compile(&a.project.project_dir, a, false),
-        DbtCommand::Compile(a) => return parse_or_compile(&a.project.project_dir, a, true),
+        DbtCommand::Compile(a) => return compile_command(global, a).await,
         DbtCommand::Query {
             project: args,
             sql,
@@ -576,4 +576,69 @@ fn selection(args: &VerbArgs) -> Result<(Vec<String>, Vec<String>), DbtError> {
         Some(s) => (s.select.clone(), s.exclude.clone()),
         None => (args.select.clone(), args.exclude.clone()),
     })
+}
+
+/// `rainbow compile`: parse and compile, then render again with `execute` true, on the
+/// target's warehouse, every node whose rendering queries it (as dbt compile does); a node
+/// whose queries fail (a parent not built yet) keeps its parse-time SQL, marked as such in
+/// `target/compiled`, with a warning.
+async fn compile_command(global: &GlobalArgs, args: &CompileArgs) -> Result<ExitCode> {
+    let dir = &args.project.project_dir;
+    let project = Project::load(dir)?;
+    let options = crate::CompileOptions {
+        target_type: args.target_type.clone(),
+        vars: parse_vars(args.vars.as_deref())?,
+        run_started_at: chrono::Utc::now().to_rfc3339(),
+        ..Default::default()
+    };
+    let mut manifest = crate::parse(&project, &options)?;
+    crate::compile(&mut manifest);
+    let tests = crate::data_tests(&project, &manifest, &options)?;
+    if manifest.nodes.iter().any(|n| n.needs_execute) {
+        let warehouse = args.project.sql_project(global)?.warehouse().await?.clone();
+        let mut executing = options.clone();
+        executing.execute = true;
+        executing.query = Some(crate::sql_project::warehouse_query(warehouse));
+        let project = std::sync::Arc::new(project);
+        let parsed = std::sync::Arc::new(manifest.clone());
+        for node in manifest.nodes.iter_mut().filter(|n| n.needs_execute) {
+            let (p, m, n, o) = (
+                project.clone(),
+                parsed.clone(),
+                node.clone(),
+                executing.clone(),
+            );
+            let rendered = tokio::task::spawn_blocking(move || {
+                crate::compile::render_for_execution(&p, &m, &n, &o)
+            })
+            .await;
+            match rendered {
+                Ok(Ok(sql)) => {
+                    node.compiled = Some(sql);
+                    node.needs_execute = false;
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    "{}: its queries failed, so it is written as parsed (execute = false): {e}",
+                    node.path
+                ),
+                Err(e) => tracing::warn!("{}: rendering panicked: {e}", node.path),
+            }
+        }
+    }
+    let target = dir.join("target");
+    crate::write_target(&manifest, &target)?;
+    crate::write_tests(&tests, &manifest.project, &target)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "{}: {} nodes, {} tests; compiled to {}",
+        manifest.project,
+        manifest.nodes.len(),
+        tests.len(),
+        target.join("compiled").display()
+    )
+    .map_err(|source| DbtError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

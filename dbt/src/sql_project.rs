@@ -910,9 +910,16 @@ async fn execute_test(
 
 /// The run's compile options with `execute` true and queries on the run's warehouse.
 fn execute_options(compiled: &Compiled) -> crate::compile::CompileOptions {
+    let mut options = compiled.options.clone();
+    options.execute = true;
+    options.query = Some(warehouse_query(compiled.warehouse.clone()));
+    options
+}
+
+/// Queries on `warehouse` for a render on a blocking thread (they wait on the runtime).
+pub(crate) fn warehouse_query(warehouse: Warehouse) -> crate::compile::QueryFn {
     let handle = tokio::runtime::Handle::current();
-    let warehouse = compiled.warehouse.clone();
-    let query = crate::compile::QueryFn(Arc::new(move |sql: &str| {
+    crate::compile::QueryFn(Arc::new(move |sql: &str| {
         let warehouse = warehouse.clone();
         let sql = sql.to_owned();
         handle
@@ -928,11 +935,7 @@ fn execute_options(compiled: &Compiled) -> crate::compile::CompileOptions {
                 Ok::<_, rainbow_warehouse::WarehouseError>(query_result(&schema, &batches))
             })
             .map_err(|e| e.to_string())
-    }));
-    let mut options = compiled.options.clone();
-    options.execute = true;
-    options.query = Some(query);
-    options
+    }))
 }
 
 /// Record batches as rows of JSON values (numbers stay numbers, times become text).
