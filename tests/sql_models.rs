@@ -1601,3 +1601,95 @@ async fn snapshots_follow_source_columns_and_unit_tests_expect_nothing() {
         s.results
     );
 }
+
+/// What the second new-user trial found silently different from dbt, each once: a source
+/// table's `identifier:`, `full_refresh: false` protecting a table from `--full-refresh`,
+/// `flags.FULL_REFRESH`, seed `column_types` applied before inference (a zip code keeps its
+/// leading zero), the check strategy's `updated_at`, and property files under `tests/`.
+#[tokio::test]
+async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_dir_yaml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/sources.yml",
+        "version: 2\nsources:\n  - name: shop\n    schema: raw\n    tables:\n      - name: orders\n        identifier: raw_orders_v2\n",
+    );
+    write(
+        r,
+        "models/from_source.sql",
+        "select id from {{ source('shop', 'orders') }}",
+    );
+    write(
+        r,
+        "models/kept.sql",
+        "{{ config(materialized='incremental', full_refresh=false) }}\nselect id, {{ flags.FULL_REFRESH }} as fr from {{ source('shop', 'orders') }}\n{% if is_incremental() %}where id > (select max(id) from {{ this }}){% endif %}",
+    );
+    write(r, "seeds/zips.csv", "zip,n\n01234,1\n98765,2\n");
+    write(
+        r,
+        "seeds/properties.yml",
+        "version: 2\nseeds:\n  - name: zips\n    config:\n      column_types:\n        zip: string\n",
+    );
+    write(
+        r,
+        "snapshots/orders.sql",
+        "{% snapshot orders_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols=['id'], updated_at='u') }}\nselect id, u from {{ source('shop', 'orders') }}\n{% endsnapshot %}\n",
+    );
+    write(
+        r,
+        "tests/properties.yml",
+        "version: 2\nmodels:\n  - name: from_source\n    columns:\n      - name: id\n        data_tests: [unique]\n",
+    );
+    let wh = warehouse(r).await;
+    wh.execute(
+        "CREATE TABLE raw.orders AS SELECT 100 AS id, TIMESTAMP '2020-01-01 00:00:00' AS u",
+        "decoy",
+    )
+    .await
+    .expect("decoy");
+    wh.execute(
+        "CREATE TABLE raw.raw_orders_v2 AS SELECT 1 AS id, TIMESTAMP '2024-05-01 00:00:00' AS u UNION ALL SELECT 2, TIMESTAMP '2024-05-02 00:00:00'",
+        "orders",
+    )
+    .await
+    .expect("orders");
+    let s = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    assert!(
+        s.results.iter().any(|x| x.name == "unique_from_source_id"),
+        "{:?}",
+        s.results
+    );
+    assert_eq!(
+        rows(&wh, "select id from from_source order by id").await,
+        ["1", "2"]
+    );
+    assert_eq!(
+        rows(&wh, "select zip from zips order by n").await,
+        ["01234", "98765"]
+    );
+    assert_eq!(
+        rows(&wh, "select id, format_timestamp('%F', dbt_valid_from) from snapshots.orders_snapshot order by id").await,
+        ["1|2024-05-01", "2|2024-05-02"]
+    );
+    wh.execute(
+        "INSERT INTO raw.raw_orders_v2 SELECT 3, TIMESTAMP '2024-05-03 00:00:00'",
+        "more",
+    )
+    .await
+    .expect("more");
+    let full = RunOptions {
+        full_refresh: true,
+        select: vec!["kept".into()],
+        ..Default::default()
+    };
+    let s = run(r, &wh, Verb::Run, &full).await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    // Not rebuilt: the earlier rows stay, the new one is appended, and the flag was seen.
+    assert_eq!(
+        rows(&wh, "select id, fr from kept order by id").await,
+        ["1|false", "2|false", "3|true"]
+    );
+}

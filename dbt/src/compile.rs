@@ -116,6 +116,8 @@ pub struct CompileOptions {
     pub env: BTreeMap<String, String>,
     /// dbt's `invocation_id`: the engine run's id when compiled for a run, else empty.
     pub invocation_id: String,
+    /// `--full-refresh` (dbt's `flags.FULL_REFRESH`).
+    pub full_refresh: bool,
 }
 
 impl Default for CompileOptions {
@@ -132,6 +134,7 @@ impl Default for CompileOptions {
             query: None,
             env: BTreeMap::new(),
             invocation_id: String::new(),
+            full_refresh: false,
         }
     }
 }
@@ -638,9 +641,13 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
         .sources
         .iter()
         .flat_map(|s| {
-            s.tables
-                .iter()
-                .map(move |t| (format!("{}.{t}", s.name), format!("{}.{t}", s.schema)))
+            s.tables.iter().map(move |t| {
+                let identifier = s.identifiers.get(t).unwrap_or(t);
+                (
+                    format!("{}.{t}", s.name),
+                    format!("{}.{identifier}", s.schema),
+                )
+            })
         })
         .collect();
     let names: Vec<String> = nodes

@@ -228,7 +228,8 @@ async fn incremental(
 ) -> Result<Built> {
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let exists = warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table);
-    if !options.full_refresh && exists != options.compiled_incremental {
+    let full_refresh = full_refresh_of(node, options.full_refresh);
+    if !full_refresh && exists != options.compiled_incremental {
         return Err(config_error(
             node,
             "materialized",
@@ -239,7 +240,7 @@ async fn incremental(
         ));
     }
     let df = warehouse.dataframe(sql, &compiled_context(node)).await?;
-    if !exists || options.full_refresh {
+    if !exists || full_refresh {
         let rows = warehouse
             .write_table(schema, name, df, WriteMode::Replace)
             .await?;
@@ -411,5 +412,14 @@ fn merge_update_columns(
                 .collect(),
         )),
         (None, None) => Ok(None),
+    }
+}
+
+/// Whether `node` is rebuilt from scratch: its `full_refresh` config when set (dbt: `false`
+/// protects a table from `--full-refresh`, `true` always rebuilds), else the run's flag.
+pub(crate) fn full_refresh_of(node: &Node, run_full_refresh: bool) -> bool {
+    match node.config.get("full_refresh") {
+        Some(Json::Bool(b)) => *b,
+        _ => run_full_refresh,
     }
 }

@@ -111,6 +111,8 @@ pub struct SourceDecl {
     pub schema: String,
     /// Table names.
     pub tables: Vec<String>,
+    /// A table's relation when it differs from its name (`identifier:`), by name.
+    pub identifiers: BTreeMap<String, String>,
 }
 
 /// A generic test on a model column, from a schema file.
@@ -498,10 +500,12 @@ impl Project {
             install_prefix: String::new(),
         };
         let mut schema_files = Vec::new();
+        // Property files may sit under any resource path (dbt reads tests/ and macros/ too).
         for paths in [
             &project.file.model_paths,
             &project.file.seed_paths,
             &project.file.snapshot_paths,
+            &project.file.test_paths,
         ] {
             schema_files.extend(collect(root, paths, "yml")?);
             schema_files.extend(collect(root, paths, "yaml")?);
@@ -539,10 +543,24 @@ impl Project {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| name.clone());
+            // A table's `identifier:` is the relation it reads (its `name` is only how
+            // `source()` calls it).
+            let identifiers = source["tables"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| {
+                    Some((
+                        t["name"].as_str()?.to_owned(),
+                        t["identifier"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
             self.sources.push(SourceDecl {
                 name,
                 schema,
                 tables,
+                identifiers,
             });
         }
         // dbt 1.9's YAML snapshots (`snapshots: [{name, relation, config}]`): a snapshot of

@@ -159,7 +159,8 @@ pub fn snapshot_sql(
     let now = cast(&format!("'{now}'"));
     let open = cast(cfg.open_end.as_deref().unwrap_or("NULL"));
     let upd = match (&cfg.strategy[..], &cfg.updated_at) {
-        ("timestamp", Some(u)) => cast(&format!("__rb_q.{}", q(u))),
+        // The check strategy also takes `updated_at` for its validity when given (dbt).
+        (_, Some(u)) => cast(&format!("__rb_q.{}", q(u))),
         _ => now.clone(),
     };
     let scd = |alias: &str, at: &str| {
@@ -348,7 +349,7 @@ pub(crate) async fn snapshot(
         }
     }
     let time_type = match (&cfg.strategy[..], &cfg.updated_at) {
-        ("timestamp", Some(u)) => {
+        (_, Some(u)) => {
             let field = plan
                 .schema()
                 .fields()

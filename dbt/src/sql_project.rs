@@ -216,19 +216,20 @@ impl Shared {
             .run_started_at
             .unwrap_or_else(chrono::Utc::now)
             .to_rfc3339();
+        options.full_refresh = self.config.full_refresh;
         let mut manifest = crate::compile::parse(&self.project, &options)?;
-        if !self.config.full_refresh {
-            // `is_incremental()` is true where the incremental model's table exists.
-            options.incremental = manifest
-                .nodes
-                .iter()
-                .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
-                .filter(|n| warehouse.kind(&n.schema, &n.relation) == Some(RelationKind::Table))
-                .map(|n| n.name.clone())
-                .collect();
-            if !options.incremental.is_empty() {
-                manifest = crate::compile::parse(&self.project, &options)?;
-            }
+        // `is_incremental()` is true where the incremental model's table exists and the model
+        // is not fully refreshed (`--full-refresh`, unless its `full_refresh: false`).
+        options.incremental = manifest
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
+            .filter(|n| !crate::materialize::full_refresh_of(n, self.config.full_refresh))
+            .filter(|n| warehouse.kind(&n.schema, &n.relation) == Some(RelationKind::Table))
+            .map(|n| n.name.clone())
+            .collect();
+        if !options.incremental.is_empty() {
+            manifest = crate::compile::parse(&self.project, &options)?;
         }
         crate::compile::compile(&mut manifest);
         let tests = crate::data_tests::data_tests(&self.project, &manifest, &options)?

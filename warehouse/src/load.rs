@@ -45,17 +45,39 @@ impl Warehouse {
             path: path.to_owned(),
             source: std::io::Error::other("the path is not UTF-8"),
         })?;
-        let read = datafusion::prelude::CsvReadOptions::new()
-            .has_header(true)
-            .delimiter(load.delimiter)
-            .file_extension(".csv")
-            .schema_infer_max_records(1_000_000);
+        let read = || {
+            datafusion::prelude::CsvReadOptions::new()
+                .has_header(true)
+                .delimiter(load.delimiter)
+                .file_extension(".csv")
+                .schema_infer_max_records(1_000_000)
+        };
         let mut df = self
             .context()
-            .read_csv(file, read)
+            .read_csv(file, read())
             .await
             .map_err(WarehouseError::datafusion(context))?;
         if !load.column_types.is_empty() {
+            // A typed column is read as text, then cast: inferring first would turn a zip
+            // code `01234` into the number 1234 before a STRING type could keep it.
+            let as_text = datafusion::arrow::datatypes::Schema::new(
+                df.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        if load.column_types.contains_key(f.name()) {
+                            datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true)
+                        } else {
+                            f.as_ref().clone()
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            df = self
+                .context()
+                .read_csv(file, read().schema(&as_text))
+                .await
+                .map_err(WarehouseError::datafusion(context))?;
             let bad = |message: String| WarehouseError::Config {
                 node: context.to_owned(),
                 key: "column_types".to_owned(),

@@ -124,7 +124,30 @@ fn delta_of(v: &Value) -> Result<TimeDelta, Error> {
         .ok_or_else(|| err("expected a datetime.timedelta"))
 }
 
+impl DateTime {
+    /// The instant (UTC) of an aware value, the civil time of a naive one.
+    fn comparable(&self) -> NaiveDateTime {
+        match self.tz {
+            Some(tz) => tz
+                .from_local_datetime(&self.naive)
+                .earliest()
+                .map(|d| d.naive_utc())
+                .unwrap_or(self.naive),
+            None => self.naive,
+        }
+    }
+}
+
 impl Object for DateTime {
+    /// Ordered and equal as Python's datetimes are (`<`, `==`, `sort`, `min`).
+    fn custom_cmp(
+        self: &Arc<Self>,
+        other: &minijinja::value::DynObject,
+    ) -> Option<std::cmp::Ordering> {
+        let other = other.downcast_ref::<Self>()?;
+        Some(self.comparable().cmp(&other.comparable()))
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let n = &self.naive;
         Some(match key.as_str()? {
@@ -256,6 +279,13 @@ impl Object for DateTime {
 pub(crate) struct Date(NaiveDate);
 
 impl Object for Date {
+    fn custom_cmp(
+        self: &Arc<Self>,
+        other: &minijinja::value::DynObject,
+    ) -> Option<std::cmp::Ordering> {
+        Some(self.0.cmp(&other.downcast_ref::<Self>()?.0))
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         Some(match key.as_str()? {
             "year" => Value::from(self.0.year()),
@@ -304,6 +334,13 @@ impl Object for Date {
 pub(crate) struct Delta(TimeDelta);
 
 impl Object for Delta {
+    fn custom_cmp(
+        self: &Arc<Self>,
+        other: &minijinja::value::DynObject,
+    ) -> Option<std::cmp::Ordering> {
+        Some(self.0.cmp(&other.downcast_ref::<Self>()?.0))
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let days = self.0.num_days();
         let rest = self.0 - TimeDelta::days(days);
@@ -558,6 +595,12 @@ mod tests {
         );
         assert!(
             render("{{ modules.pytz.timezone('Nowhere/City') }}").contains("unknown time zone")
+        );
+        assert_eq!(
+            render(
+                "{% set d = modules.datetime.date %}{{ d(2024, 1, 1) < d(2024, 2, 1) }} {{ d(2024, 1, 1) == d(2024, 1, 2) }} {{ [d(2024, 3, 1), d(2024, 1, 5)] | min }}"
+            ),
+            "True False 2024-01-05"
         );
     }
 }

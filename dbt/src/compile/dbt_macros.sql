@@ -114,3 +114,7 @@ select * from unioned where generated_number <= {{ upper_bound }} order by gener
   {%- if where -%}{{ return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') }}{%- else -%}{{ return(relation) }}{%- endif -%}
 {%- endmacro -%}
 {%- macro load_relation(relation) -%}{{ return(adapter.load_relation(relation)) }}{%- endmacro -%}
+{%- macro should_full_refresh() -%}
+  {%- set configured = config.get('full_refresh') -%}
+  {{ return(flags.FULL_REFRESH if configured is none else configured) }}
+{%- endmacro -%}

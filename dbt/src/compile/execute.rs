@@ -414,7 +414,28 @@ pub(crate) fn register(env: &mut Environment<'_>, query: Option<QueryFn>, execut
 }
 
 impl Object for Column {
+    /// A result column is also the sequence of its values (agate: `columns[0][0]`).
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        if self.values.is_empty() {
+            ObjectRepr::Plain
+        } else {
+            ObjectRepr::Seq
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Values(self.values.clone())
+    }
+
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if let Some(i) = key.as_i64() {
+            let i = if i < 0 {
+                self.values.len() as i64 + i
+            } else {
+                i
+            };
+            return self.values.get(usize::try_from(i).ok()?).cloned();
+        }
         Some(match key.as_str()? {
             "name" | "column" => Value::from(self.name.as_str()),
             "quoted" => Value::from(format!("`{}`", self.name)),

@@ -936,7 +936,7 @@ impl<'p> Jinja<'p> {
         env.add_global(
             "flags",
             Value::from(Serde(serde_json::json!({
-                "STORE_FAILURES": false, "FULL_REFRESH": false, "WHICH": "run",
+                "STORE_FAILURES": false, "FULL_REFRESH": options.full_refresh, "WHICH": "run",
             }))),
         );
         env.add_global("modules", super::python::modules());
