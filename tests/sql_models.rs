@@ -1614,7 +1614,7 @@ async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_di
     write(
         r,
         "models/sources.yml",
-        "version: 2\nsources:\n  - name: shop\n    schema: raw\n    tables:\n      - name: orders\n        identifier: raw_orders_v2\n",
+        "version: 2\nsources:\n  - name: shop\n    schema: raw\n    tables:\n      - name: orders\n        identifier: raw_orders_v2\n        columns:\n          - name: id\n            data_tests: [unique, not_null]\n",
     );
     write(
         r,
@@ -1659,6 +1659,14 @@ async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_di
     assert!(failures(&s).is_empty(), "{:?}", failures(&s));
     assert!(
         s.results.iter().any(|x| x.name == "unique_from_source_id"),
+        "{:?}",
+        s.results
+    );
+    // Tests on a source's columns run, named as dbt names them.
+    assert!(
+        s.results
+            .iter()
+            .any(|x| x.name == "source_unique_shop_orders_id" && x.status == Status::Pass),
         "{:?}",
         s.results
     );

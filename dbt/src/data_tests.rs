@@ -198,10 +198,21 @@ pub fn data_tests(
     // A custom test's declared parameters, by macro.
     let mut declared_args: HashMap<String, String> = HashMap::new();
     for t in &project.column_tests {
-        let node = *nodes
-            .get(t.model.as_str())
-            .ok_or_else(|| bad(t, "the model does not exist".into()))?;
-        let table = format!("{}.{}", node.schema, node.relation);
+        // A test on a source table (`model: source:<source>.<table>`) reads its relation.
+        let source = t.model.strip_prefix("source:");
+        let table = match source {
+            Some(key) => manifest
+                .sources
+                .get(key)
+                .cloned()
+                .ok_or_else(|| bad(t, "the source table is not declared".into()))?,
+            None => {
+                let node = *nodes
+                    .get(t.model.as_str())
+                    .ok_or_else(|| bad(t, "the model does not exist".into()))?;
+                format!("{}.{}", node.schema, node.relation)
+            }
+        };
         // Settings given inline or under `config:` (the project loader flattened both).
         let setting = |key: &str| t.args.get(key).and_then(Json::as_str);
         if t.args.get("enabled").and_then(Json::as_bool) == Some(false) {
@@ -226,7 +237,10 @@ pub fn data_tests(
                     .map(str::to_owned)
             })
             .unwrap_or_default();
-        let mut refs = vec![t.model.clone()];
+        let mut refs = match source {
+            Some(_) => Vec::new(),
+            None => vec![t.model.clone()],
+        };
         if col.is_empty() && BUILT_IN.contains(&t.name.as_str()) {
             return Err(bad(
                 t,
@@ -390,10 +404,15 @@ pub fn data_tests(
         };
         // dbt's names: a package's test is prefixed by the package (`dbt_utils_expression_is_true_…`).
         let test_name = t.name.replace('.', "_");
+        // A source's test: `source_<test>_<source>_<table>…`, dbt style.
+        let (test_name, model) = match source {
+            Some(key) => (format!("source_{test_name}"), key.replace('.', "_")),
+            None => (test_name, t.model.clone()),
+        };
         let mut name = match (t.column.as_deref(), col.is_empty()) {
-            (Some(c), _) => format!("{test_name}_{}_{c}", t.model),
-            (None, false) => format!("{test_name}_{}_{}", t.model, slug(&col)),
-            (None, true) => format!("{test_name}_{}", t.model),
+            (Some(c), _) => format!("{test_name}_{model}_{c}"),
+            (None, false) => format!("{test_name}_{model}_{}", slug(&col)),
+            (None, true) => format!("{test_name}_{model}"),
         };
         // A second test of the same kind on the same column gets a numbered name.
         let base = name.clone();
@@ -406,7 +425,10 @@ pub fn data_tests(
         out.push(DataTest {
             model: t.model.clone(),
             refs,
-            sources: Vec::new(),
+            sources: source
+                .and_then(|key| key.split_once('.'))
+                .map(|(s, t)| vec![(s.to_owned(), t.to_owned())])
+                .unwrap_or_default(),
             column: t.column.clone(),
             test: t.name.clone(),
             severity,

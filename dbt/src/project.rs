@@ -539,6 +539,28 @@ impl Project {
                         .ok_or_else(|| bad(format!("a table of source `{name}` has no `name`")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // Tests on a source table and its columns: checks on the source.
+            for t in source["tables"].as_array().into_iter().flatten() {
+                let Some(table) = t["name"].as_str() else {
+                    continue;
+                };
+                let model = format!("source:{name}.{table}");
+                let table_tests = t.get("data_tests").or_else(|| t.get("tests"));
+                for test in table_tests.and_then(Value::as_array).into_iter().flatten() {
+                    self.column_tests
+                        .push(column_test(&path, &model, None, test).map_err(&bad)?);
+                }
+                for column in t["columns"].as_array().into_iter().flatten() {
+                    let Some(col) = column["name"].as_str() else {
+                        continue;
+                    };
+                    let tests = column.get("data_tests").or_else(|| column.get("tests"));
+                    for test in tests.and_then(Value::as_array).into_iter().flatten() {
+                        self.column_tests
+                            .push(column_test(&path, &model, Some(col), test).map_err(&bad)?);
+                    }
+                }
+            }
             let schema = source["schema"]
                 .as_str()
                 .map(str::to_owned)
