@@ -247,7 +247,25 @@ pub fn data_tests(
                 "needs a column (declare it under `columns:` or give `column_name:`)".into(),
             ));
         }
-        let severity = match setting("severity").map(str::to_ascii_lowercase).as_deref() {
+        // The test's own severity, else the project's `data_tests:` config (`+severity: warn`)
+        // for the schema file's folder.
+        let rel = t
+            .file
+            .strip_prefix(&project.root)
+            .unwrap_or(&t.file)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let folder = project.node_config(NodeKind::Test, &rel, "");
+        let project_severity = folder
+            .get("severity")
+            .and_then(Json::as_str)
+            .map(str::to_owned);
+        let severity = match setting("severity")
+            .map(str::to_owned)
+            .or(project_severity)
+            .map(|s| s.to_ascii_lowercase())
+            .as_deref()
+        {
             Some("warn") => Severity::Warn,
             None | Some("error") => Severity::Error,
             Some(other) => {

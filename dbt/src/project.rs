@@ -717,6 +717,13 @@ fn folder_config_in(
     path: &str,
 ) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
+    // `+key`s at the top of the section apply to every project (`data_tests: {+severity:
+    // warn}`), under the project's own.
+    for (k, v) in section.as_object().into_iter().flatten() {
+        if let Some(key) = k.strip_prefix('+') {
+            merge_config(&mut out, key, v.clone());
+        }
+    }
     let Some(mut node) = section.get(project) else {
         return out;
     };
