@@ -1621,6 +1621,12 @@ async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_di
         "models/from_source.sql",
         "select id from {{ source('shop', 'orders') }}",
     );
+    // A relation's parts are names, as in dbt (rendered again once every name is known).
+    write(
+        r,
+        "models/rel_parts.sql",
+        "select {{ 1 if this.identifier == 'rel_parts' else 0 }} as same, {{ this.name | length }} as len, '{{ ref('from_source').schema }}' as s, '{{ this.name[:3] }}' as pre",
+    );
     write(
         r,
         "models/kept.sql",
@@ -1670,6 +1676,7 @@ async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_di
         "{:?}",
         s.results
     );
+    assert_eq!(rows(&wh, "select * from rel_parts").await, ["1|9|main|rel"]);
     assert_eq!(
         rows(&wh, "select id from from_source order by id").await,
         ["1", "2"]

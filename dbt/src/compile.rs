@@ -67,6 +67,10 @@ pub struct Node {
     /// The file rendered once at parse time, relations still as placeholders.
     #[serde(skip)]
     rendered: Option<String>,
+    /// Its rendering read a relation's part (`this.identifier`): parse renders it again once
+    /// every node's schema and alias are known.
+    #[serde(skip)]
+    pub(crate) parts_read: bool,
     /// The package it comes from (`None`: the root project).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
@@ -403,6 +407,7 @@ pub fn render_for_execution(
             (query.0)(&substitute(sql, &names))
         })));
     }
+    let _known = jinja::KnownRelations::set(Arc::new(relations(manifest)));
     let rendered = render_node(project, node, &options)?;
     // The ephemeral models `node` inlines, transitively: those that read `execute` are
     // rendered again inside it (their parents are `node`'s, so they are built by now).
@@ -447,7 +452,10 @@ pub(crate) fn render_with_relations(
     replace: &HashMap<String, String>,
 ) -> Result<String, DbtError> {
     let rendered = match options {
-        Some(options) => render_node(project, node, options)?,
+        Some(options) => {
+            let _known = jinja::KnownRelations::set(Arc::new(relations(manifest)));
+            render_node(project, node, options)?
+        }
         None => node.rendered.clone().unwrap_or_default(),
     };
     let mut relations = relations(manifest);
@@ -539,6 +547,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: None,
                 compiled: None,
                 needs_execute: false,
+                parts_read: false,
                 package: project.package_of(&seed.path).map(|p| p.file.name.clone()),
             },
         )
@@ -628,6 +637,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: Some(rendered),
                 compiled: None,
                 needs_execute,
+                parts_read: recorded.parts_read.lock().map(|p| *p).unwrap_or(false),
                 package: project.package_of(path).map(|p| p.file.name.clone()),
             },
         )
@@ -692,11 +702,35 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
             executing_ephemerals.insert(n.name.clone());
         }
     }
-    Ok(Manifest {
+    let mut manifest = Manifest {
         project: project.file.name.clone(),
         nodes,
         sources,
-    })
+    };
+    // Files that read a relation's part (`this.identifier == 'x'`) while names were
+    // placeholders are rendered again, now that every schema and alias is known: the part is
+    // then the name itself, as dbt's is.
+    if manifest.nodes.iter().any(|n| n.parts_read) {
+        let known = Arc::new(relations(&manifest));
+        let _known = jinja::KnownRelations::set(known);
+        for i in 0..manifest.nodes.len() {
+            if !manifest.nodes[i].parts_read {
+                continue;
+            }
+            let node = &manifest.nodes[i];
+            let Some((_, _, _, source)) = files.iter().find(|(_, path, _, _)| *path == node.path)
+            else {
+                continue;
+            };
+            let mut start = project.node_config(node.kind, &node.path, &node.name);
+            if let Some(m) = node.config.get("materialized") {
+                start.insert("materialized".to_owned(), m.clone());
+            }
+            let (rendered, _) = jinja.render(&node.path, source, &node.name, start)?;
+            manifest.nodes[i].rendered = Some(rendered);
+        }
+    }
+    Ok(manifest)
 }
 
 fn stem(path: &str) -> String {

@@ -30,6 +30,9 @@ pub(crate) struct Collector {
     pub(crate) executes: Mutex<bool>,
     /// Statement results by name (`load_result`).
     pub(crate) results: super::execute::Results,
+    /// Whether the render read a relation's part as a placeholder (rendered again once the
+    /// names are known).
+    pub(crate) parts_read: Mutex<bool>,
 }
 
 impl Object for Collector {}
@@ -579,6 +582,23 @@ impl Object for Relation {
             "type" => return Some(Value::from("table")),
             _ => return None,
         };
+        // Once every node's schema and alias are known (a second render), the part itself;
+        // before, a placeholder, and the render is marked for that second pass.
+        if let Some(known) = KNOWN_RELATIONS.with(|k| k.borrow().clone()) {
+            let relation = known.get(&self.key).cloned().unwrap_or_else(|| {
+                self.key
+                    .strip_prefix("source:")
+                    .unwrap_or(&self.key)
+                    .to_owned()
+            });
+            let value = match (part, relation.split_once('.')) {
+                ("schema", Some((schema, _))) => schema.to_owned(),
+                ("identifier", Some((_, identifier))) => identifier.to_owned(),
+                _ => relation,
+            };
+            return Some(Value::from(value));
+        }
+        PARTS_READ.with(|r| r.set(true));
         Some(Value::from(placeholder(&format!(
             "{}{PART}{part}",
             self.key
@@ -611,6 +631,37 @@ impl Object for Relation {
 
     fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&placeholder(&self.key))
+    }
+}
+
+thread_local! {
+    /// Whether a render on this thread read a relation's part (`this.identifier`) while the
+    /// names were placeholders.
+    static PARTS_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The relation names a render on this thread sees parts of (set by [`KnownRelations`]).
+    static KNOWN_RELATIONS: std::cell::RefCell<Option<Arc<Relations>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Forgets and returns whether a relation's part was read on this thread as a placeholder.
+pub(crate) fn take_parts_read() -> bool {
+    PARTS_READ.with(|r| r.replace(false))
+}
+
+/// While alive, renders on this thread see relations' parts (`this.schema`,
+/// `ref('x').identifier`) as the names themselves, not placeholders.
+pub(crate) struct KnownRelations(Option<Arc<Relations>>);
+
+impl KnownRelations {
+    pub(crate) fn set(relations: Arc<Relations>) -> Self {
+        KnownRelations(KNOWN_RELATIONS.with(|k| k.replace(Some(relations))))
+    }
+}
+
+impl Drop for KnownRelations {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        KNOWN_RELATIONS.with(|k| *k.borrow_mut() = previous);
     }
 }
 
@@ -1171,9 +1222,15 @@ impl<'p> Jinja<'p> {
             .template_from_named_str(path, text)
             .map_err(|e| self.error(&e, path))?;
         super::execute::take_execute_read();
+        take_parts_read();
         let rendered = tmpl
             .render(Value::from(ctx))
             .map_err(|e| self.error(&e, path))?;
+        if take_parts_read()
+            && let Ok(mut parts) = collector.parts_read.lock()
+        {
+            *parts = true;
+        }
         if super::execute::take_execute_read()
             && let Ok(mut executes) = collector.executes.lock()
         {
