@@ -1708,3 +1708,41 @@ async fn source_identifiers_full_refresh_seed_types_check_updated_at_and_test_di
         ["1|false", "2|false", "3|true"]
     );
 }
+
+/// A model contract (`contract: {enforced: true}`): the model builds when its columns are the
+/// schema file's, with their data types; otherwise the build fails naming each difference and
+/// nothing is written.
+#[tokio::test]
+async fn model_contracts_are_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/contracted.sql",
+        "{{ config(contract={'enforced': true}) }}\nselect 1 as id, 'a' as name",
+    );
+    let schema = |name_type: &str| {
+        format!(
+            "version: 2\nmodels:\n  - name: contracted\n    columns:\n      - name: id\n        data_type: integer\n      - name: name\n        data_type: {name_type}\n"
+        )
+    };
+    write(r, "models/schema.yml", &schema("string"));
+    let wh = warehouse(r).await;
+    let s = run(r, &wh, Verb::Run, &RunOptions::default()).await;
+    assert!(failures(&s).is_empty(), "{:?}", failures(&s));
+    write(r, "models/schema.yml", &schema("int64"));
+    write(
+        r,
+        "models/contracted.sql",
+        "{{ config(contract={'enforced': true}) }}\nselect 2 as id, 'b' as name, 3 as extra",
+    );
+    let s = run(r, &wh, Verb::Run, &RunOptions::default()).await;
+    let f = failures(&s).join("\n");
+    assert!(
+        f.contains("`name` is STRING, the contract says int64"),
+        "{f}"
+    );
+    assert!(f.contains("`extra` is not in the contract"), "{f}");
+    assert_eq!(rows(&wh, "select id, name from contracted").await, ["1|a"]);
+}

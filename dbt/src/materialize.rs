@@ -72,7 +72,7 @@ pub async fn build_node(
         NodeKind::Snapshot => {
             crate::snapshot::snapshot(warehouse, node, options.run_started_at).await
         }
-        NodeKind::Model => model(warehouse, node, options).await,
+        NodeKind::Model => model(project, warehouse, node, options).await,
         NodeKind::Test => Err(config_error(
             node,
             "kind",
@@ -169,7 +169,12 @@ fn hooks(node: &Node, key: &str) -> Vec<String> {
     }
 }
 
-async fn model(warehouse: &Warehouse, node: &Node, options: BuildOptions<'_>) -> Result<Built> {
+async fn model(
+    project: &Project,
+    warehouse: &Warehouse,
+    node: &Node,
+    options: BuildOptions<'_>,
+) -> Result<Built> {
     let sql = node.compiled.clone().unwrap_or_default();
     // SQL errors give lines of the compiled SQL (`rainbow compile` writes it), not the file's.
     let context = compiled_context(node);
@@ -182,6 +187,7 @@ async fn model(warehouse: &Warehouse, node: &Node, options: BuildOptions<'_>) ->
             .await?;
     }
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
+    enforce_contract(project, warehouse, node, &sql, &context).await?;
     let mut built = match node.materialized() {
         "ephemeral" => Built::message("EPHEMERAL"),
         "view" => {
@@ -421,5 +427,77 @@ pub(crate) fn full_refresh_of(node: &Node, run_full_refresh: bool) -> bool {
     match node.config.get("full_refresh") {
         Some(Json::Bool(b)) => *b,
         _ => run_full_refresh,
+    }
+}
+
+/// dbt's model contract (`config: {contract: {enforced: true}}`): the model's columns must be
+/// exactly the schema file's, each of its declared `data_type` (BigQuery's names; `INTEGER`
+/// is `INT64`, …) — else the build fails naming every difference, before anything is written.
+async fn enforce_contract(
+    project: &Project,
+    warehouse: &Warehouse,
+    node: &Node,
+    sql: &str,
+    context: &str,
+) -> Result<()> {
+    let enforced = node
+        .config
+        .get("contract")
+        .and_then(|c| c.get("enforced"))
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if !enforced {
+        return Ok(());
+    }
+    let declared = project
+        .declared_columns
+        .get(&node.name)
+        .cloned()
+        .unwrap_or_default();
+    let plan = warehouse.plan(sql, context).await?;
+    let normal = |t: &str| -> String {
+        match t.trim().to_ascii_uppercase().as_str() {
+            "INTEGER" | "INT" | "BIGINT" | "SMALLINT" | "TINYINT" | "BYTEINT" => "INT64".into(),
+            "FLOAT" => "FLOAT64".into(),
+            "BOOLEAN" => "BOOL".into(),
+            "DECIMAL" => "NUMERIC".into(),
+            "BIGDECIMAL" => "BIGNUMERIC".into(),
+            other => other.split('(').next().unwrap_or(other).trim().to_owned(),
+        }
+    };
+    let mut problems = Vec::new();
+    for f in plan.schema().fields() {
+        match declared
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(f.name()))
+        {
+            None => problems.push(format!("`{}` is not in the contract", f.name())),
+            Some((_, Some(t))) => {
+                let actual = crate::unit_tests::bigquery_type(f.data_type())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| f.data_type().to_string());
+                if normal(t) != actual {
+                    problems.push(format!("`{}` is {actual}, the contract says {t}", f.name()));
+                }
+            }
+            Some((_, None)) => {
+                problems.push(format!("`{}` has no data_type in the contract", f.name()))
+            }
+        }
+    }
+    for (c, _) in &declared {
+        if plan
+            .schema()
+            .fields()
+            .iter()
+            .all(|f| !f.name().eq_ignore_ascii_case(c))
+        {
+            problems.push(format!("the contract's `{c}` is not a column of the model"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(config_error(node, "contract", problems.join("; ")))
     }
 }

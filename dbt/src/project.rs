@@ -163,6 +163,8 @@ pub struct Project {
     pub packages: Vec<Project>,
     /// `unit_tests:` of schema files.
     pub unit_tests: Vec<UnitTestDecl>,
+    /// The columns schema files declare per node (name, `data_type`): a model contract's.
+    pub declared_columns: BTreeMap<String, Vec<(String, Option<String>)>>,
     /// For a package, its directory relative to the root project (`dbt_packages/dbt_utils`):
     /// its files appear in the root project's lists under this prefix. Empty for the root.
     pub install_prefix: String,
@@ -497,6 +499,7 @@ impl Project {
             property_configs: BTreeMap::new(),
             packages: Vec::new(),
             unit_tests: Vec::new(),
+            declared_columns: BTreeMap::new(),
             install_prefix: String::new(),
         };
         let mut schema_files = Vec::new();
@@ -631,6 +634,13 @@ impl Project {
                 let col = column["name"]
                     .as_str()
                     .ok_or_else(|| bad(format!("a column of model `{name}` has no `name`")))?;
+                self.declared_columns
+                    .entry(name.clone())
+                    .or_default()
+                    .push((
+                        col.to_owned(),
+                        column["data_type"].as_str().map(str::to_owned),
+                    ));
                 let tests = column.get("data_tests").or_else(|| column.get("tests"));
                 for t in tests.and_then(Value::as_array).into_iter().flatten() {
                     self.column_tests
