@@ -1746,3 +1746,32 @@ async fn model_contracts_are_enforced() {
     assert!(f.contains("`extra` is not in the contract"), "{f}");
     assert_eq!(rows(&wh, "select id, name from contracted").await, ["1|a"]);
 }
+
+/// A test's own `name:` and `limit:` (the failing rows counted are capped), as dbt's.
+#[tokio::test]
+async fn tests_take_their_own_name_and_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path();
+    write(r, "dbt_project.yml", PROJECT);
+    write(
+        r,
+        "models/nulls.sql",
+        "select cast(null as int64) as v union all select null union all select null",
+    );
+    write(
+        r,
+        "models/schema.yml",
+        "version: 2\nmodels:\n  - name: nulls\n    columns:\n      - name: v\n        data_tests:\n          - not_null:\n              name: v_is_set\n              config:\n                limit: 1\n                severity: warn\n",
+    );
+    let wh = warehouse(r).await;
+    let s = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let test = s
+        .results
+        .iter()
+        .find(|x| x.name == "v_is_set")
+        .unwrap_or_else(|| panic!("{:?}", s.results));
+    assert_eq!(
+        (test.status, test.message.as_str()),
+        (Status::Warn, "Got 1 failing row(s)")
+    );
+}

@@ -427,10 +427,12 @@ pub fn data_tests(
             Some(key) => (format!("source_{test_name}"), key.replace('.', "_")),
             None => (test_name, t.model.clone()),
         };
-        let mut name = match (t.column.as_deref(), col.is_empty()) {
-            (Some(c), _) => format!("{test_name}_{model}_{c}"),
-            (None, false) => format!("{test_name}_{model}_{}", slug(&col)),
-            (None, true) => format!("{test_name}_{model}"),
+        // A test's own `name:` wins over the generated one.
+        let mut name = match (setting("name"), t.column.as_deref(), col.is_empty()) {
+            (Some(own), _, _) => own.to_owned(),
+            (None, Some(c), _) => format!("{test_name}_{model}_{c}"),
+            (None, None, false) => format!("{test_name}_{model}_{}", slug(&col)),
+            (None, None, true) => format!("{test_name}_{model}"),
         };
         // A second test of the same kind on the same column gets a numbered name.
         let base = name.clone();
@@ -450,7 +452,11 @@ pub fn data_tests(
             column: t.column.clone(),
             test: t.name.clone(),
             severity,
-            sql,
+            // `limit:` caps the failing rows counted, as dbt's test query does.
+            sql: match t.args.get("limit").and_then(Json::as_u64) {
+                Some(n) => format!("select * from (\n{sql}\n) as dbt_limited limit {n}"),
+                None => sql,
+            },
             rerender,
             fail_calc: threshold(&t.args, &macro_config, "fail_calc", "count(*)"),
             warn_if: threshold(&t.args, &macro_config, "warn_if", "!= 0"),
