@@ -1747,7 +1747,8 @@ async fn model_contracts_are_enforced() {
     assert_eq!(rows(&wh, "select id, name from contracted").await, ["1|a"]);
 }
 
-/// A test's own `name:` and `limit:` (the failing rows counted are capped), as dbt's.
+/// A test's own `name:`, `limit:` (the failing rows counted are capped) and
+/// `store_failures` (its failing rows kept in `<schema>_dbt_test__audit`), as dbt's.
 #[tokio::test]
 async fn tests_take_their_own_name_and_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1761,7 +1762,7 @@ async fn tests_take_their_own_name_and_limit() {
     write(
         r,
         "models/schema.yml",
-        "version: 2\nmodels:\n  - name: nulls\n    columns:\n      - name: v\n        data_tests:\n          - not_null:\n              name: v_is_set\n              config:\n                limit: 1\n                severity: warn\n",
+        "version: 2\nmodels:\n  - name: nulls\n    columns:\n      - name: v\n        data_tests:\n          - not_null:\n              name: v_is_set\n              config:\n                limit: 1\n                severity: warn\n                store_failures: true\n",
     );
     let wh = warehouse(r).await;
     let s = run(r, &wh, Verb::Build, &RunOptions::default()).await;
@@ -1773,5 +1774,14 @@ async fn tests_take_their_own_name_and_limit() {
     assert_eq!(
         (test.status, test.message.as_str()),
         (Status::Warn, "Got 1 failing row(s)")
+    );
+    // store_failures: the failing rows kept in the audit schema under the test's name.
+    assert_eq!(
+        rows(
+            &wh,
+            "select count(*), count(v) from main_dbt_test__audit.v_is_set"
+        )
+        .await,
+        ["1|0"]
     );
 }

@@ -69,6 +69,9 @@ pub struct DataTest {
     pub warn_if: String,
     /// dbt's `error_if` (default `!= 0`): the condition that fails (with error severity).
     pub error_if: String,
+    /// dbt's `store_failures`: its failing rows are kept in `<target schema>_dbt_test__audit`
+    /// under its name after each run.
+    pub store_failures: bool,
     /// Rendered again when it runs (it read `execute` when compiled), else `None`.
     #[serde(skip)]
     pub(crate) rerender: Option<Rerender>,
@@ -458,6 +461,16 @@ pub fn data_tests(
                 None => sql,
             },
             rerender,
+            store_failures: t
+                .args
+                .get("store_failures")
+                .and_then(Json::as_bool)
+                .unwrap_or(
+                    folder
+                        .get("store_failures")
+                        .and_then(Json::as_bool)
+                        .unwrap_or(false),
+                ),
             fail_calc: threshold(&t.args, &macro_config, "fail_calc", "count(*)"),
             warn_if: threshold(&t.args, &macro_config, "warn_if", "!= 0"),
             error_if: threshold(&t.args, &macro_config, "error_if", "!= 0"),
@@ -490,6 +503,11 @@ pub fn data_tests(
             fail_calc: threshold(&n.config, &BTreeMap::new(), "fail_calc", "count(*)"),
             warn_if: threshold(&n.config, &BTreeMap::new(), "warn_if", "!= 0"),
             error_if: threshold(&n.config, &BTreeMap::new(), "error_if", "!= 0"),
+            store_failures: n
+                .config
+                .get("store_failures")
+                .and_then(Json::as_bool)
+                .unwrap_or(false),
         });
     }
     Ok(out)

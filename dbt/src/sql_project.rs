@@ -740,6 +740,21 @@ impl SqlProject {
                 let outcome =
                     rainbow_warehouse::instrument::work(failing_rows(&compiled.warehouse, test))
                         .await?;
+                if test.store_failures {
+                    // dbt's audit table: the failing rows of this run, under the test's name.
+                    let audit = format!("{}_dbt_test__audit", shared.config.schema);
+                    let warehouse = &compiled.warehouse;
+                    let rows = warehouse
+                        .dataframe(&test.sql, &format!("test {}", test.name))
+                        .await?;
+                    rainbow_warehouse::instrument::work(warehouse.write_table(
+                        &audit,
+                        &test.name,
+                        rows,
+                        rainbow_warehouse::WriteMode::Replace,
+                    ))
+                    .await?;
+                }
                 // dbt's test status: error_if decides an error-severity test's failure, then
                 // warn_if a warning; otherwise it passes.
                 let result = if outcome.error && test.severity == Severity::Error {
