@@ -307,9 +307,8 @@ fn schema_and_alias(
             "fqn": [project.file.name.clone(), name.to_owned()], "config": config,
         })
     };
-    let own = project_macros(project);
     let call = |macro_name: &str, custom: Option<&str>| -> Result<Option<String>, DbtError> {
-        if !own.iter().any(|m| m == macro_name) {
+        if !jinja.defines(macro_name) {
             return Ok(None);
         }
         jinja
@@ -411,34 +410,28 @@ pub fn render_for_execution(
     let rendered = render_node(project, node, &options)?;
     // The ephemeral models `node` inlines, transitively: those that read `execute` are
     // rendered again inside it (their parents are `node`'s, so they are built by now).
-    let ephemeral = |n: &Node| n.kind == NodeKind::Model && n.materialized() == "ephemeral";
-    let mut inlined: BTreeSet<&str> = BTreeSet::new();
+    let names = relations(manifest);
+    let mut ephemeral = Ephemerals::new();
     let mut pending: Vec<&str> = node.refs.iter().map(String::as_str).collect();
     while let Some(name) = pending.pop() {
-        if let Some(n) = manifest
-            .nodes
-            .iter()
-            .find(|n| n.name == name && ephemeral(n))
-            && inlined.insert(name)
-        {
-            pending.extend(n.refs.iter().map(String::as_str));
+        let Some(n) = manifest.nodes.iter().find(|n| {
+            n.name == name && n.kind == NodeKind::Model && n.materialized() == "ephemeral"
+        }) else {
+            continue;
+        };
+        if ephemeral.contains_key(name) {
+            continue;
         }
+        let text = match n.needs_execute {
+            true => render_node(project, n, &options)?,
+            false => n.rendered.clone().unwrap_or_default(),
+        };
+        let sql = substitute(&text, &names).trim().to_owned();
+        ephemeral.insert(name.to_owned(), (n.refs.clone(), sql));
+        pending.extend(n.refs.iter().map(String::as_str));
     }
-    let mut single = manifest.clone();
-    for n in &mut single.nodes {
-        if n.name == node.name {
-            n.rendered = Some(rendered.clone());
-        } else if n.needs_execute && inlined.contains(n.name.as_str()) {
-            n.rendered = Some(render_node(project, n, &options)?);
-        }
-    }
-    compile(&mut single);
-    Ok(single
-        .nodes
-        .into_iter()
-        .find(|n| n.name == node.name)
-        .and_then(|n| n.compiled)
-        .unwrap_or_default())
+    let sql = substitute(&rendered, &names).trim().to_owned();
+    Ok(with_ephemerals(&sql, &node.refs, &ephemeral))
 }
 
 /// `node`'s SQL with the relations of `replace` (placeholder key -> name) instead of the
@@ -827,7 +820,7 @@ pub fn compile(manifest: &mut Manifest) {
             }
         }
     }
-    let ephemeral: HashMap<String, (Vec<String>, String)> = manifest
+    let ephemeral: Ephemerals = manifest
         .nodes
         .iter()
         .filter(|n| n.kind == NodeKind::Model && n.materialized() == "ephemeral")
@@ -842,35 +835,40 @@ pub fn compile(manifest: &mut Manifest) {
         return;
     }
     for node in &mut manifest.nodes {
-        let mut order: Vec<&str> = Vec::new();
-        fn visit<'a>(
-            name: &'a str,
-            ephemeral: &'a HashMap<String, (Vec<String>, String)>,
-            order: &mut Vec<&'a str>,
-        ) {
-            if let Some((refs, _)) = ephemeral.get(name)
-                && !order.contains(&name)
-            {
-                for r in refs {
-                    visit(r, ephemeral, order);
-                }
-                order.push(name);
-            }
-        }
-        for r in &node.refs {
-            visit(r, &ephemeral, &mut order);
-        }
-        if order.is_empty() {
-            continue;
-        }
-        let ctes: Vec<String> = order
-            .iter()
-            .map(|name| format!("__dbt__cte__{name} as (\n{}\n)", ephemeral[*name].1))
-            .collect();
         if let Some(sql) = &mut node.compiled {
-            *sql = inject_ctes(&ctes.join(",\n"), sql);
+            *sql = with_ephemerals(sql, &node.refs, &ephemeral);
         }
     }
+}
+
+/// An ephemeral model's refs and SQL, by name.
+type Ephemerals = HashMap<String, (Vec<String>, String)>;
+
+/// `sql` with the ephemeral models among `refs` (transitively) inlined as
+/// `__dbt__cte__<name>` CTEs, dependencies first, as dbt does.
+fn with_ephemerals(sql: &str, refs: &[String], ephemeral: &Ephemerals) -> String {
+    fn visit<'a>(name: &'a str, ephemeral: &'a Ephemerals, order: &mut Vec<&'a str>) {
+        if let Some((refs, _)) = ephemeral.get(name)
+            && !order.contains(&name)
+        {
+            for r in refs {
+                visit(r, ephemeral, order);
+            }
+            order.push(name);
+        }
+    }
+    let mut order: Vec<&str> = Vec::new();
+    for r in refs {
+        visit(r, ephemeral, &mut order);
+    }
+    if order.is_empty() {
+        return sql.to_owned();
+    }
+    let ctes: Vec<String> = order
+        .iter()
+        .map(|name| format!("__dbt__cte__{name} as (\n{}\n)", ephemeral[*name].1))
+        .collect();
+    inject_ctes(&ctes.join(",\n"), sql)
 }
 
 /// `with <ctes>` in front of `sql`, merged into its own `WITH` if it has one.

@@ -943,25 +943,37 @@ pub(crate) fn warehouse_query(warehouse: Warehouse) -> crate::compile::QueryFn {
                 let context = "a query while rendering";
                 let df = warehouse.dataframe(&sql, context).await?;
                 let schema = df.schema().as_arrow().clone();
-                let (_, df) = warehouse.collect_frame(df, context).await?;
                 let batches = df
                     .collect()
                     .await
                     .map_err(rainbow_warehouse::WarehouseError::datafusion(context))?;
-                Ok::<_, rainbow_warehouse::WarehouseError>(query_result(&schema, &batches))
+                Ok::<_, rainbow_warehouse::WarehouseError>((schema, batches))
             })
             .map_err(|e| e.to_string())
+            .and_then(|(schema, batches)| query_result(&schema, &batches))
     }))
 }
 
-/// Record batches as rows of JSON values (numbers stay numbers, times become text).
+/// Record batches as rows of JSON values, encoded as `rainbow query --format json` encodes
+/// them (arrow's JSON writer: numbers stay numbers, times become text).
 fn query_result(
     schema: &rainbow_warehouse::datafusion::arrow::datatypes::Schema,
     batches: &[rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch],
-) -> crate::compile::QueryResult {
-    use rainbow_warehouse::datafusion::common::ScalarValue;
-    let mut out = crate::compile::QueryResult {
-        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+) -> std::result::Result<crate::compile::QueryResult, String> {
+    use rainbow_warehouse::datafusion::arrow::json::ArrayWriter;
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut text = Vec::new();
+    let mut writer = ArrayWriter::new(&mut text);
+    for b in batches {
+        writer.write(b).map_err(|e| e.to_string())?;
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    let objects: Vec<serde_json::Map<String, Json>> = if text.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&text).map_err(|e| e.to_string())?
+    };
+    Ok(crate::compile::QueryResult {
         types: schema
             .fields()
             .iter()
@@ -971,37 +983,18 @@ fn query_result(
                     .unwrap_or_else(|| f.data_type().to_string())
             })
             .collect(),
-        rows: Vec::new(),
-    };
-    for b in batches {
-        for row in 0..b.num_rows() {
-            out.rows.push(
-                b.columns()
+        // The writer leaves NULLs out of each object.
+        rows: objects
+            .into_iter()
+            .map(|mut o| {
+                columns
                     .iter()
-                    .map(|c| match ScalarValue::try_from_array(c, row) {
-                        Ok(v) if v.is_null() => Json::Null,
-                        Ok(ScalarValue::Boolean(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Int8(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Int16(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Int32(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Int64(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::UInt8(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::UInt16(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::UInt32(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::UInt64(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Float32(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Float64(Some(x))) => Json::from(x),
-                        Ok(ScalarValue::Utf8(Some(x)))
-                        | Ok(ScalarValue::Utf8View(Some(x)))
-                        | Ok(ScalarValue::LargeUtf8(Some(x))) => Json::from(x),
-                        Ok(v) => Json::from(v.to_string()),
-                        Err(_) => Json::Null,
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
+                    .map(|c| o.remove(c).unwrap_or(Json::Null))
+                    .collect()
+            })
+            .collect(),
+        columns,
+    })
 }
 
 /// A unit test as a blocking check on its model, evaluated before the model is built (dbt

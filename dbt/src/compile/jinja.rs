@@ -704,6 +704,8 @@ pub(crate) struct Jinja<'p> {
     env: Environment<'p>,
     /// The root project's name (`project_name`, a node's `package_name`).
     project_name: String,
+    /// The root project's macro names (read once).
+    root_macros: Vec<String>,
     /// First line of each macro file in the combined macro template, and the file.
     macro_lines: Vec<(String, usize, String)>,
     /// Length of the macro import prepended to every file's first line.
@@ -859,6 +861,7 @@ impl<'p> Jinja<'p> {
         let mut jinja = Jinja {
             env,
             project_name: project.file.name.clone(),
+            root_macros: Vec::new(),
             macro_lines: Vec::new(),
             prefix_len: 0,
         };
@@ -921,6 +924,7 @@ impl<'p> Jinja<'p> {
                 .map_err(|e| jinja.error(&e, &template))?;
             if template == "__macros__" {
                 jinja.prefix_len = macro_prefix(&names).len();
+                jinja.root_macros = names.clone();
             }
             registry
                 .namespaces
@@ -1125,6 +1129,11 @@ impl<'p> Jinja<'p> {
             column,
             message,
         }
+    }
+
+    /// Whether the root project defines macro `name` (`generate_schema_name` and its kind).
+    pub(crate) fn defines(&self, name: &str) -> bool {
+        self.root_macros.iter().any(|m| m == name)
     }
 
     /// Calls the project's macro `name(custom, node)` (`generate_schema_name` and its kind)
