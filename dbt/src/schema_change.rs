@@ -293,17 +293,7 @@ async fn evolve(
         .map_err(WarehouseError::datafusion(&what))?;
     let exprs: Vec<Expr> = match mode {
         // The table's columns as they are, then the new ones.
-        Mode::AppendNewColumns => table
-            .fields()
-            .iter()
-            .map(|f| ident(f.name()))
-            .chain(
-                changes
-                    .added
-                    .iter()
-                    .map(|f| typed_null(f.data_type()).alias(f.name())),
-            )
-            .collect(),
+        Mode::AppendNewColumns => appended(table, &changes.added),
         // The model's columns: kept, converted, or new.
         _ => model
             .fields()
@@ -347,16 +337,62 @@ async fn evolve(
             }
         }
     }
-    let next = current
-        .select(exprs)
-        .map_err(WarehouseError::datafusion(&what))?;
-    // The new version reads the current one: collected before the overwrite commits.
-    let (_, next) = warehouse.collect_frame(next, &what).await?;
-    warehouse
-        .write_table(schema, name, next, WriteMode::Replace)
-        .await?;
+    rewrite(warehouse, node, current, exprs, &what).await?;
     tracing::info!("{}: {} ({mode:?})", node.path, changes.describe());
     Ok(warehouse.schema_of(schema, name).await?)
+}
+
+/// The table's columns as they are, then `added` as NULLs of their types.
+fn appended(table: &Schema, added: &[Field]) -> Vec<Expr> {
+    table
+        .fields()
+        .iter()
+        .map(|f| ident(f.name()))
+        .chain(
+            added
+                .iter()
+                .map(|f| typed_null(f.data_type()).alias(f.name())),
+        )
+        .collect()
+}
+
+/// Adds `added` to the node's table (NULL in its rows): one Delta commit. A snapshot's new
+/// source columns, as `append_new_columns` adds a model's.
+pub(crate) async fn add_columns(
+    warehouse: &Warehouse,
+    node: &Node,
+    table: &Schema,
+    added: &[Field],
+) -> Result<()> {
+    let what = format!("{} (new columns)", node.path);
+    let current = warehouse
+        .context()
+        .table(TableReference::partial(
+            node.schema.as_str(),
+            node.relation.as_str(),
+        ))
+        .await
+        .map_err(WarehouseError::datafusion(&what))?;
+    rewrite(warehouse, node, current, appended(table, added), &what).await
+}
+
+/// Replaces the node's table by `exprs` over its current rows, in one commit.
+async fn rewrite(
+    warehouse: &Warehouse,
+    node: &Node,
+    current: DataFrame,
+    exprs: Vec<Expr>,
+    what: &str,
+) -> Result<()> {
+    let next = current
+        .select(exprs)
+        .map_err(WarehouseError::datafusion(what))?;
+    // The new version reads the current one: collected before the overwrite commits.
+    let (_, next) = warehouse.collect_frame(next, what).await?;
+    warehouse
+        .write_table(&node.schema, &node.relation, next, WriteMode::Replace)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

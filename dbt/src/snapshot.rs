@@ -460,10 +460,7 @@ async fn add_new_columns(
     node: &Node,
     source: &rainbow_warehouse::datafusion::arrow::datatypes::Schema,
 ) -> Result<()> {
-    use rainbow_warehouse::datafusion::common::{ScalarValue, TableReference};
-    use rainbow_warehouse::datafusion::logical_expr::{ident, lit};
-    let (schema, name) = (node.schema.as_str(), node.relation.as_str());
-    let table = warehouse.schema_of(schema, name).await?;
+    let table = warehouse.schema_of(&node.schema, &node.relation).await?;
     let added: Vec<_> = source
         .fields()
         .iter()
@@ -472,23 +469,6 @@ async fn add_new_columns(
     if added.is_empty() {
         return Ok(());
     }
-    let what = format!("{} (new snapshot columns)", node.path);
-    let err = || rainbow_warehouse::WarehouseError::datafusion(&what);
-    let current = warehouse
-        .context()
-        .table(TableReference::partial(schema, name))
-        .await
-        .map_err(err())?;
-    let mut exprs: Vec<_> = table.fields().iter().map(|f| ident(f.name())).collect();
-    for f in &added {
-        let null = ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null);
-        exprs.push(lit(null).alias(f.name()));
-    }
-    let next = current.select(exprs).map_err(err())?;
-    // The new version reads the current one: collected before the overwrite commits.
-    let (_, next) = warehouse.collect_frame(next, &what).await?;
-    warehouse
-        .write_table(schema, name, next, WriteMode::Replace)
-        .await?;
-    Ok(())
+    let added: Vec<_> = added.into_iter().map(|f| f.as_ref().clone()).collect();
+    crate::schema_change::add_columns(warehouse, node, &table, &added).await
 }
