@@ -50,14 +50,14 @@ pub struct BenchArgs {
 }
 
 /// One line on stdout; a closed pipe (`rainbow demo | head`) ends the output quietly.
-fn say(text: &str) -> Result<()> {
+pub(crate) fn say(text: &str) -> Result<()> {
     use std::io::Write;
     writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }
 
 /// Settings of a demo home: its own, or new ones bounded to the generated history.
-fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSettings> {
+pub(crate) fn demo_settings(home: &Path, start: NaiveDate, days: u32) -> Result<PipelineSettings> {
     let end = start + chrono::Duration::days(i64::from(days));
     let own = rainbow_engine::RainbowConfig::default()
         .with_file(&home.join(pipeline::SETTINGS_FILE), false)?;

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rainbow_engine::cli::GlobalArgs;
 
+mod bench_warehouse;
 mod demo;
 mod seed_data;
 mod stream;
@@ -65,6 +66,9 @@ enum Bench {
     Dbt(rainbow_dbt::cli::BenchCommand),
     /// Times the whole batch layer (nightly extracts + backfill) and its orchestration overhead.
     Pipeline(demo::BenchArgs),
+    /// The SQL project on the embedded warehouse against the same compiled SQL on DuckDB over
+    /// the same Parquet files (needs a Python with duckdb and sqlglot).
+    Warehouse(bench_warehouse::BenchWarehouseArgs),
     /// Server time of the UI's lineage, asset and partitions pages at 1,000 and 10,000 assets.
     Ui(ui::BenchUiArgs),
     /// The speed layer end to end: PostgreSQL commit → visible in the speed tables (latency at a
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),
             Bench::Pipeline(args) => demo::bench(args).await,
+            Bench::Warehouse(args) => bench_warehouse::bench(args).await,
             Bench::Ui(args) => ui::bench(args).await,
             Bench::Cdc(args) => stream::bench(args).await,
         },

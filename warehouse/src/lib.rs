@@ -16,6 +16,7 @@ pub mod error;
 pub mod instrument;
 mod load;
 mod merge;
+pub mod row_number;
 mod statement;
 mod warehouse;
 mod wildcard;

@@ -1,5 +1,5 @@
 //! Executing BigQuery statements on the warehouse: [`Warehouse::execute`] parses a script and
-//! runs each statement — queries, `CREATE [OR REPLACE] TABLE … AS`, `CREATE VIEW`,
+//! runs each statement — queries (and `EXPLAIN [ANALYZE]` of one), `CREATE [OR REPLACE] TABLE … AS`, `CREATE VIEW`,
 //! `INSERT INTO … SELECT|VALUES`, `DELETE`, `DROP`, `MERGE` (in `merge`) — one method per kind,
 //! each table write one Delta commit.
 
@@ -56,7 +56,8 @@ impl Warehouse {
             return Err(self.unknown(&missing));
         }
         match statement {
-            Statement::Query(_) => {
+            // DataFusion's own plans (`EXPLAIN [ANALYZE] <query>`): the tool for profiling a model.
+            Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.plan_statement(statement, context).await?;
                 return DataFrame::new(self.context().state(), plan)
                     .collect()
@@ -75,7 +76,7 @@ impl Warehouse {
                 return Err(unsupported(
                     context,
                     &format!(
-                        "`{}` is not supported here (queries, CREATE TABLE AS, CREATE VIEW, INSERT, DELETE, DROP and MERGE are)",
+                        "`{}` is not supported here (queries, EXPLAIN [ANALYZE], CREATE TABLE AS, CREATE VIEW, INSERT, DELETE, DROP and MERGE are)",
                         other
                             .to_string()
                             .split_whitespace()

@@ -75,6 +75,15 @@ pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()>
     })
 }
 
+/// DataFusion's physical optimizer rules, then [`crate::row_number::SortedRowNumber`] on the
+/// final plan.
+fn physical_optimizer_rules()
+-> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    rules.push(Arc::new(crate::row_number::SortedRowNumber));
+    rules
+}
+
 /// A DataFusion session state that plans BigQuery types, operators and functions.
 pub fn session_state(config: SessionConfig) -> Result<SessionState> {
     // No cached directory listings: DataFusion keeps them forever by default, so a
@@ -94,6 +103,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .with_type_planner(Arc::new(planner::BigQueryTypes))
         // Delta Lake's writes and merges plan their own extension nodes.
         .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .with_physical_optimizer_rules(physical_optimizer_rules())
         .build();
     state
         .register_expr_planner(Arc::new(planner::BigQueryOperators))
