@@ -22,3 +22,4 @@ mod storage;
 mod streaming;
 mod tidy;
 mod ui;
+mod warehouse_peer;

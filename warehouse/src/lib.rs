@@ -16,7 +16,7 @@ pub mod error;
 pub mod instrument;
 mod load;
 mod merge;
-pub mod row_number;
+pub mod sorted_window;
 mod statement;
 mod warehouse;
 mod wildcard;

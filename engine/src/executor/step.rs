@@ -333,80 +333,103 @@ impl StepRun {
         phase: Phase,
     ) -> Result<Option<String>, Outcome> {
         let mut failure = None;
+        // The checks of this phase, in declaration order.
+        let mut selected = Vec::new();
         for &node in &self.graph.steps[self.step].nodes {
             for &check_id in self.graph.check_ids_for(node) {
                 if self.checks.as_ref().is_some_and(|c| !c.contains(check_id)) {
                     continue;
                 }
                 let check = &self.graph.checks()[check_id];
-                let spec = &check.spec;
-                let before = spec.before_materialization && self.mode == StepMode::Materialize;
+                let before =
+                    check.spec.before_materialization && self.mode == StepMode::Materialize;
                 if before != (phase == Phase::Before) {
                     continue;
                 }
-                let outcome = match &check.compute {
-                    Some(compute) => {
-                        let ctx = self.context(attempt, Some(spec.clone()));
-                        // Its own task, so a panicking check fails the check, not the step.
-                        let mut task = tokio::spawn(compute(ctx));
-                        tokio::select! {
-                            joined = &mut task => match joined {
-                                Ok(Ok(result)) => result,
-                                Ok(Err(e)) => AssetCheckResult::failed().description(format!(
-                                    "the check raised an error: {}", error_chain(e.as_ref())
-                                )),
-                                Err(join) => AssetCheckResult::failed().description(format!(
-                                    "the check panicked: {}", panic_message(join)
-                                )),
-                            },
-                            _ = self.cancel.cancelled() => {
-                                task.abort();
-                                let mut kept = std::mem::take(events);
-                                kept.push(self.event(EventData::StepCanceled));
-                                if let Err(e) = self.writer.commit(kept, Vec::new()).await {
-                                    tracing::error!("recording a canceled step failed: {}", error_chain(&e));
-                                }
-                                return Err(Outcome::Canceled);
-                            }
-                        }
-                    }
-                    // Inline results come only with the asset's compute.
-                    None if self.mode == StepMode::ChecksOnly => continue,
-                    None => {
-                        let position = inline_results.iter().position(|(k, r)| {
-                            *k == spec.asset && r.check_name.as_deref() == Some(spec.name.as_str())
-                        });
-                        match position {
-                            Some(i) => inline_results.remove(i).1,
-                            None => AssetCheckResult::failed().description(
-                                "the asset did not report a result for this inline check",
-                            ),
-                        }
-                    }
-                };
-                let severity = outcome.severity.unwrap_or(spec.severity);
-                if !outcome.passed
-                    && spec.blocking
-                    && severity == AssetCheckSeverity::Error
-                    && failure.is_none()
-                {
-                    failure = Some(format!(
-                        "blocking check `{}` on `{}` failed",
-                        spec.name, spec.asset
-                    ));
+                // Inline results come only with the asset's compute.
+                if check.compute.is_none() && self.mode == StepMode::ChecksOnly {
+                    continue;
                 }
-                events.push(
-                    self.event(EventData::CheckEvaluation(CheckEvaluation {
-                        check_name: spec.name.clone(),
-                        passed: outcome.passed,
-                        severity,
-                        blocking: spec.blocking,
-                        description: outcome.description,
-                        metadata: outcome.metadata,
-                    }))
-                    .asset(spec.asset.clone()),
-                );
+                selected.push(check_id);
             }
+        }
+        // Computed checks run a few at a time, each its own task (a panicking check fails the
+        // check, not the step); results are recorded in declaration order. Up to one per core:
+        // a SQL step's data tests are independent queries (issue 17: the 13 of fact_sales ran
+        // one after another on an otherwise idle machine).
+        let ahead = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut tasks: Vec<Option<tokio::task::JoinHandle<_>>> = std::iter::repeat_with(|| None)
+            .take(selected.len())
+            .collect();
+        for i in 0..selected.len() {
+            for j in i..selected.len().min(i + ahead) {
+                let check = &self.graph.checks()[selected[j]];
+                if let (Some(compute), None) = (&check.compute, &tasks[j]) {
+                    let ctx = self.context(attempt, Some(check.spec.clone()));
+                    tasks[j] = Some(tokio::spawn(compute(ctx)));
+                }
+            }
+            let check = &self.graph.checks()[selected[i]];
+            let spec = &check.spec;
+            let outcome = match tasks[i].take() {
+                Some(mut task) => {
+                    tokio::select! {
+                        joined = &mut task => match joined {
+                            Ok(Ok(result)) => result,
+                            Ok(Err(e)) => AssetCheckResult::failed().description(format!(
+                                "the check raised an error: {}", error_chain(e.as_ref())
+                            )),
+                            Err(join) => AssetCheckResult::failed().description(format!(
+                                "the check panicked: {}", panic_message(join)
+                            )),
+                        },
+                        _ = self.cancel.cancelled() => {
+                            task.abort();
+                            for other in tasks.iter().flatten() {
+                                other.abort();
+                            }
+                            let mut kept = std::mem::take(events);
+                            kept.push(self.event(EventData::StepCanceled));
+                            if let Err(e) = self.writer.commit(kept, Vec::new()).await {
+                                tracing::error!("recording a canceled step failed: {}", error_chain(&e));
+                            }
+                            return Err(Outcome::Canceled);
+                        }
+                    }
+                }
+                None => {
+                    let position = inline_results.iter().position(|(k, r)| {
+                        *k == spec.asset && r.check_name.as_deref() == Some(spec.name.as_str())
+                    });
+                    match position {
+                        Some(i) => inline_results.remove(i).1,
+                        None => AssetCheckResult::failed()
+                            .description("the asset did not report a result for this inline check"),
+                    }
+                }
+            };
+            let severity = outcome.severity.unwrap_or(spec.severity);
+            if !outcome.passed
+                && spec.blocking
+                && severity == AssetCheckSeverity::Error
+                && failure.is_none()
+            {
+                failure = Some(format!(
+                    "blocking check `{}` on `{}` failed",
+                    spec.name, spec.asset
+                ));
+            }
+            events.push(
+                self.event(EventData::CheckEvaluation(CheckEvaluation {
+                    check_name: spec.name.clone(),
+                    passed: outcome.passed,
+                    severity,
+                    blocking: spec.blocking,
+                    description: outcome.description,
+                    metadata: outcome.metadata,
+                }))
+                .asset(spec.asset.clone()),
+            );
         }
         if failure.is_none()
             && let Some((key, result)) = inline_results.first()

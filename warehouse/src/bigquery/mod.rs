@@ -75,12 +75,12 @@ pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()>
     })
 }
 
-/// DataFusion's physical optimizer rules, then [`crate::row_number::SortedRowNumber`] on the
+/// DataFusion's physical optimizer rules, then [`crate::sorted_window::SortedWindows`] on the
 /// final plan.
 fn physical_optimizer_rules()
 -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-    rules.push(Arc::new(crate::row_number::SortedRowNumber));
+    rules.push(Arc::new(crate::sorted_window::SortedWindows));
     rules
 }
 
