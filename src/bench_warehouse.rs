@@ -32,15 +32,10 @@ use serde_json::Value as Json;
 /// `rainbow bench warehouse`'s options.
 #[derive(Debug, clap::Args)]
 pub struct BenchWarehouseArgs {
-    /// Days of history.
-    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
-    days: u32,
-    /// Orders per average day (90 × 5,000 is the demo; 100 × 10,000 is one million orders).
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
-    orders_per_day: u32,
-    /// Generator seed.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// The history: the demo's by default (90 days × 5,000 orders); 100 × 10,000 is one
+    /// million orders.
+    #[command(flatten)]
+    history: crate::demo::DemoArgs,
     /// Timed builds of each engine.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
@@ -175,12 +170,12 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| temp.path().join("home"));
     std::fs::create_dir_all(&home)?;
     let start = NaiveDate::parse_from_str(pipeline::DEFAULT_START, "%Y-%m-%d")?;
-    let settings = crate::demo::demo_settings(&home, start, cli.days)?;
+    let settings = crate::demo::demo_settings(&home, start, cli.history.days)?;
     let options = GenerateOptions {
         start,
-        days: cli.days,
-        orders_per_day: cli.orders_per_day,
-        seed: cli.seed,
+        days: cli.history.days,
+        orders_per_day: cli.history.orders_per_day,
+        seed: cli.history.seed,
     };
     let generated = Instant::now();
     let report = replay(&home, &settings, &options, 8, &|| {}).await?;
@@ -302,8 +297,8 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
     let (r, d) = (median(secs(&ours)), median(secs(&theirs)));
     let json = serde_json::json!({
         "bench": "warehouse",
-        "days": cli.days,
-        "orders_per_day": cli.orders_per_day,
+        "days": cli.history.days,
+        "orders_per_day": cli.history.orders_per_day,
         "runs": cli.runs,
         "models": models.len(),
         "tests": peer_report["tests"],

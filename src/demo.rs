@@ -23,13 +23,13 @@ use rainbow_warehouse::Warehouse;
 pub struct DemoArgs {
     /// Days of history.
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
-    days: u32,
+    pub(crate) days: u32,
     /// Orders per average day.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
-    orders_per_day: u32,
+    pub(crate) orders_per_day: u32,
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// `rainbow bench pipeline`'s options.

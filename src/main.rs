@@ -88,10 +88,18 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|rt| rt.block_on(run(cli)));
     // exit_code recognizes a closed pipe (`rainbow demo | head`) by its io::Error, which
-    // anyhow's boxing hides: handed over as itself.
-    rainbow_engine::cli::exit_code(result.map_err(|e| match e.downcast::<std::io::Error>() {
-        Ok(io) => Box::new(io) as Box<dyn std::error::Error + Send + Sync>,
-        Err(other) => other.into(),
+    // anyhow's boxing hides: handed over as itself. Any other error keeps its context (a
+    // downcast would strip "cannot start …" from an io::Error).
+    rainbow_engine::cli::exit_code(result.map_err(|e| {
+        let closed_pipe = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+        if closed_pipe {
+            Box::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+                as Box<dyn std::error::Error + Send + Sync>
+        } else {
+            e.into()
+        }
     }))
 }
 
