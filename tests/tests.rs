@@ -12,6 +12,7 @@ mod daemon;
 mod dbt_packages;
 mod execution;
 mod extract;
+mod lake_s3;
 mod pipeline;
 mod recovery;
 mod seed_data;

@@ -250,10 +250,23 @@ pub async fn extract_day(
         Err(e) => return Err(store_error(e)),
     }
     let size = bytes.len() as u64;
-    store
-        .put(&location, bytes.into())
-        .await
-        .map_err(store_error)?;
+    // A new day is written only if absent (S3 `If-None-Match: *`, GCS `ifGenerationMatch=0`, an
+    // exclusive create locally): two extracts of the same day racing cannot both write, and
+    // the loser's rows are never silently replaced. Only reprocessing overwrites.
+    let mode = if reprocess {
+        object_store::PutMode::Overwrite
+    } else {
+        object_store::PutMode::Create
+    };
+    match store.put_opts(&location, bytes.into(), mode.into()).await {
+        Ok(_) => {}
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            return Err(AssetsError::Invalid(format!(
+                "{path} was written by another extract while this one ran: the master dataset is immutable; run again to compare with what was stored"
+            )));
+        }
+        Err(e) => return Err(store_error(e)),
+    }
     Ok(Extracted {
         path,
         rows: batch.num_rows() as u64,

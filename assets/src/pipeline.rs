@@ -451,7 +451,7 @@ pub async fn replay(
             report.extracts += started.elapsed();
             if !result.success() {
                 return Err(AssetsError::Invalid(format!(
-                    "the extract of {key} failed: see `rainbow run show {}`",
+                    "the extract of {key} failed: see `rainbow runs show {}`",
                     result.run_id
                 )));
             }
