@@ -21,24 +21,10 @@ TANSU="$("$RAINBOW_SVC_DIR/venv/bin/python" -c \
 
 KAFKA_PORT="${KAFKA_PORT:-19092}"
 TANSU_LOG="$(mktemp /tmp/rainbow-tansu.XXXXXX)"
-"$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --storage-engine memory://tansu/ >"$TANSU_LOG" 2>&1 &
-TANSU_PID=$!
-stop_tansu() {
-  kill "$TANSU_PID" >/dev/null 2>&1 || true
-  wait "$TANSU_PID" 2>/dev/null || true
-  rm -f "$TANSU_LOG"
-}
-RAINBOW_CLEANUPS="${RAINBOW_CLEANUPS:-} stop_tansu"
-trap 'for f in $RAINBOW_CLEANUPS; do "$f"; done' EXIT
-
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null; then break; fi
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null || {
-  echo "tansu did not start:"; cat "$TANSU_LOG"; exit 1;
-}
+# shellcheck source=service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service.sh"
+start_service tansu "$TANSU_LOG" "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/
+wait_for_port tansu "$KAFKA_PORT" "$TANSU_LOG"
 echo "==> Kafka-protocol broker (tansu $("$TANSU" --version 2>/dev/null | awk '{print $2}')) on 127.0.0.1:$KAFKA_PORT"
 export RAINBOW_TEST_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"

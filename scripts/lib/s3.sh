@@ -17,22 +17,9 @@ fi
 
 S3_PORT="${S3_PORT:-15000}"
 MOTO_LOG="$(mktemp /tmp/rainbow-moto.XXXXXX)"
-"$RAINBOW_SVC_DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT" >"$MOTO_LOG" 2>&1 &
-MOTO_PID=$!
-stop_moto() {
-  kill "$MOTO_PID" >/dev/null 2>&1 || true
-  wait "$MOTO_PID" 2>/dev/null || true
-  rm -f "$MOTO_LOG"
-}
-RAINBOW_CLEANUPS="${RAINBOW_CLEANUPS:-} stop_moto"
-trap 'for f in $RAINBOW_CLEANUPS; do "$f"; done' EXIT
-
-for _ in $(seq 1 200); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null; then break; fi
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null || {
-  echo "moto did not start:"; cat "$MOTO_LOG"; exit 1;
-}
+# shellcheck source=service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/service.sh"
+start_service moto "$MOTO_LOG" "$RAINBOW_SVC_DIR/venv/bin/moto_server" -H 127.0.0.1 -p "$S3_PORT"
+wait_for_port moto "$S3_PORT" "$MOTO_LOG"
 echo "==> S3 emulator (moto $("$RAINBOW_SVC_DIR/venv/bin/python" -c 'import moto; print(moto.__version__)')) on 127.0.0.1:$S3_PORT"
 export RAINBOW_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
