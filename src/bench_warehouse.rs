@@ -43,7 +43,7 @@ pub struct BenchWarehouseArgs {
     /// the end. A directory holding this history already is reused (nothing generated).
     #[arg(long = "bench-home")]
     bench_home: Option<PathBuf>,
-    /// A Python with `duckdb` and `sqlglot==30.30.0` (scripts/lib/duckdb_peer.sh makes one).
+    /// A Python with `duckdb` and `sqlglot==30.30.0` (scripts/lib/dbt.sh installs one for the tests).
     #[arg(long, env = "RAINBOW_BENCH_PYTHON", default_value = "python3")]
     python: PathBuf,
     /// DuckDB's threads; default the machine's cores (DataFusion's default too).

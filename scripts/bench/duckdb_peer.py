@@ -13,7 +13,7 @@ thread count, and a few results for the caller to compare with its own (total sa
 amount, the payment distribution).
 
 Usage: python duckdb_peer.py --target DIR --lake DIR --db FILE [--threads N]
-Needs `duckdb` and `sqlglot==30.30.0` (scripts/lib/duckdb_peer.sh installs them into a venv).
+Needs `duckdb` and `sqlglot==30.30.0` (scripts/lib/dbt.sh installs them into the test peers' venv).
 """
 
 import argparse

@@ -56,6 +56,14 @@ impl Warehouse {
             return Err(self.unknown(&missing));
         }
         match statement {
+            // Only a query is explained: DataFusion would print "not implemented" as a plan row
+            // for a write, which reads like a result.
+            Statement::Explain { statement, .. } if !matches!(*statement, Statement::Query(_)) => {
+                return Err(unsupported(
+                    context,
+                    "EXPLAIN takes a query (SELECT or WITH …): a model's plan is its query's",
+                ));
+            }
             // DataFusion's own plans (`EXPLAIN [ANALYZE] <query>`): the tool for profiling a model.
             Statement::Query(_) | Statement::Explain { .. } => {
                 let plan = self.plan_statement(statement, context).await?;

@@ -177,6 +177,21 @@ async fn bad_sql_names_the_problem() {
         .await
         .expect_err("unknown");
     assert!(err.to_string().contains("order"), "{err}");
+    // EXPLAIN ANALYZE runs a query and shows each operator's metrics; EXPLAIN of a write is an
+    // error, not a "not implemented" row that reads like a result.
+    let plan = wh
+        .execute("EXPLAIN ANALYZE SELECT COUNT(*) FROM main.orders", "q")
+        .await
+        .expect("explain");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .expect("format")
+        .to_string();
+    assert!(text.contains("output_rows=1"), "{text}");
+    let err = wh
+        .execute("EXPLAIN CREATE TABLE main.x AS SELECT 1 AS id", "q")
+        .await
+        .expect_err("explain of a write");
+    assert!(err.to_string().contains("EXPLAIN takes a query"), "{err}");
 }
 
 #[tokio::test]
