@@ -26,7 +26,6 @@ use chrono::NaiveDate;
 use rainbow_assets::generate::GenerateOptions;
 use rainbow_assets::pipeline::{self, replay};
 use rainbow_warehouse::Warehouse;
-use rainbow_warehouse::datafusion::arrow::array::AsArray as _;
 use serde_json::Value as Json;
 
 /// `rainbow bench warehouse`'s options.
@@ -128,37 +127,28 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The peer script, written next to the history (the binary carries it: no checkout needed).
 const PEER: &str = include_str!("../scripts/bench/duckdb_peer.py");
 
-/// Every model's row count and the fact table's totals, as the peer reports them.
+/// Every model's row count and the fact table's totals (units, amount in đồng), as the peer
+/// reports them.
 async fn rainbow_results(warehouse: &str, models: &[String]) -> Result<(Json, i64, String)> {
     let warehouse = Warehouse::open(warehouse, "main").await?;
     let mut rows = serde_json::Map::new();
     for model in models {
-        let batches = warehouse
-            .query(&format!("SELECT COUNT(*) FROM {model}"), "bench")
+        let count = warehouse
+            .count(&format!("SELECT COUNT(*) FROM {model}"), "bench")
             .await?;
-        let count = batches
-            .first()
-            .map(|b| {
-                b.column(0)
-                    .as_primitive::<rainbow_warehouse::datafusion::arrow::datatypes::Int64Type>()
-                    .value(0)
-            })
-            .context("row count")?;
         rows.insert(model.clone(), Json::from(count));
     }
-    let batches = warehouse
-        .query(
-            "SELECT SUM(sales_quantity), CAST(SUM(extended_sales_amount) AS STRING) FROM main_warehouse.fact_sales",
+    let fact = "main_warehouse.fact_sales";
+    let units = warehouse
+        .count(&format!("SELECT SUM(sales_quantity) FROM {fact}"), "bench")
+        .await?;
+    let amount = warehouse
+        .count(
+            &format!("SELECT SUM(extended_sales_amount) FROM {fact}"),
             "bench",
         )
         .await?;
-    let batch = batches.first().context("fact_sales totals")?;
-    let units = batch
-        .column(0)
-        .as_primitive::<rainbow_warehouse::datafusion::arrow::datatypes::Int64Type>()
-        .value(0);
-    let amount = batch.column(1).as_string::<i32>().value(0).to_owned();
-    Ok((Json::Object(rows), units, amount))
+    Ok((Json::Object(rows), units, amount.to_string()))
 }
 
 /// `rainbow bench warehouse`.
@@ -221,11 +211,9 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
 
     let peer = home.join("duckdb_peer.py");
     std::fs::write(&peer, PEER)?;
-    let threads = cli.duckdb_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(std::num::NonZero::get)
-            .unwrap_or(1)
-    });
+    let threads = cli
+        .duckdb_threads
+        .unwrap_or_else(rainbow_engine::process::cores);
     let warehouse_dir = Path::new(&settings.warehouse);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     let mut peer_report = Json::Null;

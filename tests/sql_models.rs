@@ -24,6 +24,35 @@ async fn run(root: &Path, wh: &Warehouse, verb: Verb, options: &RunOptions) -> R
         .expect("run")
 }
 
+/// Run options whose `run_started_at` is `rfc3339` (snapshot times in the tests).
+fn started_at(rfc3339: &str) -> RunOptions {
+    RunOptions {
+        run_started_at: Some(
+            chrono::DateTime::parse_from_rfc3339(rfc3339)
+                .expect("time")
+                .with_timezone(&chrono::Utc),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Replaces `raw.items` with `source` (a query), then snapshots at `rfc3339`; every result of
+/// the run must pass (`step` names it in the failure).
+async fn snapshot_items(root: &Path, wh: &Warehouse, source: &str, rfc3339: &str, step: usize) {
+    wh.execute(
+        &format!("CREATE OR REPLACE TABLE raw.items AS {source}"),
+        "source",
+    )
+    .await
+    .expect("source");
+    let summary = run(root, wh, Verb::Snapshot, &started_at(rfc3339)).await;
+    assert!(
+        failures(&summary).is_empty(),
+        "step {step}: {:?}",
+        failures(&summary)
+    );
+}
+
 fn failures(summary: &RunSummary) -> Vec<String> {
     summary
         .results
@@ -532,14 +561,7 @@ async fn snapshots_keep_scd2_history_version_by_version() {
             "CREATE OR REPLACE TABLE raw.products AS SELECT id, name, CAST(price AS NUMERIC) AS price, CAST(updated_at AS TIMESTAMP) AS updated_at FROM ({rows}) AS p"
         )
     };
-    let day = |d: u32| RunOptions {
-        run_started_at: Some(
-            chrono::DateTime::parse_from_rfc3339(&format!("2024-01-0{d}T23:00:00Z"))
-                .expect("time")
-                .with_timezone(&chrono::Utc),
-        ),
-        ..Default::default()
-    };
+    let day = |d: u32| started_at(&format!("2024-01-0{d}T23:00:00Z"));
     let steps = [
         // Day 1: two products.
         "SELECT 1 AS id, 'lamp' AS name, 10 AS price, '2024-01-01 08:00:00' AS updated_at UNION ALL SELECT 2, 'desk', 200, '2024-01-01 08:00:00'",
@@ -635,27 +657,8 @@ async fn snapshots_with_hard_deletes_give_dbts_rows_in_every_strategy_and_mode()
         format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")), // 2 changed
     ];
     for (i, step) in steps.iter().enumerate() {
-        wh.execute(
-            &format!("CREATE OR REPLACE TABLE raw.items AS {step}"),
-            "source",
-        )
-        .await
-        .expect("source");
-        let at = RunOptions {
-            run_started_at: Some(
-                chrono::DateTime::parse_from_rfc3339(&format!("2024-02-0{}T00:00:00Z", i + 1))
-                    .expect("time")
-                    .with_timezone(&chrono::Utc),
-            ),
-            ..Default::default()
-        };
-        let summary = run(r, &wh, Verb::Snapshot, &at).await;
-        assert!(
-            failures(&summary).is_empty(),
-            "step {}: {:?}",
-            i + 1,
-            failures(&summary)
-        );
+        let at = format!("2024-02-0{}T00:00:00Z", i + 1);
+        snapshot_items(r, &wh, step, &at, i + 1).await;
     }
     // Times as dates: u1 = 01-01, u5 = 01-20, T<n> = 02-0<n>.
     let history = |name: &str, deleted: bool| {
@@ -905,14 +908,7 @@ async fn check_strategy_snapshots_compare_the_checked_columns() {
         "{% snapshot sellers_snapshot %}\n{{ config(target_schema='snapshots', unique_key='id', strategy='check', check_cols=['city']) }}\nselect * from {{ source('raw', 'sellers') }}\n{% endsnapshot %}\n",
     );
     let wh = warehouse(r).await;
-    let at = |t: &str| RunOptions {
-        run_started_at: Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .expect("time")
-                .with_timezone(&chrono::Utc),
-        ),
-        ..Default::default()
-    };
+    let at = started_at;
     wh.execute(
         "CREATE TABLE raw.sellers AS SELECT 1 AS id, 'Hanoi' AS city, 'x' AS note",
         "s",
@@ -1556,27 +1552,8 @@ async fn snapshots_follow_source_columns_and_unit_tests_expect_nothing() {
         "SELECT 1 AS id, 'x' AS extra",
     ];
     for (i, step) in steps.iter().enumerate() {
-        wh.execute(
-            &format!("CREATE OR REPLACE TABLE raw.items AS {step}"),
-            "source",
-        )
-        .await
-        .expect("source");
-        let at = RunOptions {
-            run_started_at: Some(
-                chrono::DateTime::parse_from_rfc3339(&format!("2024-03-0{}T00:00:00Z", i + 1))
-                    .expect("time")
-                    .with_timezone(&chrono::Utc),
-            ),
-            ..Default::default()
-        };
-        let s = run(r, &wh, Verb::Snapshot, &at).await;
-        assert!(
-            failures(&s).is_empty(),
-            "step {}: {:?}",
-            i + 1,
-            failures(&s)
-        );
+        let at = format!("2024-03-0{}T00:00:00Z", i + 1);
+        snapshot_items(r, &wh, step, &at, i + 1).await;
     }
     assert_eq!(
         rows(&wh, "select id, v, extra, format_timestamp('%d', dbt_valid_from), coalesce(format_timestamp('%d', dbt_valid_to), 'open') from snapshots.items_snapshot order by dbt_valid_from").await,

@@ -176,7 +176,7 @@ pub fn parse_vars(text: Option<&str>) -> Result<BTreeMap<String, Json>> {
 /// model's build waits on file I/O and its Delta commit as much as it computes
 /// (BENCHMARKS.md: 1,000 models on 2 cores take 3.4 s with 2 threads, 2.1 s with 4).
 fn default_threads() -> usize {
-    (2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get)).max(4)
+    (2 * rainbow_engine::process::cores()).max(4)
 }
 
 impl ProjectArgs {
@@ -361,7 +361,9 @@ fn result_line(r: &NodeResult, i: usize, total: usize, width: usize) -> String {
     )
 }
 
-fn parse_or_compile(dir: &Path, args: &CompileArgs, write_compiled: bool) -> Result<ExitCode> {
+/// The project in `dir` and the compile options `parse`/`compile` take from their flags (vars,
+/// target type; `run_started_at` now).
+fn load_for_compile(dir: &Path, args: &CompileArgs) -> Result<(Project, crate::CompileOptions)> {
     let project = Project::load(dir)?;
     let options = crate::CompileOptions {
         target_type: args.target_type.clone(),
@@ -369,6 +371,11 @@ fn parse_or_compile(dir: &Path, args: &CompileArgs, write_compiled: bool) -> Res
         run_started_at: chrono::Utc::now().to_rfc3339(),
         ..Default::default()
     };
+    Ok((project, options))
+}
+
+fn parse_or_compile(dir: &Path, args: &CompileArgs, write_compiled: bool) -> Result<ExitCode> {
+    let (project, options) = load_for_compile(dir, args)?;
     let mut manifest = crate::parse(&project, &options)?;
     let count = |k: crate::NodeKind| manifest.nodes.iter().filter(|n| n.kind == k).count();
     let summary = format!(
@@ -584,13 +591,7 @@ fn selection(args: &VerbArgs) -> Result<(Vec<String>, Vec<String>), DbtError> {
 /// `target/compiled`, with a warning.
 async fn compile_command(global: &GlobalArgs, args: &CompileArgs) -> Result<ExitCode> {
     let dir = &args.project.project_dir;
-    let project = Project::load(dir)?;
-    let options = crate::CompileOptions {
-        target_type: args.target_type.clone(),
-        vars: parse_vars(args.vars.as_deref())?,
-        run_started_at: chrono::Utc::now().to_rfc3339(),
-        ..Default::default()
-    };
+    let (project, options) = load_for_compile(dir, args)?;
     let mut manifest = crate::parse(&project, &options)?;
     crate::compile(&mut manifest);
     let tests = crate::data_tests(&project, &manifest, &options)?;

@@ -779,11 +779,7 @@ impl SqlProject {
 /// 4.2–4.4 s).
 fn warehouse_pool() -> &'static tokio::sync::Semaphore {
     static POOL: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-        )
-    })
+    POOL.get_or_init(|| tokio::sync::Semaphore::new(rainbow_engine::process::cores()))
 }
 
 /// The asset definition building node `name` from this run's compilation.

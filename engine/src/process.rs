@@ -1,5 +1,5 @@
-//! This process's identity — a worker id fixed at first use, the host name — and whether a
-//! process is alive: what runs record about who executes them (storage) and what the monitor
+//! This process's identity — a worker id fixed at first use, the host name, the cores it may
+//! use — and whether a process is alive: what runs record about who executes them (storage) and what the monitor
 //! checks to find runs whose process died.
 
 /// An id for this process, fixed at first use: stored on runs so a later process that happens
@@ -7,6 +7,14 @@
 pub fn worker_id() -> &'static str {
     static WORKER_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     WORKER_ID.get_or_init(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// The cores this process may use (`available_parallelism`: CPU affinity and cgroup quota), read
+/// once — on Linux each call reads the cgroup files, too slow for every step of a run; 1 if
+/// unknown.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
 }
 
 /// This machine's host name.

@@ -357,7 +357,7 @@ impl StepRun {
         // check, not the step); results are recorded in declaration order. Up to one per core:
         // a SQL step's data tests are independent queries (issue 17: the 13 of fact_sales ran
         // one after another on an otherwise idle machine).
-        let ahead = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let ahead = crate::process::cores();
         let mut tasks: Vec<Option<tokio::task::JoinHandle<_>>> = std::iter::repeat_with(|| None)
             .take(selected.len())
             .collect();
