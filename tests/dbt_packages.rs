@@ -12,13 +12,13 @@ use serde_json::Value as Json;
 
 const RAINBOW: &str = env!("CARGO_BIN_EXE_rainbow");
 
-fn write(root: &Path, path: &str, text: &str) {
+pub(crate) fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
     std::fs::write(p, text).expect("write");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
         let entry = entry.expect("entry");
@@ -32,7 +32,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Runs `rainbow` in `dir` (its state under `dir/.rainbow`): success and stdout + stderr.
-fn rainbow(dir: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn rainbow(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(RAINBOW)
         .args(args)
         .current_dir(dir)
@@ -233,7 +233,7 @@ fn packages_dispatch_builtins_and_unit_tests_on_a_project() {
 
 /// A cell as both sides print it: numbers to 6 decimals (integers as such), times as
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, booleans and NULL as words.
-fn normalized(v: &Json) -> String {
+pub(crate) fn normalized(v: &Json) -> String {
     match v {
         Json::Null => "NULL".into(),
         Json::Bool(b) => b.to_string(),
@@ -244,6 +244,15 @@ fn normalized(v: &Json) -> String {
             } else {
                 format!("{f:.6}")
             }
+        }
+        // A decimal as text (BigQuery's NUMERIC in JSON): as the number.
+        Json::String(s)
+            if !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+                && s.parse::<f64>().is_ok() =>
+        {
+            normalized(&serde_json::json!(s.parse::<f64>().unwrap_or(f64::NAN)))
         }
         Json::String(s) => {
             let t = s.trim_end_matches('Z').replacen('T', " ", 1);
@@ -257,7 +266,22 @@ fn normalized(v: &Json) -> String {
     }
 }
 
-fn rows_of(json: &[Json], columns: &[String]) -> Vec<String> {
+/// `actual` and `expected` hold the same rows (in any order) over `expected`'s columns, values
+/// compared as [`normalized`].
+pub(crate) fn assert_same_rows(model: &str, actual: &[Json], expected: &[Json]) {
+    let columns: Vec<String> = expected
+        .first()
+        .and_then(Json::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_else(|| panic!("{model}: no expected rows"));
+    let (a, e) = (rows_of(actual, &columns), rows_of(expected, &columns));
+    assert_eq!(a.len(), e.len(), "{model}: row count");
+    for (x, y) in a.iter().zip(&e) {
+        assert_eq!(x, y, "{model}: columns {columns:?}");
+    }
+}
+
+pub(crate) fn rows_of(json: &[Json], columns: &[String]) -> Vec<String> {
     let mut rows: Vec<String> = json
         .iter()
         .map(|r| {
@@ -367,11 +391,6 @@ print(json.dumps(out))
         "supplies",
     ] {
         let expected = theirs[model].as_array().expect("rows");
-        let columns: Vec<String> = expected
-            .first()
-            .and_then(Json::as_object)
-            .map(|o| o.keys().cloned().collect())
-            .expect("columns");
         let (ok, out) = rainbow(
             &ours,
             &[
@@ -383,11 +402,7 @@ print(json.dumps(out))
         );
         assert!(ok, "{out}");
         let actual: Vec<Json> = serde_json::from_str(out.trim()).expect("json rows");
-        let (a, e) = (rows_of(&actual, &columns), rows_of(expected, &columns));
-        assert_eq!(a.len(), e.len(), "{model}: row count");
-        for (x, y) in a.iter().zip(&e) {
-            assert_eq!(x, y, "{model}: columns {columns:?}");
-        }
+        assert_same_rows(model, &actual, expected);
     }
     // The time spine ends today (America/Los_Angeles, the project's dbt_date:time_zone): its
     // length comes from a query dbt_date runs while rendering.

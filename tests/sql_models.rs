@@ -1118,7 +1118,7 @@ async fn sql_models_and_rust_assets_share_one_graph() {
 }
 
 #[test]
-fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
+fn profiles_pick_the_schema_and_check_bigquery_targets() {
     let dir = shop();
     let r = dir.path();
     let bin = env!("CARGO_BIN_EXE_rainbow");
@@ -1156,7 +1156,8 @@ fn profiles_pick_the_schema_and_refuse_bigquery_targets_for_now() {
     let out = build(&["--target", "prod"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("BigQuery target: not supported yet"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("profiles.yml: target `prod`: a BigQuery target needs `project:`"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

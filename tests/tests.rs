@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod backfills;
 mod batch;
+mod bigquery;
 mod browser;
 mod cli;
 mod daemon;

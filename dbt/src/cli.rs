@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Subcommand, ValueEnum};
@@ -126,6 +127,9 @@ pub enum DbtCommand {
     Parse(CompileArgs),
     /// Compile the dbt project: `target/compiled/` (models and tests) and the manifest.
     Compile(CompileArgs),
+    /// BigQuery dry runs: the bytes each model would scan (nothing runs, nothing is billed),
+    /// against the target's `maximum_bytes_billed`. `--select` takes model names here.
+    Plan(VerbArgs),
     /// Run BigQuery SQL on the warehouse (every model and seed visible by its name).
     Query {
         /// The project and its target (for the warehouse's location and schema).
@@ -225,13 +229,32 @@ pub async fn run(
         }
         DbtCommand::Parse(a) => return parse_or_compile(&a.project.project_dir, a, false),
         DbtCommand::Compile(a) => return compile_command(global, a).await,
+        DbtCommand::Plan(a) => return plan_command(global, a).await,
         DbtCommand::Query {
             project: args,
             sql,
             format,
         } => {
             let warehouse = if args.project_dir.join("dbt_project.yml").exists() {
-                args.sql_project(global)?.warehouse().await?.clone()
+                let project = args.sql_project(global)?;
+                if let Some(target) = project.bigquery_target() {
+                    // On BigQuery: unqualified names resolve in the target's dataset.
+                    let bq = rainbow_bigquery::BigQuery::connect(target.clone()).await?;
+                    let options = rainbow_bigquery::JobOptions {
+                        context: "query".into(),
+                        read_rows: true,
+                        default_dataset: Some(target.dataset.clone()),
+                        ..Default::default()
+                    };
+                    let result = bq.run(sql, &options).await?;
+                    let batches = bigquery_batches(&result)?;
+                    print_batches(&batches, *format).map_err(|e| DbtError::Io {
+                        path: PathBuf::from("<stdout>"),
+                        source: e,
+                    })?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                project.warehouse().await?.clone()
             } else {
                 let location = args.warehouse.clone().unwrap_or_else(|| {
                     global.home.join("warehouse").to_string_lossy().into_owned()
@@ -448,6 +471,148 @@ fn print_batches(
     Ok(())
 }
 
+/// `rainbow plan`: every selected model's SQL as a BigQuery dry run, its bytes, and the total.
+async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> {
+    let mut sql_project = args.project.sql_project(global)?;
+    for (name, value) in parse_vars(args.vars.as_deref())? {
+        sql_project = sql_project.var(name, value);
+    }
+    let Some(target) = sql_project.bigquery_target().cloned() else {
+        return Err(DbtError::Input {
+            location: "plan".into(),
+            message: "plan estimates what BigQuery would scan; this project's target is the embedded warehouse (pick a `type: bigquery` target with --target)".into(),
+        });
+    };
+    let project = Project::load(&args.project.project_dir)?;
+    let bq = rainbow_bigquery::BigQuery::connect(target.clone()).await?;
+    let mut options = sql_project.compile_options(BTreeMap::new());
+    options.full_refresh = args.full_refresh;
+    let mut manifest = crate::parse(&project, &options)?;
+    for n in &manifest.nodes {
+        if n.kind == crate::NodeKind::Model
+            && n.materialized() == "incremental"
+            && !crate::materialize::full_refresh_of(n, args.full_refresh)
+            && bq
+                .relation(&n.schema, &n.relation)
+                .await?
+                .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table)
+        {
+            options.incremental.insert(n.name.clone());
+        }
+    }
+    if !options.incremental.is_empty() {
+        manifest = crate::parse(&project, &options)?;
+    }
+    crate::compile(&mut manifest);
+    let mut out = std::io::stdout().lock();
+    let io = |source| DbtError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    };
+    writeln!(
+        out,
+        "{:<40} {:<12} {:>16}  NOTE",
+        "MODEL", "MATERIALIZED", "BYTES"
+    )
+    .map_err(io)?;
+    let (mut total, mut failed) = (0u64, false);
+    for node in manifest.nodes.iter().filter(|n| {
+        n.kind == crate::NodeKind::Model
+            && n.materialized() != "ephemeral"
+            && (args.select.is_empty() || args.select.contains(&n.name))
+    }) {
+        let sql = node.compiled.clone().unwrap_or_default();
+        let mut jobs = crate::bigquery::Jobs::new(&bq, &node.name, "plan");
+        let (bytes, note) = match jobs.dry_run(&sql, &node.path).await {
+            Ok(bytes) => {
+                total += bytes;
+                let over = target.maximum_bytes_billed.is_some_and(|max| bytes > max);
+                failed |= over;
+                (
+                    bytes.to_string(),
+                    if over {
+                        "over maximum_bytes_billed"
+                    } else {
+                        ""
+                    }
+                    .to_owned(),
+                )
+            }
+            Err(e) => {
+                failed = true;
+                ("-".to_owned(), e.to_string())
+            }
+        };
+        let name = format!("{}.{}", node.schema, node.relation);
+        writeln!(
+            out,
+            "{name:<40} {:<12} {bytes:>16}  {note}",
+            node.materialized()
+        )
+        .map_err(io)?;
+    }
+    writeln!(out, "{:<40} {:<12} {total:>16}", "TOTAL", "").map_err(io)?;
+    if let Some(max) = target.maximum_bytes_billed {
+        writeln!(out, "maximum_bytes_billed: {max} per job").map_err(io)?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A BigQuery job's rows as one record batch: INT64, FLOAT64 and BOOL columns keep their type;
+/// every other column is BigQuery's text (arrays and structs as JSON).
+fn bigquery_batches(
+    result: &rainbow_bigquery::JobResult,
+) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    use serde_json::Value as Json;
+    let kind = |t: &str| match t {
+        "INT64" => DataType::Int64,
+        "FLOAT64" => DataType::Float64,
+        "BOOL" => DataType::Boolean,
+        _ => DataType::Utf8,
+    };
+    let schema = Arc::new(Schema::new(
+        result
+            .columns
+            .iter()
+            .map(|c| Field::new(&c.name, kind(&c.data_type), true))
+            .collect::<Vec<_>>(),
+    ));
+    let rows: Vec<serde_json::Map<String, Json>> = result
+        .rows
+        .iter()
+        .map(|row| {
+            (result.columns.iter().zip(row))
+                .map(|(c, v)| {
+                    let v = match (kind(&c.data_type), v) {
+                        (DataType::Utf8, Json::Array(_) | Json::Object(_)) => {
+                            Json::from(v.to_string())
+                        }
+                        (DataType::Utf8, Json::Number(n)) => Json::from(n.to_string()),
+                        // `NaN`, `Infinity` in a FLOAT64 column stay text: shown as NULL.
+                        (DataType::Float64, Json::String(_)) => Json::Null,
+                        _ => v.clone(),
+                    };
+                    (c.name.clone(), v)
+                })
+                .collect()
+        })
+        .collect();
+    let error = |e: arrow::error::ArrowError| DbtError::Input {
+        location: "query".into(),
+        message: format!("reading BigQuery's rows: {e}"),
+    };
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(error)?;
+    decoder.serialize(&rows).map_err(error)?;
+    Ok(decoder.flush().map_err(error)?.into_iter().collect())
+}
+
 /// Runs a dbt benchmark; prints one JSON line last.
 pub async fn bench(command: &BenchCommand) -> Result<ExitCode> {
     match command {
@@ -591,15 +756,22 @@ fn selection(args: &VerbArgs) -> Result<(Vec<String>, Vec<String>), DbtError> {
 /// `target/compiled`, with a warning.
 async fn compile_command(global: &GlobalArgs, args: &CompileArgs) -> Result<ExitCode> {
     let dir = &args.project.project_dir;
-    let (project, options) = load_for_compile(dir, args)?;
+    let (project, mut options) = load_for_compile(dir, args)?;
+    // A BigQuery target's SQL names relations `project.dataset.table`, as it will run.
+    let sql_project = args.project.sql_project(global)?;
+    if sql_project.bigquery_target().is_some() {
+        let target = sql_project.compile_options(BTreeMap::new());
+        options.target_type = target.target_type;
+        options.target_schema = target.target_schema;
+        options.database = target.database;
+    }
     let mut manifest = crate::parse(&project, &options)?;
     crate::compile(&mut manifest);
     let tests = crate::data_tests(&project, &manifest, &options)?;
     if manifest.nodes.iter().any(|n| n.needs_execute) {
-        let warehouse = args.project.sql_project(global)?.warehouse().await?.clone();
         let mut executing = options.clone();
         executing.execute = true;
-        executing.query = Some(crate::sql_project::warehouse_query(warehouse));
+        executing.query = Some(sql_project.query_fn().await?);
         let project = std::sync::Arc::new(project);
         let parsed = std::sync::Arc::new(manifest.clone());
         for node in manifest.nodes.iter_mut().filter(|n| n.needs_execute) {

@@ -91,6 +91,26 @@ impl Node {
                 _ => "view",
             })
     }
+
+    /// A model `name` of SQL `sql` in `models/<name>.sql`, schema `main` (for tests).
+    #[cfg(test)]
+    pub(crate) fn test_model(name: &str, sql: &str) -> Node {
+        Node {
+            kind: NodeKind::Model,
+            name: name.to_owned(),
+            path: format!("models/{name}.sql"),
+            config: BTreeMap::new(),
+            refs: Vec::new(),
+            sources: Vec::new(),
+            schema: "main".to_owned(),
+            relation: name.to_owned(),
+            compiled: Some(sql.to_owned()),
+            rendered: None,
+            parts_read: false,
+            package: None,
+            needs_execute: false,
+        }
+    }
 }
 
 /// Settings of a parse or compile.
@@ -122,6 +142,10 @@ pub struct CompileOptions {
     pub invocation_id: String,
     /// `--full-refresh` (dbt's `flags.FULL_REFRESH`).
     pub full_refresh: bool,
+    /// The target's database (BigQuery's project, `target.database`): relations then compile
+    /// to `` `project.dataset.table` ``, as dbt-bigquery quotes them; `None` on the embedded
+    /// warehouse (`schema.table`).
+    pub database: Option<String>,
 }
 
 impl Default for CompileOptions {
@@ -130,6 +154,7 @@ impl Default for CompileOptions {
             target_name: "dev".into(),
             target_type: "datafusion".into(),
             target_schema: "main".into(),
+            database: None,
             vars: BTreeMap::new(),
             run_started_at: String::new(),
             incremental: BTreeSet::new(),
@@ -152,6 +177,9 @@ pub struct Manifest {
     pub nodes: Vec<Node>,
     /// Declared sources: `source.table` -> `schema.table`.
     pub sources: BTreeMap<String, String>,
+    /// The target's database (see [`CompileOptions::database`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 /// dbt's default `generate_schema_name`: `<target schema>_<custom schema>`, or the target
@@ -697,6 +725,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
     }
     let mut manifest = Manifest {
         project: project.file.name.clone(),
+        database: options.database.clone(),
         nodes,
         sources,
     };
@@ -900,6 +929,9 @@ pub(crate) fn relations(manifest: &Manifest) -> Relations {
         .collect();
     for (k, v) in &manifest.sources {
         relations.insert(format!("source:{k}"), v.clone());
+    }
+    if let Some(database) = &manifest.database {
+        relations.insert(jinja::DATABASE_KEY.to_owned(), database.clone());
     }
     relations
 }

@@ -100,6 +100,10 @@ pub enum DbtError {
     /// the warehouse's error is large.
     #[error(transparent)]
     Warehouse(Box<rainbow_warehouse::WarehouseError>),
+    /// BigQuery failed (a job BigQuery rejected, naming the node's file and the job; an API
+    /// call; credentials); boxed.
+    #[error(transparent)]
+    BigQuery(Box<rainbow_bigquery::BigQueryError>),
     /// The engine failed (declaring the project's assets, run storage); boxed.
     #[error(transparent)]
     Engine(Box<rainbow_engine::Error>),
@@ -108,6 +112,12 @@ pub enum DbtError {
 impl From<rainbow_warehouse::WarehouseError> for DbtError {
     fn from(e: rainbow_warehouse::WarehouseError) -> Self {
         DbtError::Warehouse(Box::new(e))
+    }
+}
+
+impl From<rainbow_bigquery::BigQueryError> for DbtError {
+    fn from(e: rainbow_bigquery::BigQueryError) -> Self {
+        DbtError::BigQuery(Box::new(e))
     }
 }
 

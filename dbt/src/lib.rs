@@ -12,6 +12,7 @@
 //! files ─load─► Project ─parse (Jinja, once)─► Manifest ─compile─► SQL per node + DataTests
 //!   SqlProject::declare ─► AssetDefinitions (+ checks) ─► engine AssetGraph ─► Executor run
 //!   each step: compiled once per run ─► materialize::build_node ─► rainbow-warehouse
+//!                                     (a BigQuery target: bigquery::build_node ─► rainbow-bigquery)
 //! ```
 //!
 //! Invariants: parsing never executes SQL; one compilation per run and partition-variable set
@@ -19,6 +20,7 @@
 //! rendering read `execute` (dbt's introspection: `statement`, `run_query`, `adapter`
 //! methods) or a unit test overrides its vars, and a ref first seen then is an error.
 
+pub mod bigquery;
 pub mod cli;
 pub mod compile;
 pub mod data_tests;

@@ -154,6 +154,64 @@ pub(crate) fn unique_key(node: &Node) -> Result<Vec<String>> {
     }
 }
 
+/// The node's `pre_hook`s (`when` = `pre`) or `post_hook`s, either spelling (`pre-hook`).
+pub(crate) fn node_hooks(node: &Node, when: &str) -> Vec<String> {
+    let mut all = hooks(node, &format!("{when}_hook"));
+    all.extend(hooks(node, &format!("{when}-hook")));
+    all
+}
+
+/// The error for a `materialized` config no materialization has.
+pub(crate) fn unknown_materialization(node: &Node, other: &str) -> DbtError {
+    config_error(
+        node,
+        "materialized",
+        format!("unknown materialization `{other}` (view, table, incremental, ephemeral)"),
+    )
+}
+
+/// Whether an incremental model is rebuilt whole (no table yet, or a full refresh), after
+/// checking that its table still is as when the run compiled it (its `is_incremental()` SQL
+/// would be wrong otherwise); then, for an incremental run, its strategy — `incremental_strategy`,
+/// by default `merge` with a `unique_key` and `append` without — and its keys.
+pub(crate) fn incremental_plan(
+    node: &Node,
+    exists: bool,
+    options: BuildOptions<'_>,
+) -> Result<Option<(String, Vec<String>)>> {
+    let full_refresh = full_refresh_of(node, options.full_refresh);
+    if !full_refresh && exists != options.compiled_incremental {
+        return Err(config_error(
+            node,
+            "materialized",
+            format!(
+                "the table {}.{} {} since this run compiled the model; run again",
+                node.schema,
+                node.relation,
+                if exists { "appeared" } else { "vanished" }
+            ),
+        ));
+    }
+    if !exists || full_refresh {
+        return Ok(None);
+    }
+    if node.config.contains_key("incremental_predicates") {
+        return Err(config_error(
+            node,
+            "incremental_predicates",
+            "not supported yet (the merge would ignore them)",
+        ));
+    }
+    let keys = unique_key(node)?;
+    let strategy = node
+        .config
+        .get("incremental_strategy")
+        .and_then(Json::as_str)
+        .unwrap_or(if keys.is_empty() { "append" } else { "merge" })
+        .to_owned();
+    Ok(Some((strategy, keys)))
+}
+
 fn hooks(node: &Node, key: &str) -> Vec<String> {
     match node.config.get(key) {
         Some(Json::String(s)) => vec![s.clone()],
@@ -178,12 +236,9 @@ async fn model(
     let sql = node.compiled.clone().unwrap_or_default();
     // SQL errors give lines of the compiled SQL (`rainbow compile` writes it), not the file's.
     let context = compiled_context(node);
-    for hook in hooks(node, "pre_hook")
-        .iter()
-        .chain(&hooks(node, "pre-hook"))
-    {
+    for hook in node_hooks(node, "pre") {
         warehouse
-            .execute(hook, &format!("{context} pre-hook"))
+            .execute(&hook, &format!("{context} pre-hook"))
             .await?;
     }
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
@@ -205,20 +260,11 @@ async fn model(
             }
         }
         "incremental" => incremental(warehouse, node, &sql, options).await?,
-        other => {
-            return Err(config_error(
-                node,
-                "materialized",
-                format!("unknown materialization `{other}` (view, table, incremental, ephemeral)"),
-            ));
-        }
+        other => return Err(unknown_materialization(node, other)),
     };
-    for hook in hooks(node, "post_hook")
-        .iter()
-        .chain(&hooks(node, "post-hook"))
-    {
+    for hook in node_hooks(node, "post") {
         warehouse
-            .execute(hook, &format!("{context} post-hook"))
+            .execute(&hook, &format!("{context} post-hook"))
             .await?;
         // A post-hook may change the table: its rows are counted afresh.
         built.rows = None;
@@ -234,19 +280,9 @@ async fn incremental(
 ) -> Result<Built> {
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let exists = warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table);
-    let full_refresh = full_refresh_of(node, options.full_refresh);
-    if !full_refresh && exists != options.compiled_incremental {
-        return Err(config_error(
-            node,
-            "materialized",
-            format!(
-                "the table {schema}.{name} {} since this run compiled the model; run again",
-                if exists { "appeared" } else { "vanished" }
-            ),
-        ));
-    }
+    let plan = incremental_plan(node, exists, options)?;
     let df = warehouse.dataframe(sql, &compiled_context(node)).await?;
-    if !exists || full_refresh {
+    let Some((strategy, keys)) = plan else {
         let rows = warehouse
             .write_table(schema, name, df, WriteMode::Replace)
             .await?;
@@ -254,21 +290,7 @@ async fn incremental(
             message: "CREATE TABLE".into(),
             rows,
         });
-    }
-    let keys = unique_key(node)?;
-    if node.config.contains_key("incremental_predicates") {
-        return Err(config_error(
-            node,
-            "incremental_predicates",
-            "not supported yet (the merge would ignore them)",
-        ));
-    }
-    let strategy = node
-        .config
-        .get("incremental_strategy")
-        .and_then(Json::as_str)
-        .unwrap_or(if keys.is_empty() { "append" } else { "merge" })
-        .to_owned();
+    };
     let shaped =
         crate::schema_change::apply(warehouse, node, crate::schema_change::Mode::of(node)?, df)
             .await?;
@@ -290,7 +312,10 @@ async fn incremental(
     match strategy.as_str() {
         "merge" => {
             need_keys("merge")?;
-            let update = merge_update_columns(node, &shaped.own)?;
+            let columns: Vec<String> = (shaped.own.schema().fields().iter())
+                .map(|f| f.name().clone())
+                .collect();
+            let update = merge_update_columns(node, &columns)?;
             warehouse
                 .merge_updating(
                     schema,
@@ -323,6 +348,24 @@ async fn incremental(
 }
 
 async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<Built> {
+    let load = csv_load(node)?;
+    let rows = warehouse
+        .load_csv(
+            &node.schema,
+            &node.relation,
+            &project.root.join(&node.path),
+            &load,
+            &node.path,
+        )
+        .await?;
+    Ok(Built {
+        message: format!("INSERT {rows}"),
+        rows: Some(rows as u64),
+    })
+}
+
+/// How a seed's CSV file is read: its `delimiter` and `column_types` configs.
+pub(crate) fn csv_load(node: &Node) -> Result<CsvLoad> {
     let delimiter = match node.config.get("delimiter").and_then(Json::as_str) {
         None => b',',
         Some(d) if d.len() == 1 => d.as_bytes()[0],
@@ -357,32 +400,16 @@ async fn seed(project: &Project, warehouse: &Warehouse, node: &Node) -> Result<B
             ));
         }
     }
-    let load = CsvLoad {
+    Ok(CsvLoad {
         delimiter,
         column_types,
-    };
-    let rows = warehouse
-        .load_csv(
-            &node.schema,
-            &node.relation,
-            &project.root.join(&node.path),
-            &load,
-            &node.path,
-        )
-        .await?;
-    Ok(Built {
-        message: format!("INSERT {rows}"),
-        rows: Some(rows as u64),
     })
 }
 
 /// dbt's `merge_update_columns` (only these are updated in matched rows) or
 /// `merge_exclude_columns` (all but these); `None`: every column. Errors: both given, or not a
 /// list of column names.
-fn merge_update_columns(
-    node: &Node,
-    source: &rainbow_warehouse::datafusion::prelude::DataFrame,
-) -> Result<Option<Vec<String>>> {
+pub(crate) fn merge_update_columns(node: &Node, columns: &[String]) -> Result<Option<Vec<String>>> {
     let list = |key: &str| -> Result<Option<Vec<String>>> {
         match node.config.get(key) {
             None | Some(Json::Null) => Ok(None),
@@ -409,12 +436,10 @@ fn merge_update_columns(
         )),
         (Some(update), None) => Ok(Some(update)),
         (None, Some(exclude)) => Ok(Some(
-            source
-                .schema()
-                .fields()
+            columns
                 .iter()
-                .map(|f| f.name().clone())
                 .filter(|c| !exclude.contains(c))
+                .cloned()
                 .collect(),
         )),
         (None, None) => Ok(None),

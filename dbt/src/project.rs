@@ -854,6 +854,9 @@ pub struct ProfileTarget {
     pub schema: Option<String>,
     /// Warehouse location (`location:` or dbt-duckdb's `path:`), if given.
     pub location: Option<String>,
+    /// The whole output, for adapter-specific settings (a BigQuery target's `project`,
+    /// `method`, `keyfile`…).
+    pub output: Value,
 }
 
 impl Project {
@@ -903,6 +906,7 @@ impl Project {
             kind: text("type").unwrap_or_else(|| "datafusion".into()),
             schema: text("schema").or_else(|| text("dataset")),
             location: text("location").or_else(|| text("path")),
+            output: output.clone(),
         }))
     }
 }

@@ -56,6 +56,10 @@ pub struct SqlProject {
     retry: RetryPolicy,
     externals: Vec<External>,
     warehouse: Arc<OnceCell<Warehouse>>,
+    /// A BigQuery target instead of the embedded warehouse, and its client (connected on
+    /// first use).
+    bigquery: Option<Arc<rainbow_bigquery::BigQueryTarget>>,
+    bigquery_client: Arc<OnceCell<rainbow_bigquery::BigQuery>>,
     /// Catalog refreshes and external-table declarations take turns: two declaring the same
     /// table at once would each drop the other's declaration.
     refreshing: Arc<tokio::sync::Mutex<()>>,
@@ -113,7 +117,16 @@ struct Compiled {
     node_index: HashMap<String, usize>,
     tests: HashMap<String, DataTest>,
     run_started_at: String,
-    warehouse: Warehouse,
+    target: Target,
+}
+
+/// Where a run's nodes are built.
+#[derive(Clone)]
+enum Target {
+    /// The embedded DataFusion warehouse.
+    Embedded(Warehouse),
+    /// BigQuery.
+    BigQuery(rainbow_bigquery::BigQuery),
 }
 
 impl Compiled {
@@ -182,9 +195,9 @@ impl Shared {
     }
 
     async fn compile(&self, ctx: &AssetContext) -> Result<Compiled> {
-        let warehouse = self.config.warehouse().await?;
-        // What other processes wrote since, and the external tables, are seen from here on.
-        {
+        let target = self.config.target().await?;
+        if let Target::Embedded(warehouse) = &target {
+            // What other processes wrote since, and the external tables, are seen from here on.
             let _turn = self.config.refreshing.lock().await;
             warehouse.refresh_catalog().await?;
             for e in &self.config.externals {
@@ -194,6 +207,11 @@ impl Shared {
                         .await?;
                 }
             }
+        } else if let Some(e) = self.config.externals.first() {
+            return Err(DbtError::Input {
+                location: format!("external table {}.{}", e.schema, e.name),
+                message: "external tables on a BigQuery target are not supported yet".into(),
+            });
         }
         let mut extra = placeholders();
         if let Some(key) = ctx.partition_key() {
@@ -220,14 +238,23 @@ impl Shared {
         let mut manifest = crate::compile::parse(&self.project, &options)?;
         // `is_incremental()` is true where the incremental model's table exists and the model
         // is not fully refreshed (`--full-refresh`, unless its `full_refresh: false`).
-        options.incremental = manifest
+        let candidates = manifest
             .nodes
             .iter()
             .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
-            .filter(|n| !crate::materialize::full_refresh_of(n, self.config.full_refresh))
-            .filter(|n| warehouse.kind(&n.schema, &n.relation) == Some(RelationKind::Table))
-            .map(|n| n.name.clone())
-            .collect();
+            .filter(|n| !crate::materialize::full_refresh_of(n, self.config.full_refresh));
+        for n in candidates {
+            let table = match &target {
+                Target::Embedded(w) => w.kind(&n.schema, &n.relation) == Some(RelationKind::Table),
+                Target::BigQuery(bq) => bq
+                    .relation(&n.schema, &n.relation)
+                    .await?
+                    .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table),
+            };
+            if table {
+                options.incremental.insert(n.name.clone());
+            }
+        }
         if !options.incremental.is_empty() {
             manifest = crate::compile::parse(&self.project, &options)?;
         }
@@ -254,7 +281,7 @@ impl Shared {
             node_index,
             tests,
             run_started_at: options.run_started_at,
-            warehouse: warehouse.clone(),
+            target,
         })
     }
 }
@@ -284,6 +311,8 @@ impl SqlProject {
             retry: RetryPolicy::default(),
             externals: Vec::new(),
             warehouse: Arc::new(OnceCell::new()),
+            bigquery: None,
+            bigquery_client: Arc::new(OnceCell::new()),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
@@ -291,9 +320,10 @@ impl SqlProject {
     /// The project in `dir` on the target its `profiles.yml` (in `profiles_dir`, as dbt's
     /// `--profiles-dir`) names: `target` or the profile's default output gives `target.name`,
     /// its `schema` the target schema and, for the embedded warehouse (`type: datafusion`), its
-    /// `location` the warehouse; without a profiles file or an entry for the project's profile,
-    /// target `target` (default `dev`), schema `main` and `default_location`. A BigQuery target is
-    /// refused (not supported yet).
+    /// `location` the warehouse; for a `type: bigquery` target, BigQuery (see
+    /// [`rainbow_bigquery::BigQueryTarget`] for its settings); without a profiles file or an entry
+    /// for the project's profile, target `target` (default `dev`), schema `main` and
+    /// `default_location`. Errors: an unusable BigQuery output (named with its setting).
     pub fn from_profile(
         dir: impl Into<PathBuf>,
         profiles_dir: &Path,
@@ -316,13 +346,19 @@ impl SqlProject {
                 }
             }
             "bigquery" => {
-                return Err(DbtError::Input {
-                    location: format!("{}/profiles.yml", profiles_dir.display()),
-                    message: format!(
-                        "target `{}` is a BigQuery target: not supported yet; use a `type: datafusion` target (the embedded default)",
-                        profile.name
-                    ),
-                });
+                let where_ = format!(
+                    "{}/profiles.yml: target `{}`",
+                    profiles_dir.display(),
+                    profile.name
+                );
+                let target = rainbow_bigquery::BigQueryTarget::from_profile(
+                    &profile.output,
+                    &where_,
+                    profiles_dir,
+                    |k| std::env::var(k).ok(),
+                )?;
+                out.schema = target.dataset.clone();
+                out = out.bigquery(target);
             }
             other => tracing::warn!(
                 "target `{}` has type `{other}`: running on the embedded DataFusion warehouse",
@@ -353,8 +389,56 @@ impl SqlProject {
         self
     }
 
-    /// The project's warehouse, shared by every asset of the project (opened on first use).
+    /// Builds on BigQuery (`target`) instead of the embedded warehouse; the target schema
+    /// becomes the target's dataset unless set after.
+    pub fn bigquery(mut self, target: rainbow_bigquery::BigQueryTarget) -> Self {
+        self.schema = target.dataset.clone();
+        self.bigquery = Some(Arc::new(target));
+        self.bigquery_client = Arc::new(OnceCell::new());
+        self
+    }
+
+    /// What runs a node's queries while it renders (`run_query`, `statement`) on this
+    /// project's target.
+    pub(crate) async fn query_fn(&self) -> Result<crate::compile::QueryFn> {
+        Ok(match self.target().await? {
+            Target::Embedded(warehouse) => warehouse_query(warehouse),
+            Target::BigQuery(bq) => bigquery_query(bq),
+        })
+    }
+
+    /// The BigQuery target, when the project builds there.
+    pub fn bigquery_target(&self) -> Option<&rainbow_bigquery::BigQueryTarget> {
+        self.bigquery.as_deref()
+    }
+
+    /// Where this project's nodes are built (the client connected, or the warehouse opened,
+    /// on first use).
+    async fn target(&self) -> Result<Target> {
+        match &self.bigquery {
+            Some(target) => Ok(Target::BigQuery(
+                self.bigquery_client
+                    .get_or_try_init(|| rainbow_bigquery::BigQuery::connect((**target).clone()))
+                    .await?
+                    .clone(),
+            )),
+            None => Ok(Target::Embedded(self.warehouse().await?.clone())),
+        }
+    }
+
+    /// The project's embedded warehouse, shared by every asset of the project (opened on first
+    /// use). Errors: the project builds on BigQuery (this command needs the embedded
+    /// warehouse), the warehouse cannot be opened.
     pub async fn warehouse(&self) -> Result<&Warehouse> {
+        if let Some(target) = &self.bigquery {
+            return Err(DbtError::Input {
+                location: format!("target `{}`", self.target_name),
+                message: format!(
+                    "this command runs on the embedded warehouse, and the target is BigQuery (project {}, dataset {})",
+                    target.project, target.dataset
+                ),
+            });
+        }
         Ok(self
             .warehouse
             .get_or_try_init(|| Warehouse::open(&self.location, &self.schema))
@@ -430,7 +514,11 @@ impl SqlProject {
     pub fn compile_options(&self, extra: BTreeMap<String, Json>) -> CompileOptions {
         CompileOptions {
             target_name: self.target_name.clone(),
-            target_type: "datafusion".into(),
+            target_type: match self.bigquery {
+                Some(_) => "bigquery".into(),
+                None => "datafusion".into(),
+            },
+            database: self.bigquery.as_ref().map(|t| t.project.clone()),
             target_schema: self.schema.clone(),
             vars: self.vars.clone(),
             extra,
@@ -737,26 +825,40 @@ impl SqlProject {
                     }
                     None => test,
                 };
-                let outcome = {
-                    let _permit = warehouse_pool().acquire().await?;
-                    rainbow_warehouse::instrument::work(failing_rows(&compiled.warehouse, test))
-                        .await?
+                let outcome = match &compiled.target {
+                    Target::Embedded(warehouse) => {
+                        let outcome = {
+                            let _permit = warehouse_pool().acquire().await?;
+                            rainbow_warehouse::instrument::work(failing_rows(warehouse, test))
+                                .await?
+                        };
+                        if test.store_failures {
+                            // dbt's audit table: the failing rows of this run, under the
+                            // test's name.
+                            let audit = format!("{}_dbt_test__audit", shared.config.schema);
+                            let rows = warehouse
+                                .dataframe(&test.sql, &format!("test {}", test.name))
+                                .await?;
+                            rainbow_warehouse::instrument::work(warehouse.write_table(
+                                &audit,
+                                &test.name,
+                                rows,
+                                rainbow_warehouse::WriteMode::Replace,
+                            ))
+                            .await?;
+                        }
+                        outcome
+                    }
+                    Target::BigQuery(bq) => {
+                        let mut jobs = crate::bigquery::Jobs::new(bq, &test.name, ctx.run_id());
+                        let outcome = crate::bigquery::failing_rows(&mut jobs, test).await?;
+                        if test.store_failures {
+                            let audit = format!("{}_dbt_test__audit", shared.config.schema);
+                            crate::bigquery::store_failures(&mut jobs, &audit, test).await?;
+                        }
+                        outcome
+                    }
                 };
-                if test.store_failures {
-                    // dbt's audit table: the failing rows of this run, under the test's name.
-                    let audit = format!("{}_dbt_test__audit", shared.config.schema);
-                    let warehouse = &compiled.warehouse;
-                    let rows = warehouse
-                        .dataframe(&test.sql, &format!("test {}", test.name))
-                        .await?;
-                    rainbow_warehouse::instrument::work(warehouse.write_table(
-                        &audit,
-                        &test.name,
-                        rows,
-                        rainbow_warehouse::WriteMode::Replace,
-                    ))
-                    .await?;
-                }
                 // dbt's test status: error_if decides an error-severity test's failure, then
                 // warn_if a warning; otherwise it passes.
                 let result = if outcome.error && test.severity == Severity::Error {
@@ -799,17 +901,46 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
             } else {
                 node
             };
-            let warehouse = &compiled.warehouse;
+            let options = crate::materialize::BuildOptions {
+                full_refresh: shared.config.full_refresh,
+                compiled_incremental: compiled.incremental.contains(&node.name),
+                run_started_at: &compiled.run_started_at,
+            };
+            let warehouse = match &compiled.target {
+                Target::Embedded(warehouse) => warehouse,
+                Target::BigQuery(bq) => {
+                    let mut jobs = crate::bigquery::Jobs::new(bq, &node.name, ctx.run_id());
+                    let built =
+                        crate::bigquery::build_node(&mut jobs, &shared.project, node, options)
+                            .await?;
+                    let mut result = MaterializeResult::new()
+                        .metadata("status", built.message)
+                        .metadata("relation", bq.quoted(&node.schema, &node.relation));
+                    if let Some(rows) = crate::bigquery::table_rows(&mut jobs, node).await? {
+                        result = result.row_count(rows);
+                    }
+                    let stats = jobs.stats;
+                    return Ok::<_, BoxError>(
+                        result
+                            .metadata("bigquery_job_ids", stats.job_ids.join(", "))
+                            .metadata(
+                                "bytes_processed",
+                                i64::try_from(stats.bytes_processed).unwrap_or(i64::MAX),
+                            )
+                            .metadata(
+                                "bytes_billed",
+                                i64::try_from(stats.bytes_billed).unwrap_or(i64::MAX),
+                            )
+                            .metadata("slot_ms", i64::try_from(stats.slot_ms).unwrap_or(i64::MAX)),
+                    );
+                }
+            };
             let permit = warehouse_pool().acquire().await?;
             let built = rainbow_warehouse::instrument::work(build_node(
                 &shared.project,
                 warehouse,
                 node,
-                crate::materialize::BuildOptions {
-                    full_refresh: shared.config.full_refresh,
-                    compiled_incremental: compiled.incremental.contains(&node.name),
-                    run_started_at: &compiled.run_started_at,
-                },
+                options,
             ))
             .await?;
             drop(permit);
@@ -942,8 +1073,19 @@ async fn execute_test(
 fn execute_options(compiled: &Compiled) -> crate::compile::CompileOptions {
     let mut options = compiled.options.clone();
     options.execute = true;
-    options.query = Some(warehouse_query(compiled.warehouse.clone()));
+    options.query = Some(match &compiled.target {
+        Target::Embedded(warehouse) => warehouse_query(warehouse.clone()),
+        Target::BigQuery(bq) => bigquery_query(bq.clone()),
+    });
     options
+}
+
+/// Queries on BigQuery for a render on a blocking thread (they wait on the runtime).
+fn bigquery_query(bq: rainbow_bigquery::BigQuery) -> crate::compile::QueryFn {
+    let handle = tokio::runtime::Handle::current();
+    crate::compile::QueryFn(Arc::new(move |sql: &str| {
+        handle.block_on(crate::bigquery::query_result(&bq, sql))
+    }))
 }
 
 /// Queries on `warehouse` for a render on a blocking thread (they wait on the runtime).
@@ -1040,11 +1182,17 @@ fn unit_test_check(
                 .unit_tests
                 .get(&name)
                 .ok_or_else(|| format!("unit test `{name}` is no longer in the project"))?;
-            let outcome = rainbow_warehouse::instrument::work(crate::unit_tests::run(
-                &compiled.warehouse,
-                test,
-            ))
-            .await?;
+            let Target::Embedded(warehouse) = &compiled.target else {
+                // Reported as skipped (not passed), and not blocking the model.
+                let why = "not run: unit tests run on the embedded warehouse only, and this target is BigQuery";
+                return Ok(AssetCheckResult::new(false)
+                    .severity(AssetCheckSeverity::Warn)
+                    .description(why)
+                    .metadata("skipped", why));
+            };
+            let outcome =
+                rainbow_warehouse::instrument::work(crate::unit_tests::run(warehouse, test))
+                    .await?;
             let mut result = AssetCheckResult::new(outcome.passed);
             if !outcome.passed {
                 result = result.description(format!(

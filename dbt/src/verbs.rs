@@ -89,7 +89,8 @@ pub enum Status {
     Fail,
     /// Node or test errored.
     Error,
-    /// Not run: something upstream failed (or the run was canceled first).
+    /// Not run: something upstream failed (or the run was canceled first), or the check
+    /// cannot run on this target (a unit test on BigQuery; its message says why).
     Skipped,
 }
 
@@ -307,16 +308,21 @@ async fn summarize(
                     Some(MetadataValue::Int(n)) => Some(*n),
                     _ => None,
                 };
-                let (status, message) = match (c.passed, failing) {
-                    (true, _) => (Status::Pass, "PASS".to_owned()),
-                    (false, Some(n)) => (
+                let skipped = match c.metadata.get("skipped") {
+                    Some(MetadataValue::Text(why)) => Some(why.clone()),
+                    _ => None,
+                };
+                let (status, message) = match (c.passed, failing, skipped) {
+                    (_, _, Some(why)) => (Status::Skipped, why),
+                    (true, _, None) => (Status::Pass, "PASS".to_owned()),
+                    (false, Some(n), None) => (
                         match c.severity {
                             rainbow_engine::AssetCheckSeverity::Warn => Status::Warn,
                             rainbow_engine::AssetCheckSeverity::Error => Status::Fail,
                         },
                         format!("Got {n} failing row(s)"),
                     ),
-                    (false, None) => (
+                    (false, None, None) => (
                         Status::Error,
                         c.description.clone().unwrap_or_else(|| "error".into()),
                     ),

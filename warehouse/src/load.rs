@@ -41,6 +41,21 @@ impl Warehouse {
         load: &CsvLoad,
         context: &str,
     ) -> Result<usize> {
+        let df = self.read_csv(path, load, context).await?;
+        let (rows, df) = self.collect_frame(df, context).await?;
+        self.write_table(schema, name, df, WriteMode::Replace)
+            .await?;
+        Ok(rows)
+    }
+
+    /// The rows of the CSV file at `path` as [`Warehouse::load_csv`] types them (a seed on
+    /// another warehouse gets the same column types). Errors as `load_csv`'s.
+    pub async fn read_csv(
+        &self,
+        path: &Path,
+        load: &CsvLoad,
+        context: &str,
+    ) -> Result<datafusion::prelude::DataFrame> {
         let file = path.to_str().ok_or_else(|| WarehouseError::Io {
             path: path.to_owned(),
             source: std::io::Error::other("the path is not UTF-8"),
@@ -106,10 +121,7 @@ impl Warehouse {
                 .select(exprs)
                 .map_err(WarehouseError::datafusion(context))?;
         }
-        let (rows, df) = self.collect_frame(df, context).await?;
-        self.write_table(schema, name, df, WriteMode::Replace)
-            .await?;
-        Ok(rows)
+        Ok(df)
     }
 
     /// The Arrow type of a BigQuery type name (`INT64`, `NUMERIC`, `TIMESTAMP`…).

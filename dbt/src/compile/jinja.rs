@@ -37,8 +37,12 @@ pub(crate) struct Collector {
 
 impl Object for Collector {}
 
-/// Relations known when compiling: node name -> `schema.relation`.
+/// Relations known when compiling: node name -> `schema.relation`; under [`DATABASE_KEY`],
+/// the target's database when relations are written `` `database.schema.relation` ``.
 pub(crate) type Relations = HashMap<String, String>;
+
+/// The key of [`Relations`] holding the target's database (no placeholder key starts with NUL).
+pub(crate) const DATABASE_KEY: &str = "\u{0}database";
 
 /// `exceptions.raise_compiler_error(msg)`.
 #[derive(Debug)]
@@ -572,7 +576,7 @@ impl Object for Relation {
         let part = match field.as_str()? {
             "schema" => "schema",
             "identifier" | "name" | "table" => "identifier",
-            "database" => return Some(Value::from("rainbow")),
+            "database" => "database",
             "metadata" => {
                 return Some(Value::from(Serde(
                     serde_json::json!({"type": "BigQueryRelation"}),
@@ -592,6 +596,10 @@ impl Object for Relation {
                     .to_owned()
             });
             let value = match (part, relation.split_once('.')) {
+                ("database", _) => known
+                    .get(DATABASE_KEY)
+                    .cloned()
+                    .unwrap_or_else(|| "rainbow".to_owned()),
                 ("schema", Some((schema, _))) => schema.to_owned(),
                 ("identifier", Some((_, identifier))) => identifier.to_owned(),
                 _ => relation,
@@ -682,11 +690,18 @@ pub(crate) fn substitute(text: &str, relations: &Relations) -> String {
                     .get(key)
                     .map(String::as_str)
                     .unwrap_or_else(|| key.strip_prefix("source:").unwrap_or(key));
-                out.push_str(match (part, relation.split_once('.')) {
-                    (Some("schema"), Some((schema, _))) => schema,
-                    (Some("identifier"), Some((_, identifier))) => identifier,
-                    _ => relation,
-                });
+                match (part, relation.split_once('.'), relations.get(DATABASE_KEY)) {
+                    (Some("schema"), Some((schema, _)), _) => out.push_str(schema),
+                    (Some("identifier"), Some((_, identifier)), _) => out.push_str(identifier),
+                    (Some("database"), _, database) => {
+                        out.push_str(database.map_or("rainbow", String::as_str))
+                    }
+                    // A relation (not an ephemeral model's CTE) on a target with a database.
+                    (None, Some(_), Some(database)) => {
+                        out.push_str(&format!("`{database}.{relation}`"))
+                    }
+                    _ => out.push_str(relation),
+                }
                 rest = &after[end + 1..];
             }
             None => {
@@ -971,7 +986,11 @@ impl<'p> Jinja<'p> {
             "target",
             Value::from(Serde(serde_json::json!({
                 "name": options.target_name, "type": options.target_type,
-                "schema": options.target_schema, "database": "rainbow",
+                "schema": options.target_schema,
+                "database": options.database.as_deref().unwrap_or("rainbow"),
+                // dbt-bigquery's names for them.
+                "project": options.database.as_deref().unwrap_or("rainbow"),
+                "dataset": options.target_schema,
             }))),
         );
         // A datetime in UTC, as dbt's (`run_started_at.strftime(…)`; it prints as Python's

@@ -228,7 +228,45 @@ pub(super) fn run_show(run: &RunRecord, events: &[Event], json: bool) -> Result<
         })
         .collect();
     table(&["TIME", "EVENT", "STEP", "ASSET", "DETAIL"], &rows)?;
+    // What each materialization reported (row counts, a warehouse's job ids and bytes…).
+    let reported: Vec<Vec<String>> = events
+        .iter()
+        .filter_map(|e| match &e.data {
+            crate::event::EventData::Materialization(m) => Some((e, m)),
+            _ => None,
+        })
+        .flat_map(|(e, m)| {
+            let asset = e
+                .asset_key
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "-".into());
+            m.metadata
+                .iter()
+                .filter_map(|(k, v)| Some(vec![asset.clone(), k.clone(), metadata_text(v)?]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !reported.is_empty() {
+        outln!()?;
+        table(&["ASSET", "METADATA", "VALUE"], &reported)?;
+    }
     Ok(())
+}
+
+/// A metadata value on one line (`None` for a table schema: the UI shows it).
+fn metadata_text(v: &crate::metadata::MetadataValue) -> Option<String> {
+    use crate::metadata::MetadataValue as V;
+    Some(match v {
+        V::Int(n) => n.to_string(),
+        V::Float(f) => f.to_string(),
+        V::Text(t) | V::Path(t) | V::Url(t) => t.lines().next().unwrap_or_default().to_owned(),
+        V::Bool(b) => b.to_string(),
+        V::Json(j) => j.to_string(),
+        V::TableSchema(_) => return None,
+        V::RowCount(n) => n.to_string(),
+        V::Duration(s) => format!("{s:.3}s"),
+    })
 }
 
 pub(super) fn schedules(graph: &AssetGraph, now: chrono::DateTime<chrono::Utc>) -> Result<()> {

@@ -1,0 +1,779 @@
+//! dbt-bigquery's materializations on a BigQuery target, as SQL jobs
+//! (<https://docs.getdbt.com/reference/resource-configs/bigquery-configs>):
+//!
+//! - `view`: `CREATE OR REPLACE VIEW`;
+//! - `table`: `CREATE OR REPLACE TABLE … [PARTITION BY …] [CLUSTER BY …] AS (…)`;
+//! - `incremental`: first run (or `--full-refresh`) as `table`; then `merge` on `unique_key`
+//!   (`MERGE … WHEN MATCHED THEN UPDATE … WHEN NOT MATCHED THEN INSERT`), `append`
+//!   (`INSERT INTO`), or `insert_overwrite`: the partitions the new rows fall in are replaced
+//!   whole — the `partitions` config's list, else the new rows' own (dbt-bigquery's dynamic
+//!   mode: a temporary table, an array of its partitions, one `MERGE … WHEN NOT MATCHED BY
+//!   SOURCE … THEN DELETE`). The default strategy is the embedded warehouse's (`merge` with a
+//!   key, else `append`), so one project gives the same tables on both;
+//! - `ephemeral`: nothing (inlined by the compiler);
+//! - seeds: the CSV read as the embedded warehouse reads it (same inferred types and
+//!   `column_types`), then `CREATE OR REPLACE TABLE` with its columns and `INSERT … VALUES`
+//!   in batches (DML, not a load job: the emulator cannot load into a new table);
+//! - tests: the failing-row query with `fail_calc`/`warn_if`/`error_if`, as on DataFusion.
+//!
+//! Snapshots are refused on BigQuery (not built yet). Every job carries the labels
+//! `dbt_invocation_id`, `dbt_model` and `rainbow_run_id`; their ids and bytes are returned as
+//! [`JobStats`] for the materialization's metadata.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rainbow_bigquery::{BigQuery, BigQueryError, JobOptions, JobResult, RelationKind};
+use rainbow_warehouse::Warehouse;
+use rainbow_warehouse::datafusion::arrow::array::Array;
+use rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch;
+use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use serde_json::Value as Json;
+use tokio::sync::OnceCell;
+
+use crate::compile::{Node, NodeKind};
+use crate::data_tests::DataTest;
+use crate::error::{DbtError, Result};
+use crate::materialize::{
+    BuildOptions, Built, TestOutcome, compiled_context, config_error, csv_load, incremental_plan,
+    merge_update_columns, node_hooks, unknown_materialization,
+};
+use crate::project::Project;
+
+/// Rows per `INSERT … VALUES` statement of a seed.
+const SEED_ROWS_PER_INSERT: usize = 500;
+
+/// What a node's jobs did: their ids and what they cost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// Every job's id, in order.
+    pub job_ids: Vec<String>,
+    /// Bytes read, summed over the jobs.
+    pub bytes_processed: u64,
+    /// Bytes billed, summed.
+    pub bytes_billed: u64,
+    /// Slot time, summed (milliseconds).
+    pub slot_ms: u64,
+}
+
+/// The jobs of one node: labels, and their statistics summed.
+pub(crate) struct Jobs<'a> {
+    bq: &'a BigQuery,
+    labels: BTreeMap<String, String>,
+    /// What the jobs cost so far.
+    pub stats: JobStats,
+}
+
+impl<'a> Jobs<'a> {
+    /// Jobs labelled with the node's name and the run's id.
+    pub(crate) fn new(bq: &'a BigQuery, node: &str, run_id: &str) -> Self {
+        let mut labels = BTreeMap::new();
+        labels.insert("dbt_model".to_owned(), node.to_owned());
+        labels.insert("dbt_invocation_id".to_owned(), run_id.to_owned());
+        labels.insert("rainbow_run_id".to_owned(), run_id.to_owned());
+        Jobs {
+            bq,
+            labels,
+            stats: JobStats::default(),
+        }
+    }
+
+    /// Runs `sql`, whose first `header` lines are Rainbow's (the node's compiled SQL follows):
+    /// BigQuery's line numbers in an error are turned into the compiled SQL's.
+    async fn run(
+        &mut self,
+        sql: &str,
+        context: &str,
+        header: usize,
+        read_rows: bool,
+    ) -> Result<JobResult> {
+        let options = JobOptions {
+            context: context.to_owned(),
+            labels: self.labels.clone(),
+            read_rows,
+            ..Default::default()
+        };
+        let result = self
+            .bq
+            .run(sql, &options)
+            .await
+            .map_err(|e| compiled_position(e, header))?;
+        self.stats.job_ids.push(result.job_id.clone());
+        self.stats.bytes_processed += result.bytes_processed;
+        self.stats.bytes_billed += result.bytes_billed;
+        self.stats.slot_ms += result.slot_ms;
+        Ok(result)
+    }
+
+    /// The bytes `sql` would read (a dry-run job: nothing runs, nothing is billed).
+    pub(crate) async fn dry_run(&mut self, sql: &str, context: &str) -> Result<u64> {
+        let options = JobOptions {
+            context: format!("dry run of {context}"),
+            labels: self.labels.clone(),
+            dry_run: true,
+            ..Default::default()
+        };
+        Ok(self.bq.run(sql, &options).await?.bytes_processed)
+    }
+}
+
+/// A job error's line made relative to the node's compiled SQL (the job's first `header` lines
+/// are the DDL around it).
+fn compiled_position(e: BigQueryError, header: usize) -> DbtError {
+    let header = u32::try_from(header).unwrap_or(u32::MAX);
+    match e {
+        BigQueryError::Job {
+            context,
+            job_id,
+            reason,
+            message,
+            position: Some((line, column)),
+        } if line > header => BigQueryError::Job {
+            context,
+            job_id,
+            reason,
+            message,
+            position: Some((line - header, column)),
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// Builds one compiled node on BigQuery (seed or model). Errors: BigQuery rejects a job (the
+/// error names the node's file, the job and BigQuery's message), a config is unusable, a
+/// snapshot (not supported on BigQuery yet).
+pub(crate) async fn build_node(
+    jobs: &mut Jobs<'_>,
+    project: &Project,
+    node: &Node,
+    options: BuildOptions<'_>,
+) -> Result<Built> {
+    jobs.bq.ensure_dataset(&node.schema).await?;
+    match node.kind {
+        NodeKind::Seed => seed(jobs, &project.root.join(&node.path), node).await,
+        NodeKind::Model => model(jobs, node, options).await,
+        NodeKind::Snapshot => Err(config_error(
+            node,
+            "materialized",
+            "snapshots are not supported on a BigQuery target yet (they run on the embedded warehouse)",
+        )),
+        NodeKind::Test => Err(config_error(
+            node,
+            "kind",
+            "a singular test is not built; it runs as a test",
+        )),
+    }
+}
+
+async fn model(jobs: &mut Jobs<'_>, node: &Node, options: BuildOptions<'_>) -> Result<Built> {
+    let sql = node.compiled.clone().unwrap_or_default();
+    let context = compiled_context(node);
+    for hook in node_hooks(node, "pre") {
+        jobs.run(&hook, &format!("{context} pre-hook"), 0, false)
+            .await?;
+    }
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let existing = jobs.bq.relation(&node.schema, &node.relation).await?;
+    // A model that would scan more than the target allows is refused before it runs (BigQuery
+    // refuses the job too; this names the model and the estimate first).
+    if let (Some(limit), "table" | "incremental") =
+        (jobs.bq.target().maximum_bytes_billed, node.materialized())
+    {
+        let bytes = jobs.dry_run(&sql, &context).await?;
+        if bytes > limit {
+            return Err(config_error(
+                node,
+                "maximum_bytes_billed",
+                format!(
+                    "the model would scan {bytes} bytes, over the target's limit of {limit} bytes (a dry run; `rainbow plan` lists every model's)"
+                ),
+            ));
+        }
+    }
+    let mut built = match node.materialized() {
+        "ephemeral" => Built {
+            message: "EPHEMERAL".into(),
+            rows: None,
+        },
+        "view" => {
+            if existing
+                .as_ref()
+                .is_some_and(|r| r.kind == RelationKind::Table)
+            {
+                jobs.run(&format!("DROP TABLE {target}"), &context, 0, false)
+                    .await?;
+            }
+            let ddl = format!("CREATE OR REPLACE VIEW {target} AS\n{sql}");
+            jobs.run(&ddl, &context, 1, false).await?;
+            Built {
+                message: "CREATE VIEW".into(),
+                rows: None,
+            }
+        }
+        "table" => create_table(jobs, node, &sql, existing.as_ref()).await?,
+        "incremental" => incremental(jobs, node, &sql, existing.as_ref(), options).await?,
+        other => return Err(unknown_materialization(node, other)),
+    };
+    for hook in node_hooks(node, "post") {
+        jobs.run(&hook, &format!("{context} post-hook"), 0, false)
+            .await?;
+        built.rows = None;
+    }
+    Ok(built)
+}
+
+/// `CREATE OR REPLACE TABLE` with the node's partitioning and clustering.
+async fn create_table(
+    jobs: &mut Jobs<'_>,
+    node: &Node,
+    sql: &str,
+    existing: Option<&rainbow_bigquery::Relation>,
+) -> Result<Built> {
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let context = compiled_context(node);
+    if existing.is_some_and(|r| r.kind != RelationKind::Table) {
+        jobs.run(&format!("DROP VIEW {target}"), &context, 0, false)
+            .await?;
+    }
+    let mut ddl = format!("CREATE OR REPLACE TABLE {target}\n");
+    if let Some(partition) = PartitionBy::of(node)? {
+        ddl.push_str(&format!("PARTITION BY {}\n", partition.expression(None)));
+    }
+    if let Some(columns) = cluster_by(node)? {
+        ddl.push_str(&format!("CLUSTER BY {}\n", columns.join(", ")));
+    }
+    ddl.push_str("AS (\n");
+    let header = ddl.lines().count();
+    ddl.push_str(sql);
+    ddl.push_str("\n)");
+    jobs.run(&ddl, &context, header, false).await?;
+    Ok(Built {
+        message: "CREATE TABLE".into(),
+        rows: None,
+    })
+}
+
+async fn incremental(
+    jobs: &mut Jobs<'_>,
+    node: &Node,
+    sql: &str,
+    existing: Option<&rainbow_bigquery::Relation>,
+    options: BuildOptions<'_>,
+) -> Result<Built> {
+    let exists = existing.is_some_and(|r| r.kind == RelationKind::Table);
+    let (Some((strategy, keys)), Some(existing)) =
+        (incremental_plan(node, exists, options)?, existing)
+    else {
+        return create_table(jobs, node, sql, existing).await;
+    };
+    match node.config.get("on_schema_change").and_then(Json::as_str) {
+        None | Some("ignore") => {}
+        Some(other) => {
+            return Err(config_error(
+                node,
+                "on_schema_change",
+                format!("`{other}` is not supported on a BigQuery target yet (only `ignore`)"),
+            ));
+        }
+    }
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let context = compiled_context(node);
+    let columns: Vec<String> = existing.columns.iter().map(|c| c.name.clone()).collect();
+    let list = |prefix: &str| -> String {
+        columns
+            .iter()
+            .map(|c| format!("{prefix}`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let insert = format!("INSERT ({}) VALUES ({})", list(""), list(""));
+    let (message, statement, header) = match strategy.as_str() {
+        "merge" => {
+            if keys.is_empty() {
+                return Err(config_error(
+                    node,
+                    "unique_key",
+                    "the merge strategy needs a unique_key",
+                ));
+            }
+            let on: Vec<String> = keys
+                .iter()
+                .map(|k| format!("DBT_INTERNAL_SOURCE.`{k}` = DBT_INTERNAL_DEST.`{k}`"))
+                .collect();
+            let update = merge_update_columns(node, &columns)?.unwrap_or_else(|| columns.clone());
+            let set: Vec<String> = update
+                .iter()
+                .map(|c| format!("`{c}` = DBT_INTERNAL_SOURCE.`{c}`"))
+                .collect();
+            (
+                "MERGE",
+                format!(
+                    "MERGE INTO {target} AS DBT_INTERNAL_DEST\nUSING (\n{sql}\n) AS DBT_INTERNAL_SOURCE\nON {}\nWHEN MATCHED THEN UPDATE SET {}\nWHEN NOT MATCHED THEN {insert}",
+                    on.join(" AND "),
+                    set.join(", ")
+                ),
+                2,
+            )
+        }
+        "append" => (
+            "APPEND",
+            format!(
+                "INSERT INTO {target} ({})\nSELECT {} FROM (\n{sql}\n)",
+                list(""),
+                list("")
+            ),
+            2,
+        ),
+        "insert_overwrite" => {
+            let partition = PartitionBy::of(node)?.ok_or_else(|| {
+                config_error(
+                    node,
+                    "partition_by",
+                    "the insert_overwrite strategy needs partition_by",
+                )
+            })?;
+            let dest = partition.expression(Some("DBT_INTERNAL_DEST"));
+            let replace = format!(
+                "MERGE INTO {target} AS DBT_INTERNAL_DEST\nUSING {{source}} AS DBT_INTERNAL_SOURCE\nON FALSE\nWHEN NOT MATCHED BY SOURCE AND {dest} IN {{partitions}} THEN DELETE\nWHEN NOT MATCHED THEN {insert}"
+            );
+            match node.config.get("partitions") {
+                // Static: the partitions listed (SQL expressions).
+                Some(Json::Array(parts)) => {
+                    let parts: Vec<String> = parts
+                        .iter()
+                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_owned))
+                        .collect();
+                    let source = format!("(\n{sql}\n)");
+                    (
+                        "INSERT_OVERWRITE",
+                        replace
+                            .replace("{partitions}", &format!("({})", parts.join(", ")))
+                            .replacen("{source}", &source, 1),
+                        3,
+                    )
+                }
+                Some(other) => {
+                    return Err(config_error(
+                        node,
+                        "partitions",
+                        format!("expected a list of partition values (SQL literals), not {other}"),
+                    ));
+                }
+                // Dynamic: the partitions of the new rows.
+                None => {
+                    let tmp = format!("{}__dbt_tmp", node.relation);
+                    let script = format!(
+                        "DECLARE dbt_partitions_for_replacement ARRAY<{}>;\nCREATE OR REPLACE TEMP TABLE `{tmp}` AS (\n{sql}\n);\nSET dbt_partitions_for_replacement = (SELECT ARRAY_AGG(DISTINCT {}) FROM `{tmp}`);\n{};\nDROP TABLE `{tmp}`",
+                        partition.value_type(),
+                        partition.expression(Some(&format!("`{tmp}`"))),
+                        replace
+                            .replace("{partitions}", "UNNEST(dbt_partitions_for_replacement)")
+                            .replacen("{source}", &format!("`{tmp}`"), 1),
+                    );
+                    ("INSERT_OVERWRITE", script, 2)
+                }
+            }
+        }
+        other => {
+            return Err(config_error(
+                node,
+                "incremental_strategy",
+                format!(
+                    "`{other}` is not supported on a BigQuery target (merge, append, insert_overwrite)"
+                ),
+            ));
+        }
+    };
+    jobs.run(&statement, &context, header, false).await?;
+    Ok(Built {
+        message: message.into(),
+        rows: None,
+    })
+}
+
+/// dbt-bigquery's `partition_by` config: `{field, data_type, granularity}` or, for integers,
+/// `{field, data_type: int64, range: {start, end, interval}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionBy {
+    field: String,
+    data_type: String,
+    granularity: String,
+    range: Option<(i64, i64, i64)>,
+}
+
+impl PartitionBy {
+    fn of(node: &Node) -> Result<Option<Self>> {
+        let Some(config) = node.config.get("partition_by").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let bad = |m: &str| config_error(node, "partition_by", m);
+        let text = |k: &str| config.get(k).and_then(Json::as_str).map(str::to_lowercase);
+        let field = config
+            .get("field")
+            .and_then(Json::as_str)
+            .ok_or_else(|| bad("needs `field:` (the partitioning column)"))?
+            .to_owned();
+        let data_type = text("data_type").unwrap_or_else(|| "date".into());
+        let granularity = text("granularity").unwrap_or_else(|| "day".into());
+        if !["date", "timestamp", "datetime", "int64"].contains(&data_type.as_str()) {
+            return Err(bad(
+                "`data_type` must be date, timestamp, datetime or int64",
+            ));
+        }
+        if !["hour", "day", "month", "year"].contains(&granularity.as_str()) {
+            return Err(bad("`granularity` must be hour, day, month or year"));
+        }
+        let range = match (data_type.as_str(), config.get("range")) {
+            ("int64", Some(r)) => {
+                let n = |k: &str| r.get(k).and_then(Json::as_i64);
+                match (n("start"), n("end"), n("interval")) {
+                    (Some(s), Some(e), Some(i)) if i > 0 => Some((s, e, i)),
+                    _ => return Err(bad("`range` needs whole numbers start, end, interval > 0")),
+                }
+            }
+            ("int64", None) => return Err(bad("an int64 partition needs `range:`")),
+            _ => None,
+        };
+        Ok(Some(PartitionBy {
+            field,
+            data_type,
+            granularity,
+            range,
+        }))
+    }
+
+    /// The partitioning expression over `field` (of `table` when given): what `PARTITION BY`
+    /// says and what a partition's value is.
+    fn expression(&self, table: Option<&str>) -> String {
+        let column = match table {
+            Some(t) => format!("{t}.`{}`", self.field),
+            None => format!("`{}`", self.field),
+        };
+        let unit = self.granularity.to_uppercase();
+        match (self.data_type.as_str(), self.range) {
+            ("int64", Some((start, end, interval))) => {
+                format!("RANGE_BUCKET({column}, GENERATE_ARRAY({start}, {end}, {interval}))")
+            }
+            ("date", _) if self.granularity == "day" => column,
+            ("date", _) => format!("DATE_TRUNC({column}, {unit})"),
+            ("timestamp", _) => format!("TIMESTAMP_TRUNC({column}, {unit})"),
+            _ => format!("DATETIME_TRUNC({column}, {unit})"),
+        }
+    }
+
+    /// The type of [`PartitionBy::expression`].
+    fn value_type(&self) -> &'static str {
+        match self.data_type.as_str() {
+            "date" => "DATE",
+            "timestamp" => "TIMESTAMP",
+            "datetime" => "DATETIME",
+            _ => "INT64",
+        }
+    }
+}
+
+/// `cluster_by`: a column or a list of up to four.
+fn cluster_by(node: &Node) -> Result<Option<Vec<String>>> {
+    let columns: Vec<String> = match node.config.get("cluster_by") {
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::String(c)) => vec![c.clone()],
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| config_error(node, "cluster_by", "expected column names"))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => {
+            return Err(config_error(
+                node,
+                "cluster_by",
+                "expected a column name or a list of them",
+            ));
+        }
+    };
+    if columns.len() > 4 {
+        return Err(config_error(
+            node,
+            "cluster_by",
+            "BigQuery clusters by at most four columns",
+        ));
+    }
+    Ok(Some(columns.iter().map(|c| format!("`{c}`")).collect()))
+}
+
+/// The embedded warehouse that reads seed files (in memory, opened once).
+async fn csv_reader() -> Result<&'static Warehouse> {
+    static READER: OnceCell<Warehouse> = OnceCell::const_new();
+    Ok(READER
+        .get_or_try_init(|| Warehouse::open("memory:///", "seeds"))
+        .await?)
+}
+
+async fn seed(jobs: &mut Jobs<'_>, path: &Path, node: &Node) -> Result<Built> {
+    let load = csv_load(node)?;
+    let reader = csv_reader().await?;
+    let df = reader.read_csv(path, &load, &node.path).await?;
+    let schema = df.schema().as_arrow().clone();
+    let batches = df
+        .collect()
+        .await
+        .map_err(rainbow_warehouse::WarehouseError::datafusion(&node.path))?;
+    let mut columns = Vec::new();
+    for f in schema.fields() {
+        let t = crate::unit_tests::bigquery_type(f.data_type()).ok_or_else(|| {
+            config_error(
+                node,
+                "column_types",
+                format!(
+                    "`{}` is read as {}, which BigQuery has no type for",
+                    f.name(),
+                    f.data_type()
+                ),
+            )
+        })?;
+        columns.push((f.name().clone(), t));
+    }
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let definition: Vec<String> = columns.iter().map(|(c, t)| format!("`{c}` {t}")).collect();
+    jobs.run(
+        &format!(
+            "CREATE OR REPLACE TABLE {target} ({})",
+            definition.join(", ")
+        ),
+        &node.path,
+        0,
+        false,
+    )
+    .await?;
+    let names: Vec<String> = columns.iter().map(|(c, _)| format!("`{c}`")).collect();
+    let rows = seed_rows(&batches, &columns)?;
+    for chunk in rows.chunks(SEED_ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO {target} ({}) VALUES\n{}",
+            names.join(", "),
+            chunk.join(",\n")
+        );
+        jobs.run(&sql, &node.path, 0, false).await?;
+    }
+    Ok(Built {
+        message: format!("INSERT {}", rows.len()),
+        rows: Some(rows.len() as u64),
+    })
+}
+
+/// A value (Arrow's text of it) as a GoogleSQL literal of `kind`: numbers and booleans as
+/// written, dates, times and decimals as typed literals (`DATE '2024-09-01'`), bytes from hex
+/// (Arrow writes them so), anything else cast from its text. Plain literals, not casts: the
+/// emulator parses a 500-row `VALUES` list of casts 2.5× slower (2.2 s vs 0.9 s, measured).
+fn literal(text: &str, kind: &str) -> String {
+    match kind {
+        "INT64" | "BOOL" => text.to_owned(),
+        "FLOAT64" if text.parse::<f64>().is_ok_and(f64::is_finite) => text.to_owned(),
+        "STRING" => string_literal(text),
+        "DATE" | "DATETIME" | "TIMESTAMP" | "TIME" | "NUMERIC" | "BIGNUMERIC" => {
+            format!("{kind} {}", string_literal(text))
+        }
+        "BYTES" => format!("FROM_HEX({})", string_literal(text)),
+        _ => format!("CAST({} AS {kind})", string_literal(text)),
+    }
+}
+
+/// Each row as a `(…)` tuple of BigQuery literals (see [`literal`]; `NULL`).
+fn seed_rows(batches: &[RecordBatch], columns: &[(String, &str)]) -> Result<Vec<String>> {
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| DbtError::Input {
+                location: "seed".into(),
+                message: e.to_string(),
+            })?;
+        for row in 0..batch.num_rows() {
+            let values: Vec<String> = formatters
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    if batch.column(i).is_null(row) {
+                        "NULL".to_owned()
+                    } else {
+                        literal(&f.value(row).to_string(), columns[i].1)
+                    }
+                })
+                .collect();
+            rows.push(format!("({})", values.join(", ")));
+        }
+    }
+    Ok(rows)
+}
+
+/// A GoogleSQL string literal: `'…'` with `\`, `'` and control characters escaped.
+pub(crate) fn string_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// Runs a test's failing-row query on BigQuery (see [`crate::materialize::failing_rows`]).
+pub(crate) async fn failing_rows(jobs: &mut Jobs<'_>, test: &DataTest) -> Result<TestOutcome> {
+    let (calc, warn_if, error_if) = (&test.fail_calc, &test.warn_if, &test.error_if);
+    let sql = format!(
+        "SELECT CAST(COALESCE({calc}, 0) AS INT64) AS failures, COALESCE({calc} {warn_if}, FALSE) AS should_warn, COALESCE({calc} {error_if}, FALSE) AS should_error FROM (\n{}\n) AS dbt_test",
+        test.sql
+    );
+    let result = jobs
+        .run(&sql, &format!("test {}", test.name), 1, true)
+        .await?;
+    let row = result.rows.first();
+    let value = |i: usize| row.and_then(|r| r.get(i));
+    Ok(TestOutcome {
+        failures: value(0).and_then(Json::as_i64).unwrap_or(0),
+        warn: value(1).and_then(Json::as_bool).unwrap_or(false),
+        error: value(2).and_then(Json::as_bool).unwrap_or(false),
+    })
+}
+
+/// dbt's audit table for a test with `store_failures`: its failing rows, replaced each run.
+pub(crate) async fn store_failures(
+    jobs: &mut Jobs<'_>,
+    audit_dataset: &str,
+    test: &DataTest,
+) -> Result<()> {
+    jobs.bq.ensure_dataset(audit_dataset).await?;
+    let target = jobs.bq.quoted(audit_dataset, &test.name);
+    let sql = format!("CREATE OR REPLACE TABLE {target} AS (\n{}\n)", test.sql);
+    jobs.run(&sql, &format!("test {}", test.name), 1, false)
+        .await?;
+    Ok(())
+}
+
+/// The rows of the node's table after its build (`None` for a view or an ephemeral model):
+/// `COUNT(*)` of a table reads only its metadata (0 bytes billed).
+pub(crate) async fn table_rows(jobs: &mut Jobs<'_>, node: &Node) -> Result<Option<u64>> {
+    let Some(relation) = jobs.bq.relation(&node.schema, &node.relation).await? else {
+        return Ok(None);
+    };
+    if relation.kind != RelationKind::Table {
+        return Ok(None);
+    }
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let result = jobs
+        .run(
+            &format!("SELECT COUNT(*) FROM {target}"),
+            &node.path,
+            0,
+            true,
+        )
+        .await?;
+    Ok(result
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Json::as_i64)
+        .and_then(|n| u64::try_from(n).ok()))
+}
+
+/// Rows of a query while rendering (`run_query`, `statement`), as the compiler reads them.
+pub(crate) async fn query_result(
+    bq: &BigQuery,
+    sql: &str,
+) -> std::result::Result<crate::compile::QueryResult, String> {
+    let options = JobOptions {
+        context: "a query while rendering".into(),
+        read_rows: true,
+        ..Default::default()
+    };
+    let result = bq.run(sql, &options).await.map_err(|e| e.to_string())?;
+    Ok(crate::compile::QueryResult {
+        types: result.columns.iter().map(|c| c.data_type.clone()).collect(),
+        columns: result.columns.iter().map(|c| c.name.clone()).collect(),
+        rows: result.rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(config: Json) -> Node {
+        let mut n = Node::test_model("m", "select 1");
+        if let Json::Object(o) = config {
+            n.config.extend(o);
+        }
+        n
+    }
+
+    #[test]
+    fn partition_by_renders_as_dbt_bigquery_does() {
+        let p = |c: Json| PartitionBy::of(&node(serde_json::json!({ "partition_by": c })));
+        let e = |c: Json| p(c).expect("ok").expect("ok").expression(None);
+        assert_eq!(e(serde_json::json!({"field": "d"})), "`d`");
+        assert_eq!(
+            e(serde_json::json!({"field": "d", "granularity": "month"})),
+            "DATE_TRUNC(`d`, MONTH)"
+        );
+        assert_eq!(
+            e(serde_json::json!({"field": "ts", "data_type": "timestamp"})),
+            "TIMESTAMP_TRUNC(`ts`, DAY)"
+        );
+        assert_eq!(
+            e(serde_json::json!({"field": "n", "data_type": "int64",
+                "range": {"start": 0, "end": 100, "interval": 10}})),
+            "RANGE_BUCKET(`n`, GENERATE_ARRAY(0, 100, 10))"
+        );
+        let message = |c: Json| p(c).expect_err("an error").to_string();
+        assert!(message(serde_json::json!({"data_type": "date"})).contains("needs `field:`"));
+        assert!(
+            message(serde_json::json!({"field": "n", "data_type": "int64"}))
+                .contains("needs `range:`")
+        );
+        assert!(
+            message(serde_json::json!({"field": "d", "data_type": "string"}))
+                .contains("`data_type` must be")
+        );
+    }
+
+    #[test]
+    fn cluster_by_takes_one_to_four_columns() {
+        let c = |v: Json| cluster_by(&node(serde_json::json!({ "cluster_by": v })));
+        assert_eq!(
+            c(Json::from("a")).expect("ok"),
+            Some(vec!["`a`".to_owned()])
+        );
+        assert!(c(serde_json::json!(["a", "b", "c", "d", "e"])).is_err());
+        assert!(c(serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn seed_values_become_typed_literals() {
+        assert_eq!(literal("12", "INT64"), "12");
+        assert_eq!(literal("1.5", "FLOAT64"), "1.5");
+        assert_eq!(literal("NaN", "FLOAT64"), "CAST('NaN' AS FLOAT64)");
+        assert_eq!(literal("2024-09-01", "DATE"), "DATE '2024-09-01'");
+        assert_eq!(literal("O'Brien", "STRING"), "'O\\'Brien'");
+        assert_eq!(literal("0a0b", "BYTES"), "FROM_HEX('0a0b')");
+    }
+
+    #[test]
+    fn string_literals_escape_quotes_and_controls() {
+        assert_eq!(string_literal("it's a \\ b\n"), "'it\\'s a \\\\ b\\n'");
+    }
+}

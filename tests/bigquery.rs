@@ -1,0 +1,362 @@
+//! The BigQuery target on a real BigQuery API: bqemulator (PyPI, started by scripts/test.sh;
+//! `RAINBOW_TEST_BIGQUERY_ENDPOINT`). dbt-labs/jaffle-shop seeds and builds there unmodified
+//! and its marts equal, row for row, the same project built on the embedded warehouse;
+//! incremental strategies (merge, append, insert_overwrite on a partitioned table) replace
+//! exactly what they should; job ids and bytes are recorded; bad targets and SQL BigQuery
+//! rejects fail naming the model, the job, the setting.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+
+use crate::dbt_packages::{assert_same_rows, copy_dir, rainbow, write};
+
+fn endpoint() -> String {
+    std::env::var("RAINBOW_TEST_BIGQUERY_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "RAINBOW_TEST_BIGQUERY_ENDPOINT is not set: run the suite with scripts/test.sh, which \
+             installs and starts the BigQuery emulator (bqemulator from PyPI)"
+        )
+    })
+}
+
+/// A `profiles.yml` for profile `profile` with a BigQuery target `bq` (dataset `dataset`, on
+/// the emulator) plus `extra` lines of settings.
+fn bigquery_profile(dir: &Path, profile: &str, dataset: &str, extra: &str) {
+    write(
+        dir,
+        "profiles/profiles.yml",
+        &format!(
+            "{profile}:\n  target: bq\n  outputs:\n    bq:\n      type: bigquery\n      method: oauth\n      project: rainbow-test\n      dataset: {dataset}\n      api_endpoint: {}\n{extra}",
+            endpoint()
+        ),
+    );
+}
+
+/// `rainbow query … --format json` rows.
+fn query(dir: &Path, extra: &[&str], sql: &str) -> Vec<Json> {
+    let mut args = vec!["query", sql, "--format", "json"];
+    args.extend_from_slice(extra);
+    let (ok, out) = rainbow(dir, &args);
+    assert!(ok, "{sql}: {out}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{sql}: {e}: {out}"))
+}
+
+#[test]
+fn jaffle_shop_builds_on_bigquery_like_the_embedded_warehouse() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jaffle-shop");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (embedded, bq) = (dir.path().join("embedded"), dir.path().join("bq"));
+    copy_dir(&fixture, &embedded);
+    copy_dir(&fixture, &bq);
+    let dataset = format!("jaffle_{}", std::process::id());
+    bigquery_profile(&bq, "default", &dataset, "");
+    let on_bq = ["--profiles-dir", "profiles"];
+    let vars = ["--vars", "{\"load_source_data\": true}"];
+
+    for (project, target) in [(&embedded, &[][..]), (&bq, &on_bq[..])] {
+        let (ok, out) = rainbow(project, &[&["seed"][..], &vars, target].concat());
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("Done. PASS=6 WARN=0 ERROR=0 SKIP=0 TOTAL=6"),
+            "{out}"
+        );
+    }
+    let (ok, out) = rainbow(&embedded, &["build"]);
+    assert!(ok, "{out}");
+    let (ok, out) = rainbow(&bq, &[&["build"][..], &on_bq].concat());
+    assert!(ok, "{out}");
+    // Every model and data test on BigQuery; the 3 unit tests are reported as not run there.
+    assert!(
+        out.contains("Done. PASS=40 WARN=0 ERROR=0 SKIP=3 TOTAL=43"),
+        "{out}"
+    );
+    assert_eq!(out.matches("SKIP  unit_test").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("not run: unit tests run on the embedded warehouse only")
+            .count(),
+        3
+    );
+    assert!(out.contains(&format!("model {dataset}.customers")), "{out}");
+
+    for model in [
+        "customers",
+        "locations",
+        "order_items",
+        "orders",
+        "products",
+        "supplies",
+    ] {
+        let sql = format!("select * from {model}");
+        let expected = query(&embedded, &[], &sql);
+        let actual = query(&bq, &on_bq, &sql);
+        assert_same_rows(model, &actual, &expected);
+    }
+
+    // `rainbow plan`: a dry run per model (the emulator reports 0 bytes; BigQuery its
+    // estimate), nothing built or billed; on the embedded target it is refused.
+    let (ok, plan) = rainbow(&bq, &[&["plan"][..], &on_bq].concat());
+    assert!(ok, "{plan}");
+    assert_eq!(
+        plan.lines()
+            .filter(|l| l.starts_with(&format!("{dataset}.")))
+            .count(),
+        13,
+        "{plan}"
+    );
+    assert!(plan.lines().any(|l| l.starts_with("TOTAL")), "{plan}");
+    let (ok, refused) = rainbow(&embedded, &["plan"]);
+    assert!(
+        !ok && refused.contains("the embedded warehouse"),
+        "{refused}"
+    );
+    // `rainbow compile`: BigQuery SQL as it runs, relations as `project.dataset.table`.
+    let (ok, compile_out) = rainbow(&bq, &[&["compile"][..], &on_bq].concat());
+    assert!(ok, "{compile_out}");
+    let compiled =
+        std::fs::read_to_string(bq.join("target/compiled/jaffle_shop/models/marts/customers.sql"))
+            .expect("compiled customers");
+    assert!(
+        compiled.contains(&format!("`rainbow-test.{dataset}.stg_customers`")),
+        "{compiled}"
+    );
+
+    // The run records each model's BigQuery jobs and what they scanned.
+    let run_id = out
+        .split("(run ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no run id: {out}"))
+        .to_owned();
+    let (ok, shown) = rainbow(&bq, &["runs", "show", &run_id]);
+    assert!(ok, "{shown}");
+    let customers: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.starts_with(&format!("{dataset}/customers ")))
+        .collect();
+    assert!(
+        customers
+            .iter()
+            .any(|l| l.contains("bigquery_job_ids") && l.contains("rainbow_")),
+        "{shown}"
+    );
+    assert!(
+        customers.iter().any(|l| l.contains("bytes_billed")),
+        "{shown}"
+    );
+    assert!(
+        customers
+            .iter()
+            .any(|l| l.contains("relation") && l.contains("`rainbow-test.")),
+        "{shown}"
+    );
+}
+
+/// merge (unique_key), append, and insert_overwrite (dynamic and static partitions) on
+/// partitioned and clustered tables: a second run with new source rows changes exactly the
+/// keys and partitions it should; `--full-refresh` rebuilds.
+#[test]
+fn incremental_strategies_on_bigquery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let dataset = format!("inc_{}", std::process::id());
+    write(p, "dbt_project.yml", "name: inc\nprofile: inc\n");
+    bigquery_profile(p, "inc", &dataset, "");
+    // Run 1: 2024-01-01 (k 1, 2) and 2024-01-02 (k 3). Run 2 (`second`): k 2 changed on
+    // 2024-01-01, k 3 gone and k 4 new on 2024-01-02.
+    write(
+        p,
+        "models/src.sql",
+        "{{ config(materialized='table') }}\n{% if var('second', false) %}\nselect date '2024-01-01' as d, 2 as k, 20 as v\nunion all select date '2024-01-02', 4, 40\n{% else %}\nselect date '2024-01-01' as d, 1 as k, 1 as v\nunion all select date '2024-01-01', 2, 2\nunion all select date '2024-01-02', 3, 3\n{% endif %}\n",
+    );
+    let partitioned = "partition_by={'field': 'd', 'data_type': 'date'}, cluster_by=['k']";
+    write(
+        p,
+        "models/merged.sql",
+        &format!(
+            "{{{{ config(materialized='incremental', unique_key='k', {partitioned}) }}}}\nselect * from {{{{ ref('src') }}}}\n"
+        ),
+    );
+    write(
+        p,
+        "models/appended.sql",
+        "{{ config(materialized='incremental', incremental_strategy='append') }}\nselect * from {{ ref('src') }}\n",
+    );
+    write(
+        p,
+        "models/overwritten.sql",
+        &format!(
+            "{{{{ config(materialized='incremental', incremental_strategy='insert_overwrite', {partitioned}) }}}}\nselect * from {{{{ ref('src') }}}}\n"
+        ),
+    );
+    write(
+        p,
+        "models/overwritten_static.sql",
+        &format!(
+            "{{{{ config(materialized='incremental', incremental_strategy='insert_overwrite', partitions=[\"date '2024-01-02'\"], {partitioned}) }}}}\nselect * from {{{{ ref('src') }}}}\n"
+        ),
+    );
+    let on_bq = ["--profiles-dir", "profiles"];
+    let (ok, out) = rainbow(p, &[&["run"][..], &on_bq].concat());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Done. PASS=5 WARN=0 ERROR=0 SKIP=0 TOTAL=5"),
+        "{out}"
+    );
+    let (ok, out) = rainbow(
+        p,
+        &[&["run", "--vars", "{second: true}"][..], &on_bq].concat(),
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("MERGE") && out.contains("APPEND") && out.contains("INSERT_OVERWRITE"),
+        "{out}"
+    );
+    let rows = |model: &str| -> Vec<String> {
+        query(
+            p,
+            &on_bq,
+            &format!("select cast(d as string) as d, k, v from {model} order by k, v"),
+        )
+        .iter()
+        .map(|r| format!("{} {} {}", r["d"].as_str().unwrap_or("?"), r["k"], r["v"]))
+        .collect()
+    };
+    // merge: k 2 updated, k 4 inserted, k 1 and k 3 kept.
+    assert_eq!(
+        rows("merged"),
+        [
+            "2024-01-01 1 1",
+            "2024-01-01 2 20",
+            "2024-01-02 3 3",
+            "2024-01-02 4 40"
+        ]
+    );
+    // append: both runs' rows.
+    assert_eq!(rows("appended").len(), 5);
+    // insert_overwrite (dynamic): both partitions of the new rows replaced whole — k 1 gone
+    // with 2024-01-01, k 3 with 2024-01-02.
+    assert_eq!(rows("overwritten"), ["2024-01-01 2 20", "2024-01-02 4 40"]);
+    // insert_overwrite (static 2024-01-02): that partition replaced; 2024-01-01 keeps its
+    // old rows and gains the new row (dbt-bigquery's static mode inserts every new row).
+    assert_eq!(
+        rows("overwritten_static"),
+        [
+            "2024-01-01 1 1",
+            "2024-01-01 2 2",
+            "2024-01-01 2 20",
+            "2024-01-02 4 40"
+        ]
+    );
+    // --full-refresh: rebuilt from the source as it is now.
+    let (ok, out) = rainbow(
+        p,
+        &[
+            &[
+                "run",
+                "--full-refresh",
+                "--vars",
+                "{second: true}",
+                "-s",
+                "appended",
+            ][..],
+            &on_bq,
+        ]
+        .concat(),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(rows("appended"), ["2024-01-01 2 20", "2024-01-02 4 40"]);
+}
+
+/// What a user gets wrong: SQL BigQuery rejects, an unreachable endpoint, a keyfile that is
+/// missing or not a key, a bad setting, an unsupported strategy — each names the model or the
+/// setting, and nothing else of the run is touched.
+#[test]
+fn bigquery_errors_name_the_model_job_and_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path();
+    let dataset = format!("bad_{}", std::process::id());
+    write(p, "dbt_project.yml", "name: bad\nprofile: bad\n");
+    write(p, "models/good.sql", "select 1 as id\n");
+    write(
+        p,
+        "models/broken.sql",
+        "select id,\n  no_such_column\nfrom {{ ref('good') }}\n",
+    );
+    write(
+        p,
+        "models/wrong_strategy.sql",
+        "{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='id') }}\nselect 1 as id\n",
+    );
+    let on_bq = ["--profiles-dir", "profiles"];
+
+    bigquery_profile(p, "bad", &dataset, "");
+    let (ok, out) = rainbow(p, &[&["run"][..], &on_bq].concat());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("OK    model"),
+        "the good model is built: {out}"
+    );
+    let broken = out
+        .lines()
+        .find(|l| l.starts_with("  Error in model broken"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        broken.contains("models/broken.sql (compiled SQL)"),
+        "{broken}"
+    );
+    assert!(broken.contains("BigQuery job rainbow_"), "{broken}");
+    assert!(broken.contains("no_such_column"), "{broken}");
+    // The first run built it as a table (no strategy used yet); the second refuses it.
+    assert!(out.contains("CREATE TABLE"), "{out}");
+    let (ok, out) = rainbow(p, &[&["run", "-s", "wrong_strategy"][..], &on_bq].concat());
+    assert!(!ok);
+    assert!(
+        out.contains("models/wrong_strategy.sql: config `incremental_strategy`: `delete+insert` is not supported on a BigQuery target"),
+        "{out}"
+    );
+
+    // An endpoint nothing listens on: the step fails naming the request.
+    write(
+        p,
+        "profiles/profiles.yml",
+        &format!(
+            "bad:\n  target: bq\n  outputs:\n    bq:\n      type: bigquery\n      project: rainbow-test\n      dataset: {dataset}\n      api_endpoint: http://127.0.0.1:9\n"
+        ),
+    );
+    let (ok, out) = rainbow(p, &[&["run", "-s", "good"][..], &on_bq].concat());
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("rainbow-test.{dataset}")), "{out}");
+    assert!(
+        out.contains("127.0.0.1:9") && out.contains("Connection refused"),
+        "{out}"
+    );
+
+    // Keyfiles: missing, and not a service-account key.
+    let keyfile = |file: &str| {
+        format!(
+            "bad:\n  target: bq\n  outputs:\n    bq:\n      type: bigquery\n      method: service-account\n      keyfile: {file}\n      project: rainbow-test\n      dataset: {dataset}\n"
+        )
+    };
+    write(p, "profiles/profiles.yml", &keyfile("missing.json"));
+    let (ok, out) = rainbow(p, &[&["run"][..], &on_bq].concat());
+    assert!(!ok);
+    assert!(out.contains("profiles/missing.json"), "{out}");
+    write(p, "profiles/not-a-key.json", "{\"hello\": \"world\"}");
+    write(p, "profiles/profiles.yml", &keyfile("not-a-key.json"));
+    let (ok, out) = rainbow(p, &[&["run"][..], &on_bq].concat());
+    assert!(!ok);
+    assert!(
+        out.contains("not-a-key.json: not a service-account key"),
+        "{out}"
+    );
+
+    // A setting BigQuery targets do not have a value for.
+    bigquery_profile(p, "bad", &dataset, "      maximum_bytes_billed: lots\n");
+    let (ok, out) = rainbow(p, &[&["run"][..], &on_bq].concat());
+    assert!(!ok);
+    assert!(
+        out.contains("target `bq`: `maximum_bytes_billed` must be a whole number"),
+        "{out}"
+    );
+}
