@@ -16,7 +16,6 @@ use anyhow::{Result, bail};
 use chrono::NaiveDate;
 use rainbow_assets::generate::GenerateOptions;
 use rainbow_assets::pipeline::{self, PipelineSettings, replay};
-use rainbow_warehouse::Warehouse;
 
 /// `rainbow demo`'s options (the state directory is the global `--home`).
 #[derive(Debug, clap::Args)]
@@ -117,9 +116,10 @@ pub(crate) const ANALYSES: [(&str, &str); 6] = [
 ];
 
 async fn print_analyses(settings: &PipelineSettings) -> Result<()> {
-    let warehouse = Warehouse::open(&settings.warehouse, "main").await?;
+    // On the pipeline's target: the embedded warehouse, or BigQuery.
+    let project = settings.sql_project()?;
     for (title, sql) in ANALYSES {
-        let batches = warehouse.query(sql, title).await?;
+        let (_, batches) = project.query(sql, title).await?;
         say(&format!("\n{title}"))?;
         say(&format!(
             "{}",

@@ -46,13 +46,18 @@ fn demo(home: &Path, endpoint: &str) -> String {
         .env("AWS_REGION", "us-east-1")
         .output()
         .expect("run rainbow");
+    analyses(&out)
+}
+
+/// The analyses a successful `rainbow demo` printed: from the first to the line before the
+/// closing timing line.
+pub(crate) fn analyses(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // From the first analysis to the line before the closing timing line.
     let start = stdout.find("\nTotal sales").expect("analyses printed");
     let end = stdout.rfind("\n\n").expect("closing line");
     stdout[start..end].to_owned()

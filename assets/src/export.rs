@@ -37,12 +37,13 @@ pub async fn export_view(
     schema: &str,
     view: &str,
 ) -> Result<Exported, AssetsError> {
-    let warehouse = project.warehouse().await?;
-    // The views as last built, by this process or another.
-    warehouse.refresh_catalog().await?;
-    let columns: Vec<String> = warehouse
-        .schema_of(schema, view)
-        .await?
+    // The view as last built, by this process or another, on the project's target (the
+    // embedded warehouse or BigQuery).
+    let context = format!("exporting {schema}.{view}");
+    let (shape, _) = project
+        .query(&format!("SELECT * FROM {schema}.{view} LIMIT 0"), &context)
+        .await?;
+    let columns: Vec<String> = shape
         .fields()
         .iter()
         .map(|f| format!("`{}`", f.name()))
@@ -51,13 +52,7 @@ pub async fn export_view(
         "SELECT * FROM {schema}.{view} ORDER BY {}",
         columns.join(", ")
     );
-    let context = format!("exporting {schema}.{view}");
-    let frame = warehouse.dataframe(&sql, &context).await?;
-    let arrow_schema: Arc<Schema> = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame
-        .collect()
-        .await
-        .map_err(|e| AssetsError::Invalid(format!("{context}: {e}")))?;
+    let (arrow_schema, batches): (Arc<Schema>, _) = project.query(&sql, &context).await?;
     let bytes = parquet_bytes(arrow_schema, &batches)?;
     let path = export_path(view);
     let size = bytes.len() as u64;

@@ -66,6 +66,18 @@ pub struct PipelineSettings {
     /// How many daily partitions the master dataset may lag before freshness warns.
     #[serde(default = "default_lag")]
     pub freshness_lag: usize,
+    /// Where the SQL project's `profiles.yml` is: its `rainbow` profile's target (a
+    /// `type: bigquery` one: BigQuery builds the models) replaces the embedded warehouse.
+    /// None: the embedded warehouse at `warehouse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles_dir: Option<PathBuf>,
+    /// The profile's target to use (default: the profile's `target:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The lake as BigQuery reads it (`gs://bucket/prefix`), when `lake` is not already that
+    /// URL (a local directory mirrored to Cloud Storage; an emulator's Cloud Storage root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigquery_lake: Option<String>,
 }
 
 fn default_lag() -> usize {
@@ -102,6 +114,9 @@ impl PipelineSettings {
             end_date: None,
             sql_models: None,
             freshness_lag: default_lag(),
+            profiles_dir: None,
+            target: None,
+            bigquery_lake: None,
         }
     }
 
@@ -185,12 +200,23 @@ impl PipelineSettings {
 
     /// The SQL project over this lake's warehouse, with the master dataset as external
     /// tables `raw.<table>`.
+    /// On the target `profiles_dir` names, when set.
     pub fn sql_project(&self) -> Result<SqlProject, AssetsError> {
-        let mut project =
-            SqlProject::new(self.sql_models_dir()?, &self.warehouse).target_schema("main");
+        let mut project = match &self.profiles_dir {
+            Some(profiles) => SqlProject::from_profile(
+                self.sql_models_dir()?,
+                profiles,
+                self.target.as_deref(),
+                &self.warehouse,
+            )?,
+            None => SqlProject::new(self.sql_models_dir()?, &self.warehouse).target_schema("main"),
+        };
         for table in rainbow_db::source::tables() {
             let location = self.lake_path(&format!("raw/{}", table.name));
             project = project.external_table("raw", table.name, location);
+        }
+        if let Some(uri) = &self.bigquery_lake {
+            project = project.bigquery_lake(&self.lake, uri);
         }
         Ok(project)
     }

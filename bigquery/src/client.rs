@@ -14,9 +14,11 @@ use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::job::Job;
 use gcp_bigquery_client::model::job_configuration::JobConfiguration;
+use gcp_bigquery_client::model::job_configuration_load::JobConfigurationLoad;
 use gcp_bigquery_client::model::job_configuration_query::JobConfigurationQuery;
 use gcp_bigquery_client::model::job_reference::JobReference;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_reference::TableReference;
 use serde_json::Value as Json;
 
 use crate::error::{BigQueryError, Result};
@@ -224,6 +226,67 @@ impl BigQuery {
     /// outlasts `job_execution_timeout_seconds`, the API is unreachable.
     pub async fn run(&self, sql: &str, options: &JobOptions) -> Result<JobResult> {
         let target = &self.target;
+        let configuration = JobConfiguration {
+            query: Some(JobConfigurationQuery {
+                query: sql.to_owned(),
+                use_legacy_sql: Some(false),
+                maximum_bytes_billed: target.maximum_bytes_billed.map(|b| b.to_string()),
+                priority: Some(target.priority.as_str().to_owned()),
+                default_dataset: options.default_dataset.as_ref().map(|d| {
+                    gcp_bigquery_client::model::dataset_reference::DatasetReference {
+                        dataset_id: d.clone(),
+                        project_id: target.project.clone(),
+                    }
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.insert_and_wait(configuration, options).await
+    }
+
+    /// Loads the Parquet files at `uris` (`gs://bucket/path/file.parquet`; BigQuery reads them)
+    /// into the existing table `dataset.table`, replacing its rows (`WRITE_TRUNCATE`): a load
+    /// job, free of query charges. With `hive_prefix` (`gs://bucket/path`), the `key=value`
+    /// folders after it become text columns. Errors: as [`BigQuery::run`]'s (a file BigQuery
+    /// cannot read, columns that do not match the table).
+    pub async fn load_parquet(
+        &self,
+        uris: Vec<String>,
+        hive_prefix: Option<&str>,
+        dataset: &str,
+        table: &str,
+        options: &JobOptions,
+    ) -> Result<JobResult> {
+        let configuration = JobConfiguration {
+            load: Some(JobConfigurationLoad {
+                source_uris: Some(uris),
+                source_format: Some("PARQUET".into()),
+                destination_table: Some(TableReference::new(&self.target.project, dataset, table)),
+                write_disposition: Some("WRITE_TRUNCATE".into()),
+                create_disposition: Some("CREATE_NEVER".into()),
+                hive_partitioning_options: hive_prefix.map(|prefix| {
+                    gcp_bigquery_client::model::hive_partitioning_options::HivePartitioningOptions {
+                        mode: Some("STRINGS".into()),
+                        require_partition_filter: None,
+                        source_uri_prefix: Some(prefix.to_owned()),
+                    }
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.insert_and_wait(configuration, options).await
+    }
+
+    /// Inserts a job of `configuration` (with Rainbow's id, the options' labels and dry-run
+    /// flag, the target's timeout) and waits for it; its rows when `options.read_rows`.
+    async fn insert_and_wait(
+        &self,
+        mut configuration: JobConfiguration,
+        options: &JobOptions,
+    ) -> Result<JobResult> {
+        let target = &self.target;
         let job_id = format!("rainbow_{}", uuid::Uuid::now_v7().simple());
         let labels = options
             .labels
@@ -231,33 +294,18 @@ impl BigQuery {
             .map(|(k, v)| (label(k), label(v)))
             .filter(|(k, _)| !k.is_empty())
             .collect();
+        configuration.dry_run = Some(options.dry_run);
+        configuration.labels = Some(labels);
+        configuration.job_timeout_ms = target
+            .job_execution_timeout_seconds
+            .map(|s| (s * 1000).to_string());
         let job = Job {
             job_reference: Some(JobReference {
                 job_id: Some(job_id.clone()),
                 location: target.location.clone(),
                 project_id: Some(target.project.clone()),
             }),
-            configuration: Some(JobConfiguration {
-                dry_run: Some(options.dry_run),
-                labels: Some(labels),
-                job_timeout_ms: target
-                    .job_execution_timeout_seconds
-                    .map(|s| (s * 1000).to_string()),
-                query: Some(JobConfigurationQuery {
-                    query: sql.to_owned(),
-                    use_legacy_sql: Some(false),
-                    maximum_bytes_billed: target.maximum_bytes_billed.map(|b| b.to_string()),
-                    priority: Some(target.priority.as_str().to_owned()),
-                    default_dataset: options.default_dataset.as_ref().map(|d| {
-                        gcp_bigquery_client::model::dataset_reference::DatasetReference {
-                            dataset_id: d.clone(),
-                            project_id: target.project.clone(),
-                        }
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            configuration: Some(configuration),
             ..Default::default()
         };
         let job_error = |e: BQError| match e {

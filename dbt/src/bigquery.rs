@@ -22,10 +22,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rainbow_bigquery::{BigQuery, BigQueryError, JobOptions, JobResult, RelationKind};
 use rainbow_warehouse::Warehouse;
 use rainbow_warehouse::datafusion::arrow::array::Array;
+use rainbow_warehouse::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rainbow_warehouse::datafusion::arrow::json::ReaderBuilder;
 use rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch;
 use rainbow_warehouse::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde_json::Value as Json;
@@ -651,6 +654,176 @@ pub(crate) async fn failing_rows(jobs: &mut Jobs<'_>, test: &DataTest) -> Result
     })
 }
 
+/// The table of partitions copied from the lake (table, partition, fingerprint) in each raw
+/// dataset: a partition whose files changed (a reprocessed day) is copied again.
+const LOADS_TABLE: &str = "_rainbow_lake_loads";
+
+/// Copies the lake's Parquet dataset at `location` (as Rainbow reads it) into the BigQuery
+/// table `dataset.name`, one partition (`dt=…` folder) at a time — each new or changed
+/// partition loaded into a staging table by a load job from `uri` (the same files as BigQuery
+/// reads them, `gs://bucket/…/raw/<table>`), then swapped in by one transaction that also
+/// records its fingerprint. Unchanged partitions cost nothing. The partition column is text,
+/// as the embedded warehouse's external table has it. Returns the partitions copied.
+///
+/// Why loads rather than an external table: a native table is read faster and cheaper by every
+/// model, pruned by partition, and a nightly copies one day; the master dataset in the lake stays
+/// the source of truth (a partition is copied again when its files change).
+pub(crate) async fn load_lake_table(
+    bq: &BigQuery,
+    dataset: &str,
+    name: &str,
+    location: &str,
+    uri: &str,
+    run_id: &str,
+) -> Result<usize> {
+    let reader = csv_reader().await?;
+    let Some(lake) = reader.lake_dataset(location).await? else {
+        return Ok(0);
+    };
+    let context = format!("loading {location} into {dataset}.{name}");
+    let mut jobs = Jobs::new(bq, name, run_id);
+    bq.ensure_dataset(dataset).await?;
+    let mut columns = Vec::new();
+    for f in lake.schema.fields() {
+        let t = crate::unit_tests::bigquery_type(f.data_type()).ok_or_else(|| DbtError::Input {
+            location: context.clone(),
+            message: format!(
+                "column `{}` is {}, which BigQuery has no type for",
+                f.name(),
+                f.data_type()
+            ),
+        })?;
+        columns.push((f.name().clone(), t));
+    }
+    let key = lake.partition_key.clone();
+    let file_columns: Vec<&(String, &str)> = columns
+        .iter()
+        .filter(|(c, _)| Some(c) != key.as_ref())
+        .collect();
+    let definition = |cols: &[&(String, &str)]| -> String {
+        cols.iter()
+            .map(|(c, t)| format!("`{c}` {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let all: Vec<&(String, &str)> = columns.iter().collect();
+    let target = bq.quoted(dataset, name);
+    let loads = bq.quoted(dataset, LOADS_TABLE);
+    jobs.run(
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {target} ({});
+CREATE TABLE IF NOT EXISTS {loads} (table_name STRING, partition_value STRING, fingerprint STRING, loaded_at TIMESTAMP)",
+            definition(&all)
+        ),
+        &context,
+        0,
+        false,
+    )
+    .await?;
+    let loaded = jobs
+        .run(
+            &format!(
+                "SELECT partition_value, fingerprint FROM {loads} WHERE table_name = {}",
+                string_literal(name)
+            ),
+            &context,
+            0,
+            true,
+        )
+        .await?;
+    let loaded: BTreeMap<String, String> = loaded
+        .rows
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.first()?.as_str()?.to_owned(),
+                r.get(1)?.as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let pending: Vec<&String> = lake
+        .partitions
+        .keys()
+        .filter(|p| loaded.get(*p) != Some(&lake.fingerprint(p)))
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    // The staging table has the partition column too: a load reads it from the folder names
+    // (`key=value`, hive partitioning).
+    let staging = format!("__rainbow_load_{name}");
+    jobs.run(
+        &format!(
+            "CREATE OR REPLACE TABLE {} ({})",
+            bq.quoted(dataset, &staging),
+            definition(&all)
+        ),
+        &context,
+        0,
+        false,
+    )
+    .await?;
+    let names = |cols: &[&(String, &str)]| -> String {
+        cols.iter()
+            .map(|(c, _)| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let uri = uri.trim_end_matches('/');
+    for partition in &pending {
+        let uris = lake.partitions[*partition]
+            .iter()
+            .map(|f| format!("{uri}/{}", f.path))
+            .collect();
+        let options = JobOptions {
+            context: format!("{context}: partition {partition}"),
+            labels: jobs.labels.clone(),
+            ..Default::default()
+        };
+        let hive = key.as_ref().map(|_| uri);
+        let result = bq
+            .load_parquet(uris, hive, dataset, &staging, &options)
+            .await?;
+        jobs.stats.job_ids.push(result.job_id);
+        let value = string_literal(partition);
+        let (filter, select) = match &key {
+            Some(k) => (
+                format!("`{k}` = {value}"),
+                format!("{}, {value}", names(&file_columns)),
+            ),
+            None => ("TRUE".to_owned(), names(&file_columns)),
+        };
+        let swap = format!(
+            "BEGIN TRANSACTION;
+DELETE FROM {target} WHERE {filter};
+INSERT INTO {target} ({}) SELECT {select} FROM {};
+DELETE FROM {loads} WHERE table_name = {} AND partition_value = {value};
+INSERT INTO {loads} (table_name, partition_value, fingerprint, loaded_at) VALUES ({}, {value}, {}, CURRENT_TIMESTAMP());
+COMMIT TRANSACTION",
+            names(&all),
+            bq.quoted(dataset, &staging),
+            string_literal(name),
+            string_literal(name),
+            string_literal(&lake.fingerprint(partition)),
+        );
+        jobs.run(
+            &swap,
+            &format!("{context}: partition {partition}"),
+            0,
+            false,
+        )
+        .await?;
+    }
+    jobs.run(
+        &format!("DROP TABLE {}", bq.quoted(dataset, &staging)),
+        &context,
+        0,
+        false,
+    )
+    .await?;
+    Ok(pending.len())
+}
+
 /// dbt's audit table for a test with `store_failures`: its failing rows, replaced each run.
 pub(crate) async fn store_failures(
     jobs: &mut Jobs<'_>,
@@ -689,6 +862,58 @@ pub(crate) async fn table_rows(jobs: &mut Jobs<'_>, node: &Node) -> Result<Optio
         .and_then(|r| r.first())
         .and_then(Json::as_i64)
         .and_then(|n| u64::try_from(n).ok()))
+}
+
+/// A job's rows as Arrow: each column typed as the embedded warehouse types its BigQuery type
+/// (`NUMERIC` → Decimal128(38, 9), `DATE` → Date32, `TIMESTAMP` → µs UTC…), so a result
+/// exported from BigQuery has the types an embedded build gives; a type it cannot map
+/// (`GEOGRAPHY`, `JSON`, nested) is text.
+pub(crate) async fn arrow_batches(
+    result: &JobResult,
+    context: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = csv_reader().await?;
+    let mut fields = Vec::new();
+    for c in &result.columns {
+        let t = match reader.sql_type(&c.data_type).await {
+            Ok(t) if !t.is_nested() => t,
+            _ => DataType::Utf8,
+        };
+        fields.push(Field::new(&c.name, t, true));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let rows: Vec<serde_json::Map<String, Json>> = result
+        .rows
+        .iter()
+        .map(|row| {
+            (schema.fields().iter().zip(row))
+                .map(|(f, v)| {
+                    let v = match (f.data_type(), v) {
+                        (DataType::Utf8, Json::Array(_) | Json::Object(_) | Json::Number(_)) => {
+                            Json::from(v.to_string())
+                        }
+                        // `NaN`, `Infinity`, `-Infinity` as BigQuery writes them, in Rust's
+                        // spelling (the decoder parses text as Rust does).
+                        (DataType::Float64, Json::String(s)) => {
+                            Json::from(s.replace("Infinity", "inf"))
+                        }
+                        _ => v.clone(),
+                    };
+                    (f.name().clone(), v)
+                })
+                .collect()
+        })
+        .collect();
+    let error = |e: rainbow_warehouse::datafusion::arrow::error::ArrowError| DbtError::Input {
+        location: context.to_owned(),
+        message: format!("reading BigQuery's rows: {e}"),
+    };
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(error)?;
+    decoder.serialize(&rows).map_err(error)?;
+    let batches = decoder.flush().map_err(error)?.into_iter().collect();
+    Ok((schema, batches))
 }
 
 /// Rows of a query while rendering (`run_query`, `statement`), as the compiler reads them.
@@ -770,6 +995,58 @@ mod tests {
         assert_eq!(literal("2024-09-01", "DATE"), "DATE '2024-09-01'");
         assert_eq!(literal("O'Brien", "STRING"), "'O\\'Brien'");
         assert_eq!(literal("0a0b", "BYTES"), "FROM_HEX('0a0b')");
+    }
+
+    #[tokio::test]
+    async fn job_rows_become_arrow_with_the_embedded_types() {
+        let column = |name: &str, t: &str| rainbow_bigquery::Column {
+            name: name.into(),
+            data_type: t.into(),
+        };
+        let result = JobResult {
+            columns: vec![
+                column("n", "INT64"),
+                column("x", "FLOAT64"),
+                column("d", "DATE"),
+                column("amount", "NUMERIC"),
+                column("tags", "ARRAY<STRING>"),
+            ],
+            rows: vec![
+                vec![
+                    Json::from(1),
+                    Json::from("-Infinity"),
+                    Json::from("2024-01-02"),
+                    Json::from("2.25"),
+                    serde_json::json!(["a"]),
+                ],
+                vec![
+                    Json::Null,
+                    Json::from(0.5),
+                    Json::Null,
+                    Json::Null,
+                    Json::Null,
+                ],
+            ],
+            ..Default::default()
+        };
+        let (schema, batches) = arrow_batches(&result, "t").await.expect("batches");
+        let types: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().to_string())
+            .collect();
+        assert_eq!(
+            types,
+            ["Int64", "Float64", "Date32", "Decimal128(38, 9)", "Utf8"]
+        );
+        let text =
+            rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("format")
+                .to_string();
+        assert!(
+            text.contains("| 1 | -inf | 2024-01-02 | 2.250000000 | [\"a\"] |"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Subcommand, ValueEnum};
@@ -237,17 +236,9 @@ pub async fn run(
         } => {
             let warehouse = if args.project_dir.join("dbt_project.yml").exists() {
                 let project = args.sql_project(global)?;
-                if let Some(target) = project.bigquery_target() {
+                if project.bigquery_target().is_some() {
                     // On BigQuery: unqualified names resolve in the target's dataset.
-                    let bq = rainbow_bigquery::BigQuery::connect(target.clone()).await?;
-                    let options = rainbow_bigquery::JobOptions {
-                        context: "query".into(),
-                        read_rows: true,
-                        default_dataset: Some(target.dataset.clone()),
-                        ..Default::default()
-                    };
-                    let result = bq.run(sql, &options).await?;
-                    let batches = bigquery_batches(&result)?;
+                    let (_, batches) = project.query(sql, "query").await?;
                     print_batches(&batches, *format).map_err(|e| DbtError::Io {
                         path: PathBuf::from("<stdout>"),
                         source: e,
@@ -560,57 +551,6 @@ async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> 
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A BigQuery job's rows as one record batch: INT64, FLOAT64 and BOOL columns keep their type;
-/// every other column is BigQuery's text (arrays and structs as JSON).
-fn bigquery_batches(
-    result: &rainbow_bigquery::JobResult,
-) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-    use arrow::datatypes::{DataType, Field, Schema};
-    use serde_json::Value as Json;
-    let kind = |t: &str| match t {
-        "INT64" => DataType::Int64,
-        "FLOAT64" => DataType::Float64,
-        "BOOL" => DataType::Boolean,
-        _ => DataType::Utf8,
-    };
-    let schema = Arc::new(Schema::new(
-        result
-            .columns
-            .iter()
-            .map(|c| Field::new(&c.name, kind(&c.data_type), true))
-            .collect::<Vec<_>>(),
-    ));
-    let rows: Vec<serde_json::Map<String, Json>> = result
-        .rows
-        .iter()
-        .map(|row| {
-            (result.columns.iter().zip(row))
-                .map(|(c, v)| {
-                    let v = match (kind(&c.data_type), v) {
-                        (DataType::Utf8, Json::Array(_) | Json::Object(_)) => {
-                            Json::from(v.to_string())
-                        }
-                        (DataType::Utf8, Json::Number(n)) => Json::from(n.to_string()),
-                        // `NaN`, `Infinity` in a FLOAT64 column stay text: shown as NULL.
-                        (DataType::Float64, Json::String(_)) => Json::Null,
-                        _ => v.clone(),
-                    };
-                    (c.name.clone(), v)
-                })
-                .collect()
-        })
-        .collect();
-    let error = |e: arrow::error::ArrowError| DbtError::Input {
-        location: "query".into(),
-        message: format!("reading BigQuery's rows: {e}"),
-    };
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .build_decoder()
-        .map_err(error)?;
-    decoder.serialize(&rows).map_err(error)?;
-    Ok(decoder.flush().map_err(error)?.into_iter().collect())
 }
 
 /// Runs a dbt benchmark; prints one JSON line last.

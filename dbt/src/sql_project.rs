@@ -82,6 +82,8 @@ struct External {
     schema: String,
     name: String,
     location: String,
+    /// The same files as BigQuery reads them (`gs://…`), for a BigQuery target.
+    bigquery_uri: Option<String>,
 }
 
 /// What dbt calls a node, for an asset key: reports name nodes as dbt does.
@@ -207,11 +209,40 @@ impl Shared {
                         .await?;
                 }
             }
-        } else if let Some(e) = self.config.externals.first() {
-            return Err(DbtError::Input {
-                location: format!("external table {}.{}", e.schema, e.name),
-                message: "external tables on a BigQuery target are not supported yet".into(),
-            });
+        } else if let Target::BigQuery(bq) = &target {
+            // The lake's tables copied in (new and changed partitions only).
+            let _turn = self.config.refreshing.lock().await;
+            for e in &self.config.externals {
+                let uri = match (&e.bigquery_uri, e.location.starts_with("gs://")) {
+                    (Some(uri), _) => uri.clone(),
+                    (None, true) => e.location.clone(),
+                    (None, false) => {
+                        return Err(DbtError::Input {
+                            location: format!("external table {}.{}", e.schema, e.name),
+                            message: format!(
+                                "BigQuery reads the lake from Cloud Storage: {} is not a gs:// URL (set the pipeline's `bigquery_lake`)",
+                                e.location
+                            ),
+                        });
+                    }
+                };
+                let copied = crate::bigquery::load_lake_table(
+                    bq,
+                    &e.schema,
+                    &e.name,
+                    &e.location,
+                    &uri,
+                    ctx.run_id(),
+                )
+                .await?;
+                if copied > 0 {
+                    tracing::info!(
+                        "{}.{}: {copied} partition(s) loaded into BigQuery",
+                        e.schema,
+                        e.name
+                    );
+                }
+            }
         }
         let mut extra = placeholders();
         if let Some(key) = ctx.partition_key() {
@@ -385,7 +416,22 @@ impl SqlProject {
             schema: schema.into(),
             name: name.into(),
             location: location.into(),
+            bigquery_uri: None,
         });
+        self
+    }
+
+    /// On a BigQuery target, the external tables' files as BigQuery reads them: a location
+    /// starting with `lake` is read from `uri` instead (`/home/u/lake` → `gs://bucket/lake`);
+    /// locations already on `gs://` need none. BigQuery copies them into native tables
+    /// ([`crate::bigquery`]'s lake loads) before anything is built.
+    pub fn bigquery_lake(mut self, lake: &str, uri: &str) -> Self {
+        let lake = lake.trim_end_matches('/');
+        for e in &mut self.externals {
+            if let Some(rest) = e.location.strip_prefix(lake) {
+                e.bigquery_uri = Some(format!("{}{rest}", uri.trim_end_matches('/')));
+            }
+        }
         self
     }
 
@@ -405,6 +451,42 @@ impl SqlProject {
             Target::Embedded(warehouse) => warehouse_query(warehouse),
             Target::BigQuery(bq) => bigquery_query(bq),
         })
+    }
+
+    /// Runs a query on the project's target: the rows as Arrow batches and their schema (on
+    /// BigQuery, unqualified names resolve in the target's dataset, and each column gets the
+    /// Arrow type the embedded warehouse gives its BigQuery type). `context` names it in
+    /// errors.
+    pub async fn query(
+        &self,
+        sql: &str,
+        context: &str,
+    ) -> Result<(
+        rainbow_warehouse::datafusion::arrow::datatypes::SchemaRef,
+        Vec<rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch>,
+    )> {
+        match self.target().await? {
+            Target::Embedded(warehouse) => {
+                warehouse.refresh_catalog().await?;
+                let df = warehouse.dataframe(sql, context).await?;
+                let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+                let batches = df
+                    .collect()
+                    .await
+                    .map_err(rainbow_warehouse::WarehouseError::datafusion(context))?;
+                Ok((schema, batches))
+            }
+            Target::BigQuery(bq) => {
+                let options = rainbow_bigquery::JobOptions {
+                    context: context.to_owned(),
+                    read_rows: true,
+                    default_dataset: Some(self.schema.clone()),
+                    ..Default::default()
+                };
+                let result = bq.run(sql, &options).await?;
+                crate::bigquery::arrow_batches(&result, context).await
+            }
+        }
     }
 
     /// The BigQuery target, when the project builds there.

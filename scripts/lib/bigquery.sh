@@ -3,7 +3,7 @@
 # differs from the dbt peers'). It starts offline only with duckdb-extension-spatial 1.5.5's
 # extension file copied where DuckDB looks for it (otherwise it downloads it), and numpy. Its
 # GCS root is a scratch directory. Stops it when the calling script exits. Sourced by test.sh.
-# Sets RAINBOW_TEST_BIGQUERY_ENDPOINT.
+# Sets RAINBOW_TEST_BIGQUERY_ENDPOINT and RAINBOW_TEST_BIGQUERY_GCS_ROOT.
 
 RAINBOW_SVC_DIR="${RAINBOW_SVC_DIR:-$HOME/.cache/rainbow-services}"
 BQ_VENV="$RAINBOW_SVC_DIR/bq-venv"
@@ -31,3 +31,5 @@ RAINBOW_CLEANUPS="${RAINBOW_CLEANUPS:-} cleanup_bq_home"
 cleanup_bq_home() { rm -rf "$BQ_HOME"; }
 echo "==> BigQuery emulator (bqemulator 1.4.0) on 127.0.0.1:$BQ_PORT"
 export RAINBOW_TEST_BIGQUERY_ENDPOINT="http://127.0.0.1:$BQ_PORT"
+# The emulator reads gs://<bucket>/<path> from here: a lake written under it is BigQuery's too.
+export RAINBOW_TEST_BIGQUERY_GCS_ROOT="$BQ_HOME/gcs"

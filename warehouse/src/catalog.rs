@@ -200,25 +200,7 @@ pub(crate) async fn external_provider(
     };
     let url = ListingTableUrl::parse(location)?;
     let state = context.state();
-    let store = match state.runtime_env().object_store(&url) {
-        Ok(store) => store,
-        // An object store URL (`s3://bucket/…`, `gs://bucket/…`) the session has not seen:
-        // its client built from the environment (`AWS_*`, `GOOGLE_*`), as the lake's own.
-        Err(_) => {
-            let base = url.object_store();
-            let base: &url::Url = base.as_ref();
-            let (store, _) = object_store::parse_url_opts(
-                base,
-                std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
-            )
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let store: Arc<dyn object_store::ObjectStore> = Arc::from(store);
-            state
-                .runtime_env()
-                .register_object_store(base, store.clone());
-            store
-        }
-    };
+    let store = lake_store(context, &url)?;
     let listing = store
         .list_with_delimiter(Some(url.prefix()))
         .await
@@ -237,6 +219,35 @@ pub(crate) async fn external_provider(
         .infer_schema(&state)
         .await?;
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The object store of a listing URL: the session's, or for an object store URL
+/// (`s3://bucket/…`, `gs://bucket/…`) the session has not seen, a client built from the
+/// environment (`AWS_*`, `GOOGLE_*`), as the lake's own, registered for next time.
+pub(crate) fn lake_store(
+    context: &SessionContext,
+    url: &datafusion::datasource::listing::ListingTableUrl,
+) -> Result<Arc<dyn object_store::ObjectStore>, DataFusionError> {
+    let state = context.state();
+    Ok(match state.runtime_env().object_store(url) {
+        Ok(store) => store,
+        // An object store URL (`s3://bucket/…`, `gs://bucket/…`) the session has not seen:
+        // its client built from the environment (`AWS_*`, `GOOGLE_*`), as the lake's own.
+        Err(_) => {
+            let base = url.object_store();
+            let base: &url::Url = base.as_ref();
+            let (store, _) = object_store::parse_url_opts(
+                base,
+                std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
+            )
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let store: Arc<dyn object_store::ObjectStore> = Arc::from(store);
+            state
+                .runtime_env()
+                .register_object_store(base, store.clone());
+            store
+        }
+    })
 }
 
 #[async_trait]

@@ -14,6 +14,7 @@ pub mod bigquery;
 mod catalog;
 pub mod error;
 pub mod instrument;
+mod lake;
 mod load;
 mod merge;
 pub mod sorted_window;
@@ -25,6 +26,7 @@ mod write;
 pub use catalog::RelationKind;
 pub use datafusion;
 pub use error::{Result, WarehouseError};
+pub use lake::{LakeDataset, LakeFile};
 pub use load::CsvLoad;
 pub use warehouse::{CATALOG, Warehouse, WriteMode};
 

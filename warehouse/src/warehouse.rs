@@ -62,7 +62,7 @@ impl std::fmt::Debug for Warehouse {
     }
 }
 
-fn location_url(location: &str) -> Result<Url> {
+pub(crate) fn location_url(location: &str) -> Result<Url> {
     if location.contains("://") {
         let mut url = Url::parse(location).map_err(|e| WarehouseError::Config {
             node: "warehouse".into(),
