@@ -468,4 +468,163 @@ fn the_batch_layer_on_bigquery_equals_the_embedded_one() {
     assert!(ok, "{out}");
     assert_eq!(query(&bq, &on_bq, loads), before);
     assert_eq!(demo(&bq), expected);
+
+    // A reprocessed day (its file rewritten, here with another day's rows): that partition,
+    // and only it, is copied again.
+    let payments = |day: &str| lake.join(format!("raw/payments/dt={day}/payments.parquet"));
+    std::fs::copy(payments("2026-01-01"), payments("2026-01-02")).expect("rewrite a day");
+    let (ok, out) = rainbow(
+        &bq,
+        &[
+            "materialize",
+            "--select",
+            "kind:sql",
+            "--home",
+            bq.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let last = before[0]["last"].as_str().expect("last load");
+    let reloaded = query(
+        &bq,
+        &on_bq,
+        &format!(
+            "select table_name, partition_value from raw._rainbow_lake_loads where cast(loaded_at as string) > '{last}'"
+        ),
+    );
+    assert_eq!(
+        reloaded,
+        [serde_json::json!({"table_name": "payments", "partition_value": "2026-01-02"})]
+    );
+    let days = query(
+        &bq,
+        &on_bq,
+        "select dt, count(*) as n from raw.payments group by dt order by dt",
+    );
+    assert_eq!(days[0]["n"], days[1]["n"], "{days:?}");
+}
+
+/// Snapshots (SCD type 2) on BigQuery give the embedded warehouse's rows, version for version:
+/// both strategies × the three `hard_deletes` modes, through deletes, restores and changes,
+/// with the same snapshot times.
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_on_bigquery_equal_the_embedded_ones() {
+    use crate::support::{DbtOptions, dbt, dbt_on};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path().join("project");
+    let pid = std::process::id();
+    // Datasets of their own: snapshots in `snaps_<pid>`, the source in `src_<pid>`.
+    write(&r, "dbt_project.yml", "name: snaps\nprofile: snaps\n");
+    write(
+        &r,
+        "models/sources.yml",
+        &format!(
+            "version: 2\nsources:\n  - name: raw\n    schema: src_{pid}\n    tables:\n      - name: items\n"
+        ),
+    );
+    let mut names = Vec::new();
+    for (s, strategy) in [
+        ("ts", "strategy='timestamp', updated_at='u'"),
+        ("ck", "strategy='check', check_cols='all'"),
+    ] {
+        for mode in ["ignore", "invalidate", "new_record"] {
+            names.push(format!("{s}_{mode}"));
+            write(
+                &r,
+                &format!("snapshots/{s}_{mode}.sql"),
+                &format!(
+                    "{{% snapshot {s}_{mode} %}}\n{{{{ config(target_schema='snaps_{pid}', unique_key='id', {strategy}, hard_deletes='{mode}') }}}}\nselect id, v, u from {{{{ source('raw', 'items') }}}}\n{{% endsnapshot %}}\n"
+                ),
+            );
+        }
+    }
+    let wh = rainbow_warehouse::Warehouse::open(
+        dir.path().join("warehouse").to_str().expect("utf-8"),
+        "main",
+    )
+    .await
+    .expect("warehouse");
+    let target = rainbow_bigquery::BigQueryTarget::emulator(
+        endpoint(),
+        "rainbow-test",
+        format!("main_{pid}"),
+    );
+    let bq = rainbow_bigquery::BigQuery::connect(target.clone())
+        .await
+        .expect("client");
+    bq.ensure_dataset(&format!("src_{pid}"))
+        .await
+        .expect("dataset");
+    let row = |id: u32, v: &str, u: &str| {
+        format!("SELECT {id} AS id, '{v}' AS v, TIMESTAMP '{u} 00:00:00' AS u")
+    };
+    let (a, b) = (row(1, "a", "2024-01-01"), row(2, "b", "2024-01-01"));
+    let steps = [
+        format!("{a} UNION ALL {b}"),
+        a.clone(),                                              // 2 deleted
+        a.clone(),                                              // run again, nothing changed
+        format!("{a} UNION ALL {b}"),                           // 2 restored as it was
+        format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")), // 2 changed
+    ];
+    let on_bq = rainbow_dbt::SqlProject::new(&r, "unused").bigquery(target);
+    for (i, step) in steps.iter().enumerate() {
+        let options = DbtOptions {
+            run_started_at: Some(
+                chrono::DateTime::parse_from_rfc3339(&format!("2024-02-0{}T00:00:00Z", i + 1))
+                    .expect("time")
+                    .with_timezone(&chrono::Utc),
+            ),
+            ..Default::default()
+        };
+        wh.execute(
+            &format!("CREATE OR REPLACE TABLE src_{pid}.items AS {step}"),
+            "source",
+        )
+        .await
+        .expect("embedded source");
+        bq.run(
+            &format!("CREATE OR REPLACE TABLE `rainbow-test.src_{pid}.items` AS {step}"),
+            &rainbow_bigquery::JobOptions::default(),
+        )
+        .await
+        .expect("BigQuery source");
+        for (target, summary) in [
+            (
+                "embedded",
+                dbt(&r, &wh, rainbow_dbt::Verb::Snapshot, &options).await,
+            ),
+            (
+                "bigquery",
+                dbt_on(on_bq.clone(), rainbow_dbt::Verb::Snapshot, &options).await,
+            ),
+        ] {
+            let summary = summary.unwrap_or_else(|e| panic!("{target} step {i}: {e}"));
+            assert!(
+                summary.success(),
+                "{target} step {i}: {:?}",
+                summary.results
+            );
+        }
+    }
+    let embedded = rainbow_dbt::SqlProject::new(&r, wh.location().as_str());
+    for name in &names {
+        let deleted = if name.ends_with("new_record") {
+            ", dbt_is_deleted"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "select id, v, format_timestamp('%F %T', u) as u, to_hex(dbt_scd_id) as scd, format_timestamp('%F %T', dbt_valid_from) as valid_from, coalesce(format_timestamp('%F %T', dbt_valid_to), 'open') as valid_to, format_timestamp('%F %T', dbt_updated_at) as updated{deleted} from snaps_{pid}.{name} order by id, valid_from, valid_to"
+        );
+        let text =
+            |batches: &[rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch]| {
+                rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+                    .expect("format")
+                    .to_string()
+            };
+        let expected = text(&embedded.query(&sql, name).await.expect("embedded rows").1);
+        let actual = text(&on_bq.query(&sql, name).await.expect("BigQuery rows").1);
+        assert!(expected.lines().count() > 5, "{name}: {expected}");
+        assert_eq!(actual, expected, "{name}");
+    }
 }

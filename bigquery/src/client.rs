@@ -68,7 +68,7 @@ pub struct JobResult {
     pub job_id: String,
     /// BigQuery's statement type (`SELECT`, `CREATE_TABLE_AS_SELECT`, `MERGE`…).
     pub statement_type: Option<String>,
-    /// The result's columns (empty for DDL).
+    /// The result's columns (empty for DDL; a dry run's too, from its statistics).
     pub columns: Vec<Column>,
     /// The result's rows as JSON, by column (see [`crate::rows`] for the encoding).
     pub rows: Vec<Vec<Json>>,
@@ -373,6 +373,13 @@ impl BigQuery {
                 .and_then(|s| s.parse().ok()),
             ..Default::default()
         };
+        // A dry run's result columns (what the query would return).
+        if let Some(fields) = stats
+            .and_then(|s| s.schema.as_ref())
+            .and_then(|s| s.fields.as_deref())
+        {
+            result.columns = fields.iter().map(column_of).collect();
+        }
         if options.dry_run || !options.read_rows {
             return Ok(result);
         }

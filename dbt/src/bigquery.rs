@@ -16,7 +16,10 @@
 //!   in batches (DML, not a load job: the emulator cannot load into a new table);
 //! - tests: the failing-row query with `fail_calc`/`warn_if`/`error_if`, as on DataFusion.
 //!
-//! Snapshots are refused on BigQuery (not built yet). Every job carries the labels
+//! - snapshots: the embedded warehouse's SCD2 SQL ([`crate::snapshot::snapshot_sql`]) as
+//!   `CREATE OR REPLACE TABLE … AS`.
+//!
+//! Every job carries the labels
 //! `dbt_invocation_id`, `dbt_model` and `rainbow_run_id`; their ids and bytes are returned as
 //! [`JobStats`] for the materialization's metadata.
 
@@ -108,6 +111,21 @@ impl<'a> Jobs<'a> {
         Ok(result)
     }
 
+    /// The columns `sql` returns, from a dry run (nothing runs, nothing is billed).
+    pub(crate) async fn dry_run_columns(
+        &mut self,
+        sql: &str,
+        context: &str,
+    ) -> Result<Vec<rainbow_bigquery::Column>> {
+        let options = JobOptions {
+            context: format!("dry run of {context}"),
+            labels: self.labels.clone(),
+            dry_run: true,
+            ..Default::default()
+        };
+        Ok(self.bq.run(sql, &options).await?.columns)
+    }
+
     /// The bytes `sql` would read (a dry-run job: nothing runs, nothing is billed).
     pub(crate) async fn dry_run(&mut self, sql: &str, context: &str) -> Result<u64> {
         let options = JobOptions {
@@ -156,11 +174,7 @@ pub(crate) async fn build_node(
     match node.kind {
         NodeKind::Seed => seed(jobs, &project.root.join(&node.path), node).await,
         NodeKind::Model => model(jobs, node, options).await,
-        NodeKind::Snapshot => Err(config_error(
-            node,
-            "materialized",
-            "snapshots are not supported on a BigQuery target yet (they run on the embedded warehouse)",
-        )),
+        NodeKind::Snapshot => snapshot(jobs, node, options.run_started_at).await,
         NodeKind::Test => Err(config_error(
             node,
             "kind",
@@ -353,7 +367,7 @@ async fn incremental(
                         replace
                             .replace("{partitions}", &format!("({})", parts.join(", ")))
                             .replacen("{source}", &source, 1),
-                        3,
+                        2,
                     )
                 }
                 Some(other) => {
@@ -505,6 +519,109 @@ fn cluster_by(node: &Node) -> Result<Option<Vec<String>>> {
         ));
     }
     Ok(Some(columns.iter().map(|c| format!("`{c}`")).collect()))
+}
+
+/// A dbt snapshot (SCD type 2) on BigQuery: the same next-content SQL as on the embedded
+/// warehouse ([`crate::snapshot::snapshot_sql`], BigQuery SQL), written by
+/// `CREATE OR REPLACE TABLE … AS` (BigQuery reads the current version while replacing it);
+/// columns new in the query are added first (`ALTER TABLE … ADD COLUMN`), columns gone from it
+/// kept (NULL in new versions), as dbt does.
+async fn snapshot(jobs: &mut Jobs<'_>, node: &Node, run_started_at: &str) -> Result<Built> {
+    use crate::snapshot::{
+        SnapshotConfig, check_duplicates, check_keys, duplicate_keys_sql, meta_columns, q,
+        snapshot_sql, snapshot_time, temporal_of_bigquery, validity_type,
+    };
+    let cfg = SnapshotConfig::from_node(node)?;
+    let mut query = node.compiled.clone().unwrap_or_default();
+    let context = compiled_context(node);
+    let shape = jobs.dry_run_columns(&query, &context).await?;
+    let mut source_columns: Vec<String> = shape.iter().map(|c| c.name.clone()).collect();
+    check_keys(node, &cfg, &source_columns)?;
+    let types: Vec<(String, &str)> = shape
+        .iter()
+        .map(|c| (c.name.clone(), temporal_of_bigquery(&c.data_type)))
+        .collect();
+    let time_type = validity_type(node, &cfg, &types)?;
+    let dup = jobs
+        .run(&duplicate_keys_sql(&cfg, &query), &context, 0, true)
+        .await?;
+    check_duplicates(
+        node,
+        dup.rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Json::as_i64)
+            .unwrap_or(0),
+    )?;
+    let now = snapshot_time(run_started_at, time_type);
+    let target = jobs.bq.quoted(&node.schema, &node.relation);
+    let existing = jobs
+        .bq
+        .relation(&node.schema, &node.relation)
+        .await?
+        .filter(|r| r.kind == RelationKind::Table);
+    if let Some(table) = &existing {
+        // New query columns join the snapshot (NULL in its existing rows).
+        let added: Vec<String> = shape
+            .iter()
+            .filter(|c| table.columns.iter().all(|t| t.name != c.name))
+            .map(|c| format!("ADD COLUMN {} {}", q(&c.name), c.data_type))
+            .collect();
+        if !added.is_empty() {
+            jobs.run(
+                &format!("ALTER TABLE {target} {}", added.join(", ")),
+                &context,
+                0,
+                false,
+            )
+            .await?;
+        }
+        // A column the query no longer has stays, NULL in new versions.
+        let meta = meta_columns(&cfg);
+        let gone: Vec<&rainbow_bigquery::Column> = table
+            .columns
+            .iter()
+            .filter(|c| !source_columns.contains(&c.name) && !meta.contains(&&c.name))
+            .collect();
+        let kept: Vec<String> = gone
+            .iter()
+            .map(|c| format!("CAST(NULL AS {}) AS {}", c.data_type, q(&c.name)))
+            .collect();
+        source_columns.extend(gone.iter().map(|c| c.name.clone()));
+        if !kept.is_empty() {
+            query = format!(
+                "SELECT __rb_kept.*, {} FROM ({query}) AS __rb_kept",
+                kept.join(", ")
+            );
+        }
+    }
+    let sql = snapshot_sql(
+        &cfg,
+        &query,
+        &source_columns,
+        time_type,
+        existing.as_ref().map(|_| target.as_str()),
+        &now,
+    );
+    jobs.run(
+        &format!("CREATE OR REPLACE TABLE {target} AS (\n{sql}\n)"),
+        &format!("{context} (snapshot)"),
+        1,
+        false,
+    )
+    .await?;
+    let rows = jobs
+        .run(&format!("SELECT COUNT(*) FROM {target}"), &context, 0, true)
+        .await?
+        .rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Json::as_i64)
+        .unwrap_or(0);
+    Ok(Built {
+        message: format!("SNAPSHOT {rows}"),
+        rows: u64::try_from(rows).ok(),
+    })
 }
 
 /// The embedded warehouse that reads seed files (in memory, opened once).
@@ -1047,6 +1164,26 @@ mod tests {
             text.contains("| 1 | -inf | 2024-01-02 | 2.250000000 | [\"a\"] |"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn job_errors_give_the_compiled_sqls_line() {
+        let job = |position| BigQueryError::Job {
+            context: "models/m.sql (compiled SQL)".into(),
+            job_id: "rainbow_1".into(),
+            reason: "invalidQuery".into(),
+            message: "Unrecognized name: x at [5:3]".into(),
+            position,
+        };
+        // Two lines of DDL in front of the model's SQL: BigQuery's line 5 is the model's 3.
+        let text = compiled_position(job(Some((5, 3))), 2).to_string();
+        assert!(
+            text.starts_with("models/m.sql (compiled SQL) line 3 column 3: BigQuery job rainbow_1 failed (invalidQuery)"),
+            "{text}"
+        );
+        // A position inside the DDL itself stays as BigQuery gave it.
+        let text = compiled_position(job(Some((1, 8))), 2).to_string();
+        assert!(text.contains("line 1 column 8"), "{text}");
     }
 
     #[test]

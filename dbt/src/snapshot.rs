@@ -140,7 +140,7 @@ impl SnapshotConfig {
     }
 }
 
-fn q(name: &str) -> String {
+pub(crate) fn q(name: &str) -> String {
     format!("`{}`", name.replace('`', "\\`"))
 }
 
@@ -324,6 +324,95 @@ pub fn snapshot_sql(
     sql
 }
 
+/// Every unique_key column is a column of the snapshot query.
+pub(crate) fn check_keys(node: &Node, cfg: &SnapshotConfig, columns: &[String]) -> Result<()> {
+    match cfg.keys.iter().find(|k| !columns.contains(k)) {
+        Some(key) => Err(config_error(
+            node,
+            "unique_key",
+            format!("`{key}` is not a column of the snapshot query"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The SQL type of the validity columns: the `updated_at` column's (`DATE`, `TIMESTAMP`, else
+/// `DATETIME`; `columns` gives each query column's), `TIMESTAMP` without one.
+pub(crate) fn validity_type(
+    node: &Node,
+    cfg: &SnapshotConfig,
+    columns: &[(String, &'static str)],
+) -> Result<&'static str> {
+    match &cfg.updated_at {
+        Some(u) => columns
+            .iter()
+            .find(|(c, _)| c == u)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                config_error(
+                    node,
+                    "updated_at",
+                    format!("`{u}` is not a column of the snapshot query"),
+                )
+            }),
+        None => Ok("TIMESTAMP"),
+    }
+}
+
+/// The query counting unique_key values that appear more than once in the snapshot query.
+pub(crate) fn duplicate_keys_sql(cfg: &SnapshotConfig, query: &str) -> String {
+    let keys = cfg.keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+    format!(
+        "SELECT COUNT(*) FROM (SELECT {keys} FROM ({query}) AS s GROUP BY {keys} HAVING COUNT(*) > 1) AS d"
+    )
+}
+
+/// Refuses a snapshot whose query repeats `dup` keys.
+pub(crate) fn check_duplicates(node: &Node, dup: i64) -> Result<()> {
+    if dup > 0 {
+        return Err(config_error(
+            node,
+            "unique_key",
+            format!("{dup} unique_key value(s) appear more than once in the snapshot query"),
+        ));
+    }
+    Ok(())
+}
+
+/// The snapshot's time (the run's start) as text of the validity columns' type.
+pub(crate) fn snapshot_time(run_started_at: &str, time_type: &str) -> String {
+    let now = chrono::DateTime::parse_from_rfc3339(run_started_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    if time_type == "DATE" {
+        now.format("%Y-%m-%d").to_string()
+    } else {
+        now.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+    }
+}
+
+/// A BigQuery column type as a validity type: `DATE`, `TIMESTAMP`, else `DATETIME`.
+pub(crate) fn temporal_of_bigquery(t: &str) -> &'static str {
+    match t {
+        "DATE" => "DATE",
+        "TIMESTAMP" => "TIMESTAMP",
+        _ => "DATETIME",
+    }
+}
+
+/// The snapshot's metadata columns (those a query column leaving does not concern).
+pub(crate) fn meta_columns(cfg: &SnapshotConfig) -> Vec<&String> {
+    let mut meta = vec![
+        &cfg.scd_id,
+        &cfg.updated_at_column,
+        &cfg.valid_from,
+        &cfg.valid_to,
+        &cfg.is_deleted,
+    ];
+    meta.extend(cfg.is_current.as_ref());
+    meta
+}
+
 pub(crate) async fn snapshot(
     warehouse: &Warehouse,
     node: &Node,
@@ -339,55 +428,19 @@ pub(crate) async fn snapshot(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    for key in &cfg.keys {
-        if !source_columns.contains(key) {
-            return Err(config_error(
-                node,
-                "unique_key",
-                format!("`{key}` is not a column of the snapshot query"),
-            ));
-        }
-    }
-    let time_type = match (&cfg.strategy[..], &cfg.updated_at) {
-        (_, Some(u)) => {
-            let field = plan
-                .schema()
-                .fields()
-                .iter()
-                .find(|f| f.name() == u)
-                .ok_or_else(|| {
-                    config_error(
-                        node,
-                        "updated_at",
-                        format!("`{u}` is not a column of the snapshot query"),
-                    )
-                })?;
-            temporal_sql(field.data_type())
-        }
-        _ => "TIMESTAMP",
-    };
-    let keys = cfg.keys.iter().map(|k| q(k)).collect::<Vec<_>>().join(", ");
+    check_keys(node, &cfg, &source_columns)?;
+    let types: Vec<(String, &str)> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), temporal_sql(f.data_type())))
+        .collect();
+    let time_type = validity_type(node, &cfg, &types)?;
     let dup = warehouse
-        .count(
-            &format!("SELECT COUNT(*) FROM (SELECT {keys} FROM ({query}) AS s GROUP BY {keys} HAVING COUNT(*) > 1) AS d"),
-            &context,
-        )
+        .count(&duplicate_keys_sql(&cfg, &query), &context)
         .await?;
-    if dup > 0 {
-        return Err(config_error(
-            node,
-            "unique_key",
-            format!("{dup} unique_key value(s) appear more than once in the snapshot query"),
-        ));
-    }
-    let now = chrono::DateTime::parse_from_rfc3339(run_started_at)
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or_else(|_| chrono::Utc::now());
-    let now_text = if time_type == "DATE" {
-        now.format("%Y-%m-%d").to_string()
-    } else {
-        now.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-    };
+    check_duplicates(node, dup)?;
+    let now_text = snapshot_time(run_started_at, time_type);
     let (schema, name) = (node.schema.as_str(), node.relation.as_str());
     let existing = (warehouse.kind(schema, name) == Some(rainbow_warehouse::RelationKind::Table))
         .then(|| format!("{schema}.{name}"));
@@ -397,18 +450,11 @@ pub(crate) async fn snapshot(
         // A column the source no longer has stays in the snapshot (NULL in new versions), as
         // in dbt: its history is not dropped.
         let table = warehouse.schema_of(schema, name).await?;
-        let meta = [
-            &cfg.scd_id,
-            &cfg.updated_at_column,
-            &cfg.valid_from,
-            &cfg.valid_to,
-            &cfg.is_deleted,
-        ];
+        let meta = meta_columns(&cfg);
         let mut kept = Vec::new();
         for f in table.fields() {
             let c = f.name();
-            if source_columns.contains(c) || meta.contains(&c) || cfg.is_current.as_ref() == Some(c)
-            {
+            if source_columns.contains(c) || meta.contains(&c) {
                 continue;
             }
             let t = crate::unit_tests::bigquery_type(f.data_type()).ok_or_else(|| {

@@ -270,9 +270,20 @@ pub async fn dbt(
     verb: rainbow_dbt::Verb,
     options: &DbtOptions,
 ) -> Result<rainbow_dbt::RunSummary, rainbow_dbt::DbtError> {
-    let mut project = rainbow_dbt::SqlProject::new(root, wh.location().as_str())
-        .target_schema(wh.default_schema())
-        .full_refresh(options.full_refresh);
+    let project = rainbow_dbt::SqlProject::new(root, wh.location().as_str())
+        .target_schema(wh.default_schema());
+    let summary = dbt_on(project, verb, options).await?;
+    wh.refresh_catalog().await.expect("refresh");
+    Ok(summary)
+}
+
+/// Runs a dbt verb over `project` (any target) as [`dbt`] does.
+pub async fn dbt_on(
+    project: rainbow_dbt::SqlProject,
+    verb: rainbow_dbt::Verb,
+    options: &DbtOptions,
+) -> Result<rainbow_dbt::RunSummary, rainbow_dbt::DbtError> {
+    let mut project = project.full_refresh(options.full_refresh);
     for (k, v) in &options.vars {
         project = project.var(k.clone(), v.clone());
     }
@@ -297,6 +308,5 @@ pub async fn dbt(
         None,
     )
     .await?;
-    wh.refresh_catalog().await.expect("refresh");
     Ok(summary)
 }
