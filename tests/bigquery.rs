@@ -446,6 +446,19 @@ fn the_batch_layer_on_bigquery_equals_the_embedded_one() {
         "--profiles-dir",
         profiles.to_str().expect("utf-8"),
     ];
+    let materialize_sql = || {
+        let (ok, out) = rainbow(
+            &bq,
+            &[
+                "materialize",
+                "--select",
+                "kind:sql",
+                "--home",
+                bq.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(ok, "{out}");
+    };
     let loads = "select count(*) as n, count(distinct table_name) as tables, cast(max(loaded_at) as string) as last from raw._rainbow_lake_loads";
     let before = query(&bq, &on_bq, loads);
     assert_eq!(
@@ -455,17 +468,7 @@ fn the_batch_layer_on_bigquery_equals_the_embedded_one() {
     );
     // Run again: every lake partition is loaded already (nothing copied again); the same
     // analyses.
-    let (ok, out) = rainbow(
-        &bq,
-        &[
-            "materialize",
-            "--select",
-            "kind:sql",
-            "--home",
-            bq.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(ok, "{out}");
+    materialize_sql();
     assert_eq!(query(&bq, &on_bq, loads), before);
     assert_eq!(demo(&bq), expected);
 
@@ -473,17 +476,7 @@ fn the_batch_layer_on_bigquery_equals_the_embedded_one() {
     // and only it, is copied again.
     let payments = |day: &str| lake.join(format!("raw/payments/dt={day}/payments.parquet"));
     std::fs::copy(payments("2026-01-01"), payments("2026-01-02")).expect("rewrite a day");
-    let (ok, out) = rainbow(
-        &bq,
-        &[
-            "materialize",
-            "--select",
-            "kind:sql",
-            "--home",
-            bq.to_str().expect("utf-8"),
-        ],
-    );
-    assert!(ok, "{out}");
+    materialize_sql();
     let last = before[0]["last"].as_str().expect("last load");
     let reloaded = query(
         &bq,
@@ -555,17 +548,7 @@ async fn snapshots_on_bigquery_equal_the_embedded_ones() {
     bq.ensure_dataset(&format!("src_{pid}"))
         .await
         .expect("dataset");
-    let row = |id: u32, v: &str, u: &str| {
-        format!("SELECT {id} AS id, '{v}' AS v, TIMESTAMP '{u} 00:00:00' AS u")
-    };
-    let (a, b) = (row(1, "a", "2024-01-01"), row(2, "b", "2024-01-01"));
-    let steps = [
-        format!("{a} UNION ALL {b}"),
-        a.clone(),                                              // 2 deleted
-        a.clone(),                                              // run again, nothing changed
-        format!("{a} UNION ALL {b}"),                           // 2 restored as it was
-        format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")), // 2 changed
-    ];
+    let steps = crate::sql_models::hard_delete_steps();
     let on_bq = rainbow_dbt::SqlProject::new(&r, "unused").bigquery(target);
     for (i, step) in steps.iter().enumerate() {
         let options = DbtOptions {

@@ -62,6 +62,22 @@ fn failures(summary: &RunSummary) -> Vec<String> {
         .collect()
 }
 
+/// A snapshot source's contents run by run: two rows; row 2 deleted; nothing changed; row 2
+/// restored as it was; row 2 changed (queries of `id`, `v`, `u`).
+pub(crate) fn hard_delete_steps() -> [String; 5] {
+    let row = |id: u32, v: &str, u: &str| {
+        format!("SELECT {id} AS id, '{v}' AS v, TIMESTAMP '{u} 00:00:00' AS u")
+    };
+    let (a, b) = (row(1, "a", "2024-01-01"), row(2, "b", "2024-01-01"));
+    [
+        format!("{a} UNION ALL {b}"),
+        a.clone(),
+        a.clone(),
+        format!("{a} UNION ALL {b}"),
+        format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")),
+    ]
+}
+
 const PROJECT: &str = "name: shop\nprofile: shop\nmodels:\n  shop:\n    +materialized: table\n    staging:\n      +materialized: view\n      +schema: staging\n";
 
 fn shop() -> tempfile::TempDir {
@@ -645,17 +661,7 @@ async fn snapshots_with_hard_deletes_give_dbts_rows_in_every_strategy_and_mode()
         }
     }
     let wh = warehouse(r).await;
-    let row = |id: u32, v: &str, u: &str| {
-        format!("SELECT {id} AS id, '{v}' AS v, TIMESTAMP '{u} 00:00:00' AS u")
-    };
-    let (a, b) = (row(1, "a", "2024-01-01"), row(2, "b", "2024-01-01"));
-    let steps = [
-        format!("{a} UNION ALL {b}"),
-        a.clone(),                                              // 2 deleted
-        a.clone(),                                              // run again, nothing changed
-        format!("{a} UNION ALL {b}"),                           // 2 restored as it was
-        format!("{a} UNION ALL {}", row(2, "c", "2024-01-20")), // 2 changed
-    ];
+    let steps = hard_delete_steps();
     for (i, step) in steps.iter().enumerate() {
         let at = format!("2024-02-0{}T00:00:00Z", i + 1);
         snapshot_items(r, &wh, step, &at, i + 1).await;

@@ -529,7 +529,7 @@ fn cluster_by(node: &Node) -> Result<Option<Vec<String>>> {
 async fn snapshot(jobs: &mut Jobs<'_>, node: &Node, run_started_at: &str) -> Result<Built> {
     use crate::snapshot::{
         SnapshotConfig, check_duplicates, check_keys, duplicate_keys_sql, meta_columns, q,
-        snapshot_sql, snapshot_time, temporal_of_bigquery, validity_type,
+        snapshot_sql, snapshot_time, temporal_of_bigquery, validity_type, with_kept,
     };
     let cfg = SnapshotConfig::from_node(node)?;
     let mut query = node.compiled.clone().unwrap_or_default();
@@ -588,12 +588,7 @@ async fn snapshot(jobs: &mut Jobs<'_>, node: &Node, run_started_at: &str) -> Res
             .map(|c| format!("CAST(NULL AS {}) AS {}", c.data_type, q(&c.name)))
             .collect();
         source_columns.extend(gone.iter().map(|c| c.name.clone()));
-        if !kept.is_empty() {
-            query = format!(
-                "SELECT __rb_kept.*, {} FROM ({query}) AS __rb_kept",
-                kept.join(", ")
-            );
-        }
+        query = with_kept(query, &kept);
     }
     let sql = snapshot_sql(
         &cfg,

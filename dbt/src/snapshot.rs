@@ -400,6 +400,19 @@ pub(crate) fn temporal_of_bigquery(t: &str) -> &'static str {
     }
 }
 
+/// The snapshot query with the columns it no longer has (`kept`: `CAST(NULL AS T) AS c`) added,
+/// so their history stays and new versions hold NULL.
+pub(crate) fn with_kept(query: String, kept: &[String]) -> String {
+    if kept.is_empty() {
+        query
+    } else {
+        format!(
+            "SELECT __rb_kept.*, {} FROM ({query}) AS __rb_kept",
+            kept.join(", ")
+        )
+    }
+}
+
 /// The snapshot's metadata columns (those a query column leaving does not concern).
 pub(crate) fn meta_columns(cfg: &SnapshotConfig) -> Vec<&String> {
     let mut meta = vec![
@@ -470,12 +483,7 @@ pub(crate) async fn snapshot(
             kept.push(format!("CAST(NULL AS {t}) AS {}", q(c)));
             source_columns.push(c.clone());
         }
-        if !kept.is_empty() {
-            query = format!(
-                "SELECT __rb_kept.*, {} FROM ({query}) AS __rb_kept",
-                kept.join(", ")
-            );
-        }
+        query = with_kept(query, &kept);
     }
     let sql = snapshot_sql(
         &cfg,
