@@ -976,6 +976,21 @@ pub(crate) async fn table_rows(jobs: &mut Jobs<'_>, node: &Node) -> Result<Optio
         .and_then(|n| u64::try_from(n).ok()))
 }
 
+/// BigQuery columns as the Arrow schema the embedded warehouse gives their types (text for a
+/// type it cannot map).
+pub(crate) async fn arrow_schema(columns: &[rainbow_bigquery::Column]) -> Result<SchemaRef> {
+    let reader = csv_reader().await?;
+    let mut fields = Vec::new();
+    for c in columns {
+        let t = match reader.sql_type(&c.data_type).await {
+            Ok(t) if !t.is_nested() => t,
+            _ => DataType::Utf8,
+        };
+        fields.push(Field::new(&c.name, t, true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
 /// A job's rows as Arrow: each column typed as the embedded warehouse types its BigQuery type
 /// (`NUMERIC` → Decimal128(38, 9), `DATE` → Date32, `TIMESTAMP` → µs UTC…), so a result
 /// exported from BigQuery has the types an embedded build gives; a type it cannot map
@@ -984,16 +999,7 @@ pub(crate) async fn arrow_batches(
     result: &JobResult,
     context: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let reader = csv_reader().await?;
-    let mut fields = Vec::new();
-    for c in &result.columns {
-        let t = match reader.sql_type(&c.data_type).await {
-            Ok(t) if !t.is_nested() => t,
-            _ => DataType::Utf8,
-        };
-        fields.push(Field::new(&c.name, t, true));
-    }
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let schema = arrow_schema(&result.columns).await?;
     let rows: Vec<serde_json::Map<String, Json>> = result
         .rows
         .iter()

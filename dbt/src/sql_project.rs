@@ -1264,17 +1264,12 @@ fn unit_test_check(
                 .unit_tests
                 .get(&name)
                 .ok_or_else(|| format!("unit test `{name}` is no longer in the project"))?;
-            let Target::Embedded(warehouse) = &compiled.target else {
-                // Reported as skipped (not passed), and not blocking the model.
-                let why = "not run: unit tests run on the embedded warehouse only, and this target is BigQuery";
-                return Ok(AssetCheckResult::new(false)
-                    .severity(AssetCheckSeverity::Warn)
-                    .description(why)
-                    .metadata("skipped", why));
+            let target = match &compiled.target {
+                Target::Embedded(w) => crate::unit_tests::UnitTarget::Embedded(w),
+                Target::BigQuery(bq) => crate::unit_tests::UnitTarget::BigQuery(bq),
             };
             let outcome =
-                rainbow_warehouse::instrument::work(crate::unit_tests::run(warehouse, test))
-                    .await?;
+                rainbow_warehouse::instrument::work(crate::unit_tests::run(target, test)).await?;
             let mut result = AssetCheckResult::new(outcome.passed);
             if !outcome.passed {
                 result = result.description(format!(

@@ -310,16 +310,95 @@ pub struct UnitTestOutcome {
     pub diff: String,
 }
 
-/// Runs a compiled unit test on `warehouse`. Errors: an input relation that does not exist,
+/// Where a unit test runs: the embedded warehouse, or BigQuery — its columns and rows typed as
+/// the embedded warehouse types their BigQuery types, so fixtures, casts and the comparison
+/// are the same on both.
+#[derive(Clone, Copy)]
+pub enum UnitTarget<'a> {
+    /// The embedded warehouse.
+    Embedded(&'a Warehouse),
+    /// BigQuery.
+    BigQuery(&'a rainbow_bigquery::BigQuery),
+}
+
+impl UnitTarget<'_> {
+    /// The columns of the relation `schema.table`. Errors: it does not exist.
+    async fn relation_schema(&self, schema: &str, table: &str) -> Result<Schema, String> {
+        match self {
+            UnitTarget::Embedded(w) => w
+                .schema_of(schema, table)
+                .await
+                .map(|s| s.as_ref().clone())
+                .map_err(|e| e.to_string()),
+            UnitTarget::BigQuery(bq) => {
+                let relation = bq
+                    .relation(schema, table)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{schema}.{table} does not exist"))?;
+                Ok(crate::bigquery::arrow_schema(&relation.columns)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .as_ref()
+                    .clone())
+            }
+        }
+    }
+
+    /// The columns `sql` returns (planned, or a BigQuery dry run).
+    async fn query_schema(&self, sql: &str, context: &str) -> Result<Schema, String> {
+        match self {
+            UnitTarget::Embedded(w) => w
+                .plan(sql, context)
+                .await
+                .map(|p| p.schema().as_arrow().clone())
+                .map_err(|e| e.to_string()),
+            UnitTarget::BigQuery(bq) => {
+                let options = rainbow_bigquery::JobOptions {
+                    context: context.to_owned(),
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let result = bq.run(sql, &options).await.map_err(|e| e.to_string())?;
+                Ok(crate::bigquery::arrow_schema(&result.columns)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .as_ref()
+                    .clone())
+            }
+        }
+    }
+
+    /// The rows of `sql`.
+    async fn query(&self, sql: &str, context: &str) -> Result<Vec<RecordBatch>, String> {
+        match self {
+            UnitTarget::Embedded(w) => w.query(sql, context).await.map_err(|e| e.to_string()),
+            UnitTarget::BigQuery(bq) => {
+                let options = rainbow_bigquery::JobOptions {
+                    context: context.to_owned(),
+                    read_rows: true,
+                    ..Default::default()
+                };
+                let result = bq.run(sql, &options).await.map_err(|e| e.to_string())?;
+                crate::bigquery::arrow_batches(&result, context)
+                    .await
+                    .map(|(_, batches)| batches)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Runs a compiled unit test on `target`. Errors: an input relation that does not exist,
 /// SQL that fails, an expected column the model does not have.
-pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTestOutcome, String> {
+pub async fn run(target: UnitTarget<'_>, t: &CompiledUnitTest) -> Result<UnitTestOutcome, String> {
     let mut ctes = Vec::new();
     for (cte, relation, fixture) in &t.inputs {
         let body = match fixture {
             Fixture::Sql(sql) => sql.clone(),
             Fixture::Rows(rows) => {
                 let (schema, table) = relation.split_once('.').unwrap_or(("", relation));
-                let columns = warehouse.schema_of(schema, table).await.map_err(|_| {
+                let columns = target.relation_schema(schema, table).await.map_err(|_| {
                     format!("its input {relation} does not exist yet: build it first (a build runs unit tests after the model's parents)")
                 })?;
                 rows_sql(rows, &columns, relation)?
@@ -329,11 +408,7 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
     }
     let model = crate::compile::with_ctes(&ctes.join(",\n"), &t.sql);
     let context = format!("unit test {}", t.decl.name);
-    let plan = warehouse
-        .plan(&model, &context)
-        .await
-        .map_err(|e| e.to_string())?;
-    let actual_schema = plan.schema().as_arrow().clone();
+    let actual_schema = target.query_schema(&model, &context).await?;
     let rows = match &t.decl.expect {
         Fixture::Rows(rows) => rows.clone(),
         Fixture::Sql(_) => Vec::new(),
@@ -382,17 +457,15 @@ pub async fn run(warehouse: &Warehouse, t: &CompiledUnitTest) -> Result<UnitTest
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let actual = warehouse
+    let actual = target
         .query(
             &format!("SELECT {projection} FROM (\n{model}\n) AS __dbt__actual"),
             &context,
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    let expected = warehouse
+        .await?;
+    let expected = target
         .query(&expected_sql, &format!("{context} (expect)"))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     // Expected values in the model's exact column types (a BigQuery type name is coarser:
     // NUMERIC for every decimal), so equal values print alike.
     let expected = expected

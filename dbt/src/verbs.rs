@@ -89,8 +89,7 @@ pub enum Status {
     Fail,
     /// Node or test errored.
     Error,
-    /// Not run: something upstream failed (or the run was canceled first), or the check
-    /// cannot run on this target (a unit test on BigQuery; its message says why).
+    /// Not run: something upstream failed (or the run was canceled first).
     Skipped,
 }
 
@@ -308,21 +307,16 @@ async fn summarize(
                     Some(MetadataValue::Int(n)) => Some(*n),
                     _ => None,
                 };
-                let skipped = match c.metadata.get("skipped") {
-                    Some(MetadataValue::Text(why)) => Some(why.clone()),
-                    _ => None,
-                };
-                let (status, message) = match (c.passed, failing, skipped) {
-                    (_, _, Some(why)) => (Status::Skipped, why),
-                    (true, _, None) => (Status::Pass, "PASS".to_owned()),
-                    (false, Some(n), None) => (
+                let (status, message) = match (c.passed, failing) {
+                    (true, _) => (Status::Pass, "PASS".to_owned()),
+                    (false, Some(n)) => (
                         match c.severity {
                             rainbow_engine::AssetCheckSeverity::Warn => Status::Warn,
                             rainbow_engine::AssetCheckSeverity::Error => Status::Fail,
                         },
                         format!("Got {n} failing row(s)"),
                     ),
-                    (false, None, None) => (
+                    (false, None) => (
                         Status::Error,
                         c.description.clone().unwrap_or_else(|| "error".into()),
                     ),
