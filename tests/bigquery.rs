@@ -606,3 +606,96 @@ async fn snapshots_on_bigquery_equal_the_embedded_ones() {
         assert_eq!(actual, expected, "{name}");
     }
 }
+
+/// `on_schema_change` on BigQuery decides and evolves as on the embedded warehouse: the four
+/// modes × a type change with a new and a gone column, a new and a gone column, a new column
+/// only — the same builds refused, the same tables after the second run, value for value.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_schema_change_on_bigquery_equals_the_embedded_warehouse() {
+    use crate::support::{DbtOptions, dbt, dbt_on};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = dir.path().join("project");
+    let pid = std::process::id();
+    write(&r, "dbt_project.yml", "name: osc\nprofile: osc\n");
+    let variants = [
+        // (name, the second run's query)
+        ("retyped", "select 2 as id, 'y' as a, '20' as b, 'new' as c"),
+        ("reshaped", "select 2 as id, 'y' as a, 20 as b, 'new' as c"),
+        (
+            "widened",
+            "select 2 as id, 'y' as a, 20 as b, true as d, 'new' as c",
+        ),
+    ];
+    let modes = ["ignore", "fail", "append_new_columns", "sync_all_columns"];
+    for (variant, second) in variants {
+        for mode in modes {
+            write(
+                &r,
+                &format!("models/{variant}_{mode}.sql"),
+                &format!(
+                    "{{{{ config(materialized='incremental', unique_key='id', on_schema_change='{mode}') }}}}\n{{% if var('step', 1) == 1 %}}select 1 as id, 'x' as a, 10 as b, true as d{{% else %}}{second}{{% endif %}}\n"
+                ),
+            );
+        }
+    }
+    let wh = rainbow_warehouse::Warehouse::open(
+        dir.path().join("warehouse").to_str().expect("utf-8"),
+        &format!("osc_{pid}"),
+    )
+    .await
+    .expect("warehouse");
+    let target = rainbow_bigquery::BigQueryTarget::emulator(
+        endpoint(),
+        "rainbow-test",
+        format!("osc_{pid}"),
+    );
+    let on_bq = rainbow_dbt::SqlProject::new(&r, "unused").bigquery(target);
+    let embedded = rainbow_dbt::SqlProject::new(&r, wh.location().as_str())
+        .target_schema(format!("osc_{pid}"));
+    let outcomes = |summary: rainbow_dbt::RunSummary| -> Vec<String> {
+        let mut out: Vec<String> = summary
+            .results
+            .iter()
+            .map(|n| format!("{} {:?}", n.name, n.status))
+            .collect();
+        for n in &summary.results {
+            if n.status == rainbow_dbt::Status::Error {
+                eprintln!("{}: {}", n.name, n.message);
+            }
+        }
+        out.sort();
+        out
+    };
+    for step in [1, 2] {
+        let mut options = DbtOptions::default();
+        options.vars.insert("step".into(), serde_json::json!(step));
+        let expected = outcomes(
+            dbt(&r, &wh, rainbow_dbt::Verb::Run, &options)
+                .await
+                .expect("embedded run"),
+        );
+        let actual = outcomes(
+            dbt_on(on_bq.clone(), rainbow_dbt::Verb::Run, &options)
+                .await
+                .expect("BigQuery run"),
+        );
+        assert_eq!(actual, expected, "step {step}");
+    }
+    let text = |batches: &[rainbow_warehouse::datafusion::arrow::record_batch::RecordBatch]| {
+        rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(batches)
+            .expect("format")
+            .to_string()
+    };
+    let mut evolved = 0;
+    for (variant, _) in variants {
+        for mode in modes {
+            let sql = format!("select * from osc_{pid}.{variant}_{mode} order by id");
+            let expected = text(&embedded.query(&sql, mode).await.expect("embedded").1);
+            let actual = text(&on_bq.query(&sql, mode).await.expect("BigQuery").1);
+            assert_eq!(actual, expected, "{variant}_{mode}");
+            evolved += usize::from(expected.contains("new"));
+        }
+    }
+    // Evolved with the new column written: append (reshaped, widened), sync (all three).
+    assert_eq!(evolved, 5);
+}

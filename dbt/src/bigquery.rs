@@ -253,14 +253,10 @@ async fn create_table(
         jobs.run(&format!("DROP VIEW {target}"), &context, 0, false)
             .await?;
     }
-    let mut ddl = format!("CREATE OR REPLACE TABLE {target}\n");
-    if let Some(partition) = PartitionBy::of(node)? {
-        ddl.push_str(&format!("PARTITION BY {}\n", partition.expression(None)));
-    }
-    if let Some(columns) = cluster_by(node)? {
-        ddl.push_str(&format!("CLUSTER BY {}\n", columns.join(", ")));
-    }
-    ddl.push_str("AS (\n");
+    let mut ddl = format!(
+        "CREATE OR REPLACE TABLE {target}\n{}AS (\n",
+        table_options(node)?
+    );
     let header = ddl.lines().count();
     ddl.push_str(sql);
     ddl.push_str("\n)");
@@ -269,6 +265,128 @@ async fn create_table(
         message: "CREATE TABLE".into(),
         rows: None,
     })
+}
+
+/// The node's `PARTITION BY …` and `CLUSTER BY …` lines (empty without them).
+fn table_options(node: &Node) -> Result<String> {
+    let mut options = String::new();
+    if let Some(partition) = PartitionBy::of(node)? {
+        options.push_str(&format!("PARTITION BY {}\n", partition.expression(None)));
+    }
+    if let Some(columns) = cluster_by(node)? {
+        options.push_str(&format!("CLUSTER BY {}\n", columns.join(", ")));
+    }
+    Ok(options)
+}
+
+/// `on_schema_change` on BigQuery: the model's columns (a dry run) compared with the table's as
+/// on the embedded warehouse ([`crate::schema_change`]: the same decisions, types compared as
+/// the embedded warehouse types them); the table evolved by `ALTER TABLE` (new columns added,
+/// with `sync_all_columns` gone ones dropped and changed types converted — refused, naming the
+/// column, when a stored value does not convert back to itself). Returns the columns to write
+/// (the table's that the model has) and the note for the build's message.
+async fn shape_for_model(
+    jobs: &mut Jobs<'_>,
+    node: &Node,
+    sql: &str,
+    existing: &rainbow_bigquery::Relation,
+) -> Result<(Vec<String>, Option<String>)> {
+    use crate::schema_change::{Decision, Mode, SchemaChanges, decide};
+    let context = compiled_context(node);
+    let mode = Mode::of(node)?;
+    let model = jobs.dry_run_columns(sql, &context).await?;
+    let changes = SchemaChanges::between(
+        arrow_schema(&model).await?.as_ref(),
+        arrow_schema(&existing.columns).await?.as_ref(),
+    );
+    let (table, note) = match decide(node, mode, &changes)? {
+        Decision::Keep(note) => (existing.columns.clone(), note),
+        Decision::Evolve => {
+            let target = jobs.bq.quoted(&node.schema, &node.relation);
+            let type_of = |cols: &[rainbow_bigquery::Column], name: &str| {
+                cols.iter()
+                    .find(|c| c.name == name)
+                    .map(|c| c.data_type.clone())
+                    .unwrap_or_default()
+            };
+            let mut alters: Vec<String> = changes
+                .added
+                .iter()
+                .map(|f| format!("ADD COLUMN `{}` {}", f.name(), type_of(&model, f.name())))
+                .collect();
+            let sync = mode == Mode::SyncAllColumns;
+            if sync {
+                alters.extend(changes.removed.iter().map(|c| format!("DROP COLUMN `{c}`")));
+            }
+            if !alters.is_empty() {
+                // One statement per column, as one script (one job).
+                let script: Vec<String> = alters
+                    .iter()
+                    .map(|a| format!("ALTER TABLE {target} {a}"))
+                    .collect();
+                jobs.run(&script.join(";\n"), &context, 0, false).await?;
+            }
+            if sync && !changes.changed.is_empty() {
+                let mut casts = Vec::new();
+                for (name, _, _) in &changes.changed {
+                    let (old, new) = (type_of(&existing.columns, name), type_of(&model, name));
+                    let lost = jobs
+                        .run(
+                            &format!("SELECT COUNTIF(`{name}` IS NOT NULL AND (SAFE_CAST(`{name}` AS {new}) IS NULL OR CAST(SAFE_CAST(`{name}` AS {new}) AS {old}) != `{name}`)) FROM {target}"),
+                            &context,
+                            0,
+                            true,
+                        )
+                        .await?;
+                    let lost = lost
+                        .rows
+                        .first()
+                        .and_then(|r| r.first())
+                        .and_then(Json::as_i64);
+                    if lost.unwrap_or(0) > 0 {
+                        return Err(config_error(
+                            node,
+                            "on_schema_change",
+                            format!(
+                                "column `{name}` cannot become {new}: {} stored value(s) would change (run with --full-refresh to rebuild)",
+                                lost.unwrap_or(0)
+                            ),
+                        ));
+                    }
+                    casts.push(format!("CAST(`{name}` AS {new}) AS `{name}`"));
+                }
+                jobs.run(
+                    &format!(
+                        "CREATE OR REPLACE TABLE {target}\n{}AS SELECT * REPLACE ({}) FROM {target}",
+                        table_options(node)?,
+                        casts.join(", ")
+                    ),
+                    &context,
+                    0,
+                    false,
+                )
+                .await?;
+            }
+            // The table's columns now: its own (less those dropped), then the new ones.
+            let mut evolved: Vec<rainbow_bigquery::Column> = existing
+                .columns
+                .iter()
+                .filter(|c| !(sync && changes.removed.contains(&c.name)))
+                .cloned()
+                .collect();
+            evolved.extend(changes.added.iter().map(|f| rainbow_bigquery::Column {
+                name: f.name().clone(),
+                data_type: type_of(&model, f.name()),
+            }));
+            (evolved, None)
+        }
+    };
+    let columns = table
+        .iter()
+        .filter(|c| model.iter().any(|m| m.name.eq_ignore_ascii_case(&c.name)))
+        .map(|c| c.name.clone())
+        .collect();
+    Ok((columns, note))
 }
 
 async fn incremental(
@@ -284,19 +402,9 @@ async fn incremental(
     else {
         return create_table(jobs, node, sql, existing).await;
     };
-    match node.config.get("on_schema_change").and_then(Json::as_str) {
-        None | Some("ignore") => {}
-        Some(other) => {
-            return Err(config_error(
-                node,
-                "on_schema_change",
-                format!("`{other}` is not supported on a BigQuery target yet (only `ignore`)"),
-            ));
-        }
-    }
+    let (columns, note) = shape_for_model(jobs, node, sql, existing).await?;
     let target = jobs.bq.quoted(&node.schema, &node.relation);
     let context = compiled_context(node);
-    let columns: Vec<String> = existing.columns.iter().map(|c| c.name.clone()).collect();
     let list = |prefix: &str| -> String {
         columns
             .iter()
@@ -404,7 +512,10 @@ async fn incremental(
     };
     jobs.run(&statement, &context, header, false).await?;
     Ok(Built {
-        message: message.into(),
+        message: match note {
+            Some(note) => format!("{message} ({note})"),
+            None => message.into(),
+        },
         rows: None,
     })
 }

@@ -70,7 +70,7 @@ impl Mode {
 }
 
 /// How the model's columns differ from the table's.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct SchemaChanges {
     /// The model's columns the table lacks (model order).
     pub(crate) added: Vec<Field>,
@@ -131,6 +131,53 @@ impl SchemaChanges {
             ));
         }
         parts.join("; ")
+    }
+}
+
+/// What `on_schema_change` makes of a model's differences with its table.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decision {
+    /// Written into the table as it is (with a note for the build's message).
+    Keep(Option<String>),
+    /// The table takes the model's new columns (`append_new_columns`), or all its columns and
+    /// types (`sync_all_columns`), before the rows are written.
+    Evolve,
+}
+
+/// The mode's answer to `changes`. Errors: the mode refuses them (naming every column).
+pub(crate) fn decide(node: &Node, mode: Mode, changes: &SchemaChanges) -> Result<Decision> {
+    let refuse = |why: String| Err(config_error(node, "on_schema_change", why));
+    if changes.is_empty() {
+        return Ok(Decision::Keep(None));
+    }
+    match mode {
+        Mode::Fail => refuse(format!(
+            "{} and on_schema_change is fail",
+            changes.describe()
+        )),
+        Mode::Ignore | Mode::AppendNewColumns if !changes.changed.is_empty() => refuse(format!(
+            "{}: only sync_all_columns changes a column's type (or run with --full-refresh)",
+            SchemaChanges {
+                changed: changes.changed.clone(),
+                ..Default::default()
+            }
+            .describe()
+        )),
+        Mode::Ignore if !changes.removed.is_empty() => refuse(format!(
+            "the table's columns {} are no longer in the model and on_schema_change is ignore (as in dbt, the build fails): use append_new_columns or sync_all_columns, or --full-refresh",
+            names(changes.removed.iter())
+        )),
+        Mode::Ignore => {
+            let ignored = names(changes.added.iter().map(|f| f.name()));
+            tracing::warn!(
+                "{}: new columns {ignored} are not written: on_schema_change is ignore",
+                node.path
+            );
+            Ok(Decision::Keep(Some(format!(
+                "new columns {ignored} ignored (on_schema_change)"
+            ))))
+        }
+        Mode::AppendNewColumns | Mode::SyncAllColumns => Ok(Decision::Evolve),
     }
 }
 
@@ -202,47 +249,12 @@ pub(crate) async fn apply(
     let table = warehouse.schema_of(schema, name).await?;
     let model_schema = Arc::new(model.schema().as_arrow().clone());
     let changes = SchemaChanges::between(&model_schema, &table);
-    let refuse = |why: String| Err(config_error(node, "on_schema_change", why));
-    let mut note = None;
-    let table = if changes.is_empty() {
-        table
-    } else {
-        match mode {
-            Mode::Fail => {
-                return refuse(format!(
-                    "{} and on_schema_change is fail",
-                    changes.describe()
-                ));
-            }
-            Mode::Ignore | Mode::AppendNewColumns if !changes.changed.is_empty() => {
-                return refuse(format!(
-                    "{}: only sync_all_columns changes a column's type (or run with --full-refresh)",
-                    SchemaChanges {
-                        changed: changes.changed,
-                        ..Default::default()
-                    }
-                    .describe()
-                ));
-            }
-            Mode::Ignore if !changes.removed.is_empty() => {
-                return refuse(format!(
-                    "the table's columns {} are no longer in the model and on_schema_change is ignore (as in dbt, the build fails): use append_new_columns or sync_all_columns, or --full-refresh",
-                    names(changes.removed.iter())
-                ));
-            }
-            Mode::Ignore => {
-                let ignored = names(changes.added.iter().map(|f| f.name()));
-                tracing::warn!(
-                    "{}: new columns {ignored} are not written: on_schema_change is ignore",
-                    node.path
-                );
-                note = Some(format!("new columns {ignored} ignored (on_schema_change)"));
-                table
-            }
-            Mode::AppendNewColumns | Mode::SyncAllColumns => {
-                evolve(warehouse, node, mode, &model_schema, &table, &changes).await?
-            }
-        }
+    let (table, note) = match decide(node, mode, &changes)? {
+        Decision::Keep(note) => (table, note),
+        Decision::Evolve => (
+            evolve(warehouse, node, mode, &model_schema, &table, &changes).await?,
+            None,
+        ),
     };
     let what = format!("{} (on_schema_change)", node.path);
     let full: Vec<Expr> = table
