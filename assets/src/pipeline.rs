@@ -203,6 +203,12 @@ impl PipelineSettings {
     /// On the target `profiles_dir` names, when set.
     pub fn sql_project(&self) -> Result<SqlProject, AssetsError> {
         let mut project = match &self.profiles_dir {
+            Some(profiles) if !profiles.join("profiles.yml").is_file() => {
+                return Err(AssetsError::Invalid(format!(
+                    "pipeline.profiles_dir: {} holds no profiles.yml",
+                    profiles.display()
+                )));
+            }
             Some(profiles) => SqlProject::from_profile(
                 self.sql_models_dir()?,
                 profiles,

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use gcp_bigquery_client::Client;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::model::dataset::Dataset;
@@ -25,6 +26,30 @@ use crate::error::{BigQueryError, Result};
 use crate::rows::{Column, column_of, row_values};
 use crate::target::{Auth, BigQueryTarget};
 
+/// How long one API request may take (a job's own run time is waited for by polling).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long connecting to the API may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Retries of a transient failure: 4, after 0.5 s, 1 s, 2 s, 4 s.
+fn retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_times(4)
+}
+
+/// A failure worth retrying: no answer (network), or BigQuery's 429/5xx.
+fn transient(e: &BQError) -> bool {
+    match e {
+        BQError::RequestError(_) => true,
+        BQError::ResponseError { error } => {
+            matches!(error.error.code, 429 | 500 | 502 | 503 | 504)
+        }
+        _ => false,
+    }
+}
+
 /// A relation's kind as BigQuery reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelationKind {
@@ -36,13 +61,18 @@ pub enum RelationKind {
     External,
 }
 
-/// A relation: its kind and columns.
+/// A relation: its kind, columns and layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
     /// Table, view or external.
     pub kind: RelationKind,
     /// Columns in order.
     pub columns: Vec<Column>,
+    /// Its partitioning: `field:DAY` (time: `HOUR`, `DAY`, `MONTH`, `YEAR`; `_PARTITIONTIME`
+    /// when by ingestion time) or `field:range:start:end:interval`; `None` when unpartitioned.
+    pub partitioning: Option<String>,
+    /// Its clustering columns, in order (empty: none).
+    pub clustering: Vec<String>,
 }
 
 /// What a job is for, and how it runs.
@@ -113,6 +143,15 @@ impl BigQuery {
     /// key file, no application default credentials.
     pub async fn connect(target: BigQueryTarget) -> Result<Self> {
         let mut builder = gcp_bigquery_client::client_builder::ClientBuilder::new();
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| BigQueryError::Config {
+                location: "the HTTP client".into(),
+                message: e.to_string(),
+            })?;
+        builder.with_client(http);
         if let Some(endpoint) = &target.api_endpoint {
             builder.with_v2_base_url(format!("{}/bigquery/v2", endpoint.trim_end_matches('/')));
         }
@@ -173,7 +212,11 @@ impl BigQuery {
     pub async fn ensure_dataset(&self, dataset: &str) -> Result<()> {
         let project = &self.target.project;
         let context = format!("dataset {project}.{dataset}");
-        match self.client.dataset().get(project, dataset).await {
+        let got = (|| self.client.dataset().get(project, dataset))
+            .retry(retries())
+            .when(transient)
+            .await;
+        match got {
             Ok(_) => return Ok(()),
             Err(e) => {
                 let e = BigQueryError::api(&format!("get {context}"))(e);
@@ -197,7 +240,10 @@ impl BigQuery {
     /// The relation `dataset.table`, `None` when it (or its dataset) does not exist.
     pub async fn relation(&self, dataset: &str, table: &str) -> Result<Option<Relation>> {
         let project = &self.target.project;
-        let got = self.client.table().get(project, dataset, table, None).await;
+        let got = (|| self.client.table().get(project, dataset, table, None))
+            .retry(retries())
+            .when(transient)
+            .await;
         let table = match got {
             Ok(t) => t,
             Err(e) => {
@@ -218,7 +264,35 @@ impl BigQuery {
             .iter()
             .map(column_of)
             .collect();
-        Ok(Some(Relation { kind, columns }))
+        let partitioning = match (&table.time_partitioning, &table.range_partitioning) {
+            (Some(t), _) => Some(format!(
+                "{}:{}",
+                t.field.as_deref().unwrap_or("_PARTITIONTIME"),
+                t.r#type.to_uppercase()
+            )),
+            (None, Some(r)) => Some(match &r.range {
+                Some(range) => format!(
+                    "{}:range:{}:{}:{}",
+                    r.field.as_deref().unwrap_or_default(),
+                    range.start,
+                    range.end,
+                    range.interval
+                ),
+                None => format!("{}:range", r.field.as_deref().unwrap_or_default()),
+            }),
+            (None, None) => None,
+        };
+        let clustering = table
+            .clustering
+            .as_ref()
+            .and_then(|c| c.fields.clone())
+            .unwrap_or_default();
+        Ok(Some(Relation {
+            kind,
+            columns,
+            partitioning,
+            clustering,
+        }))
     }
 
     /// Runs `sql` (GoogleSQL) as a query job and waits for it. Errors: BigQuery rejects or
@@ -298,7 +372,7 @@ impl BigQuery {
         configuration.labels = Some(labels);
         configuration.job_timeout_ms = target
             .job_execution_timeout_seconds
-            .map(|s| (s * 1000).to_string());
+            .map(|s| s.saturating_mul(1000).to_string());
         let job = Job {
             job_reference: Some(JobReference {
                 job_id: Some(job_id.clone()),
@@ -322,12 +396,28 @@ impl BigQuery {
                 BigQueryError::api(&format!("{}: insert job {job_id}", options.context))(other)
             }
         };
-        let mut job = self
-            .client
-            .job()
-            .insert(&target.project, job)
+        // Inserted again after a transient failure under the same id: a 409 then means the
+        // first attempt created it, and it is read back.
+        let inserted = (|| self.client.job().insert(&target.project, job.clone()))
+            .retry(retries())
+            .when(transient)
+            .await;
+        let mut job = match inserted {
+            Ok(job) => job,
+            Err(BQError::ResponseError { error }) if error.error.code == 409 => (|| {
+                self.client
+                    .job()
+                    .get_job(&target.project, &job_id, target.location.as_deref())
+            })
+            .retry(retries())
+            .when(transient)
             .await
-            .map_err(job_error)?;
+            .map_err(BigQueryError::api(&format!(
+                "{}: get job {job_id}",
+                options.context
+            )))?,
+            Err(e) => return Err(job_error(e)),
+        };
         let started = Instant::now();
         let mut pause = Duration::from_millis(50);
         while job.status.as_ref().and_then(|s| s.state.as_deref()) != Some("DONE") {
@@ -342,15 +432,18 @@ impl BigQuery {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
-            job = self
-                .client
-                .job()
-                .get_job(&target.project, &job_id, target.location.as_deref())
-                .await
-                .map_err(BigQueryError::api(&format!(
-                    "{}: get job {job_id}",
-                    options.context
-                )))?;
+            job = (|| {
+                self.client
+                    .job()
+                    .get_job(&target.project, &job_id, target.location.as_deref())
+            })
+            .retry(retries())
+            .when(transient)
+            .await
+            .map_err(BigQueryError::api(&format!(
+                "{}: get job {job_id}",
+                options.context
+            )))?;
         }
         if let Some(error) = job.status.as_ref().and_then(|s| s.error_result.as_ref()) {
             return Err(failed(
@@ -385,25 +478,25 @@ impl BigQuery {
         }
         let mut page_token = None;
         loop {
-            let page = self
-                .client
-                .job()
-                .get_query_results(
-                    &target.project,
-                    &job_id,
-                    // (`formatOptions.useInt64Timestamp` cannot be sent: the client's query
-                    // string encoder refuses nested parameters; both encodings are read.)
-                    GetQueryResultsParameters {
-                        location: target.location.clone(),
-                        page_token: page_token.take(),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(BigQueryError::api(&format!(
-                    "{}: results of job {job_id}",
-                    options.context
-                )))?;
+            // (`formatOptions.useInt64Timestamp` cannot be sent: the client's query string
+            // encoder refuses nested parameters; both encodings are read.)
+            let parameters = GetQueryResultsParameters {
+                location: target.location.clone(),
+                page_token: page_token.take(),
+                ..Default::default()
+            };
+            let page = (|| {
+                self.client
+                    .job()
+                    .get_query_results(&target.project, &job_id, parameters.clone())
+            })
+            .retry(retries())
+            .when(transient)
+            .await
+            .map_err(BigQueryError::api(&format!(
+                "{}: results of job {job_id}",
+                options.context
+            )))?;
             let fields: &[TableFieldSchema] = page
                 .schema
                 .as_ref()

@@ -147,11 +147,38 @@ fn decimal(s: &str) -> String {
 fn timestamp(s: &str) -> Option<String> {
     let micros = match s.parse::<i64>() {
         Ok(us) => us,
-        // `1.7041646455E9`: seconds; rounded to the microsecond.
-        Err(_) => (s.parse::<f64>().ok()? * 1e6).round() as i64,
+        // `1.7041646455E9`: seconds, read exactly (an f64 loses microseconds far from 1970:
+        // `9999-12-31 23:59:59.999999` would become the year 10000).
+        Err(_) => seconds_to_micros(s)?,
     };
     let at = chrono::DateTime::from_timestamp_micros(micros)?;
     Some(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// Decimal seconds (`2.53402300799999999E11`, `-1.5`, `12`) as µs, exactly (rounded half up
+/// below the microsecond); `None` when it is not a number or does not fit.
+fn seconds_to_micros(s: &str) -> Option<i64> {
+    let (mantissa, exponent) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let negative = mantissa.starts_with('-');
+    let unsigned = mantissa.trim_start_matches(['-', '+']);
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    if int.is_empty() && frac.is_empty()
+        || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits: i128 = format!("{int}{frac}").parse().ok()?;
+    let scale = exponent + 6 - i32::try_from(frac.len()).ok()?;
+    let magnitude = if scale >= 0 {
+        digits.checked_mul(10i128.checked_pow(u32::try_from(scale).ok()?)?)?
+    } else {
+        let divisor = 10i128.checked_pow(u32::try_from(-scale).ok()?)?;
+        (digits + divisor / 2) / divisor
+    };
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 #[cfg(test)]
@@ -197,6 +224,19 @@ mod tests {
         let types: Vec<String> = fields.iter().map(|f| column_of(f).data_type).collect();
         assert_eq!(types[5], "ARRAY<INT64>");
         assert_eq!(types[6], "STRUCT<x BOOL>");
+    }
+
+    #[test]
+    fn far_timestamps_keep_their_microseconds() {
+        assert_eq!(
+            timestamp("2.53402300799999999E11").as_deref(),
+            Some("9999-12-31T23:59:59.999999Z")
+        );
+        assert_eq!(seconds_to_micros("-1.5"), Some(-1_500_000));
+        assert_eq!(seconds_to_micros("12"), Some(12_000_000));
+        assert_eq!(seconds_to_micros("1.0000005E0"), Some(1_000_001));
+        assert_eq!(seconds_to_micros("abc"), None);
+        assert_eq!(seconds_to_micros("."), None);
     }
 
     #[test]

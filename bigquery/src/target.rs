@@ -3,7 +3,8 @@
 //! (or `database`), `dataset` (or `schema`), `location`, `method` with its `keyfile` /
 //! `keyfile_json`, `priority`, `maximum_bytes_billed`, `job_execution_timeout_seconds`. Rainbow
 //! adds `api_endpoint` (or the `BIGQUERY_EMULATOR_HOST` environment variable, as Google's
-//! client libraries read it) for an emulator: no credentials are sent there.
+//! client libraries read it) for an emulator: the method and its key are still checked, but no
+//! credentials are sent there.
 
 use std::path::PathBuf;
 
@@ -143,18 +144,21 @@ impl BigQueryTarget {
         });
         let method = text("method").unwrap_or_else(|| "oauth".into());
         let auth = match method.as_str() {
-            _ if api_endpoint.is_some() && output.get("keyfile").is_none() => Auth::None,
             "oauth" => Auth::ApplicationDefault,
             "service-account" => {
                 let file = text("keyfile").ok_or_else(|| {
                     bad("`method: service-account` needs `keyfile:` (a service-account JSON key file)".into())
                 })?;
                 let file = PathBuf::from(shellexpand_home(&file, &env));
-                Auth::ServiceAccountFile(if file.is_relative() {
+                let file = if file.is_relative() {
                     base.join(file)
                 } else {
                     file
-                })
+                };
+                if !file.is_file() {
+                    return Err(bad(format!("keyfile {} does not exist", file.display())));
+                }
+                Auth::ServiceAccountFile(file)
             }
             "service-account-json" => match output.get("keyfile_json") {
                 Some(key @ Json::Object(_)) => Auth::ServiceAccountJson(key.to_string()),
@@ -171,6 +175,12 @@ impl BigQueryTarget {
                     "`method: {other}`: expected `oauth`, `service-account` or `service-account-json`"
                 )));
             }
+        };
+        // An emulator takes no credentials (the method is still checked above).
+        let auth = if api_endpoint.is_some() {
+            Auth::None
+        } else {
+            auth
         };
         Ok(BigQueryTarget {
             project,
@@ -208,6 +218,15 @@ mod tests {
 
     #[test]
     fn reads_dbt_bigquery_outputs() {
+        let home = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(home.path().join("keys")).expect("mkdir");
+        std::fs::write(home.path().join("keys/sa.json"), "{}").expect("key");
+        std::fs::write(home.path().join("k.json"), "{}").expect("key");
+        let read = |output: Json| {
+            BigQueryTarget::from_profile(&output, "profiles.yml: target prod", home.path(), |k| {
+                (k == "HOME").then(|| home.path().display().to_string())
+            })
+        };
         let t = read(
             json!({"type": "bigquery", "method": "service-account", "project": "acme",
             "dataset": "analytics", "keyfile": "~/keys/sa.json", "location": "EU",
@@ -220,7 +239,7 @@ mod tests {
         assert_eq!(t.location.as_deref(), Some("EU"));
         assert_eq!(
             t.auth,
-            Auth::ServiceAccountFile("/home/u/keys/sa.json".into())
+            Auth::ServiceAccountFile(home.path().join("keys/sa.json"))
         );
         assert_eq!(t.maximum_bytes_billed, Some(1_000_000_000));
         assert_eq!(t.job_execution_timeout_seconds, Some(300));
@@ -230,7 +249,7 @@ mod tests {
             "method": "service-account"}),
         )
         .expect("ok");
-        assert_eq!(t.auth, Auth::ServiceAccountFile("/p/k.json".into()));
+        assert_eq!(t.auth, Auth::ServiceAccountFile(home.path().join("k.json")));
         assert_eq!(
             read(json!({"project": "a", "dataset": "d"}))
                 .expect("ok")
@@ -250,6 +269,15 @@ mod tests {
         .expect("ok");
         assert_eq!(t.auth, Auth::None);
         assert_eq!(t.api_endpoint.as_deref(), Some("http://127.0.0.1:9050"));
+        // The method is checked all the same.
+        let e = BigQueryTarget::from_profile(
+            &json!({"project": "p", "dataset": "d", "method": "magic", "api_endpoint": "http://e"}),
+            "x",
+            Path::new("/"),
+            |_| None,
+        )
+        .expect_err("an unknown method");
+        assert!(e.to_string().contains("`method: magic`"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(crate) struct Jobs<'a> {
     labels: BTreeMap<String, String>,
     /// What the jobs cost so far.
     pub stats: JobStats,
+    /// The last dry run (its SQL and result): a node's SQL is dry-run once.
+    dry: Option<(String, JobResult)>,
 }
 
 impl<'a> Jobs<'a> {
@@ -81,6 +83,7 @@ impl<'a> Jobs<'a> {
             bq,
             labels,
             stats: JobStats::default(),
+            dry: None,
         }
     }
 
@@ -117,24 +120,30 @@ impl<'a> Jobs<'a> {
         sql: &str,
         context: &str,
     ) -> Result<Vec<rainbow_bigquery::Column>> {
-        let options = JobOptions {
-            context: format!("dry run of {context}"),
-            labels: self.labels.clone(),
-            dry_run: true,
-            ..Default::default()
-        };
-        Ok(self.bq.run(sql, &options).await?.columns)
+        Ok(self.dry(sql, context).await?.columns)
     }
 
     /// The bytes `sql` would read (a dry-run job: nothing runs, nothing is billed).
     pub(crate) async fn dry_run(&mut self, sql: &str, context: &str) -> Result<u64> {
+        Ok(self.dry(sql, context).await?.bytes_processed)
+    }
+
+    /// A dry run of `sql` (the last one reused for the same SQL).
+    async fn dry(&mut self, sql: &str, context: &str) -> Result<JobResult> {
+        if let Some((last, result)) = &self.dry
+            && last == sql
+        {
+            return Ok(result.clone());
+        }
         let options = JobOptions {
             context: format!("dry run of {context}"),
             labels: self.labels.clone(),
             dry_run: true,
             ..Default::default()
         };
-        Ok(self.bq.run(sql, &options).await?.bytes_processed)
+        let result = self.bq.run(sql, &options).await?;
+        self.dry = Some((sql.to_owned(), result.clone()));
+        Ok(result)
     }
 }
 
@@ -183,7 +192,61 @@ pub(crate) async fn build_node(
     }
 }
 
+/// Checks a model's BigQuery configs before anything runs: `partition_by`, `cluster_by`, and
+/// an incremental model's strategy (on its first build too, not only once it is incremental).
+pub(crate) fn validate(node: &Node) -> Result<()> {
+    let partition = PartitionBy::of(node)?;
+    cluster_by(node)?;
+    // Table options Rainbow does not render yet: refused rather than silently dropped.
+    for key in [
+        "partition_expiration_days",
+        "require_partition_filter",
+        "labels",
+        "kms_key_name",
+        "hours_to_expiration",
+        "grant_access_to",
+        "grants",
+    ] {
+        if node.config.get(key).is_some_and(|v| !v.is_null()) {
+            return Err(config_error(
+                node,
+                key,
+                "not supported on a BigQuery target yet (it would be ignored)",
+            ));
+        }
+    }
+    if node.materialized() == "incremental"
+        && let Some(strategy) = node
+            .config
+            .get("incremental_strategy")
+            .and_then(Json::as_str)
+    {
+        match strategy {
+            "merge" | "append" => {}
+            "insert_overwrite" if partition.is_none() => {
+                return Err(config_error(
+                    node,
+                    "partition_by",
+                    "the insert_overwrite strategy needs partition_by",
+                ));
+            }
+            "insert_overwrite" => {}
+            other => {
+                return Err(config_error(
+                    node,
+                    "incremental_strategy",
+                    format!(
+                        "`{other}` is not supported on a BigQuery target (merge, append, insert_overwrite)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn model(jobs: &mut Jobs<'_>, node: &Node, options: BuildOptions<'_>) -> Result<Built> {
+    validate(node)?;
     let sql = node.compiled.clone().unwrap_or_default();
     let context = compiled_context(node);
     for hook in node_hooks(node, "pre") {
@@ -252,6 +315,13 @@ async fn create_table(
     if existing.is_some_and(|r| r.kind != RelationKind::Table) {
         jobs.run(&format!("DROP VIEW {target}"), &context, 0, false)
             .await?;
+    } else if let Some(table) = existing
+        && !replaceable(node, table)?
+    {
+        // BigQuery refuses `CREATE OR REPLACE` across a partitioning or clustering change;
+        // dbt-bigquery drops the table first, as here.
+        jobs.run(&format!("DROP TABLE {target}"), &context, 0, false)
+            .await?;
     }
     let mut ddl = format!(
         "CREATE OR REPLACE TABLE {target}\n{}AS (\n",
@@ -265,6 +335,28 @@ async fn create_table(
         message: "CREATE TABLE".into(),
         rows: None,
     })
+}
+
+/// Whether `table` has the partitioning and clustering the node's config asks for (BigQuery
+/// replaces a table in place only then).
+fn replaceable(node: &Node, table: &rainbow_bigquery::Relation) -> Result<bool> {
+    let wanted = PartitionBy::of(node)?.map(|p| match (p.data_type.as_str(), p.range) {
+        ("int64", Some((start, end, interval))) => {
+            format!("{}:range:{start}:{end}:{interval}", p.field)
+        }
+        _ => format!("{}:{}", p.field, p.granularity.to_uppercase()),
+    });
+    let clustering: Vec<String> = cluster_by(node)?
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.trim_matches('`').to_owned())
+        .collect();
+    let same_partitioning = match (&wanted, &table.partitioning) {
+        (None, None) => true,
+        (Some(w), Some(t)) => w.eq_ignore_ascii_case(t),
+        _ => false,
+    };
+    Ok(same_partitioning && clustering == table.clustering)
 }
 
 /// The node's `PARTITION BY …` and `CLUSTER BY …` lines (empty without them).
@@ -458,7 +550,7 @@ async fn incremental(
                     "the insert_overwrite strategy needs partition_by",
                 )
             })?;
-            let dest = partition.expression(Some("DBT_INTERNAL_DEST"));
+            let dest = partition.value(Some("DBT_INTERNAL_DEST"));
             let replace = format!(
                 "MERGE INTO {target} AS DBT_INTERNAL_DEST\nUSING {{source}} AS DBT_INTERNAL_SOURCE\nON FALSE\nWHEN NOT MATCHED BY SOURCE AND {dest} IN {{partitions}} THEN DELETE\nWHEN NOT MATCHED THEN {insert}"
             );
@@ -489,10 +581,10 @@ async fn incremental(
                 None => {
                     let tmp = format!("{}__dbt_tmp", node.relation);
                     let script = format!(
-                        "DECLARE dbt_partitions_for_replacement ARRAY<{}>;\nCREATE OR REPLACE TEMP TABLE `{tmp}` AS (\n{sql}\n);\nSET dbt_partitions_for_replacement = (SELECT ARRAY_AGG(DISTINCT {}) FROM `{tmp}`);\n{};\nDROP TABLE `{tmp}`",
-                        partition.value_type(),
-                        partition.expression(Some(&format!("`{tmp}`"))),
-                        replace
+                        "DECLARE dbt_partitions_for_replacement ARRAY<{value_type}>;\nCREATE OR REPLACE TEMP TABLE `{tmp}` AS (\n{sql}\n);\nSET dbt_partitions_for_replacement = (SELECT ARRAY_AGG(DISTINCT {value}) FROM `{tmp}` WHERE {value} IS NOT NULL);\n{merge};\nDROP TABLE `{tmp}`",
+                        value_type = partition.value_type(),
+                        value = partition.value(Some(&format!("`{tmp}`"))),
+                        merge = replace
                             .replace("{partitions}", "UNNEST(dbt_partitions_for_replacement)")
                             .replacen("{source}", &format!("`{tmp}`"), 1),
                     );
@@ -590,7 +682,20 @@ impl PartitionBy {
         }
     }
 
-    /// The type of [`PartitionBy::expression`].
+    /// A row's partition value as `insert_overwrite` compares it (dbt-bigquery's `render()`):
+    /// the partitioning expression, except for an integer-range partition, whose value is the
+    /// column itself (comparing bucket numbers would replace other rows than the new ones').
+    fn value(&self, table: Option<&str>) -> String {
+        match self.data_type.as_str() {
+            "int64" => match table {
+                Some(t) => format!("{t}.`{}`", self.field),
+                None => format!("`{}`", self.field),
+            },
+            _ => self.expression(table),
+        }
+    }
+
+    /// The type of [`PartitionBy::value`].
     fn value_type(&self) -> &'static str {
         match self.data_type.as_str() {
             "date" => "DATE",
@@ -884,9 +989,11 @@ const LOADS_TABLE: &str = "_rainbow_lake_loads";
 /// Copies the lake's Parquet dataset at `location` (as Rainbow reads it) into the BigQuery
 /// table `dataset.name`, one partition (`dt=…` folder) at a time — each new or changed
 /// partition loaded into a staging table by a load job from `uri` (the same files as BigQuery
-/// reads them, `gs://bucket/…/raw/<table>`), then swapped in by one transaction that also
-/// records its fingerprint. Unchanged partitions cost nothing. The partition column is text,
-/// as the embedded warehouse's external table has it. Returns the partitions copied.
+/// reads them, `gs://bucket/…/raw/<table>`: the same objects, not an asynchronous copy, or a
+/// day changed in one and not yet in the other is recorded as copied), then swapped in by one
+/// transaction that also records its fingerprint; a partition gone from the lake is deleted.
+/// Unchanged partitions cost nothing. The partition column is text, as the embedded
+/// warehouse's external table has it. Returns the partitions copied or deleted.
 ///
 /// Why loads rather than an external table: a native table is read faster and cheaper by every
 /// model, pruned by partition, and a nightly copies one day; the master dataset in the lake stays
@@ -969,12 +1076,34 @@ CREATE TABLE IF NOT EXISTS {loads} (table_name STRING, partition_value STRING, f
         .keys()
         .filter(|p| loaded.get(*p) != Some(&lake.fingerprint(p)))
         .collect();
+    // Partitions gone from the lake leave the table too, as they leave the embedded
+    // warehouse's external table.
+    let gone: Vec<&String> = loaded
+        .keys()
+        .filter(|p| !lake.partitions.contains_key(*p))
+        .collect();
+    if let Some(k) = &key {
+        for partition in &gone {
+            let value = string_literal(partition);
+            jobs.run(
+                &format!(
+                    "BEGIN TRANSACTION;\nDELETE FROM {target} WHERE `{k}` = {value};\nDELETE FROM {loads} WHERE table_name = {} AND partition_value = {value};\nCOMMIT TRANSACTION",
+                    string_literal(name)
+                ),
+                &format!("{context}: partition {partition} left the lake"),
+                0,
+                false,
+            )
+            .await?;
+        }
+    }
     if pending.is_empty() {
-        return Ok(0);
+        return Ok(gone.len());
     }
     // The staging table has the partition column too: a load reads it from the folder names
     // (`key=value`, hive partitioning).
-    let staging = format!("__rainbow_load_{name}");
+    // A staging table of this call's own: two runs copying at once do not mix their days.
+    let staging = format!("__rainbow_load_{name}_{}", uuid_suffix());
     jobs.run(
         &format!(
             "CREATE OR REPLACE TABLE {} ({})",
@@ -1044,7 +1173,12 @@ COMMIT TRANSACTION",
         false,
     )
     .await?;
-    Ok(pending.len())
+    Ok(pending.len() + gone.len())
+}
+
+/// A short unique suffix for a scratch table's name.
+fn uuid_suffix() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// dbt's audit table for a test with `store_failures`: its failing rows, replaced each run.
@@ -1116,7 +1250,7 @@ pub(crate) async fn arrow_batches(
         .iter()
         .map(|row| {
             (schema.fields().iter().zip(row))
-                .map(|(f, v)| {
+                .map(|(f, v)| -> Result<(String, Json)> {
                     let v = match (f.data_type(), v) {
                         (DataType::Utf8, Json::Array(_) | Json::Object(_) | Json::Number(_)) => {
                             Json::from(v.to_string())
@@ -1126,13 +1260,27 @@ pub(crate) async fn arrow_batches(
                         (DataType::Float64, Json::String(s)) => {
                             Json::from(s.replace("Infinity", "inf"))
                         }
+                        // BYTES come as base64; Arrow's JSON decoder reads binary as hex.
+                        (DataType::Binary, Json::String(s)) => {
+                            use base64::Engine as _;
+                            let bytes = base64::engine::general_purpose::STANDARD
+                                .decode(s)
+                                .map_err(|e| DbtError::Input {
+                                    location: context.to_owned(),
+                                    message: format!(
+                                        "column `{}`: BYTES value `{s}` is not base64: {e}",
+                                        f.name()
+                                    ),
+                                })?;
+                            Json::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+                        }
                         _ => v.clone(),
                     };
-                    (f.name().clone(), v)
+                    Ok((f.name().clone(), v))
                 })
-                .collect()
+                .collect::<Result<serde_json::Map<String, Json>>>()
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let error = |e: rainbow_warehouse::datafusion::arrow::error::ArrowError| DbtError::Input {
         location: context.to_owned(),
         message: format!("reading BigQuery's rows: {e}"),
@@ -1156,10 +1304,34 @@ pub(crate) async fn query_result(
         ..Default::default()
     };
     let result = bq.run(sql, &options).await.map_err(|e| e.to_string())?;
+    // Decimals as numbers, as the embedded warehouse gives them (a template compares them
+    // with numbers).
+    let decimal: Vec<bool> = result
+        .columns
+        .iter()
+        .map(|c| matches!(c.data_type.as_str(), "NUMERIC" | "BIGNUMERIC"))
+        .collect();
+    let rows = result
+        .rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .zip(&decimal)
+                .map(|(v, &d)| match (d, &v) {
+                    (true, Json::String(s)) => s
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map_or(v, Json::Number),
+                    _ => v,
+                })
+                .collect()
+        })
+        .collect();
     Ok(crate::compile::QueryResult {
         types: result.columns.iter().map(|c| c.data_type.clone()).collect(),
         columns: result.columns.iter().map(|c| c.name.clone()).collect(),
-        rows: result.rows,
+        rows,
     })
 }
 
@@ -1193,6 +1365,12 @@ mod tests {
                 "range": {"start": 0, "end": 100, "interval": 10}})),
             "RANGE_BUCKET(`n`, GENERATE_ARRAY(0, 100, 10))"
         );
+        let int = p(serde_json::json!({"field": "n", "data_type": "int64",
+            "range": {"start": 0, "end": 100, "interval": 10}}))
+        .expect("ok")
+        .expect("some");
+        // The DDL buckets; the replacement compares the values themselves.
+        assert_eq!(int.value(Some("T")), "T.`n`");
         let message = |c: Json| p(c).expect_err("an error").to_string();
         assert!(message(serde_json::json!({"data_type": "date"})).contains("needs `field:`"));
         assert!(
@@ -1239,6 +1417,7 @@ mod tests {
                 column("d", "DATE"),
                 column("amount", "NUMERIC"),
                 column("tags", "ARRAY<STRING>"),
+                column("raw", "BYTES"),
             ],
             rows: vec![
                 vec![
@@ -1247,10 +1426,12 @@ mod tests {
                     Json::from("2024-01-02"),
                     Json::from("2.25"),
                     serde_json::json!(["a"]),
+                    Json::from("AAAA"),
                 ],
                 vec![
                     Json::Null,
                     Json::from(0.5),
+                    Json::Null,
                     Json::Null,
                     Json::Null,
                     Json::Null,
@@ -1266,14 +1447,21 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            ["Int64", "Float64", "Date32", "Decimal128(38, 9)", "Utf8"]
+            [
+                "Int64",
+                "Float64",
+                "Date32",
+                "Decimal128(38, 9)",
+                "Utf8",
+                "Binary"
+            ]
         );
         let text =
             rainbow_warehouse::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
                 .expect("format")
                 .to_string();
         assert!(
-            text.contains("| 1 | -inf | 2024-01-02 | 2.250000000 | [\"a\"] |"),
+            text.contains("| 1 | -inf | 2024-01-02 | 2.250000000 | [\"a\"] | 000000 |"),
             "{text}"
         );
     }

@@ -40,9 +40,10 @@ pub struct ProjectArgs {
     /// Target name (`target.name`; default: the profile's `target`, else `dev`).
     #[arg(long)]
     pub target: Option<String>,
-    /// Where `profiles.yml` is (default: the project directory). Without one, or without an
-    /// entry for the project's profile, the embedded DataFusion warehouse is the target.
-    #[arg(long)]
+    /// Where `profiles.yml` is (default: the project directory; dbt's `DBT_PROFILES_DIR` too).
+    /// Without a profiles file in the project directory, the embedded DataFusion warehouse is
+    /// the target; a directory given here must hold one.
+    #[arg(long, env = "DBT_PROFILES_DIR")]
     pub profiles_dir: Option<PathBuf>,
 }
 
@@ -185,6 +186,14 @@ fn default_threads() -> usize {
 impl ProjectArgs {
     /// The project on its target (see [`SqlProject::from_profile`]), flags overriding.
     pub fn sql_project(&self, global: &GlobalArgs) -> Result<SqlProject> {
+        if let Some(dir) = &self.profiles_dir
+            && !dir.join("profiles.yml").is_file()
+        {
+            return Err(DbtError::Input {
+                location: "--profiles-dir".into(),
+                message: format!("{} holds no profiles.yml", dir.display()),
+            });
+        }
         let profiles = self.profiles_dir.as_deref().unwrap_or(&self.project_dir);
         let default_location = global.home.join("warehouse").to_string_lossy().into_owned();
         let mut project = SqlProject::from_profile(
@@ -462,6 +471,33 @@ fn print_batches(
     Ok(())
 }
 
+/// The project parsed with `is_incremental()` true for every incremental model whose table
+/// exists on BigQuery (and is not fully refreshed), as dbt renders them for a run.
+async fn parse_incremental(
+    project: &Project,
+    options: &mut crate::CompileOptions,
+    bq: &rainbow_bigquery::BigQuery,
+) -> Result<crate::Manifest> {
+    let manifest = crate::parse(project, options)?;
+    for n in &manifest.nodes {
+        if n.kind == crate::NodeKind::Model
+            && n.materialized() == "incremental"
+            && !crate::materialize::full_refresh_of(n, options.full_refresh)
+            && bq
+                .relation(&n.schema, &n.relation)
+                .await?
+                .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table)
+        {
+            options.incremental.insert(n.name.clone());
+        }
+    }
+    if options.incremental.is_empty() {
+        Ok(manifest)
+    } else {
+        crate::parse(project, options)
+    }
+}
+
 /// `rainbow plan`: every selected model's SQL as a BigQuery dry run, its bytes, and the total.
 async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> {
     let mut sql_project = args.project.sql_project(global)?;
@@ -478,22 +514,7 @@ async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> 
     let bq = rainbow_bigquery::BigQuery::connect(target.clone()).await?;
     let mut options = sql_project.compile_options(BTreeMap::new());
     options.full_refresh = args.full_refresh;
-    let mut manifest = crate::parse(&project, &options)?;
-    for n in &manifest.nodes {
-        if n.kind == crate::NodeKind::Model
-            && n.materialized() == "incremental"
-            && !crate::materialize::full_refresh_of(n, args.full_refresh)
-            && bq
-                .relation(&n.schema, &n.relation)
-                .await?
-                .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table)
-        {
-            options.incremental.insert(n.name.clone());
-        }
-    }
-    if !options.incremental.is_empty() {
-        manifest = crate::parse(&project, &options)?;
-    }
+    let mut manifest = parse_incremental(&project, &mut options, &bq).await?;
     crate::compile(&mut manifest);
     let mut out = std::io::stdout().lock();
     let io = |source| DbtError::Io {
@@ -514,7 +535,11 @@ async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> 
     }) {
         let sql = node.compiled.clone().unwrap_or_default();
         let mut jobs = crate::bigquery::Jobs::new(&bq, &node.name, "plan");
-        let (bytes, note) = match jobs.dry_run(&sql, &node.path).await {
+        let checked = match crate::bigquery::validate(node) {
+            Ok(()) => jobs.dry_run(&sql, &node.path).await,
+            Err(e) => Err(e),
+        };
+        let (bytes, note) = match checked {
             Ok(bytes) => {
                 total += bytes;
                 let over = target.maximum_bytes_billed.is_some_and(|max| bytes > max);
@@ -699,13 +724,17 @@ async fn compile_command(global: &GlobalArgs, args: &CompileArgs) -> Result<Exit
     let (project, mut options) = load_for_compile(dir, args)?;
     // A BigQuery target's SQL names relations `project.dataset.table`, as it will run.
     let sql_project = args.project.sql_project(global)?;
-    if sql_project.bigquery_target().is_some() {
-        let target = sql_project.compile_options(BTreeMap::new());
-        options.target_type = target.target_type;
-        options.target_schema = target.target_schema;
-        options.database = target.database;
-    }
-    let mut manifest = crate::parse(&project, &options)?;
+    let mut manifest = match sql_project.bigquery_target() {
+        Some(bq_target) => {
+            let target = sql_project.compile_options(BTreeMap::new());
+            options.target_type = target.target_type;
+            options.target_schema = target.target_schema;
+            options.database = target.database;
+            let bq = rainbow_bigquery::BigQuery::connect(bq_target.clone()).await?;
+            parse_incremental(&project, &mut options, &bq).await?
+        }
+        None => crate::parse(&project, &options)?,
+    };
     crate::compile(&mut manifest);
     let tests = crate::data_tests(&project, &manifest, &options)?;
     if manifest.nodes.iter().any(|n| n.needs_execute) {

@@ -182,6 +182,17 @@ pub struct Manifest {
     pub database: Option<String>,
 }
 
+impl Manifest {
+    /// A relation (`schema.table`) as compiled SQL names it: `` `database.schema.table` `` on a
+    /// target with a database (BigQuery), else as is.
+    pub fn relation_name(&self, relation: &str) -> String {
+        match &self.database {
+            Some(database) => format!("`{database}.{relation}`"),
+            None => relation.to_owned(),
+        }
+    }
+}
+
 /// dbt's default `generate_schema_name`: `<target schema>_<custom schema>`, or the target
 /// schema when the node sets none (a snapshot's `target_schema` wins).
 fn schema_name(config: &BTreeMap<String, Json>, options: &CompileOptions) -> String {

@@ -158,14 +158,14 @@ fn relation_of(expr: &str, manifest: &Manifest) -> Option<String> {
         let a = args(inner);
         let name = a.last()?;
         let n = manifest.nodes.iter().find(|n| &n.name == name)?;
-        return Some(format!("{}.{}", n.schema, n.relation));
+        return Some(manifest.relation_name(&format!("{}.{}", n.schema, n.relation)));
     }
     if let Some(inner) = e.strip_prefix("source(").and_then(|r| r.strip_suffix(')')) {
         let a = args(inner);
         return manifest
             .sources
             .get(&format!("{}.{}", a.first()?, a.get(1)?))
-            .cloned();
+            .map(|r| manifest.relation_name(r));
     }
     None
 }
@@ -207,13 +207,13 @@ pub fn data_tests(
             Some(key) => manifest
                 .sources
                 .get(key)
-                .cloned()
+                .map(|r| manifest.relation_name(r))
                 .ok_or_else(|| bad(t, "the source table is not declared".into()))?,
             None => {
                 let node = *nodes
                     .get(t.model.as_str())
                     .ok_or_else(|| bad(t, "the model does not exist".into()))?;
-                format!("{}.{}", node.schema, node.relation)
+                manifest.relation_name(&format!("{}.{}", node.schema, node.relation))
             }
         };
         // Settings given inline or under `config:` (the project loader flattened both).

@@ -862,7 +862,8 @@ pub struct ProfileTarget {
 impl Project {
     /// Reads the project's profile from `profiles.yml` in `dir` (dbt's `--profiles-dir`):
     /// `target` picks the output (default: the profile's `target:`). `None` when there is no
-    /// profiles file or it has no entry for this project's profile (the embedded default).
+    /// profiles file (the embedded default). Errors: the file lacks this project's profile, or
+    /// the output `target` names.
     pub fn profile_target(
         &self,
         dir: &Path,
@@ -876,12 +877,21 @@ impl Project {
         let Some(profile_name) = &self.file.profile else {
             return Ok(None);
         };
-        let Some(profile) = doc.get(profile_name) else {
-            return Ok(None);
-        };
         let bad = |message: String| DbtError::Project {
             path: path.clone(),
             message,
+        };
+        // A profiles file without the project's profile is a mistake (dbt refuses it too), not
+        // a reason to build somewhere else.
+        let Some(profile) = doc.get(profile_name) else {
+            let known: Vec<&str> = doc
+                .as_object()
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            return Err(bad(format!(
+                "no profile `{profile_name}` (dbt_project.yml's `profile:`); profiles here: {}",
+                known.join(", ")
+            )));
         };
         let name = match target {
             Some(t) => t.to_owned(),

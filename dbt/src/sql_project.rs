@@ -391,10 +391,21 @@ impl SqlProject {
                 out.schema = target.dataset.clone();
                 out = out.bigquery(target);
             }
-            other => tracing::warn!(
-                "target `{}` has type `{other}`: running on the embedded DataFusion warehouse",
+            // dbt-duckdb's profiles: the embedded warehouse (its `path` is not a DuckDB file
+            // here; the location stays the default).
+            "duckdb" => tracing::info!(
+                "target `{}` has type `duckdb`: running on the embedded DataFusion warehouse",
                 profile.name
             ),
+            other => {
+                return Err(DbtError::Input {
+                    location: format!("{}/profiles.yml", profiles_dir.display()),
+                    message: format!(
+                        "target `{}` has type `{other}`: Rainbow builds on `datafusion` (the embedded warehouse; `duckdb` profiles run there too) or `bigquery`",
+                        profile.name
+                    ),
+                });
+            }
         }
         out.target_name = profile.name;
         if let Some(schema) = profile.schema {
