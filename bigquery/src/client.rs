@@ -353,6 +353,20 @@ impl BigQuery {
         self.insert_and_wait(configuration, options).await
     }
 
+    /// The job `job_id` (retried on transient failures); `context` names it in errors.
+    async fn get_job(&self, job_id: &str, context: &str) -> Result<Job> {
+        let target = &self.target;
+        (|| {
+            self.client
+                .job()
+                .get_job(&target.project, job_id, target.location.as_deref())
+        })
+        .retry(retries())
+        .when(transient)
+        .await
+        .map_err(BigQueryError::api(&format!("{context}: get job {job_id}")))
+    }
+
     /// Inserts a job of `configuration` (with Rainbow's id, the options' labels and dry-run
     /// flag, the target's timeout) and waits for it; its rows when `options.read_rows`.
     async fn insert_and_wait(
@@ -404,18 +418,9 @@ impl BigQuery {
             .await;
         let mut job = match inserted {
             Ok(job) => job,
-            Err(BQError::ResponseError { error }) if error.error.code == 409 => (|| {
-                self.client
-                    .job()
-                    .get_job(&target.project, &job_id, target.location.as_deref())
-            })
-            .retry(retries())
-            .when(transient)
-            .await
-            .map_err(BigQueryError::api(&format!(
-                "{}: get job {job_id}",
-                options.context
-            )))?,
+            Err(BQError::ResponseError { error }) if error.error.code == 409 => {
+                self.get_job(&job_id, &options.context).await?
+            }
             Err(e) => return Err(job_error(e)),
         };
         let started = Instant::now();
@@ -432,18 +437,7 @@ impl BigQuery {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
-            job = (|| {
-                self.client
-                    .job()
-                    .get_job(&target.project, &job_id, target.location.as_deref())
-            })
-            .retry(retries())
-            .when(transient)
-            .await
-            .map_err(BigQueryError::api(&format!(
-                "{}: get job {job_id}",
-                options.context
-            )))?;
+            job = self.get_job(&job_id, &options.context).await?;
         }
         if let Some(error) = job.status.as_ref().and_then(|s| s.error_result.as_ref()) {
             return Err(failed(

@@ -192,6 +192,17 @@ pub(crate) async fn build_node(
     }
 }
 
+/// The error for an incremental strategy BigQuery targets do not have.
+fn unsupported_strategy(node: &Node, strategy: &str) -> DbtError {
+    config_error(
+        node,
+        "incremental_strategy",
+        format!(
+            "`{strategy}` is not supported on a BigQuery target (merge, append, insert_overwrite)"
+        ),
+    )
+}
+
 /// Checks a model's BigQuery configs before anything runs: `partition_by`, `cluster_by`, and
 /// an incremental model's strategy (on its first build too, not only once it is incremental).
 pub(crate) fn validate(node: &Node) -> Result<()> {
@@ -231,15 +242,7 @@ pub(crate) fn validate(node: &Node) -> Result<()> {
                 ));
             }
             "insert_overwrite" => {}
-            other => {
-                return Err(config_error(
-                    node,
-                    "incremental_strategy",
-                    format!(
-                        "`{other}` is not supported on a BigQuery target (merge, append, insert_overwrite)"
-                    ),
-                ));
-            }
+            other => return Err(unsupported_strategy(node, other)),
         }
     }
     Ok(())
@@ -593,13 +596,7 @@ async fn incremental(
             }
         }
         other => {
-            return Err(config_error(
-                node,
-                "incremental_strategy",
-                format!(
-                    "`{other}` is not supported on a BigQuery target (merge, append, insert_overwrite)"
-                ),
-            ));
+            return Err(unsupported_strategy(node, other));
         }
     };
     jobs.run(&statement, &context, header, false).await?;
