@@ -75,7 +75,9 @@ pub struct PipelineSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// The lake as BigQuery reads it (`gs://bucket/prefix`), when `lake` is not already that
-    /// URL (a local directory mirrored to Cloud Storage; an emulator's Cloud Storage root).
+    /// URL: the same objects seen through Cloud Storage (a bucket mounted as a directory; an
+    /// emulator's Cloud Storage root) — not a copy synchronised later, since what is copied
+    /// into BigQuery is recorded with the fingerprint `lake` shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bigquery_lake: Option<String>,
 }
