@@ -40,13 +40,11 @@ pub async fn export_view(
     // The view as last built, by this process or another, on the project's target (the
     // embedded warehouse or BigQuery).
     let context = format!("exporting {schema}.{view}");
-    let (shape, _) = project
-        .query(&format!("SELECT * FROM {schema}.{view} LIMIT 0"), &context)
-        .await?;
-    let columns: Vec<String> = shape
-        .fields()
+    let columns: Vec<String> = project
+        .relation_columns(schema, view)
+        .await?
         .iter()
-        .map(|f| format!("`{}`", f.name()))
+        .map(|c| format!("`{c}`"))
         .collect();
     let sql = format!(
         "SELECT * FROM {schema}.{view} ORDER BY {}",

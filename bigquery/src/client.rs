@@ -117,6 +117,8 @@ pub struct JobResult {
 pub struct BigQuery {
     client: Arc<Client>,
     target: Arc<BigQueryTarget>,
+    /// Datasets this client found or created: asked once, not before every node.
+    datasets: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for BigQuery {
@@ -194,6 +196,7 @@ impl BigQuery {
         Ok(BigQuery {
             client: Arc::new(client),
             target: Arc::new(target),
+            datasets: Arc::default(),
         })
     }
 
@@ -207,9 +210,27 @@ impl BigQuery {
         format!("`{}.{dataset}.{table}`", self.target.project)
     }
 
-    /// Creates `dataset` in the target's project and location unless it exists. Errors: no
-    /// permission, an unreachable endpoint.
+    /// Creates `dataset` in the target's project and location unless it exists (asked of
+    /// BigQuery once per client). Errors: no permission, an unreachable endpoint.
     pub async fn ensure_dataset(&self, dataset: &str) -> Result<()> {
+        let known = |datasets: &Self| {
+            datasets
+                .datasets
+                .lock()
+                .map(|d| d.contains(dataset))
+                .unwrap_or(false)
+        };
+        if known(self) {
+            return Ok(());
+        }
+        self.create_dataset(dataset).await?;
+        if let Ok(mut d) = self.datasets.lock() {
+            d.insert(dataset.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn create_dataset(&self, dataset: &str) -> Result<()> {
         let project = &self.target.project;
         let context = format!("dataset {project}.{dataset}");
         let got = (|| self.client.dataset().get(project, dataset))

@@ -23,7 +23,7 @@
 //! `dbt_invocation_id`, `dbt_model` and `rainbow_run_id`; their ids and bytes are returned as
 //! [`JobStats`] for the materialization's metadata.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -818,17 +818,10 @@ async fn snapshot(jobs: &mut Jobs<'_>, node: &Node, run_started_at: &str) -> Res
         false,
     )
     .await?;
-    let rows = jobs
-        .run(&format!("SELECT COUNT(*) FROM {target}"), &context, 0, true)
-        .await?
-        .rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Json::as_i64)
-        .unwrap_or(0);
+    let rows = table_rows(jobs, node).await?;
     Ok(Built {
-        message: format!("SNAPSHOT {rows}"),
-        rows: u64::try_from(rows).ok(),
+        message: format!("SNAPSHOT {}", rows.unwrap_or(0)),
+        rows,
     })
 }
 
@@ -979,6 +972,50 @@ pub(crate) async fn failing_rows(jobs: &mut Jobs<'_>, test: &DataTest) -> Result
     })
 }
 
+/// What [`load_lake_table`] copied into `dataset` so far: table → partition → fingerprint (one
+/// query per dataset and run; the loads table is created when missing).
+pub(crate) async fn lake_loads(
+    bq: &BigQuery,
+    dataset: &str,
+) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    bq.ensure_dataset(dataset).await?;
+    let loads = bq.quoted(dataset, LOADS_TABLE);
+    let context = format!("reading {dataset}.{LOADS_TABLE}");
+    let mut jobs = Jobs::new(bq, LOADS_TABLE, "lake");
+    if bq.relation(dataset, LOADS_TABLE).await?.is_none() {
+        jobs.run(
+            &format!("CREATE TABLE IF NOT EXISTS {loads} (table_name STRING, partition_value STRING, fingerprint STRING, loaded_at TIMESTAMP)"),
+            &context,
+            0,
+            false,
+        )
+        .await?;
+        return Ok(HashMap::new());
+    }
+    let rows = jobs
+        .run(
+            &format!("SELECT table_name, partition_value, fingerprint FROM {loads}"),
+            &context,
+            0,
+            true,
+        )
+        .await?
+        .rows;
+    let mut out: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    for r in &rows {
+        if let (Some(t), Some(p), Some(f)) = (
+            r.first().and_then(Json::as_str),
+            r.get(1).and_then(Json::as_str),
+            r.get(2).and_then(Json::as_str),
+        ) {
+            out.entry(t.to_owned())
+                .or_default()
+                .insert(p.to_owned(), f.to_owned());
+        }
+    }
+    Ok(out)
+}
+
 /// The table of partitions copied from the lake (table, partition, fingerprint) in each raw
 /// dataset: a partition whose files changed (a reprocessed day) is copied again.
 const LOADS_TABLE: &str = "_rainbow_lake_loads";
@@ -1002,6 +1039,7 @@ pub(crate) async fn load_lake_table(
     location: &str,
     uri: &str,
     run_id: &str,
+    loaded: &BTreeMap<String, String>,
 ) -> Result<usize> {
     let reader = csv_reader().await?;
     let Some(lake) = reader.lake_dataset(location).await? else {
@@ -1036,38 +1074,25 @@ pub(crate) async fn load_lake_table(
     let all: Vec<&(String, &str)> = columns.iter().collect();
     let target = bq.quoted(dataset, name);
     let loads = bq.quoted(dataset, LOADS_TABLE);
-    jobs.run(
-        &format!(
-            "CREATE TABLE IF NOT EXISTS {target} ({});
-CREATE TABLE IF NOT EXISTS {loads} (table_name STRING, partition_value STRING, fingerprint STRING, loaded_at TIMESTAMP)",
-            definition(&all)
-        ),
-        &context,
-        0,
-        false,
-    )
-    .await?;
-    let loaded = jobs
-        .run(
+    // A missing table (first copy, or dropped by hand) is created and copied whole, whatever
+    // the loads table remembers of it.
+    let no_loads = BTreeMap::new();
+    let loaded = if bq.relation(dataset, name).await?.is_some() {
+        loaded
+    } else {
+        jobs.run(
             &format!(
-                "SELECT partition_value, fingerprint FROM {loads} WHERE table_name = {}",
+                "CREATE TABLE {target} ({});\nDELETE FROM {loads} WHERE table_name = {}",
+                definition(&all),
                 string_literal(name)
             ),
             &context,
             0,
-            true,
+            false,
         )
         .await?;
-    let loaded: BTreeMap<String, String> = loaded
-        .rows
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.first()?.as_str()?.to_owned(),
-                r.get(1)?.as_str()?.to_owned(),
-            ))
-        })
-        .collect();
+        &no_loads
+    };
     let pending: Vec<&String> = lake
         .partitions
         .keys()
@@ -1195,10 +1220,7 @@ pub(crate) async fn store_failures(
 /// The rows of the node's table after its build (`None` for a view or an ephemeral model):
 /// `COUNT(*)` of a table reads only its metadata (0 bytes billed).
 pub(crate) async fn table_rows(jobs: &mut Jobs<'_>, node: &Node) -> Result<Option<u64>> {
-    let Some(relation) = jobs.bq.relation(&node.schema, &node.relation).await? else {
-        return Ok(None);
-    };
-    if relation.kind != RelationKind::Table {
+    if node.kind == NodeKind::Model && matches!(node.materialized(), "view" | "ephemeral") {
         return Ok(None);
     }
     let target = jobs.bq.quoted(&node.schema, &node.relation);

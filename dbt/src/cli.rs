@@ -471,33 +471,6 @@ fn print_batches(
     Ok(())
 }
 
-/// The project parsed with `is_incremental()` true for every incremental model whose table
-/// exists on BigQuery (and is not fully refreshed), as dbt renders them for a run.
-async fn parse_incremental(
-    project: &Project,
-    options: &mut crate::CompileOptions,
-    bq: &rainbow_bigquery::BigQuery,
-) -> Result<crate::Manifest> {
-    let manifest = crate::parse(project, options)?;
-    for n in &manifest.nodes {
-        if n.kind == crate::NodeKind::Model
-            && n.materialized() == "incremental"
-            && !crate::materialize::full_refresh_of(n, options.full_refresh)
-            && bq
-                .relation(&n.schema, &n.relation)
-                .await?
-                .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table)
-        {
-            options.incremental.insert(n.name.clone());
-        }
-    }
-    if options.incremental.is_empty() {
-        Ok(manifest)
-    } else {
-        crate::parse(project, options)
-    }
-}
-
 /// `rainbow plan`: every selected model's SQL as a BigQuery dry run, its bytes, and the total.
 async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> {
     let mut sql_project = args.project.sql_project(global)?;
@@ -511,10 +484,16 @@ async fn plan_command(global: &GlobalArgs, args: &VerbArgs) -> Result<ExitCode> 
         });
     };
     let project = Project::load(&args.project.project_dir)?;
-    let bq = rainbow_bigquery::BigQuery::connect(target.clone()).await?;
+    let bq = sql_project
+        .bigquery_client()
+        .await?
+        .ok_or_else(|| DbtError::Input {
+            location: "plan".into(),
+            message: "no BigQuery target".into(),
+        })?;
     let mut options = sql_project.compile_options(BTreeMap::new());
     options.full_refresh = args.full_refresh;
-    let mut manifest = parse_incremental(&project, &mut options, &bq).await?;
+    let mut manifest = sql_project.parse_for_run(&project, &mut options).await?;
     crate::compile(&mut manifest);
     let mut out = std::io::stdout().lock();
     let io = |source| DbtError::Io {
@@ -724,16 +703,14 @@ async fn compile_command(global: &GlobalArgs, args: &CompileArgs) -> Result<Exit
     let (project, mut options) = load_for_compile(dir, args)?;
     // A BigQuery target's SQL names relations `project.dataset.table`, as it will run.
     let sql_project = args.project.sql_project(global)?;
-    let mut manifest = match sql_project.bigquery_target() {
-        Some(bq_target) => {
-            let target = sql_project.compile_options(BTreeMap::new());
-            options.target_type = target.target_type;
-            options.target_schema = target.target_schema;
-            options.database = target.database;
-            let bq = rainbow_bigquery::BigQuery::connect(bq_target.clone()).await?;
-            parse_incremental(&project, &mut options, &bq).await?
-        }
-        None => crate::parse(&project, &options)?,
+    let mut manifest = if sql_project.bigquery_target().is_some() {
+        let target = sql_project.compile_options(BTreeMap::new());
+        options.target_type = target.target_type;
+        options.target_schema = target.target_schema;
+        options.database = target.database;
+        sql_project.parse_for_run(&project, &mut options).await?
+    } else {
+        crate::parse(&project, &options)?
     };
     crate::compile(&mut manifest);
     let tests = crate::data_tests(&project, &manifest, &options)?;

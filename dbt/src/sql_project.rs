@@ -212,6 +212,8 @@ impl Shared {
         } else if let Target::BigQuery(bq) = &target {
             // The lake's tables copied in (new and changed partitions only).
             let _turn = self.config.refreshing.lock().await;
+            let mut loads: HashMap<String, HashMap<String, BTreeMap<String, String>>> =
+                HashMap::new();
             for e in &self.config.externals {
                 let uri = match (&e.bigquery_uri, e.location.starts_with("gs://")) {
                     (Some(uri), _) => uri.clone(),
@@ -226,6 +228,15 @@ impl Shared {
                         });
                     }
                 };
+                if !loads.contains_key(&e.schema) {
+                    let known = crate::bigquery::lake_loads(bq, &e.schema).await?;
+                    loads.insert(e.schema.clone(), known);
+                }
+                let none = BTreeMap::new();
+                let loaded = loads
+                    .get(&e.schema)
+                    .and_then(|l| l.get(&e.name))
+                    .unwrap_or(&none);
                 let copied = crate::bigquery::load_lake_table(
                     bq,
                     &e.schema,
@@ -233,6 +244,7 @@ impl Shared {
                     &e.location,
                     &uri,
                     ctx.run_id(),
+                    loaded,
                 )
                 .await?;
                 if copied > 0 {
@@ -266,29 +278,7 @@ impl Shared {
             .unwrap_or_else(chrono::Utc::now)
             .to_rfc3339();
         options.full_refresh = self.config.full_refresh;
-        let mut manifest = crate::compile::parse(&self.project, &options)?;
-        // `is_incremental()` is true where the incremental model's table exists and the model
-        // is not fully refreshed (`--full-refresh`, unless its `full_refresh: false`).
-        let candidates = manifest
-            .nodes
-            .iter()
-            .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
-            .filter(|n| !crate::materialize::full_refresh_of(n, self.config.full_refresh));
-        for n in candidates {
-            let table = match &target {
-                Target::Embedded(w) => w.kind(&n.schema, &n.relation) == Some(RelationKind::Table),
-                Target::BigQuery(bq) => bq
-                    .relation(&n.schema, &n.relation)
-                    .await?
-                    .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table),
-            };
-            if table {
-                options.incremental.insert(n.name.clone());
-            }
-        }
-        if !options.incremental.is_empty() {
-            manifest = crate::compile::parse(&self.project, &options)?;
-        }
+        let mut manifest = parse_incremental(&self.project, &mut options, &target).await?;
         crate::compile::compile(&mut manifest);
         let tests = crate::data_tests::data_tests(&self.project, &manifest, &options)?
             .into_iter()
@@ -315,6 +305,40 @@ impl Shared {
             target,
         })
     }
+}
+
+/// The project parsed as a run renders it: `is_incremental()` true where the incremental
+/// model's table exists on `target` and the model is not fully refreshed (`--full-refresh`,
+/// unless its `full_refresh: false`), recorded in `options.incremental`.
+async fn parse_incremental(
+    project: &Project,
+    options: &mut CompileOptions,
+    target: &Target,
+) -> Result<Manifest> {
+    let manifest = crate::compile::parse(project, options)?;
+    let candidates = manifest
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Model && n.materialized() == "incremental")
+        .filter(|n| !crate::materialize::full_refresh_of(n, options.full_refresh));
+    let mut incremental = Vec::new();
+    for n in candidates {
+        let table = match target {
+            Target::Embedded(w) => w.kind(&n.schema, &n.relation) == Some(RelationKind::Table),
+            Target::BigQuery(bq) => bq
+                .relation(&n.schema, &n.relation)
+                .await?
+                .is_some_and(|r| r.kind == rainbow_bigquery::RelationKind::Table),
+        };
+        if table {
+            incremental.push(n.name.clone());
+        }
+    }
+    if incremental.is_empty() {
+        return Ok(manifest);
+    }
+    options.incremental.extend(incremental);
+    crate::compile::parse(project, options)
 }
 
 /// The partition variables with placeholder values (parsing never executes SQL).
@@ -464,6 +488,32 @@ impl SqlProject {
         })
     }
 
+    /// The columns of the relation `schema.name` on the project's target, in order (a table
+    /// at its latest version; a name the embedded catalog does not know makes it read the
+    /// directory again). Errors: no such relation.
+    pub async fn relation_columns(&self, schema: &str, name: &str) -> Result<Vec<String>> {
+        match self.target().await? {
+            Target::Embedded(warehouse) => Ok(warehouse
+                .schema_of(schema, name)
+                .await?
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()),
+            Target::BigQuery(bq) => Ok(bq
+                .relation(schema, name)
+                .await?
+                .ok_or_else(|| DbtError::Input {
+                    location: format!("{schema}.{name}"),
+                    message: "no such relation on BigQuery".into(),
+                })?
+                .columns
+                .into_iter()
+                .map(|c| c.name)
+                .collect()),
+        }
+    }
+
     /// Runs a query on the project's target: the rows as Arrow batches and their schema (on
     /// BigQuery, unqualified names resolve in the target's dataset, and each column gets the
     /// Arrow type the embedded warehouse gives its BigQuery type). `context` names it in
@@ -497,6 +547,24 @@ impl SqlProject {
                 let result = bq.run(sql, &options).await?;
                 crate::bigquery::arrow_batches(&result, context).await
             }
+        }
+    }
+
+    /// The project parsed as a run on this project's target renders it (`is_incremental()` from
+    /// the target's tables), with `options` (their `incremental` filled in).
+    pub(crate) async fn parse_for_run(
+        &self,
+        project: &Project,
+        options: &mut CompileOptions,
+    ) -> Result<Manifest> {
+        parse_incremental(project, options, &self.target().await?).await
+    }
+
+    /// The project's BigQuery client (connected on first use), when it builds there.
+    pub(crate) async fn bigquery_client(&self) -> Result<Option<rainbow_bigquery::BigQuery>> {
+        match self.target().await? {
+            Target::BigQuery(bq) => Ok(Some(bq)),
+            Target::Embedded(_) => Ok(None),
         }
     }
 
@@ -1009,7 +1077,12 @@ fn materialization(shared: &Arc<Shared>, spec: AssetSpec, name: &str) -> AssetDe
                     let mut result = MaterializeResult::new()
                         .metadata("status", built.message)
                         .metadata("relation", bq.quoted(&node.schema, &node.relation));
-                    if let Some(rows) = crate::bigquery::table_rows(&mut jobs, node).await? {
+                    // Rows the build knows (a seed, a snapshot), else counted.
+                    let rows = match built.rows {
+                        Some(rows) => Some(rows),
+                        None => crate::bigquery::table_rows(&mut jobs, node).await?,
+                    };
+                    if let Some(rows) = rows {
                         result = result.row_count(rows);
                     }
                     let stats = jobs.stats;

@@ -73,6 +73,28 @@ impl TableSchema {
     }
 }
 
+impl MetadataValue {
+    /// The value as text: numbers plain, text, paths and URLs as given, JSON as JSON, a table
+    /// schema as `name TYPE, …`, a duration in seconds (`1.250s`).
+    pub fn text(&self) -> String {
+        match self {
+            MetadataValue::Int(i) => i.to_string(),
+            MetadataValue::Float(f) => f.to_string(),
+            MetadataValue::Text(s) | MetadataValue::Path(s) | MetadataValue::Url(s) => s.clone(),
+            MetadataValue::Bool(b) => b.to_string(),
+            MetadataValue::Json(j) => j.to_string(),
+            MetadataValue::TableSchema(s) => s
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.data_type))
+                .collect::<Vec<_>>()
+                .join(", "),
+            MetadataValue::RowCount(n) => n.to_string(),
+            MetadataValue::Duration(d) => format!("{d:.3}s"),
+        }
+    }
+}
+
 impl From<i64> for MetadataValue {
     fn from(v: i64) -> Self {
         MetadataValue::Int(v)

@@ -256,17 +256,10 @@ pub(super) fn run_show(run: &RunRecord, events: &[Event], json: bool) -> Result<
 
 /// A metadata value on one line (`None` for a table schema: the UI shows it).
 fn metadata_text(v: &crate::metadata::MetadataValue) -> Option<String> {
-    use crate::metadata::MetadataValue as V;
-    Some(match v {
-        V::Int(n) => n.to_string(),
-        V::Float(f) => f.to_string(),
-        V::Text(t) | V::Path(t) | V::Url(t) => t.lines().next().unwrap_or_default().to_owned(),
-        V::Bool(b) => b.to_string(),
-        V::Json(j) => j.to_string(),
-        V::TableSchema(_) => return None,
-        V::RowCount(n) => n.to_string(),
-        V::Duration(s) => format!("{s:.3}s"),
-    })
+    match v {
+        crate::metadata::MetadataValue::TableSchema(_) => None,
+        other => Some(other.text().lines().next().unwrap_or_default().to_owned()),
+    }
 }
 
 pub(super) fn schedules(graph: &AssetGraph, now: chrono::DateTime<chrono::Utc>) -> Result<()> {

@@ -414,22 +414,11 @@ pub(crate) async fn asset_page(
     Ok(respond(format, &data, |d| render_asset(&ui, d)))
 }
 
-/// A metadata value as text (numbers plain, paths and URLs as given).
+/// A metadata value as text ([`MetadataValue::text`]; durations as the UI writes them).
 pub(crate) fn metadata_text(v: &MetadataValue) -> String {
     match v {
-        MetadataValue::Int(i) => i.to_string(),
-        MetadataValue::Float(f) => f.to_string(),
-        MetadataValue::Text(s) | MetadataValue::Path(s) | MetadataValue::Url(s) => s.clone(),
-        MetadataValue::Bool(b) => b.to_string(),
-        MetadataValue::Json(j) => j.to_string(),
-        MetadataValue::TableSchema(s) => s
-            .columns
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.data_type))
-            .collect::<Vec<_>>()
-            .join(", "),
-        MetadataValue::RowCount(n) => n.to_string(),
         MetadataValue::Duration(d) => crate::shell::seconds(*d),
+        other => other.text(),
     }
 }
 
