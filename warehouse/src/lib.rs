@@ -17,6 +17,7 @@ pub mod instrument;
 mod lake;
 mod load;
 mod merge;
+mod parallel_write;
 pub mod sorted_window;
 mod statement;
 mod warehouse;

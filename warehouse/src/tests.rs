@@ -502,3 +502,113 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+/// The `add`/`remove` actions of one Delta commit of `main.<table>`: (numRecords of each added
+/// file, paths removed).
+fn commit_files(dir: &std::path::Path, table: &str, version: u64) -> (Vec<u64>, Vec<String>) {
+    let log = dir
+        .join("main")
+        .join(table)
+        .join("_delta_log")
+        .join(format!("{version:020}.json"));
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for line in text.lines() {
+        let action: serde_json::Value = serde_json::from_str(line).expect("json action");
+        if let Some(add) = action.get("add") {
+            let stats: serde_json::Value =
+                serde_json::from_str(add["stats"].as_str().expect("stats recorded"))
+                    .expect("stats json");
+            assert!(stats["minValues"].get("id").is_some(), "{stats}");
+            added.push(stats["numRecords"].as_u64().expect("numRecords"));
+        }
+        if let Some(remove) = action.get("remove") {
+            removed.push(remove["path"].as_str().expect("path").to_owned());
+        }
+    }
+    (added, removed)
+}
+
+#[tokio::test]
+async fn writes_by_parallel_writers_commit_once_with_statistics() {
+    let (dir, wh) = warehouse().await;
+    let big = wh
+        .dataframe(
+            "SELECT id, CAST(id AS STRING) AS s FROM UNNEST(GENERATE_ARRAY(1, 300000)) AS id",
+            "big",
+        )
+        .await
+        .expect("plans");
+    let rows = wh
+        .write_table("main", "t", big, WriteMode::Replace)
+        .await
+        .expect("create");
+    assert_eq!(rows, Some(300_000));
+    let (added, removed) = commit_files(dir.path(), "t", 0);
+    assert_eq!(added.iter().sum::<u64>(), 300_000);
+    assert!(removed.is_empty());
+    assert_eq!(
+        one(
+            &wh,
+            "SELECT COUNT(*), SUM(id), COUNT(DISTINCT s) FROM main.t"
+        )
+        .await,
+        "300000|45000150000|300000"
+    );
+    // One file per partition of the plan: each partition had its own writer.
+    let partitions = wh.context().state().config().target_partitions();
+    assert_eq!(added.len(), partitions, "{added:?}");
+    let first_files = added.len();
+
+    // Replacing an existing table removes every file of the version it replaces, in one commit.
+    let small = wh
+        .dataframe(
+            "SELECT id, CAST(id AS STRING) AS s FROM UNNEST(GENERATE_ARRAY(1, 1000)) AS id",
+            "small",
+        )
+        .await
+        .expect("plans");
+    wh.write_table("main", "t", small, WriteMode::Replace)
+        .await
+        .expect("replace");
+    let (added, removed) = commit_files(dir.path(), "t", 1);
+    assert_eq!(added.iter().sum::<u64>(), 1000);
+    assert_eq!(removed.len(), first_files);
+    assert_eq!(
+        one(&wh, "SELECT COUNT(*), SUM(id) FROM main.t").await,
+        "1000|500500"
+    );
+
+    // An append records its application transaction with the rows.
+    let more = wh
+        .dataframe("SELECT 1001 AS id, 'x' AS s", "more")
+        .await
+        .expect("plans");
+    wh.append_with_transactions("main", "t", more, vec![("sink-0".into(), 7)])
+        .await
+        .expect("append");
+    assert_eq!(
+        wh.transaction_version("main", "t", "sink-0")
+            .await
+            .expect("version"),
+        Some(7)
+    );
+    assert_eq!(
+        one(&wh, "SELECT COUNT(*), MAX(id) FROM main.t").await,
+        "1001|1001"
+    );
+
+    // A replace that changes the columns takes Delta's schema-overwriting write.
+    let wider = wh
+        .dataframe("SELECT 1 AS id, 'a' AS s, DATE '2026-01-01' AS d", "wider")
+        .await
+        .expect("plans");
+    wh.write_table("main", "t", wider, WriteMode::Replace)
+        .await
+        .expect("replace with a new column");
+    assert_eq!(
+        one(&wh, "SELECT COUNT(*), MAX(d) FROM main.t").await,
+        "1|2026-01-01"
+    );
+}

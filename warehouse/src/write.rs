@@ -11,11 +11,13 @@ use datafusion::common::JoinType;
 use datafusion::logical_expr::{cast, ident};
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
 use crate::catalog::RelationKind;
 use crate::error::{Result, WarehouseError};
+use crate::parallel_write;
 use crate::warehouse::{Warehouse, WriteMode};
 
 /// Rows per Parquet row group of a table write (DuckDB's row group size). Delta Lake's
@@ -129,6 +131,31 @@ impl Warehouse {
         let table = DeltaTable::try_from_url(url)
             .await
             .map_err(WarehouseError::delta(&what))?;
+        let normalized = deltalake::kernel::normalize_for_delta(df.schema().inner());
+        if Arc::ptr_eq(&normalized, df.schema().inner())
+            && let Some(target) = parallel_write::eligible(&table, &normalized)
+        {
+            let rows = parallel_write::write(
+                &table,
+                target,
+                df,
+                normalized,
+                mode,
+                name,
+                writer_properties(),
+                TARGET_FILE_BYTES,
+                CommitProperties::default().with_application_transactions(
+                    transactions
+                        .into_iter()
+                        .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
+                        .collect(),
+                ),
+                &what,
+            )
+            .await?;
+            self.refresh(schema, name);
+            return Ok(Some(rows));
+        }
         let (save, schema_mode) = match mode {
             WriteMode::Replace => (SaveMode::Overwrite, Some(SchemaMode::Overwrite)),
             WriteMode::Append => (SaveMode::Append, None),
@@ -146,13 +173,12 @@ impl Warehouse {
         }
         if !transactions.is_empty() {
             builder = builder.with_commit_properties(
-                deltalake::kernel::transaction::CommitProperties::default()
-                    .with_application_transactions(
-                        transactions
-                            .into_iter()
-                            .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
-                            .collect(),
-                    ),
+                CommitProperties::default().with_application_transactions(
+                    transactions
+                        .into_iter()
+                        .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
+                        .collect(),
+                ),
             );
         }
         let table = builder.await.map_err(WarehouseError::delta(&what))?;
