@@ -45,6 +45,7 @@ use crate::materialize::{
     merge_update_columns, node_hooks, unknown_materialization,
 };
 use crate::project::Project;
+use crate::source_map;
 
 /// Rows per `INSERT … VALUES` statement of a seed.
 const SEED_ROWS_PER_INSERT: usize = 500;
@@ -70,6 +71,29 @@ pub(crate) struct Jobs<'a> {
     pub stats: JobStats,
     /// The last dry run (its SQL and result): a node's SQL is dry-run once.
     dry: Option<(String, JobResult)>,
+    /// The node's file and compiled SQL, to put errors at the file's lines.
+    source: Option<NodeSource>,
+}
+
+/// A node's file (its path and text) and its compiled SQL.
+struct NodeSource {
+    path: String,
+    text: String,
+    compiled: String,
+}
+
+impl NodeSource {
+    /// `node`'s file under `project` and its compiled SQL; `None` when either is missing
+    /// (errors then give lines of the compiled SQL).
+    fn read(project: &Project, node: &Node) -> Option<NodeSource> {
+        let compiled = node.compiled.clone()?;
+        let text = std::fs::read_to_string(project.root.join(&node.path)).ok()?;
+        Some(NodeSource {
+            path: node.path.clone(),
+            text,
+            compiled,
+        })
+    }
 }
 
 impl<'a> Jobs<'a> {
@@ -84,11 +108,13 @@ impl<'a> Jobs<'a> {
             labels,
             stats: JobStats::default(),
             dry: None,
+            source: None,
         }
     }
 
     /// Runs `sql`, whose first `header` lines are Rainbow's (the node's compiled SQL follows):
-    /// BigQuery's line numbers in an error are turned into the compiled SQL's.
+    /// BigQuery's line numbers in an error are turned into the compiled SQL's, and into the
+    /// node's file when the job holds the compiled SQL verbatim ([`located`]).
     async fn run(
         &mut self,
         sql: &str,
@@ -106,7 +132,7 @@ impl<'a> Jobs<'a> {
             .bq
             .run(sql, &options)
             .await
-            .map_err(|e| compiled_position(e, header))?;
+            .map_err(|e| located(e, sql, header, self.source.as_ref()))?;
         self.stats.job_ids.push(result.job_id.clone());
         self.stats.bytes_processed += result.bytes_processed;
         self.stats.bytes_billed += result.bytes_billed;
@@ -148,9 +174,10 @@ impl<'a> Jobs<'a> {
 }
 
 /// A job error's line made relative to the node's compiled SQL (the job's first `header` lines
-/// are the DDL around it).
-fn compiled_position(e: BigQueryError, header: usize) -> DbtError {
-    let header = u32::try_from(header).unwrap_or(u32::MAX);
+/// are the DDL around it) and, when `sql` holds `source`'s compiled SQL verbatim after them,
+/// put at the node file's line ([`source_map::origin`]).
+fn located(e: BigQueryError, sql: &str, header: usize, source: Option<&NodeSource>) -> DbtError {
+    let skip = u32::try_from(header).unwrap_or(u32::MAX);
     match e {
         BigQueryError::Job {
             context,
@@ -158,14 +185,36 @@ fn compiled_position(e: BigQueryError, header: usize) -> DbtError {
             reason,
             message,
             position: Some((line, column)),
-        } if line > header => BigQueryError::Job {
-            context,
-            job_id,
-            reason,
-            message,
-            position: Some((line - header, column)),
+        } if line > skip => {
+            let compiled_line = line - skip;
+            let in_file = source.filter(|s| {
+                let compiled = s.compiled.split('\n');
+                sql.split('\n')
+                    .skip(header)
+                    .take(compiled.clone().count())
+                    .eq(compiled)
+            });
+            if let Some(s) = in_file
+                && let Some(origin) = source_map::origin(&s.text, &s.compiled, compiled_line)
+            {
+                return BigQueryError::Job {
+                    context: origin.describe(&s.path, compiled_line, column),
+                    job_id,
+                    reason,
+                    message,
+                    position: None,
+                }
+                .into();
+            }
+            BigQueryError::Job {
+                context,
+                job_id,
+                reason,
+                message,
+                position: Some((compiled_line, column)),
+            }
+            .into()
         }
-        .into(),
         other => other.into(),
     }
 }
@@ -180,6 +229,10 @@ pub(crate) async fn build_node(
     options: BuildOptions<'_>,
 ) -> Result<Built> {
     jobs.bq.ensure_dataset(&node.schema).await?;
+    jobs.source = match node.kind {
+        NodeKind::Model | NodeKind::Snapshot => NodeSource::read(project, node),
+        NodeKind::Seed | NodeKind::Test => None,
+    };
     match node.kind {
         NodeKind::Seed => seed(jobs, &project.root.join(&node.path), node).await,
         NodeKind::Model => model(jobs, node, options).await,
@@ -1495,13 +1548,13 @@ mod tests {
             position,
         };
         // Two lines of DDL in front of the model's SQL: BigQuery's line 5 is the model's 3.
-        let text = compiled_position(job(Some((5, 3))), 2).to_string();
+        let text = located(job(Some((5, 3))), "", 2, None).to_string();
         assert!(
             text.starts_with("models/m.sql (compiled SQL) line 3 column 3: BigQuery job rainbow_1 failed (invalidQuery)"),
             "{text}"
         );
         // A position inside the DDL itself stays as BigQuery gave it.
-        let text = compiled_position(job(Some((1, 8))), 2).to_string();
+        let text = located(job(Some((1, 8))), "", 2, None).to_string();
         assert!(text.contains("line 1 column 8"), "{text}");
     }
 

@@ -31,6 +31,7 @@ pub mod project;
 mod schema_change;
 pub mod selectors;
 pub mod snapshot;
+mod source_map;
 pub mod sql_project;
 pub mod synthetic;
 pub mod unit_tests;

@@ -1,0 +1,173 @@
+//! Where a line of a node's compiled SQL comes from in its file.
+//!
+//! A warehouse reports an error's position in the SQL it ran — the node's compiled SQL, after
+//! Jinja. Users edit the file. The file and its compiled SQL are aligned line by line (a Myers
+//! diff, the `similar` crate): a line Jinja left unchanged maps to its line in the file, with
+//! the same column; a line Jinja produced (a macro call, a loop, `ref()`) maps to the lines of
+//! the file that rendered it.
+
+use similar::{Algorithm, DiffOp, capture_diff_slices};
+
+/// The share (0–1) of a file line's literal text a rewritten compiled line must hold, word by
+/// word, to be said to come from that line alone.
+const SAME_LINE_COVERAGE: f64 = 0.6;
+
+/// The share of `source`'s literal text (Jinja tags removed) that `compiled` holds in order,
+/// by words; `None` when the line is all Jinja.
+fn coverage(source: &str, compiled: &str) -> Option<f64> {
+    static TAG: std::sync::LazyLock<Option<regex::Regex>> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}").ok());
+    let literal = match TAG.as_ref() {
+        Some(tag) => tag.replace_all(source, "").into_owned(),
+        None => source.to_owned(),
+    };
+    let words: Vec<&str> = literal.split_whitespace().collect();
+    if words.is_empty() {
+        return None;
+    }
+    let held: Vec<&str> = compiled.split_whitespace().collect();
+    let matched: usize = capture_diff_slices(Algorithm::Myers, &words, &held)
+        .iter()
+        .filter_map(|op| match op {
+            DiffOp::Equal { len, .. } => Some(*len),
+            _ => None,
+        })
+        .sum();
+    Some(matched as f64 / words.len() as f64)
+}
+
+/// Where a compiled line comes from in the file (1-based lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The file's line, unchanged by Jinja (columns are the same too).
+    Line(u32),
+    /// Jinja rendered it from these lines of the file (first ≤ last).
+    Rendered {
+        /// First line of the file involved.
+        first: u32,
+        /// Last line of the file involved.
+        last: u32,
+    },
+}
+
+impl Origin {
+    /// ` line 7 column 3` / ` lines 5-8` as an error's location in the file, with where it is
+    /// in the compiled SQL: `models/x.sql line 7 column 3 (compiled SQL line 9)`.
+    pub(crate) fn describe(&self, path: &str, compiled_line: u32, column: u32) -> String {
+        match self {
+            Origin::Line(line) => {
+                format!("{path} line {line} column {column} (compiled SQL line {compiled_line})")
+            }
+            Origin::Rendered { first, last } if first == last => format!(
+                "{path} line {first}, as rendered by Jinja (compiled SQL line {compiled_line} column {column})"
+            ),
+            Origin::Rendered { first, last } => format!(
+                "{path} lines {first}-{last}, as rendered by Jinja (compiled SQL line {compiled_line} column {column})"
+            ),
+        }
+    }
+}
+
+/// The origin in `source` (the file's text) of line `line` (1-based) of `compiled` (what
+/// Jinja rendered from it); `None` when `compiled` has no such line. Trailing whitespace is
+/// ignored (Jinja's whitespace control strips it).
+pub(crate) fn origin(source: &str, compiled: &str, line: u32) -> Option<Origin> {
+    let source: Vec<&str> = source.lines().map(str::trim_end).collect();
+    let compiled: Vec<&str> = compiled.lines().map(str::trim_end).collect();
+    let index = usize::try_from(line).ok()?.checked_sub(1)?;
+    if index >= compiled.len() {
+        return None;
+    }
+    let one_based = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
+    let last_source = source.len().max(1);
+    for op in capture_diff_slices(Algorithm::Myers, &source, &compiled) {
+        let (old, new) = (op.old_range(), op.new_range());
+        if !new.contains(&index) {
+            continue;
+        }
+        return Some(match op {
+            DiffOp::Equal { .. } => Origin::Line(one_based(old.start + (index - new.start))),
+            // Lines Jinja added between two unchanged lines: the file's lines around them.
+            DiffOp::Insert { old_index, .. } => Origin::Rendered {
+                first: one_based(old_index.saturating_sub(1)),
+                last: one_based(old_index.min(last_source - 1)),
+            },
+            // Lines Jinja rewrote: the line of the rewritten block whose literal text (its
+            // SQL outside `{{ }}`, `{% %}`, `{# #}`) the compiled line holds, when one clearly
+            // does (a loop body, a line with an expression); else the whole block.
+            _ => {
+                let line = compiled[index];
+                let best = old
+                    .clone()
+                    .filter_map(|i| Some((i, coverage(source[i], line)?)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                match best {
+                    Some((i, covered)) if covered >= SAME_LINE_COVERAGE => Origin::Rendered {
+                        first: one_based(i),
+                        last: one_based(i),
+                    },
+                    _ => Origin::Rendered {
+                        first: one_based(old.start),
+                        last: one_based(old.end.saturating_sub(1).max(old.start)),
+                    },
+                }
+            }
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "{{ config(materialized='table') }}\n\nselect\n    order_id,\n    {{ cents_to_dollars('amount') }} as amount,\n    {% for m in ['card', 'cash'] %}\n    sum(case when method = '{{ m }}' then 1 end) as {{ m }}_count,\n    {% endfor %}\n    bad_column\nfrom {{ ref('orders') }}\n";
+
+    const COMPILED: &str = "\n\nselect\n    order_id,\n    (amount / 100)::numeric(16, 2) as amount,\n    \n    sum(case when method = 'card' then 1 end) as card_count,\n    \n    sum(case when method = 'cash' then 1 end) as cash_count,\n    \n    bad_column\nfrom `p`.`main`.`orders`\n";
+
+    #[test]
+    fn unchanged_lines_keep_their_number_and_rendered_lines_name_their_source() {
+        // `bad_column` is line 11 of the compiled SQL and line 9 of the file.
+        assert_eq!(origin(SOURCE, COMPILED, 11), Some(Origin::Line(9)));
+        assert_eq!(origin(SOURCE, COMPILED, 4), Some(Origin::Line(4)));
+        // The macro call's line.
+        assert_eq!(
+            origin(SOURCE, COMPILED, 5),
+            Some(Origin::Rendered { first: 5, last: 5 })
+        );
+        // Each of a loop's outputs maps to the loop's body.
+        for line in [7, 9] {
+            assert_eq!(
+                origin(SOURCE, COMPILED, line),
+                Some(Origin::Rendered { first: 7, last: 7 })
+            );
+        }
+        // A blank line the loop left is only known to come from the block.
+        assert_eq!(
+            origin(SOURCE, COMPILED, 8),
+            Some(Origin::Rendered { first: 5, last: 8 })
+        );
+        // `ref()`'s line.
+        assert_eq!(
+            origin(SOURCE, COMPILED, 12),
+            Some(Origin::Rendered {
+                first: 10,
+                last: 10
+            })
+        );
+        assert_eq!(origin(SOURCE, COMPILED, 99), None);
+        assert_eq!(origin(SOURCE, COMPILED, 0), None);
+    }
+
+    #[test]
+    fn descriptions_name_the_file_line_and_the_compiled_line() {
+        assert_eq!(
+            Origin::Line(9).describe("models/m.sql", 11, 5),
+            "models/m.sql line 9 column 5 (compiled SQL line 11)"
+        );
+        assert_eq!(
+            Origin::Rendered { first: 6, last: 8 }.describe("models/m.sql", 9, 3),
+            "models/m.sql lines 6-8, as rendered by Jinja (compiled SQL line 9 column 3)"
+        );
+    }
+}
