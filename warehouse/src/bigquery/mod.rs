@@ -27,6 +27,7 @@ pub mod scalar;
 pub mod to_json;
 pub mod tz;
 mod udf;
+pub mod utc;
 
 use std::sync::Arc;
 
@@ -115,6 +116,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .into_iter()
         .chain(scalar::all())
         .chain(tz::all())
+        .chain(utc::all())
         .chain(json::all())
         .chain([to_json::udf()])
     {

@@ -758,7 +758,8 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
     };
     let new = match name {
         "DATE" => match args.len() {
-            1 => cast(args[0].clone(), DataType::Date),
+            // A TIMESTAMP's UTC date by arithmetic, anything else cast (`utc`).
+            1 => call("bq_date", args),
             // DATE(timestamp, time_zone): the date the timestamp shows in the zone.
             2 => cast(
                 call("bq_at_tz", vec![args[0].clone(), args[1].clone()]),
@@ -881,10 +882,14 @@ fn rewrite_function(function: &Function) -> Result<Option<Expr>, String> {
                 Some(args[2].clone()),
             )
         }
-        "TIMESTAMP_MICROS" | "TIMESTAMP_MILLIS" | "TIMESTAMP_SECONDS" => {
+        // The number itself, as a UTC TIMESTAMP (`utc`).
+        "TIMESTAMP_MICROS" => {
+            arity(name, &args, &[1])?;
+            call("bq_timestamp_micros", args)
+        }
+        "TIMESTAMP_MILLIS" | "TIMESTAMP_SECONDS" => {
             arity(name, &args, &[1])?;
             let f = match name {
-                "TIMESTAMP_MICROS" => "to_timestamp_micros",
                 "TIMESTAMP_MILLIS" => "to_timestamp_millis",
                 _ => "to_timestamp_seconds",
             };
