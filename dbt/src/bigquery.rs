@@ -45,7 +45,7 @@ use crate::materialize::{
     merge_update_columns, node_hooks, unknown_materialization,
 };
 use crate::project::Project;
-use crate::source_map;
+use crate::source_map::NodeSource;
 
 /// Rows per `INSERT … VALUES` statement of a seed.
 const SEED_ROWS_PER_INSERT: usize = 500;
@@ -73,27 +73,6 @@ pub(crate) struct Jobs<'a> {
     dry: Option<(String, JobResult)>,
     /// The node's file and compiled SQL, to put errors at the file's lines.
     source: Option<NodeSource>,
-}
-
-/// A node's file (its path and text) and its compiled SQL.
-struct NodeSource {
-    path: String,
-    text: String,
-    compiled: String,
-}
-
-impl NodeSource {
-    /// `node`'s file under `project` and its compiled SQL; `None` when either is missing
-    /// (errors then give lines of the compiled SQL).
-    fn read(project: &Project, node: &Node) -> Option<NodeSource> {
-        let compiled = node.compiled.clone()?;
-        let text = std::fs::read_to_string(project.root.join(&node.path)).ok()?;
-        Some(NodeSource {
-            path: node.path.clone(),
-            text,
-            compiled,
-        })
-    }
 }
 
 impl<'a> Jobs<'a> {
@@ -187,18 +166,10 @@ fn located(e: BigQueryError, sql: &str, header: usize, source: Option<&NodeSourc
             position: Some((line, column)),
         } if line > skip => {
             let compiled_line = line - skip;
-            let in_file = source.filter(|s| {
-                let compiled = s.compiled.split('\n');
-                sql.split('\n')
-                    .skip(header)
-                    .take(compiled.clone().count())
-                    .eq(compiled)
-            });
-            if let Some(s) = in_file
-                && let Some(origin) = source_map::origin(&s.text, &s.compiled, compiled_line)
-            {
+            let in_file = source.filter(|s| s.holds_compiled_at(sql, header));
+            if let Some(place) = in_file.and_then(|s| s.locate(compiled_line, column)) {
                 return BigQueryError::Job {
-                    context: origin.describe(&s.path, compiled_line, column),
+                    context: place,
                     job_id,
                     reason,
                     message,

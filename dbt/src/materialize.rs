@@ -15,13 +15,14 @@
 
 use std::collections::BTreeMap;
 
-use rainbow_warehouse::{CsvLoad, Warehouse, WriteMode};
+use rainbow_warehouse::{CsvLoad, Warehouse, WarehouseError, WriteMode};
 use serde_json::Value as Json;
 
 use crate::compile::{Node, NodeKind};
 use crate::data_tests::DataTest;
 use crate::error::{DbtError, Result};
 use crate::project::Project;
+use crate::source_map::{self, NodeSource};
 
 /// How SQL errors of a node name it: its file, and that line numbers are the compiled SQL's.
 pub(crate) fn compiled_context(node: &Node) -> String {
@@ -69,10 +70,12 @@ pub async fn build_node(
 ) -> Result<Built> {
     match node.kind {
         NodeKind::Seed => seed(project, warehouse, node).await,
-        NodeKind::Snapshot => {
-            crate::snapshot::snapshot(warehouse, node, options.run_started_at).await
-        }
-        NodeKind::Model => model(project, warehouse, node, options).await,
+        NodeKind::Snapshot => crate::snapshot::snapshot(warehouse, node, options.run_started_at)
+            .await
+            .map_err(|e| at_file_line(e, project, node)),
+        NodeKind::Model => model(project, warehouse, node, options)
+            .await
+            .map_err(|e| at_file_line(e, project, node)),
         NodeKind::Test => Err(config_error(
             node,
             "kind",
@@ -80,6 +83,28 @@ pub async fn build_node(
         )),
     }
 }
+/// A parse error in `node`'s compiled SQL put at the line of its file it comes from
+/// ([`NodeSource::locate`]); any other error unchanged.
+fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {
+    let DbtError::Warehouse(inner) = &e else {
+        return e;
+    };
+    let WarehouseError::Parse { context, message } = inner.as_ref() else {
+        return e;
+    };
+    let place = (*context == compiled_context(node))
+        .then(|| source_map::parser_position(message))
+        .flatten()
+        .and_then(|(line, column)| NodeSource::read(project, node)?.locate(line, column));
+    match place {
+        Some(context) => DbtError::Warehouse(Box::new(WarehouseError::Parse {
+            context,
+            message: message.clone(),
+        })),
+        None => e,
+    }
+}
+
 /// What a test's query found, as dbt's test materialization computes it: `failures` (its
 /// `fail_calc` over the failing rows, NULL as 0), and whether its `warn_if` / `error_if`
 /// conditions hold on them.

@@ -8,6 +8,46 @@
 
 use similar::{Algorithm, DiffOp, capture_diff_slices};
 
+use crate::compile::Node;
+use crate::project::Project;
+
+/// A node's file (its path and text) and its compiled SQL.
+pub(crate) struct NodeSource {
+    path: String,
+    text: String,
+    compiled: String,
+}
+
+impl NodeSource {
+    /// `node`'s file under `project` and its compiled SQL; `None` when either is missing
+    /// (errors then give lines of the compiled SQL).
+    pub(crate) fn read(project: &Project, node: &Node) -> Option<NodeSource> {
+        let compiled = node.compiled.clone()?;
+        let text = std::fs::read_to_string(project.root.join(&node.path)).ok()?;
+        Some(NodeSource {
+            path: node.path.clone(),
+            text,
+            compiled,
+        })
+    }
+
+    /// Whether `sql`, after its first `header` lines, is this node's compiled SQL verbatim (so
+    /// a position in `sql` is one in the compiled SQL, `header` lines down).
+    pub(crate) fn holds_compiled_at(&self, sql: &str, header: usize) -> bool {
+        let compiled = self.compiled.split('\n');
+        sql.split('\n')
+            .skip(header)
+            .take(compiled.clone().count())
+            .eq(compiled)
+    }
+
+    /// Where line `line`, column `column` of the compiled SQL is in the file, as an error's
+    /// context ([`Origin::describe`]); `None` past the compiled SQL's end.
+    pub(crate) fn locate(&self, line: u32, column: u32) -> Option<String> {
+        origin(&self.text, &self.compiled, line).map(|o| o.describe(&self.path, line, column))
+    }
+}
+
 /// The share (0–1) of a file line's literal text a rewritten compiled line must hold, word by
 /// word, to be said to come from that line alone.
 const SAME_LINE_COVERAGE: f64 = 0.6;
@@ -66,6 +106,16 @@ impl Origin {
             ),
         }
     }
+}
+
+/// The last `at Line: L, Column: C` in a SQL parser's message (sqlparser's position format),
+/// 1-based.
+pub(crate) fn parser_position(message: &str) -> Option<(u32, u32)> {
+    let at = message.rfind("at Line: ")?;
+    let rest = &message[at + "at Line: ".len()..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
 }
 
 /// The origin in `source` (the file's text) of line `line` (1-based) of `compiled` (what
@@ -157,6 +207,18 @@ mod tests {
         );
         assert_eq!(origin(SOURCE, COMPILED, 99), None);
         assert_eq!(origin(SOURCE, COMPILED, 0), None);
+    }
+
+    #[test]
+    fn parser_positions_are_read_from_sqlparser_messages() {
+        assert_eq!(
+            parser_position(
+                "sql parser error: Expected: an expression, found: * at Line: 2, Column: 6"
+            ),
+            Some((2, 6))
+        );
+        assert_eq!(parser_position("Schema error: No field named x."), None);
+        assert_eq!(parser_position("at Line: two, Column: 6"), None);
     }
 
     #[test]
