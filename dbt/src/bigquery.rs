@@ -146,7 +146,11 @@ impl<'a> Jobs<'a> {
             dry_run: true,
             ..Default::default()
         };
-        let result = self.bq.run(sql, &options).await?;
+        let result = self
+            .bq
+            .run(sql, &options)
+            .await
+            .map_err(|e| located(e, sql, 0, self.source.as_ref()))?;
         self.dry = Some((sql.to_owned(), result.clone()));
         Ok(result)
     }

@@ -83,6 +83,7 @@ pub async fn build_node(
         )),
     }
 }
+
 /// A parse error in `node`'s compiled SQL put at the line of its file it comes from
 /// ([`NodeSource::locate`]); any other error unchanged.
 fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {

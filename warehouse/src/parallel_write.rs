@@ -18,6 +18,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::execute_stream_partitioned;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlanProperties as _, Partitioning};
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -29,6 +31,9 @@ use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::StreamExt as _;
 use futures::TryStreamExt as _;
+use object_store::ObjectStoreExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinSet;
 
 use crate::error::{Result, WarehouseError};
@@ -49,7 +54,7 @@ pub(crate) enum Target {
 /// Whether `schema` (the rows to write, already normalized for Delta) can be written to
 /// `table` by [`write`]: `Some` with what the commit must do, `None` for `WriteBuilder`.
 pub(crate) fn eligible(table: &DeltaTable, schema: &SchemaRef) -> Option<Target> {
-    if schema.fields().iter().any(|f| !f.is_nullable()) {
+    if !schema.fields().iter().all(|f| unconstrained(f)) {
         return None;
     }
     let kernel: StructType = schema.as_ref().try_into_kernel().ok()?;
@@ -68,15 +73,47 @@ pub(crate) fn eligible(table: &DeltaTable, schema: &SchemaRef) -> Option<Target>
             .get("delta.columnMapping.mode")
             .is_none_or(|m| m == "none")
         && state.schema().fields().all(|f| f.metadata().is_empty());
-    (clean && state.schema().as_ref() == &kernel).then_some(Target::Existing)
+    // Equal as schemas (nested types, nullability and metadata included) and in the same
+    // column order (kernel schemas compare as maps).
+    let same = state.schema().as_ref() == &kernel
+        && state
+            .schema()
+            .fields()
+            .map(|f| f.name())
+            .eq(kernel.fields().map(|f| f.name()));
+    (clean && same).then_some(Target::Existing)
+}
+
+/// A field that holds NULL at every level (struct fields, list elements, map entries) and
+/// carries no metadata (invariants, generated columns, column mapping): nothing to validate
+/// row by row. Map keys are never NULL, so a map never qualifies.
+fn unconstrained(field: &datafusion::arrow::datatypes::Field) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    field.is_nullable()
+        && field.metadata().is_empty()
+        && match field.data_type() {
+            DataType::Struct(fields) => fields.iter().all(|f| unconstrained(f)),
+            DataType::List(f)
+            | DataType::LargeList(f)
+            | DataType::ListView(f)
+            | DataType::LargeListView(f)
+            | DataType::FixedSizeList(f, _)
+            | DataType::Map(f, _) => unconstrained(f),
+            _ => true,
+        }
 }
 
 /// Writes `df` (its schema `schema`, see [`eligible`]) into `table` as [`Target`] says, one
 /// Parquet writer per partition of its physical plan, and commits the files as one
 /// transaction carrying `properties` (application transactions). Returns the rows written.
 ///
+/// At most `target_partitions` writers run (a plan with more partitions, a `UNION ALL` of
+/// many inputs, is spread over that many first).
+///
 /// Errors: executing the plan, writing a file, or the commit (a concurrent writer's
-/// conflicting commit included); files of a failed write are aborted, none is committed.
+/// conflicting commit included). Nothing of a failed write is committed: when a writer fails,
+/// the others abort their uploads and the files already closed are deleted (best effort: a
+/// file left behind is in no commit, so never read).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write(
     table: &DeltaTable,
@@ -123,9 +160,19 @@ pub(crate) async fn write(
         .create_physical_plan(&plan)
         .await
         .map_err(WarehouseError::datafusion(what))?;
+    let writers_max = state.config().target_partitions().max(1);
+    let physical = if physical.output_partitioning().partition_count() > writers_max {
+        Arc::new(
+            RepartitionExec::try_new(physical, Partitioning::RoundRobinBatch(writers_max))
+                .map_err(WarehouseError::datafusion(what))?,
+        )
+    } else {
+        physical
+    };
     let streams = execute_stream_partitioned(physical, state.task_ctx())
         .map_err(WarehouseError::datafusion(what))?;
     let store = table.log_store().object_store(None);
+    let failed = Arc::new(AtomicBool::new(false));
     let mut writers = JoinSet::new();
     for stream in streams {
         writers.spawn(write_stream(
@@ -133,31 +180,56 @@ pub(crate) async fn write(
             schema.clone(),
             store.clone(),
             config.clone(),
+            failed.clone(),
         ));
     }
     let mut adds = Vec::new();
     let mut rows = 0;
+    let mut error = None;
+    // Every writer is joined: on a failure the others stop at their next batch and abort.
     while let Some(joined) = writers.join_next().await {
         let written = joined
             .map_err(|e| deltalake::DeltaTableError::Generic(format!("a writer task failed: {e}")))
-            .and_then(|r| r)
-            .map_err(delta);
+            .and_then(|r| r);
         match written {
             Ok((files, n)) => {
                 adds.extend(files);
                 rows += n;
             }
             Err(e) => {
-                writers.abort_all();
-                return Err(e);
+                failed.store(true, Ordering::Release);
+                if error.is_none() {
+                    error = Some(e);
+                }
             }
         }
+    }
+    if let Some(e) = error {
+        delete_files(&store, &adds).await;
+        return Err(delta(e));
     }
     let metrics = serde_json::json!({
         "num_added_rows": rows,
         "num_added_files": adds.len(),
     });
     let properties = properties.with_metadata([("operationMetrics".to_owned(), metrics)]);
+    // A failed commit keeps its files: the commit may have landed before a later step
+    // (a checkpoint) failed, and a file in no commit is never read.
+    commit(table, target, mode, name, adds, properties)
+        .await
+        .map_err(delta)?;
+    Ok(rows)
+}
+
+/// Commits `adds` to `table` as [`Target`] and `mode` say, in one transaction.
+async fn commit(
+    table: &DeltaTable,
+    target: Target,
+    mode: WriteMode,
+    name: &str,
+    adds: Vec<Add>,
+    properties: CommitProperties,
+) -> deltalake::DeltaResult<()> {
     let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
     match target {
         Target::New(columns) => {
@@ -167,11 +239,10 @@ pub(crate) async fn write(
                 .with_table_name(name)
                 .with_actions(actions)
                 .with_commit_properties(properties)
-                .await
-                .map_err(delta)?;
+                .await?;
         }
         Target::Existing => {
-            let state = table.snapshot().map_err(delta)?;
+            let state = table.snapshot()?;
             let save = match mode {
                 WriteMode::Replace => {
                     let removes: Vec<Action> = state
@@ -179,8 +250,7 @@ pub(crate) async fn write(
                         .file_views(table.log_store().as_ref(), None)
                         .map_ok(|file| Action::Remove(file.remove_action(true)))
                         .try_collect()
-                        .await
-                        .map_err(delta)?;
+                        .await?;
                     actions.extend(removes);
                     SaveMode::Overwrite
                 }
@@ -198,25 +268,30 @@ pub(crate) async fn write(
                     table.log_store(),
                     operation,
                 )
-                .await
-                .map_err(delta)?;
+                .await?;
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Drains one partition's stream into its own [`DeltaWriter`]; the files' `Add` actions and
-/// the rows written. Batches take `schema` (the plan's: executed batches may claim a column
+/// the rows written (none once `failed` is set: another writer failed, this one aborts). Batches take `schema` (the plan's: executed batches may claim a column
 /// NOT NULL that the plan made NULLABLE). On any error the writer's files are aborted.
 async fn write_stream(
     mut stream: SendableRecordBatchStream,
     schema: SchemaRef,
     store: deltalake::logstore::ObjectStoreRef,
     config: WriterConfig,
+    failed: Arc<AtomicBool>,
 ) -> deltalake::DeltaResult<(Vec<Add>, u64)> {
     let mut writer = DeltaWriter::new(store, config);
     let mut rows = 0;
     while let Some(batch) = stream.next().await {
+        if failed.load(Ordering::Acquire) {
+            // Another writer failed: this one's files would never be committed.
+            let _ = writer.abort().await;
+            return Ok((Vec::new(), rows));
+        }
         let written = match batch {
             Ok(batch) => {
                 rows += batch.num_rows() as u64;
@@ -250,4 +325,16 @@ fn with_schema(
         batch.columns().to_vec(),
         &RecordBatchOptions::new().with_row_count(Some(rows)),
     )
+}
+
+/// Deletes the files of `adds` (a failed write's, never committed); best effort — a file
+/// left behind is in no commit, so never read.
+async fn delete_files(store: &deltalake::logstore::ObjectStoreRef, adds: &[Add]) {
+    for add in adds {
+        if let Ok(path) = deltalake::Path::parse(&add.path)
+            && let Err(e) = store.delete(&path).await
+        {
+            tracing::warn!(file = %add.path, error = %e, "a failed write's file was not deleted");
+        }
+    }
 }

@@ -299,6 +299,16 @@ async fn a_failed_replace_leaves_the_previous_table_readable() {
     )
     .await
     .expect("setup");
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path().join("main").join("t"))
+            .expect("table directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "_delta_log")
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files();
     // The query fails while rows are being written (ERROR() at the last row).
     let df = wh
         .dataframe(
@@ -316,6 +326,8 @@ async fn a_failed_replace_leaves_the_previous_table_readable() {
         one(&wh, "SELECT COUNT(*), SUM(id) FROM main.t").await,
         "3|6"
     );
+    // Nothing of the failed write is left beside the table's files.
+    assert_eq!(files(), before);
     let reopened = Warehouse::open(dir.path().to_str().expect("utf-8"), "main")
         .await
         .expect("reopen");
@@ -580,9 +592,13 @@ async fn writes_by_parallel_writers_commit_once_with_statistics() {
         "1000|500500"
     );
 
-    // An append records its application transaction with the rows.
+    // An append (NULLABLE columns: the parallel writers' path) records its application
+    // transaction with the rows.
     let more = wh
-        .dataframe("SELECT 1001 AS id, 'x' AS s", "more")
+        .dataframe(
+            "SELECT IF(id > 0, id + 1000, NULL) AS id, IF(id > 0, 'x', NULL) AS s FROM UNNEST(GENERATE_ARRAY(1, 300000)) AS id",
+            "more",
+        )
         .await
         .expect("plans");
     wh.append_with_transactions("main", "t", more, vec![("sink-0".into(), 7)])
@@ -594,9 +610,13 @@ async fn writes_by_parallel_writers_commit_once_with_statistics() {
             .expect("version"),
         Some(7)
     );
+    let (added, removed) = commit_files(dir.path(), "t", 2);
+    assert_eq!(added.len(), partitions, "{added:?}");
+    assert_eq!(added.iter().sum::<u64>(), 300_000);
+    assert!(removed.is_empty());
     assert_eq!(
         one(&wh, "SELECT COUNT(*), MAX(id) FROM main.t").await,
-        "1001|1001"
+        "301000|301000"
     );
 
     // A replace that changes the columns takes Delta's schema-overwriting write.
