@@ -334,8 +334,26 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "models/after_broken.sql",
         "select * from {{ ref('broken') }}",
     );
+    // The same mistake in a view (the default materialization) is placed the same way.
+    write(
+        r,
+        "models/broken_view.sql",
+        "-- a view\nselect\n  nope( from {{ ref('events') }}\n",
+    );
     let wh = warehouse(r).await;
     let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let view = summary
+        .results
+        .iter()
+        .find(|x| x.name == "broken_view")
+        .expect("broken_view ran");
+    assert!(
+        view.message.starts_with(
+            "models/broken_view.sql line 3, as rendered by Jinja (compiled SQL line 3 column"
+        ),
+        "{}",
+        view.message
+    );
     let broken = summary
         .results
         .iter()

@@ -93,7 +93,10 @@ fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {
     let WarehouseError::Parse { context, message } = inner.as_ref() else {
         return e;
     };
-    let place = (*context == compiled_context(node))
+    // The compiled SQL as the node's build parses it, or as a view's creation does.
+    let parsed_compiled = *context == compiled_context(node)
+        || *context == format!("view {}.{}", node.schema, node.relation);
+    let place = parsed_compiled
         .then(|| source_map::parser_position(message))
         .flatten()
         .and_then(|(line, column)| NodeSource::read(project, node)?.locate(line, column));
