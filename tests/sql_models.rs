@@ -340,8 +340,34 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "models/broken_view.sql",
         "-- a view\nselect\n  nope( from {{ ref('events') }}\n",
     );
+    // A mistake in an ephemeral model shows where it is inlined, naming the ephemeral model.
+    write(
+        r,
+        "models/broken_ephemeral.sql",
+        "{{ config(materialized='ephemeral') }}\nselect\n  nope( from {{ ref('events') }}\n",
+    );
+    write(
+        r,
+        "models/uses_ephemeral.sql",
+        "{{ config(materialized='table') }}\nselect * from {{ ref('broken_ephemeral') }}\n",
+    );
     let wh = warehouse(r).await;
     let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
+    let inlined = summary
+        .results
+        .iter()
+        .find(|x| x.name == "uses_ephemeral")
+        .expect("uses_ephemeral ran");
+    assert!(
+        inlined
+            .message
+            .starts_with("models/uses_ephemeral.sql (compiled SQL line 3 column")
+            && inlined.message.contains(
+                "in the SQL of the ephemeral model `broken_ephemeral` that ref() inlined)"
+            ),
+        "{}",
+        inlined.message
+    );
     let view = summary
         .results
         .iter()

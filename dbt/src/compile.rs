@@ -78,6 +78,10 @@ pub struct Node {
     /// with `execute` true, when it is built ([`render_for_execution`]).
     #[serde(skip)]
     pub needs_execute: bool,
+    /// Lines at the top of [`Node::compiled`] that are ephemeral models' CTEs, not this
+    /// node's own SQL (0 without any).
+    #[serde(skip)]
+    pub(crate) inlined_lines: usize,
 }
 
 impl Node {
@@ -109,6 +113,7 @@ impl Node {
             parts_read: false,
             package: None,
             needs_execute: false,
+            inlined_lines: 0,
         }
     }
 }
@@ -470,7 +475,7 @@ pub fn render_for_execution(
         pending.extend(n.refs.iter().map(String::as_str));
     }
     let sql = substitute(&rendered, &names).trim().to_owned();
-    Ok(with_ephemerals(&sql, &node.refs, &ephemeral))
+    Ok(with_ephemerals(&sql, &node.refs, &ephemeral).0)
 }
 
 /// `node`'s SQL with the relations of `replace` (placeholder key -> name) instead of the
@@ -579,6 +584,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: None,
                 compiled: None,
                 needs_execute: false,
+                inlined_lines: 0,
                 parts_read: false,
                 package: project.package_of(&seed.path).map(|p| p.file.name.clone()),
             },
@@ -669,6 +675,7 @@ pub fn parse(project: &Project, options: &CompileOptions) -> Result<Manifest, Db
                 rendered: Some(rendered),
                 compiled: None,
                 needs_execute,
+                inlined_lines: 0,
                 parts_read: recorded.parts_read.lock().map(|p| *p).unwrap_or(false),
                 package: project.package_of(path).map(|p| p.file.name.clone()),
             },
@@ -876,7 +883,9 @@ pub fn compile(manifest: &mut Manifest) {
     }
     for node in &mut manifest.nodes {
         if let Some(sql) = &mut node.compiled {
-            *sql = with_ephemerals(sql, &node.refs, &ephemeral);
+            let (inlined, lines) = with_ephemerals(sql, &node.refs, &ephemeral);
+            *sql = inlined;
+            node.inlined_lines = lines;
         }
     }
 }
@@ -885,8 +894,9 @@ pub fn compile(manifest: &mut Manifest) {
 type Ephemerals = HashMap<String, (Vec<String>, String)>;
 
 /// `sql` with the ephemeral models among `refs` (transitively) inlined as
-/// `__dbt__cte__<name>` CTEs, dependencies first, as dbt does.
-fn with_ephemerals(sql: &str, refs: &[String], ephemeral: &Ephemerals) -> String {
+/// `__dbt__cte__<name>` CTEs, dependencies first, as dbt does; and how many lines at its top
+/// the CTEs take (`sql` itself starts on the next).
+fn with_ephemerals(sql: &str, refs: &[String], ephemeral: &Ephemerals) -> (String, usize) {
     fn visit<'a>(name: &'a str, ephemeral: &'a Ephemerals, order: &mut Vec<&'a str>) {
         if let Some((refs, _)) = ephemeral.get(name)
             && !order.contains(&name)
@@ -902,13 +912,16 @@ fn with_ephemerals(sql: &str, refs: &[String], ephemeral: &Ephemerals) -> String
         visit(r, ephemeral, &mut order);
     }
     if order.is_empty() {
-        return sql.to_owned();
+        return (sql.to_owned(), 0);
     }
     let ctes: Vec<String> = order
         .iter()
         .map(|name| format!("__dbt__cte__{name} as (\n{}\n)", ephemeral[*name].1))
         .collect();
-    inject_ctes(&ctes.join(",\n"), sql)
+    let ctes = ctes.join(",\n");
+    // `with <ctes>` (`,` merged into sql's own WITH): sql starts on the line after.
+    let lines = ctes.split('\n').count();
+    (inject_ctes(&ctes, sql), lines)
 }
 
 /// `with <ctes>` in front of `sql`, merged into its own `WITH` if it has one.

@@ -16,6 +16,7 @@ pub(crate) struct NodeSource {
     path: String,
     text: String,
     compiled: String,
+    inlined: usize,
 }
 
 impl NodeSource {
@@ -28,6 +29,7 @@ impl NodeSource {
             path: node.path.clone(),
             text,
             compiled,
+            inlined: node.inlined_lines,
         })
     }
 
@@ -44,7 +46,8 @@ impl NodeSource {
     /// Where line `line`, column `column` of the compiled SQL is in the file, as an error's
     /// context ([`Origin::describe`]); `None` past the compiled SQL's end.
     pub(crate) fn locate(&self, line: u32, column: u32) -> Option<String> {
-        origin(&self.text, &self.compiled, line).map(|o| o.describe(&self.path, line, column))
+        origin(&self.text, &self.compiled, self.inlined, line)
+            .map(|o| o.describe(&self.path, line, column))
     }
 }
 
@@ -88,6 +91,9 @@ pub(crate) enum Origin {
         /// Last line of the file involved.
         last: u32,
     },
+    /// The SQL of an ephemeral model that `ref()` inlined as a `__dbt__cte__<name>` CTE at the
+    /// top of the compiled SQL: the error is in that model's file.
+    Ephemeral(String),
 }
 
 impl Origin {
@@ -104,6 +110,9 @@ impl Origin {
             Origin::Rendered { first, last } => format!(
                 "{path} lines {first}-{last}, as rendered by Jinja (compiled SQL line {compiled_line} column {column})"
             ),
+            Origin::Ephemeral(model) => format!(
+                "{path} (compiled SQL line {compiled_line} column {column}, in the SQL of the ephemeral model `{model}` that ref() inlined)"
+            ),
         }
     }
 }
@@ -118,15 +127,39 @@ pub(crate) fn parser_position(message: &str) -> Option<(u32, u32)> {
     Some((line.trim().parse().ok()?, column.parse().ok()?))
 }
 
+/// The ephemeral model a compiled line opens the CTE of (`[with ]__dbt__cte__<name> as (`).
+fn ephemeral_cte(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let line = line
+        .strip_prefix("with ")
+        .map(str::trim_start)
+        .unwrap_or(line);
+    let rest = line.strip_prefix("__dbt__cte__")?;
+    let name = rest.split_whitespace().next()?;
+    rest[name.len()..]
+        .trim_start()
+        .starts_with("as (")
+        .then_some(name)
+}
+
 /// The origin in `source` (the file's text) of line `line` (1-based) of `compiled` (what
-/// Jinja rendered from it); `None` when `compiled` has no such line. Trailing whitespace is
+/// Jinja rendered from it, its first `inlined` lines ephemeral models' CTEs); `None` when
+/// `compiled` has no such line. Trailing whitespace is
 /// ignored (Jinja's whitespace control strips it).
-pub(crate) fn origin(source: &str, compiled: &str, line: u32) -> Option<Origin> {
+pub(crate) fn origin(source: &str, compiled: &str, inlined: usize, line: u32) -> Option<Origin> {
     let source: Vec<&str> = source.lines().map(str::trim_end).collect();
     let compiled: Vec<&str> = compiled.lines().map(str::trim_end).collect();
     let index = usize::try_from(line).ok()?.checked_sub(1)?;
     if index >= compiled.len() {
         return None;
+    }
+    // The CTEs of inlined ephemeral models: the one opened nearest above (they are flat).
+    if index < inlined {
+        let model = compiled[..=index]
+            .iter()
+            .rev()
+            .find_map(|l| ephemeral_cte(l))?;
+        return Some(Origin::Ephemeral(model.to_owned()));
     }
     let one_based = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
     let last_source = source.len().max(1);
@@ -178,35 +211,57 @@ mod tests {
     #[test]
     fn unchanged_lines_keep_their_number_and_rendered_lines_name_their_source() {
         // `bad_column` is line 11 of the compiled SQL and line 9 of the file.
-        assert_eq!(origin(SOURCE, COMPILED, 11), Some(Origin::Line(9)));
-        assert_eq!(origin(SOURCE, COMPILED, 4), Some(Origin::Line(4)));
+        assert_eq!(origin(SOURCE, COMPILED, 0, 11), Some(Origin::Line(9)));
+        assert_eq!(origin(SOURCE, COMPILED, 0, 4), Some(Origin::Line(4)));
         // The macro call's line.
         assert_eq!(
-            origin(SOURCE, COMPILED, 5),
+            origin(SOURCE, COMPILED, 0, 5),
             Some(Origin::Rendered { first: 5, last: 5 })
         );
         // Each of a loop's outputs maps to the loop's body.
         for line in [7, 9] {
             assert_eq!(
-                origin(SOURCE, COMPILED, line),
+                origin(SOURCE, COMPILED, 0, line),
                 Some(Origin::Rendered { first: 7, last: 7 })
             );
         }
         // A blank line the loop left is only known to come from the block.
         assert_eq!(
-            origin(SOURCE, COMPILED, 8),
+            origin(SOURCE, COMPILED, 0, 8),
             Some(Origin::Rendered { first: 5, last: 8 })
         );
         // `ref()`'s line.
         assert_eq!(
-            origin(SOURCE, COMPILED, 12),
+            origin(SOURCE, COMPILED, 0, 12),
             Some(Origin::Rendered {
                 first: 10,
                 last: 10
             })
         );
-        assert_eq!(origin(SOURCE, COMPILED, 99), None);
-        assert_eq!(origin(SOURCE, COMPILED, 0), None);
+        assert_eq!(origin(SOURCE, COMPILED, 0, 99), None);
+        assert_eq!(origin(SOURCE, COMPILED, 0, 0), None);
+    }
+
+    #[test]
+    fn lines_of_an_inlined_ephemeral_model_name_it() {
+        let source = "{{ config(materialized='table') }}\nselect id from {{ ref('bad') }}\n";
+        let compiled =
+            "with __dbt__cte__bad as (\nselect\n  nope( as id\n)\nselect id from __dbt__cte__bad";
+        assert_eq!(
+            origin(source, compiled, 4, 3),
+            Some(Origin::Ephemeral("bad".into()))
+        );
+        // The model's own line still maps to its file.
+        assert_eq!(
+            origin(source, compiled, 4, 5),
+            Some(Origin::Rendered { first: 2, last: 2 })
+        );
+        assert_eq!(
+            Origin::Ephemeral("bad".into()).describe("models/down.sql", 3, 9),
+            "models/down.sql (compiled SQL line 3 column 9, in the SQL of the ephemeral model `bad` that ref() inlined)"
+        );
+        assert_eq!(ephemeral_cte("__dbt__cte__a_b as ("), Some("a_b"));
+        assert_eq!(ephemeral_cte("select 1"), None);
     }
 
     #[test]
