@@ -353,11 +353,14 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
     );
     let wh = warehouse(r).await;
     let summary = run(r, &wh, Verb::Build, &RunOptions::default()).await;
-    let inlined = summary
-        .results
-        .iter()
-        .find(|x| x.name == "uses_ephemeral")
-        .expect("uses_ephemeral ran");
+    let result = |name: &str| {
+        summary
+            .results
+            .iter()
+            .find(|x| x.name == name)
+            .unwrap_or_else(|| panic!("{name} did not run"))
+    };
+    let inlined = result("uses_ephemeral");
     assert!(
         inlined
             .message
@@ -368,11 +371,7 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "{}",
         inlined.message
     );
-    let view = summary
-        .results
-        .iter()
-        .find(|x| x.name == "broken_view")
-        .expect("broken_view ran");
+    let view = result("broken_view");
     assert!(
         view.message.starts_with(
             "models/broken_view.sql line 3, as rendered by Jinja (compiled SQL line 3 column"
@@ -380,11 +379,7 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "{}",
         view.message
     );
-    let broken = summary
-        .results
-        .iter()
-        .find(|x| x.name == "broken")
-        .expect("broken ran");
+    let broken = result("broken");
     assert_eq!(broken.status, Status::Error);
     // The parser's position is put at the file's line (Jinja dropped the first three lines);
     // the line also holds `ref()`, so it is named as Jinja's.
@@ -395,11 +390,7 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "{}",
         broken.message
     );
-    let after = summary
-        .results
-        .iter()
-        .find(|x| x.name == "after_broken")
-        .expect("after ran");
+    let after = result("after_broken");
     assert_eq!(after.status, Status::Skipped);
     assert!(
         summary
