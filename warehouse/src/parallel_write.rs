@@ -43,6 +43,10 @@ use crate::warehouse::WriteMode;
 /// (`delta.dataSkippingNumIndexedCols`, Delta protocol "Per-file Statistics").
 const DEFAULT_INDEXED_COLUMNS: u64 = 32;
 
+/// The smallest file a writer is asked for, in bytes (files of a few MiB make reads open
+/// many files).
+pub(crate) const MIN_FILE_BYTES: u64 = 8 << 20;
+
 /// What a write needs from the table it goes to.
 pub(crate) enum Target {
     /// No Delta log yet: the commit creates the table with these columns.
@@ -108,7 +112,9 @@ fn unconstrained(field: &datafusion::arrow::datatypes::Field) -> bool {
 /// transaction carrying `properties` (application transactions). Returns the rows written.
 ///
 /// At most `target_partitions` writers run (a plan with more partitions, a `UNION ALL` of
-/// many inputs, is spread over that many first).
+/// many inputs, is spread over that many first). They share `target_file_bytes`: each starts
+/// a new file at its share (at least [`MIN_FILE_BYTES`]), so the encoded bytes held in memory
+/// stay those of one writer.
 ///
 /// Errors: executing the plan, writing a file, or the commit (a concurrent writer's
 /// conflicting commit included). Nothing of a failed write is committed: when a writer fails,
@@ -146,15 +152,6 @@ pub(crate) async fn write(
                 .table_configuration(),
         ),
     };
-    let config = WriterConfig::new(
-        schema.clone(),
-        Vec::new(),
-        Some(writer_properties),
-        std::num::NonZeroU64::new(target_file_bytes),
-        None,
-        stats.num_indexed_cols,
-        stats.stats_columns,
-    );
     let (state, plan) = df.into_parts();
     let physical = state
         .create_physical_plan(&plan)
@@ -171,6 +168,17 @@ pub(crate) async fn write(
     };
     let streams = execute_stream_partitioned(physical, state.task_ctx())
         .map_err(WarehouseError::datafusion(what))?;
+    // The writers share the file size: together they buffer no more than one writer did.
+    let file_bytes = (target_file_bytes / streams.len().max(1) as u64).max(MIN_FILE_BYTES);
+    let config = WriterConfig::new(
+        schema.clone(),
+        Vec::new(),
+        Some(writer_properties),
+        std::num::NonZeroU64::new(file_bytes),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    );
     let store = table.log_store().object_store(None);
     let failed = Arc::new(AtomicBool::new(false));
     let mut writers = JoinSet::new();
