@@ -340,6 +340,12 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
         "models/broken_view.sql",
         "-- a view\nselect\n  nope( from {{ ref('events') }}\n",
     );
+    // SQL that ends too early is placed at its last line.
+    write(
+        r,
+        "models/cut_short.sql",
+        "{{ config(materialized='table') }}\nselect *\nfrom {{ ref('events') }}\nwhere kind in ('a',\n\n",
+    );
     // A mistake in an ephemeral model shows where it is inlined, naming the ephemeral model.
     write(
         r,
@@ -370,6 +376,13 @@ async fn a_model_with_bad_sql_errors_with_its_file_and_the_rest_still_runs() {
             ),
         "{}",
         inlined.message
+    );
+    let cut = result("cut_short");
+    assert!(
+        cut.message
+            .starts_with("models/cut_short.sql line 4 column 20 (compiled SQL line 3)"),
+        "{}",
+        cut.message
     );
     let view = result("broken_view");
     assert!(

@@ -97,9 +97,18 @@ fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {
     let parsed_compiled = *context == compiled_context(node)
         || *context == format!("view {}.{}", node.schema, node.relation);
     let place = parsed_compiled
-        .then(|| source_map::parser_position(message))
+        .then(|| NodeSource::read(project, node))
         .flatten()
-        .and_then(|(line, column)| NodeSource::read(project, node)?.locate(line, column));
+        .and_then(|source| {
+            // A parser that ran out of input gives no position: it stopped at the end.
+            let (line, column) = source_map::parser_position(message).or_else(|| {
+                message
+                    .contains("found: EOF")
+                    .then(|| source.end())
+                    .flatten()
+            })?;
+            source.locate(line, column)
+        });
     match place {
         Some(context) => DbtError::Warehouse(Box::new(WarehouseError::Parse {
             context,

@@ -43,6 +43,20 @@ impl NodeSource {
             .eq(compiled)
     }
 
+    /// The compiled SQL's end: its last line that is not blank, and the column after its last
+    /// character (where a parser that ran out of input, `found: EOF`, stopped).
+    pub(crate) fn end(&self) -> Option<(u32, u32)> {
+        let (index, line) = self
+            .compiled
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .last()?;
+        let line_number = u32::try_from(index + 1).ok()?;
+        let column = u32::try_from(line.trim_end().chars().count() + 1).ok()?;
+        Some((line_number, column))
+    }
+
     /// Where line `line`, column `column` of the compiled SQL is in the file, as an error's
     /// context ([`Origin::describe`]); `None` past the compiled SQL's end.
     pub(crate) fn locate(&self, line: u32, column: u32) -> Option<String> {
