@@ -131,6 +131,12 @@ impl Warehouse {
         let table = DeltaTable::try_from_url(url)
             .await
             .map_err(WarehouseError::delta(&what))?;
+        let properties = CommitProperties::default().with_application_transactions(
+            transactions
+                .into_iter()
+                .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
+                .collect(),
+        );
         let normalized = deltalake::kernel::normalize_for_delta(df.schema().inner());
         if Arc::ptr_eq(&normalized, df.schema().inner())
             && let Some(target) = parallel_write::eligible(&table, &normalized)
@@ -144,12 +150,7 @@ impl Warehouse {
                 name,
                 writer_properties(),
                 TARGET_FILE_BYTES,
-                CommitProperties::default().with_application_transactions(
-                    transactions
-                        .into_iter()
-                        .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
-                        .collect(),
-                ),
+                properties,
                 &what,
             )
             .await?;
@@ -171,16 +172,7 @@ impl Warehouse {
         if let Some(m) = schema_mode {
             builder = builder.with_schema_mode(m);
         }
-        if !transactions.is_empty() {
-            builder = builder.with_commit_properties(
-                CommitProperties::default().with_application_transactions(
-                    transactions
-                        .into_iter()
-                        .map(|(app, version)| deltalake::kernel::Transaction::new(app, version))
-                        .collect(),
-                ),
-            );
-        }
+        builder = builder.with_commit_properties(properties);
         let table = builder.await.map_err(WarehouseError::delta(&what))?;
         self.refresh(schema, name);
         Ok(rows_added(&table).await)
