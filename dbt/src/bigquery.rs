@@ -205,7 +205,7 @@ pub(crate) async fn build_node(
 ) -> Result<Built> {
     jobs.bq.ensure_dataset(&node.schema).await?;
     jobs.source = match node.kind {
-        NodeKind::Model | NodeKind::Snapshot => NodeSource::read(project, node),
+        NodeKind::Model | NodeKind::Snapshot => NodeSource::of(project, node),
         NodeKind::Seed | NodeKind::Test => None,
     };
     match node.kind {

@@ -97,7 +97,7 @@ fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {
     let parsed_compiled = *context == compiled_context(node)
         || *context == format!("view {}.{}", node.schema, node.relation);
     let place = parsed_compiled
-        .then(|| NodeSource::read(project, node))
+        .then(|| NodeSource::of(project, node))
         .flatten()
         .and_then(|source| {
             // A parser that ran out of input gives no position: it stopped at the end.

@@ -12,23 +12,22 @@ use crate::compile::Node;
 use crate::project::Project;
 
 /// A node's file (its path and text) and its compiled SQL.
+/// The file is read only when an error is placed ([`NodeSource::locate`]), not per build.
 pub(crate) struct NodeSource {
     path: String,
-    text: String,
+    file: std::path::PathBuf,
     compiled: String,
     inlined: usize,
 }
 
 impl NodeSource {
-    /// `node`'s file under `project` and its compiled SQL; `None` when either is missing
+    /// `node`'s file under `project` and its compiled SQL; `None` without compiled SQL
     /// (errors then give lines of the compiled SQL).
-    pub(crate) fn read(project: &Project, node: &Node) -> Option<NodeSource> {
-        let compiled = node.compiled.clone()?;
-        let text = std::fs::read_to_string(project.root.join(&node.path)).ok()?;
+    pub(crate) fn of(project: &Project, node: &Node) -> Option<NodeSource> {
         Some(NodeSource {
             path: node.path.clone(),
-            text,
-            compiled,
+            file: project.root.join(&node.path),
+            compiled: node.compiled.clone()?,
             inlined: node.inlined_lines,
         })
     }
@@ -57,10 +56,12 @@ impl NodeSource {
         Some((line_number, column))
     }
 
-    /// Where line `line`, column `column` of the compiled SQL is in the file, as an error's
-    /// context ([`Origin::describe`]); `None` past the compiled SQL's end.
+    /// Where line `line`, column `column` of the compiled SQL is in the file (read now), as
+    /// an error's context ([`Origin::describe`]); `None` past the compiled SQL's end or when
+    /// the file cannot be read.
     pub(crate) fn locate(&self, line: u32, column: u32) -> Option<String> {
-        origin(&self.text, &self.compiled, self.inlined, line)
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        origin(&text, &self.compiled, self.inlined, line)
             .map(|o| o.describe(&self.path, line, column))
     }
 }
