@@ -93,10 +93,7 @@ fn at_file_line(e: DbtError, project: &Project, node: &Node) -> DbtError {
     let WarehouseError::Parse { context, message } = inner.as_ref() else {
         return e;
     };
-    // The compiled SQL as the node's build parses it, or as a view's creation does.
-    let parsed_compiled = *context == compiled_context(node)
-        || *context == format!("view {}.{}", node.schema, node.relation);
-    let place = parsed_compiled
+    let place = (*context == compiled_context(node))
         .then(|| NodeSource::of(project, node))
         .flatten()
         .and_then(|source| {
@@ -284,7 +281,7 @@ async fn model(
     let mut built = match node.materialized() {
         "ephemeral" => Built::message("EPHEMERAL"),
         "view" => {
-            warehouse.create_view(schema, name, &sql).await?;
+            warehouse.create_view(schema, name, &sql, &context).await?;
             Built::message("CREATE VIEW")
         }
         "table" => {

@@ -128,7 +128,7 @@ impl Warehouse {
                 &format!("{schema}.{name} exists (use CREATE OR REPLACE)"),
             ));
         }
-        self.create_view(&schema, &name, &create.query.to_string())
+        self.create_view(&schema, &name, &create.query.to_string(), context)
             .await?;
         Ok(())
     }

@@ -381,10 +381,16 @@ impl Warehouse {
         Ok(provider.schema())
     }
 
-    /// Creates or replaces the view `schema.name` (BigQuery SQL), checking that it plans.
-    pub async fn create_view(&self, schema: &str, name: &str, sql: &str) -> Result<()> {
-        let context = format!("view {schema}.{name}");
-        self.plan(sql, &context).await?;
+    /// Creates or replaces the view `schema.name` (BigQuery SQL), checking that it plans;
+    /// `context` names `sql` in errors (a model's file, a statement).
+    pub async fn create_view(
+        &self,
+        schema: &str,
+        name: &str,
+        sql: &str,
+        context: &str,
+    ) -> Result<()> {
+        self.plan(sql, context).await?;
         if matches!(
             self.kind(schema, name),
             Some(RelationKind::Table | RelationKind::External)
