@@ -14,6 +14,7 @@ pub mod bigquery;
 mod catalog;
 pub mod error;
 pub mod instrument;
+pub mod interval_join;
 mod lake;
 mod load;
 mod merge;

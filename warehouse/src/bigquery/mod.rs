@@ -76,11 +76,19 @@ pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()>
     })
 }
 
-/// DataFusion's physical optimizer rules, then [`crate::sorted_window::SortedWindows`] on the
-/// final plan.
+/// DataFusion's physical optimizer rules with [`crate::interval_join::IntervalJoins`] before the
+/// post-optimization filter pushdown, then [`crate::sorted_window::SortedWindows`] on the final
+/// plan.
 fn physical_optimizer_rules()
 -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    // Before the post-optimization filter pushdown: a join it takes over must not hand a
+    // dynamic filter to its probe side (only DataFusion's hash join fills one in).
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "FilterPushdown(Post)")
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(crate::interval_join::IntervalJoins));
     rules.push(Arc::new(crate::sorted_window::SortedWindows));
     rules
 }
