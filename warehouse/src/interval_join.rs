@@ -26,8 +26,9 @@
 //!   integer values, which orders them as SQL does.
 //!
 //! A NULL in `d`, `lower`, `upper` or a key never matches (SQL's comparison with NULL is not
-//! true). Output: the same columns (the join's projection applied) in the probe side's order; a
-//! probe row's matches in descending order of `lower` (a hash join gives no order among them).
+//! true). Output: the same columns (the join's projection applied) in the order DataFusion's
+//! hash join gives — the probe side's, a probe row's matches in build-side order — so the
+//! ordering the replaced join's plan properties claim holds.
 //!
 //! The build side is collected once per partition (`Partitioned`) or once for all partitions
 //! (`CollectLeft`, shared), its memory reserved in the session's memory pool.
@@ -51,11 +52,12 @@ use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use datafusion::physical_expr::{PhysicalExpr, PhysicalExprRef, split_conjunction};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{ExecutionPlan, PlanProperties};
 use datafusion::physical_plan::joins::utils::JoinFilter;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -329,7 +331,6 @@ impl IntervalJoinExec {
         &self,
         partition: usize,
         context: &Arc<TaskContext>,
-        build_time: Time,
     ) -> Result<BoxFuture<'static, Result<Arc<Versions>>>> {
         let start = |partition: usize| -> Result<BoxFuture<'static, Result<Arc<Versions>>>> {
             let input = self.build.execute(partition, Arc::clone(context))?;
@@ -338,10 +339,20 @@ impl IntervalJoinExec {
             let keys: Vec<PhysicalExprRef> = self.on.iter().map(|(b, _)| Arc::clone(b)).collect();
             let interval = self.interval;
             let schema = self.build.schema();
+            let metrics = MetricBuilder::new(&self.metrics);
+            let build_time = metrics.subset_time("build_time", partition);
+            let build_rows =
+                MetricBuilder::new(&self.metrics).counter("build_input_rows", partition);
             Ok(async move {
-                let batches: Vec<RecordBatch> = input.try_collect().await?;
+                let mut batches = Vec::new();
+                let mut input = input;
+                while let Some(batch) = input.try_next().await? {
+                    reservation.try_grow(batch.get_array_memory_size())?;
+                    build_rows.add(batch.num_rows());
+                    batches.push(batch);
+                }
                 let _timer = build_time.timer();
-                Versions::build(&schema, &batches, &keys, interval, reservation).map(Arc::new)
+                Versions::build(&schema, batches, &keys, interval, reservation).map(Arc::new)
             }
             .boxed())
         };
@@ -456,37 +467,29 @@ impl ExecutionPlan for IntervalJoinExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let build_time = MetricBuilder::new(&self.metrics).subset_time("build_time", partition);
-        let build_rows = MetricBuilder::new(&self.metrics).counter("build_input_rows", partition);
-        let versions = self.versions(partition, &context, build_time)?;
+        let versions = self.versions(partition, &context)?;
         let probe = self.probe.execute(partition, Arc::clone(&context))?;
-        let probe_state = Probe {
+        let state = Arc::new(Probe {
             schema: self.schema(),
             keys: self.on.iter().map(|(_, p)| Arc::clone(p)).collect(),
             interval: self.interval,
             columns: self.columns.clone(),
             batch_size: context.session_config().batch_size().max(1),
             metrics: BaselineMetrics::new(&self.metrics, partition),
-        };
+        });
         let stream = futures::stream::once(async move {
             let versions = versions.await?;
-            build_rows.add(versions.batch.num_rows());
             Ok::<_, DataFusionError>(probe.map(move |batch| {
-                let batch = batch?;
-                let _timer = probe_state.metrics.elapsed_compute().timer();
-                let out = probe_state.join(&versions, &batch)?;
-                for b in &out {
-                    probe_state.metrics.record_output(b.num_rows());
-                }
-                Ok::<_, DataFusionError>(futures::stream::iter(out.into_iter().map(Ok)))
+                let joining = Joining::new(Arc::clone(&state), Arc::clone(&versions), batch?)?;
+                Ok::<_, DataFusionError>(futures::stream::iter(joining))
             }))
         })
         .try_flatten()
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             self.schema(),
             stream,
-        )))
+        ))))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -723,17 +726,25 @@ impl KeyIndex {
 }
 
 impl Versions {
-    /// Indexes the build side's `batches` (schema `schema`) by `keys` and `interval`, growing
-    /// `reservation` by the memory held. Errors: the memory pool refuses, a key fails to evaluate.
+    /// Indexes the build side's `batches` (schema `schema`, their memory already in
+    /// `reservation`) by `keys` and `interval`, keeping `reservation` at the memory held.
+    /// Errors: the memory pool refuses, a key fails to evaluate, 2³² − 1 rows or more.
     fn build(
         schema: &SchemaRef,
-        batches: &[RecordBatch],
+        batches: Vec<RecordBatch>,
         keys: &[PhysicalExprRef],
         interval: Interval,
         reservation: MemoryReservation,
     ) -> Result<Self> {
-        let batch = concat_batches(schema, batches)?;
-        reservation.try_grow(batch.get_array_memory_size())?;
+        // The batches (already reserved) and their concatenation are held together for a moment.
+        let size = reservation.size();
+        reservation.try_grow(size)?;
+        let batch = concat_batches(schema, &batches)?;
+        drop(batches);
+        reservation.try_resize(batch.get_array_memory_size())?;
+        if batch.num_rows() >= NO_GROUP as usize {
+            return Err(too_many());
+        }
         let columns = key_columns(keys, &batch)?;
         let (keys, ids) = KeyIndex::build(&columns, batch.num_rows())?;
         let lower = as_i64(batch.column(interval.lower))?;
@@ -792,7 +803,7 @@ impl Versions {
 
 fn too_many() -> DataFusionError {
     DataFusionError::ResourcesExhausted(
-        "IntervalJoinExec: more than 4,294,967,295 build rows".into(),
+        "IntervalJoinExec: 4,294,967,295 rows or more on one side".into(),
     )
 }
 
@@ -806,49 +817,99 @@ struct Probe {
     metrics: BaselineMetrics,
 }
 
-impl Probe {
-    /// The joined rows of one probe `batch`, in batches of at most `batch_size` rows (a probe
-    /// row's matches may straddle two).
-    fn join(&self, versions: &Versions, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+/// One probe batch being joined: an iterator of output batches of about `batch_size` rows (a
+/// probe row's matches are never split across two), computed as they are pulled.
+struct Joining {
+    probe: Arc<Probe>,
+    versions: Arc<Versions>,
+    batch: RecordBatch,
+    /// Each row's group ([`NO_GROUP`]: no match) and value.
+    groups: Vec<u32>,
+    values: ArrayRef,
+    /// The next row to join.
+    next: usize,
+}
+
+impl Joining {
+    fn new(probe: Arc<Probe>, versions: Arc<Versions>, batch: RecordBatch) -> Result<Self> {
+        if batch.num_rows() >= NO_GROUP as usize {
+            return Err(too_many());
+        }
+        let _timer = probe.metrics.elapsed_compute().timer();
         let groups = versions
             .keys
-            .probe(&key_columns(&self.keys, batch)?, batch.num_rows())?;
-        let values = as_i64(batch.column(self.interval.value))?;
-        let values = values.as_primitive::<Int64Type>();
-        let mut out = Vec::new();
+            .probe(&key_columns(&probe.keys, &batch)?, batch.num_rows())?;
+        let values = as_i64(batch.column(probe.interval.value))?;
+        Ok(Self {
+            probe: Arc::clone(&probe),
+            versions,
+            batch,
+            groups,
+            values,
+            next: 0,
+        })
+    }
+
+    /// The next output batch, `None` when every row is joined.
+    fn join_next(&mut self) -> Result<Option<RecordBatch>> {
+        let probe = &self.probe;
+        let versions = &self.versions;
+        let values = self.values.as_primitive::<Int64Type>();
         let mut build_rows: Vec<u32> = Vec::new();
         let mut probe_rows: Vec<u32> = Vec::new();
-        for (row, group) in groups.iter().enumerate() {
-            if *group == NO_GROUP || values.is_null(row) {
+        while self.next < self.groups.len() && build_rows.len() < probe.batch_size {
+            let row = self.next;
+            self.next += 1;
+            let group = self.groups[row];
+            if group == NO_GROUP || values.is_null(row) {
                 continue;
             }
             let value = values.value(row);
             let (start, end) = (
-                versions.offsets[*group as usize] as usize,
-                versions.offsets[*group as usize + 1] as usize,
+                versions.offsets[group as usize] as usize,
+                versions.offsets[group as usize + 1] as usize,
             );
             let group = &versions.versions[start..end];
-            let started = group.partition_point(|v| self.interval.starts_by(v.lower, value));
+            let started = group.partition_point(|v| probe.interval.starts_by(v.lower, value));
+            let first = build_rows.len();
             for v in group[..started].iter().rev() {
-                if !self.interval.ends_after(v.reach, value) {
+                if !probe.interval.ends_after(v.reach, value) {
                     break;
                 }
-                if self.interval.ends_after(v.upper, value) {
+                if probe.interval.ends_after(v.upper, value) {
                     build_rows.push(v.row);
-                    probe_rows.push(u32::try_from(row).map_err(|_| too_many())?);
                 }
             }
-            if build_rows.len() >= self.batch_size {
-                out.push(self.output(versions, batch, &build_rows, &probe_rows)?);
-                build_rows.clear();
-                probe_rows.clear();
-            }
+            // A probe row's matches in build order, as the hash join gives them (and as the
+            // join's equivalence properties claim when the build side is ordered).
+            build_rows[first..].sort_unstable();
+            // `row` < 2³² − 1: checked in `new`.
+            probe_rows.resize(build_rows.len(), row as u32);
         }
-        if !build_rows.is_empty() {
-            out.push(self.output(versions, batch, &build_rows, &probe_rows)?);
+        if build_rows.is_empty() {
+            return Ok(None);
         }
-        Ok(out)
+        probe
+            .output(versions, &self.batch, &build_rows, &probe_rows)
+            .map(Some)
     }
+}
+
+impl Iterator for Joining {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let metrics = self.probe.metrics.clone();
+        let _timer = metrics.elapsed_compute().timer();
+        let next = self.join_next().transpose();
+        if let Some(Ok(batch)) = &next {
+            metrics.record_output(batch.num_rows());
+        }
+        next
+    }
+}
+
+impl Probe {
     /// The output batch of matched pairs (`build_rows[i]` with `probe_rows[i]`).
     fn output(
         &self,
@@ -884,8 +945,13 @@ mod tests {
 
     /// A context planning with DataFusion's rules, plus `IntervalJoins` when `ruled`.
     fn context(ruled: bool, collect_left: bool) -> SessionContext {
+        context_with(ruled, collect_left, 2)
+    }
+
+    /// [`context`] with `partitions` target partitions.
+    fn context_with(ruled: bool, collect_left: bool, partitions: usize) -> SessionContext {
         let mut config = SessionConfig::new()
-            .with_target_partitions(2)
+            .with_target_partitions(partitions)
             .with_batch_size(5);
         let threshold = if collect_left { usize::MAX } else { 0 };
         let options = config.options_mut();
@@ -1001,6 +1067,24 @@ mod tests {
              ON f.id = dim.id AND f.d >= dim.valid_from AND f.d < dim.valid_to",
             "SELECT f.n, dim.label, f.part, f.d FROM fact f JOIN dim \
              ON f.part = dim.part AND f.d >= dim.valid_from AND f.d < dim.valid_to",
+            // Unsigned keys and Date64; decimal keys and zoned timestamps; a boolean key.
+            "SELECT f.n, dim.label, f.k, f.t FROM \
+             (SELECT n, arrow_cast(id, 'UInt32') AS k, arrow_cast(d, 'Date64') AS t FROM fact) f \
+             JOIN (SELECT arrow_cast(id, 'UInt32') AS k, label, arrow_cast(valid_from, 'Date64') AS lo, \
+             arrow_cast(valid_to, 'Date64') AS hi FROM dim) dim \
+             ON f.k = dim.k AND f.t >= dim.lo AND f.t < dim.hi",
+            "SELECT f.n, dim.label, f.k, f.t FROM (SELECT n, CAST(id AS DECIMAL(10, 2)) AS k, \
+             arrow_cast(d, 'Timestamp(Microsecond, Some(\"+05:00\"))') AS t FROM fact) f \
+             JOIN (SELECT CAST(id AS DECIMAL(10, 2)) AS k, label, \
+             arrow_cast(valid_from, 'Timestamp(Microsecond, Some(\"+05:00\"))') AS lo, \
+             arrow_cast(valid_to, 'Timestamp(Microsecond, Some(\"+05:00\"))') AS hi FROM dim) dim \
+             ON f.k = dim.k AND f.t >= dim.lo AND f.t <= dim.hi",
+            "SELECT f.n, dim.label, f.k, f.d FROM (SELECT n, id % 2 = 0 AS k, d FROM fact) f \
+             JOIN (SELECT id % 2 = 0 AS k, label, valid_from, valid_to FROM dim) dim \
+             ON f.k = dim.k AND f.d >= dim.valid_from AND f.d < dim.valid_to",
+            // An empty build side.
+            "SELECT f.n, dim.label, f.id, f.d FROM fact f JOIN (SELECT * FROM dim WHERE id > 100) dim \
+             ON f.id = dim.id AND f.d >= dim.valid_from AND f.d < dim.valid_to",
             // Timestamps and integers.
             "SELECT f.n, dim.label, f.id, f.t FROM (SELECT n, id, CAST(d AS TIMESTAMP) AS t FROM fact) f \
              JOIN (SELECT id, label, CAST(valid_from AS TIMESTAMP) AS lo, \
@@ -1048,6 +1132,67 @@ mod tests {
         let (index, ids) = KeyIndex::build(&[strings], 3).expect("build");
         assert!(matches!(index, KeyIndex::Rows { .. }));
         assert_eq!(ids, [0, NO_GROUP, 0]);
+    }
+
+    #[tokio::test]
+    async fn a_count_of_the_join_reads_no_column() {
+        let sql = "SELECT COUNT(*) FROM fact f JOIN dim \
+             ON f.id = dim.id AND f.d >= dim.valid_from AND f.d < dim.valid_to";
+        let ruled = with_tables(true, false).await;
+        let plan = run(&ruled, &format!("EXPLAIN {sql}")).await;
+        assert!(plan.contains("IntervalJoinExec"), "{plan}");
+        let plain = run(&with_tables(false, false).await, sql).await;
+        assert_eq!(plain, run(&ruled, sql).await);
+        assert!(!plain.contains("| 0 "), "{plain}");
+    }
+
+    /// Ordered inputs: DataFusion's hash join claims its output ordered by the probe side's
+    /// order, then the build side's, and drops the sort of an `ORDER BY` of both — so the
+    /// operator must give a probe row's matches in build order too.
+    #[tokio::test]
+    async fn the_order_the_join_claims_holds_without_a_sort() {
+        use datafusion::datasource::MemTable;
+        use datafusion::prelude::col;
+        let sql = "SELECT f.n, dim.valid_from, dim.label FROM fact_o f JOIN dim_o dim \
+             ON f.id = dim.id AND f.d >= dim.valid_from AND f.d < dim.valid_to \
+             ORDER BY f.n, dim.valid_from";
+        let mut out = Vec::new();
+        for ruled in [false, true] {
+            let ctx = context_with(ruled, true, 1);
+            for table in TABLES {
+                run(&ctx, table).await;
+            }
+            for (name, query, key) in [
+                ("fact_o", "SELECT * FROM fact ORDER BY n", "n"),
+                (
+                    "dim_o",
+                    "SELECT * FROM dim ORDER BY valid_from",
+                    "valid_from",
+                ),
+            ] {
+                let frame = ctx.sql(query).await.expect("plan");
+                let schema = Arc::new(frame.schema().as_arrow().clone());
+                let batches = frame.collect().await.expect("run");
+                let table = MemTable::try_new(schema, vec![batches])
+                    .expect("table")
+                    .with_sort_order(vec![vec![col(key).sort(true, false)]]);
+                ctx.register_table(name, Arc::new(table)).expect("register");
+            }
+            let plan = run(&ctx, &format!("EXPLAIN {sql}")).await;
+            assert!(!plan.contains("SortExec"), "{plan}");
+            assert_eq!(plan.contains("IntervalJoinExec"), ruled, "{plan}");
+            out.push(run(&ctx, sql).await);
+        }
+        assert_eq!(out[0], out[1]);
+        // Fact 1800 (key 2 on 2026-01-03): `long` (from the 1st) before `short` and `mid`.
+        let labels: Vec<&str> = out[1]
+            .lines()
+            .filter(|l| l.starts_with("| 1800 "))
+            .filter_map(|l| l.split('|').nth(3))
+            .map(str::trim)
+            .collect();
+        assert_eq!(labels.first(), Some(&"long"), "{}", out[1]);
+        assert_eq!(labels.len(), 3, "{}", out[1]);
     }
 
     #[tokio::test]
