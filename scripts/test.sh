@@ -29,7 +29,15 @@ source scripts/lib/dbt.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> the workspace-hack crate is current (cargo hakari)"
+# One feature set per dependency whatever is built: the demo's `--no-default-features` build
+# and the full one share every compiled dependency (BENCHMARKS.md, time to first result).
+command -v cargo-hakari >/dev/null || cargo install cargo-hakari --locked --version 0.9.39 --quiet
+cargo hakari generate --diff
+cargo hakari manage-deps --dry-run
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo clippy, the README's demo build (--no-default-features)"
+cargo clippy --bin rainbow --no-default-features --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --workspace

@@ -1,8 +1,11 @@
 //! The `rainbow` binary: the Rainbow code location's command line — one parser composed of the
 //! engine's commands over the code location's definitions, dbt's commands (`seed`, `run`,
 //! `snapshot`, `test`, `build`, `parse`, `compile`, `query`), `demo` (the batch layer end to
-//! end), `seed-data` (the Rainbow DB generator), `cdc` and `speed` (the speed layer) and every
-//! benchmark under `bench`. Exit codes
+//! end), `seed-data` (the Rainbow DB generator), `ui` and `dev` (the web UI; cargo feature
+//! `ui`), `cdc` and `speed` (the speed layer; cargo feature `kafka`) and every benchmark under
+//! `bench`. Both features are default; without them (`--no-default-features`) the binary
+//! builds about 2.5 CPU-minutes sooner (no leptos, no librdkafka) and those commands fail
+//! naming their feature. Exit codes
 //! are decided in one place ([`rainbow_engine::cli::exit_code`]): 0 ok, 1 a run failed or was
 //! canceled, 2 bad input.
 //!
@@ -19,7 +22,9 @@ use rainbow_engine::cli::GlobalArgs;
 mod bench_warehouse;
 mod demo;
 mod seed_data;
+#[cfg(feature = "kafka")]
 mod stream;
+#[cfg(feature = "ui")]
 mod ui;
 
 /// Rainbow: asset-graph orchestration with dbt-style SQL models, and the Rainbow data platform.
@@ -44,13 +49,29 @@ enum Command {
     /// Fill a Rainbow DB with a deterministic, realistic e-commerce history.
     SeedData(seed_data::SeedDataArgs),
     /// Serve the web UI (lineage, assets, partitions, backfills, runs, schedules, dashboard).
+    #[cfg(feature = "ui")]
     Ui(ui::UiArgs),
+    /// Serve the web UI (not in this build: cargo feature `ui`).
+    #[cfg(not(feature = "ui"))]
+    Ui(NotBuilt),
     /// The web UI and the daemon in one process (runs what the UI launches), as `dagster dev`.
+    #[cfg(feature = "ui")]
     Dev(ui::DevArgs),
+    /// The web UI and the daemon in one process (not in this build: cargo feature `ui`).
+    #[cfg(not(feature = "ui"))]
+    Dev(NotBuilt),
     /// Speed layer: capture the Rainbow DB's changes (PostgreSQL, wal2json) into Kafka.
+    #[cfg(feature = "kafka")]
     Cdc(stream::CdcArgs),
+    /// Speed layer: change data capture (not in this build: cargo feature `kafka`).
+    #[cfg(not(feature = "kafka"))]
+    Cdc(NotBuilt),
     /// Speed layer: write the change topics into the warehouse's speed tables.
+    #[cfg(feature = "kafka")]
     Speed(stream::SpeedArgs),
+    /// Speed layer: the speed tables' sink (not in this build: cargo feature `kafka`).
+    #[cfg(not(feature = "kafka"))]
+    Speed(NotBuilt),
     /// Benchmarks (each prints one JSON line last; see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -70,10 +91,36 @@ enum Bench {
     /// the same Parquet files (needs a Python with duckdb and sqlglot).
     Warehouse(bench_warehouse::BenchWarehouseArgs),
     /// Server time of the UI's lineage, asset and partitions pages at 1,000 and 10,000 assets.
+    #[cfg(feature = "ui")]
     Ui(ui::BenchUiArgs),
+    /// The UI's pages (not in this build: cargo feature `ui`).
+    #[cfg(not(feature = "ui"))]
+    Ui(NotBuilt),
     /// The speed layer end to end: PostgreSQL commit → visible in the speed tables (latency at a
     /// steady rate, then burst throughput).
+    #[cfg(feature = "kafka")]
     Cdc(stream::BenchCdcArgs),
+    /// The speed layer end to end (not in this build: cargo feature `kafka`).
+    #[cfg(not(feature = "kafka"))]
+    Cdc(NotBuilt),
+}
+
+/// The arguments of a command this build leaves out (its cargo feature was not enabled): taken
+/// whole, so the command fails by naming the feature rather than as an unknown flag.
+#[cfg(not(all(feature = "ui", feature = "kafka")))]
+#[derive(Debug, clap::Args)]
+struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// The error of a command left out of this build.
+#[cfg(not(all(feature = "ui", feature = "kafka")))]
+fn not_built(command: &str, feature: &str) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "`rainbow {command}` is not in this build: it was compiled without the cargo feature \
+         `{feature}` (the default features include it: `cargo build --release --bin rainbow`)"
+    )
 }
 
 /// mimalloc: building a model allocates and frees many small buffers (plans, Arrow arrays,
@@ -116,17 +163,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dbt(command) => Ok(rainbow_dbt::cli::run(&cli.global, command, &hub_index).await?),
         Command::Demo(args) => demo::demo(home, args).await,
         Command::SeedData(args) => seed_data::run(home, args).await,
+        #[cfg(feature = "ui")]
         Command::Ui(args) => ui::ui(&cli.global, code_location(&cli.global)?, args).await,
+        #[cfg(feature = "ui")]
         Command::Dev(args) => ui::dev(&cli.global, code_location(&cli.global)?, args).await,
+        #[cfg(not(feature = "ui"))]
+        Command::Ui(_) => not_built("ui", "ui"),
+        #[cfg(not(feature = "ui"))]
+        Command::Dev(_) => not_built("dev", "ui"),
+        #[cfg(feature = "kafka")]
         Command::Cdc(args) => stream::cdc(&cli.global, args).await,
+        #[cfg(feature = "kafka")]
         Command::Speed(args) => stream::speed(&cli.global, args).await,
+        #[cfg(not(feature = "kafka"))]
+        Command::Cdc(_) => not_built("cdc", "kafka"),
+        #[cfg(not(feature = "kafka"))]
+        Command::Speed(_) => not_built("speed", "kafka"),
         Command::Bench { command } => match command {
             Bench::Engine(c) => Ok(rainbow_engine::cli::bench::run(c).await?),
             Bench::Dbt(c) => Ok(rainbow_dbt::cli::bench(c).await?),
             Bench::Pipeline(args) => demo::bench(args).await,
             Bench::Warehouse(args) => bench_warehouse::bench(args).await,
+            #[cfg(feature = "ui")]
             Bench::Ui(args) => ui::bench(args).await,
+            #[cfg(not(feature = "ui"))]
+            Bench::Ui(_) => not_built("bench ui", "ui"),
+            #[cfg(feature = "kafka")]
             Bench::Cdc(args) => stream::bench(args).await,
+            #[cfg(not(feature = "kafka"))]
+            Bench::Cdc(_) => not_built("bench cdc", "kafka"),
         },
     }
 }

@@ -4,8 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+/// The hakari-managed crate that only unifies dependencies' features (every member depends on
+/// it; no code uses it): not an edge of the crate map.
+const WORKSPACE_HACK: &str = "workspace-hack";
+
 /// Every package of the workspace's resolved graph: name -> names of its normal (non-dev)
-/// dependencies.
+/// dependencies, without [`WORKSPACE_HACK`].
 fn dependency_graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // This machine's platform only: other platforms' packages are never downloaded here.
@@ -41,6 +45,7 @@ fn dependency_graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) 
         .expect("members")
         .iter()
         .filter_map(|id| names.get(id.as_str()?).map(|n| (*n).to_owned()))
+        .filter(|n| n != WORKSPACE_HACK)
         .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().expect("resolve") {
@@ -56,6 +61,7 @@ fn dependency_graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) 
                 .any(|k| k["kind"].is_null());
             if let (true, Some(dep_name)) =
                 (normal, dep["pkg"].as_str().and_then(|id| names.get(id)))
+                && *dep_name != WORKSPACE_HACK
             {
                 deps.insert((*dep_name).to_owned());
             }
