@@ -47,4 +47,13 @@ fn sql_project_builds_like_duckdb() {
         report["ratio"].as_f64().is_some_and(f64::is_finite),
         "{report}"
     );
+    // Both processes' memory was sampled, and private memory is part of resident memory.
+    for engine in ["rainbow", "duckdb"] {
+        let rss = report[format!("{engine}_peak_rss_mib")].as_u64();
+        let private = report[format!("{engine}_peak_private_mib")].as_u64();
+        assert!(
+            rss.zip(private).is_some_and(|(r, p)| p > 0 && p <= r),
+            "{engine}: {report}"
+        );
+    }
 }
