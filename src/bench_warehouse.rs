@@ -297,8 +297,9 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
     let secs = |v: &[Measured]| v.iter().map(|m| m.wall.as_secs_f64()).collect::<Vec<_>>();
     let peak = |v: &[Measured]| v.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0) / 1024;
     let peak_anon = |v: &[Measured]| v.iter().map(|m| m.peak_anon_kib).max().unwrap_or(0) / 1024;
+    // Whole MiB, truncated, as the per-run log lines and the peaks give them.
     let median_mib = |v: &[Measured], kib: fn(&Measured) -> u64| {
-        median(v.iter().map(|m| kib(m) as f64 / 1024.0).collect()).round()
+        median(v.iter().map(|m| (kib(m) / 1024) as f64).collect())
     };
     let (r, d) = (median(secs(&ours)), median(secs(&theirs)));
     let json = serde_json::json!({
