@@ -68,10 +68,28 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 
 /// Replaces every `HashJoinExec` that joins equality keys plus one interval (see the module) by
-/// [`IntervalJoinExec`]. Placed before DataFusion's post-optimization filter pushdown (see
-/// `bigquery::physical_optimizer_rules`).
+/// [`IntervalJoinExec`]. Placed before DataFusion's post-optimization filter pushdown by
+/// [`IntervalJoins::insert`].
 #[derive(Debug, Default)]
 pub struct IntervalJoins;
+
+/// The name of DataFusion's post-optimization filter pushdown rule.
+const FILTER_PUSHDOWN_POST: &str = "FilterPushdown(Post)";
+
+impl IntervalJoins {
+    /// Inserts the rule into DataFusion's physical optimizer `rules` just before the
+    /// post-optimization filter pushdown: a join it takes over must not hand a dynamic filter
+    /// to its probe side (only DataFusion's hash join fills one in). Without that rule (a
+    /// DataFusion that renamed it) it goes last, where it declines every join already holding a
+    /// dynamic filter — slower, never wrong; a test of the warehouse's rule list catches it.
+    pub fn insert(rules: &mut Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>>) {
+        let at = rules
+            .iter()
+            .position(|r| r.name() == FILTER_PUSHDOWN_POST)
+            .unwrap_or(rules.len());
+        rules.insert(at, Arc::new(IntervalJoins));
+    }
+}
 
 impl PhysicalOptimizerRule for IntervalJoins {
     fn optimize(
@@ -959,11 +977,7 @@ mod tests {
         options.optimizer.hash_join_single_partition_threshold_rows = threshold;
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         if ruled {
-            let at = rules
-                .iter()
-                .position(|r| r.name() == "FilterPushdown(Post)")
-                .expect("DataFusion's post-optimization filter pushdown");
-            rules.insert(at, Arc::new(IntervalJoins));
+            IntervalJoins::insert(&mut rules);
         }
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_config(config)

@@ -82,13 +82,7 @@ pub fn rewrite_statement(statement: &mut Statement, context: &str) -> Result<()>
 fn physical_optimizer_rules()
 -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
-    // Before the post-optimization filter pushdown: a join it takes over must not hand a
-    // dynamic filter to its probe side (only DataFusion's hash join fills one in).
-    let at = rules
-        .iter()
-        .position(|r| r.name() == "FilterPushdown(Post)")
-        .unwrap_or(rules.len());
-    rules.insert(at, Arc::new(crate::interval_join::IntervalJoins));
+    crate::interval_join::IntervalJoins::insert(&mut rules);
     rules.push(Arc::new(crate::sorted_window::SortedWindows));
     rules
 }
@@ -140,4 +134,31 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
             .map_err(WarehouseError::datafusion("registering SAFE. functions"))?;
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The interval join rule runs just before DataFusion's post-optimization filter pushdown
+    /// (a DataFusion that renames that rule would silently put it last), and the sorted windows
+    /// last.
+    #[test]
+    fn rainbow_rules_sit_where_their_invariants_need() {
+        let names: Vec<String> = super::physical_optimizer_rules()
+            .iter()
+            .map(|r| r.name().to_owned())
+            .collect();
+        let at = names
+            .iter()
+            .position(|n| n == "rainbow_interval_joins")
+            .expect("the interval join rule");
+        assert_eq!(
+            names.get(at + 1).map(String::as_str),
+            Some("FilterPushdown(Post)"),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.last().map(String::as_str),
+            Some("rainbow_sorted_windows")
+        );
+    }
 }
