@@ -163,8 +163,32 @@ async fn rainbow_results(warehouse: &str, models: &[String]) -> Result<(Json, i6
     Ok((Json::Object(rows), units, amount.to_string()))
 }
 
+/// Fails before any work (generating a history takes minutes at one million orders) when
+/// `python` cannot import the peer's packages, naming the interpreter and what it said.
+fn check_peer_python(python: &Path) -> Result<()> {
+    let out = Command::new(python)
+        .args(["-c", "import duckdb, sqlglot"])
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot start the DuckDB peer's Python `{}` (--python or RAINBOW_BENCH_PYTHON)",
+                python.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "the DuckDB peer's Python `{}` cannot import duckdb and sqlglot (pip install \
+             duckdb==2.0.1 sqlglot==30.30.0): {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// `rainbow bench warehouse`.
 pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
+    check_peer_python(&cli.python)?;
     let temp = tempfile::tempdir()?;
     let home = cli
         .bench_home
