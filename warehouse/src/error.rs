@@ -66,6 +66,13 @@ pub enum WarehouseError {
         /// What is wrong.
         message: String,
     },
+    /// The IO pool's runtime (local file reads and writes) could not be started.
+    #[error("cannot start the IO pool's runtime")]
+    IoPool {
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A local file (seed CSV, warehouse directory).
     #[error("{}: {source}", path.display())]
     Io {

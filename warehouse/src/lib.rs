@@ -15,6 +15,7 @@ mod catalog;
 pub mod error;
 pub mod instrument;
 pub mod interval_join;
+pub mod io_pool;
 mod lake;
 mod load;
 mod merge;

@@ -99,6 +99,8 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         )
         .build_arc()
         .map_err(WarehouseError::datafusion("building the runtime"))?;
+    // Local files (the lake's and Delta tables') read and written on the IO pool.
+    crate::io_pool::register(&runtime)?;
     let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
