@@ -66,8 +66,8 @@ pub enum WarehouseError {
         /// What is wrong.
         message: String,
     },
-    /// The IO pool's runtime (local file reads and writes) could not be started.
-    #[error("cannot start the IO pool's runtime")]
+    /// The IO pool's threads (local file reads and writes) could not be started.
+    #[error("cannot start the IO pool")]
     IoPool {
         /// The error.
         #[source]
