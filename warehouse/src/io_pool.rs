@@ -1,6 +1,9 @@
 //! Local file IO on a small dedicated pool: [`PooledStore`] wraps the local-disk object store of
 //! every Delta table and of the lake ([`register`]), so their blocking reads and writes run on
-//! [`IO_THREADS`] threads instead of the caller's blocking pool.
+//! [`IO_THREADS`] threads instead of the caller's blocking pool: `get_ranges` (Parquet column
+//! chunks), reads up to 8 MiB, puts, multipart parts, copies, renames and directory listings by
+//! delimiter. Left where the caller runs them, as `LocalFileSystem` does: recursive listings
+//! (streams), deletes, a multipart upload's completion and reads larger than 8 MiB.
 //!
 //! Why (issue 17, measured on the demo's SQL project, 2 cores): `object_store`'s
 //! `LocalFileSystem` runs every read in `spawn_blocking`, and tokio's blocking pool grows to
@@ -39,9 +42,11 @@ use crate::error::{Result, WarehouseError};
 /// 2.29 s, 16 → 501 MB / 2.34 s, 512 (tokio's default) → 579 MB / 2.48 s.
 pub const IO_THREADS: usize = 4;
 
-/// Whole objects up to this many bytes are read on the IO pool in one piece; a larger one is
-/// left to stream from its file where it is consumed (as `LocalFileSystem` does).
-const READ_WHOLE_BYTES: u64 = 64 << 20;
+/// Reads (whole objects or ranges) up to this many bytes are done on the IO pool in one piece;
+/// a larger one is left to stream from its file where it is consumed (as `LocalFileSystem`
+/// does), so a streaming reader does not hold it all at once. Parquet column chunks come
+/// through `get_ranges`, which always runs on the pool.
+const READ_WHOLE_BYTES: u64 = 8 << 20;
 
 /// A request to the IO pool: runs on one of its threads.
 type Job = Box<dyn FnOnce() + Send>;
@@ -49,7 +54,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The IO pool's queue: [`IO_THREADS`] plain threads (named `rainbow-io`) taking jobs from one
 /// channel. Plain threads, not a tokio runtime's: outside a runtime `LocalFileSystem` does its
 /// blocking call inline, so a read is one hand-off to a pool thread and one back (a runtime
-/// would add a hop through its worker). Started on first use, kept for the process.
+/// would add a hop through its worker). Started on first use, kept for the process; a failure
+/// to start a thread is kept too (every later store reports it).
 fn io_queue() -> std::io::Result<flume::Sender<Job>> {
     // Built once, inside `get_or_init`, so concurrent first uses share one pool.
     static QUEUE: OnceLock<Result<flume::Sender<Job>, (std::io::ErrorKind, String)>> =
@@ -115,19 +121,28 @@ where
 {
     let (done, result) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
+        // A caller that stopped waiting (its query was cancelled) needs no read.
+        if done.is_closed() {
+            return;
+        }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             futures::executor::block_on(make())
-        }));
-        // The caller may have stopped waiting (its query was cancelled): nothing to do.
+        }))
+        .unwrap_or_else(|panic| {
+            // As `LocalFileSystem` on a runtime gives a panicked blocking task: an error.
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|m| (*m).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(pool_error(&format!("panicked in a request: {message}")))
+        });
         let _ = done.send(outcome);
     });
     queue.send(job).map_err(|_| pool_error("has stopped"))?;
-    match result.await {
-        Ok(Ok(result)) => result,
-        // A panic in the store goes on in the caller, as a spawned task's would.
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => Err(pool_error("dropped a request")),
-    }
+    result
+        .await
+        .unwrap_or_else(|_| Err(pool_error("dropped a request")))
 }
 
 /// An error of the pool itself (its threads gone), as an object store error.
@@ -180,9 +195,12 @@ impl ObjectStore for PooledStore {
         let location = location.clone();
         self.on_pool(move |s| {
             async move {
+                // `head()` asks for the metadata only (`LocalFileSystem` still opens the file).
+                let head = options.head;
                 let result = s.get_opts(&location, options).await?;
                 let length = result.range.end - result.range.start;
-                if !matches!(result.payload, GetResultPayload::File(..))
+                if head
+                    || !matches!(result.payload, GetResultPayload::File(..))
                     || length > READ_WHOLE_BYTES
                 {
                     return Ok(result);
@@ -477,10 +495,74 @@ mod tests {
         assert_eq!(got.bytes().await.expect("bytes").as_ref(), [2u8; 10]);
     }
 
-    /// Delta's kernel blocks a blocking thread on a future that reads a file. With the read on
-    /// the caller's pool and that pool full, the read never starts; on the IO pool it does.
+    #[tokio::test]
+    async fn heads_and_conditional_writes_keep_their_meaning() {
+        let (_dir, _local, pooled) = stores();
+        let path = Path::from("_delta_log/00000000000000000000.json");
+        pooled.put(&path, b"{}".to_vec().into()).await.expect("put");
+        // `head()` reads no contents.
+        let meta = pooled.head(&path).await.expect("head");
+        assert_eq!(meta.size, 2);
+        let head = pooled
+            .get_opts(
+                &path,
+                GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("head get");
+        assert!(
+            matches!(head.payload, GetResultPayload::File(..)),
+            "not read"
+        );
+        // A Delta commit is a create-if-absent put: the second writer must lose.
+        let again = pooled
+            .put_opts(
+                &path,
+                b"[]".to_vec().into(),
+                object_store::PutMode::Create.into(),
+            )
+            .await
+            .expect_err("the version exists");
+        assert!(
+            matches!(again, object_store::Error::AlreadyExists { .. }),
+            "{again}"
+        );
+        let other = Path::from("other");
+        pooled.put(&other, b"x".to_vec().into()).await.expect("put");
+        let copy = pooled
+            .copy_if_not_exists(&other, &path)
+            .await
+            .expect_err("exists");
+        assert!(
+            matches!(copy, object_store::Error::AlreadyExists { .. }),
+            "{copy}"
+        );
+        let rename = pooled
+            .rename_if_not_exists(&other, &path)
+            .await
+            .expect_err("exists");
+        assert!(
+            matches!(rename, object_store::Error::AlreadyExists { .. }),
+            "{rename}"
+        );
+        let kept = pooled
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        assert_eq!(kept.as_ref(), b"{}");
+    }
+
+    /// Delta's kernel blocks a blocking thread on a future that reads or writes a file. With
+    /// the IO on the caller's blocking pool and that pool full, it never starts; on the IO
+    /// pool it does.
     #[test]
-    fn a_full_blocking_pool_still_reads() {
+    fn a_full_blocking_pool_still_reads_and_writes() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(1)
@@ -488,50 +570,72 @@ mod tests {
             .build()
             .expect("runtime");
         let (_dir, _local, pooled) = stores();
-        let path = Path::from("log/00000.json");
-        runtime
-            .block_on(pooled.put(&path, b"{}".to_vec().into()))
-            .expect("put");
         let handle = runtime.handle().clone();
-        let read = runtime.block_on(async move {
+        let outcome = runtime.block_on(async move {
             let blocking = tokio::task::spawn_blocking(move || {
-                handle.block_on(async { pooled.get(&path).await?.bytes().await })
+                handle.block_on(async {
+                    let path = Path::from("log/00000.json");
+                    pooled.put(&path, b"{}".to_vec().into()).await?;
+                    let whole = pooled.get(&path).await?.bytes().await?;
+                    let ranges = pooled.get_ranges(&path, &[0..1, 1..2]).await?;
+                    Ok::<_, object_store::Error>((whole, ranges))
+                })
             });
-            // A deadlock detector, not a timing: the read takes microseconds.
+            // A deadlock detector, not a timing: the IO takes microseconds.
             tokio::time::timeout(std::time::Duration::from_secs(30), blocking).await
         });
-        let bytes = read
-            .expect("the read finished")
+        // A stuck blocking thread would make dropping the runtime wait for ever.
+        runtime.shutdown_background();
+        let (whole, ranges) = outcome
+            .expect("the IO finished")
             .expect("the task joined")
-            .expect("the read succeeded");
-        assert_eq!(bytes.as_ref(), b"{}");
+            .expect("the IO succeeded");
+        assert_eq!(whole.as_ref(), b"{}");
+        assert_eq!(ranges, [&b"{"[..], &b"}"[..]]);
     }
 
     #[cfg(target_os = "linux")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn many_concurrent_reads_keep_to_the_pools_threads() {
+    #[test]
+    fn many_concurrent_reads_start_no_blocking_threads() {
+        const NAME: &str = "io-pool-test";
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(NAME)
+            .enable_all()
+            .build()
+            .expect("runtime");
         let (_dir, _local, pooled) = stores();
-        let path = Path::from("f");
-        pooled
-            .put(&path, vec![7u8; 1 << 20].into())
-            .await
-            .expect("put");
-        let reads = (0..256u64).map(|i| {
-            let pooled = pooled.clone();
-            let path = path.clone();
-            tokio::spawn(async move { pooled.get_range(&path, i * 4096..(i + 1) * 4096).await })
+        let named = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("tasks")
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim_end() == NAME)
+                .count()
+        };
+        runtime.block_on(async {
+            let path = Path::from("f");
+            pooled
+                .put(&path, vec![7u8; 1 << 20].into())
+                .await
+                .expect("put");
+            let reads = (0..256u64).map(|i| {
+                let pooled = pooled.clone();
+                let path = path.clone();
+                tokio::spawn(async move {
+                    let range = i * 4096..(i + 1) * 4096;
+                    let one = pooled.get_range(&path, range.clone()).await?;
+                    let many = pooled.get_ranges(&path, &[range]).await?;
+                    Ok::<_, object_store::Error>((one, many))
+                })
+            });
+            for read in futures::future::join_all(reads).await {
+                let (one, many) = read.expect("joined").expect("read");
+                assert_eq!((one.len(), many[0].len()), (4096, 4096));
+            }
         });
-        for read in futures::future::join_all(reads).await {
-            assert_eq!(read.expect("joined").expect("read").len(), 4096);
-        }
-        let pool_threads = std::fs::read_dir("/proc/self/task")
-            .expect("tasks")
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.trim_end() == "rainbow-io")
-            .count();
-        assert_eq!(
-            pool_threads, IO_THREADS,
-            "the pool does not grow with the requests"
-        );
+        // The runtime's workers only: `LocalFileSystem` alone starts a blocking thread (named
+        // as the runtime's) per concurrent read.
+        assert_eq!(named(), 2, "threads named {NAME}");
+        runtime.shutdown_background();
     }
 }
