@@ -532,22 +532,17 @@ mod tests {
         );
         let other = Path::from("other");
         pooled.put(&other, b"x".to_vec().into()).await.expect("put");
-        let copy = pooled
-            .copy_if_not_exists(&other, &path)
-            .await
-            .expect_err("exists");
-        assert!(
-            matches!(copy, object_store::Error::AlreadyExists { .. }),
-            "{copy}"
-        );
-        let rename = pooled
-            .rename_if_not_exists(&other, &path)
-            .await
-            .expect_err("exists");
-        assert!(
-            matches!(rename, object_store::Error::AlreadyExists { .. }),
-            "{rename}"
-        );
+        let refused = [
+            pooled.copy_if_not_exists(&other, &path).await,
+            pooled.rename_if_not_exists(&other, &path).await,
+        ];
+        for result in refused {
+            let e = result.expect_err("the target exists");
+            assert!(
+                matches!(e, object_store::Error::AlreadyExists { .. }),
+                "{e}"
+            );
+        }
         let kept = pooled
             .get(&path)
             .await
