@@ -166,21 +166,37 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
     DataFusionError::External(Box::new(e))
 }
 
+/// What an error of the Delta table at `url` says it was doing: `reading the Delta table at
+/// <directory>`.
+fn delta_context(url: &Url) -> String {
+    match url.to_file_path() {
+        Ok(path) => format!("reading the Delta table at {}", path.display()),
+        Err(()) => format!("reading the Delta table at {url}"),
+    }
+}
+
 /// Loads the Delta table at `url` with its provider registered with the session.
 async fn load_delta(
     url: Url,
     context: Option<&SessionContext>,
 ) -> Result<Option<LoadedTable>, DataFusionError> {
-    let table = DeltaTable::try_from_url(url).await.map_err(external)?;
+    // A damaged log or data file is named by the table it belongs to.
+    let what = delta_context(&url);
+    let fail =
+        |e: deltalake::DeltaTableError| external(crate::WarehouseError::delta(what.clone())(e));
+    let table = DeltaTable::try_from_url(url).await.map_err(fail)?;
     let Some(version) = table.version() else {
         return Ok(None);
     };
     if let Some(context) = context {
         table
             .update_datafusion_session(&context.state())
-            .map_err(external)?;
+            .map_err(fail)?;
     }
-    let provider = table.table_provider().await.map_err(external)?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| e.context(what.clone()))?;
     Ok(Some(LoadedTable {
         provider,
         table,
@@ -267,7 +283,10 @@ impl SchemaProvider for WarehouseSchema {
                 // A cached snapshot serves as long as no newer version was committed: a
                 // long-lived process (the UI, the speed sink) must never read a stale table.
                 if let Some(loaded) = &cached {
-                    let latest = loaded.table.get_latest_version().await.map_err(external)?;
+                    let latest = loaded.table.get_latest_version().await.map_err(|e| {
+                        let url = loaded.table.table_url();
+                        external(crate::WarehouseError::delta(delta_context(url))(e))
+                    })?;
                     if latest == loaded.version {
                         return Ok(Some(loaded.provider.clone()));
                     }

@@ -224,6 +224,36 @@ async fn tables_and_views_survive_reopening_and_backticks_resolve() {
     assert_eq!(one(&wh, "SELECT COUNT(*) FROM orders").await, "4");
 }
 
+/// A damaged Delta log is an error naming the table's directory, and the other tables read on.
+#[tokio::test]
+async fn a_damaged_delta_log_names_its_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = dir.path().to_str().expect("utf-8");
+    {
+        let wh = Warehouse::open(location, "main").await.expect("open");
+        wh.execute(
+            "CREATE TABLE main.orders AS SELECT 1 AS id; CREATE TABLE main.lines AS SELECT 2 AS id",
+            "setup",
+        )
+        .await
+        .expect("setup");
+    }
+    let log = dir
+        .path()
+        .join("main/orders/_delta_log/00000000000000000000.json");
+    std::fs::write(&log, "{\"add\": garbage\n").expect("damage the log");
+    let wh = Warehouse::open(location, "main").await.expect("reopen");
+    let error = try_rows(&wh, "SELECT * FROM main.orders")
+        .await
+        .expect_err("the log does not parse");
+    let table = dir.path().join("main/orders");
+    assert!(
+        error.contains(&format!("reading the Delta table at {}", table.display())),
+        "{error}"
+    );
+    assert_eq!(one(&wh, "SELECT id FROM main.lines").await, "2");
+}
+
 #[tokio::test]
 async fn a_long_lived_warehouse_sees_what_another_process_committed() {
     let (dir, reader) = warehouse().await;
