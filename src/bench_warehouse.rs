@@ -319,8 +319,8 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
         );
     }
     let secs = |v: &[Measured]| v.iter().map(|m| m.wall.as_secs_f64()).collect::<Vec<_>>();
-    let peak = |v: &[Measured]| v.iter().map(|m| m.peak_rss_kib).max().unwrap_or(0) / 1024;
-    let peak_anon = |v: &[Measured]| v.iter().map(|m| m.peak_anon_kib).max().unwrap_or(0) / 1024;
+    let max_mib =
+        |v: &[Measured], kib: fn(&Measured) -> u64| v.iter().map(kib).max().unwrap_or(0) / 1024;
     // Whole MiB, truncated, as the per-run log lines and the peaks give them.
     let median_mib = |v: &[Measured], kib: fn(&Measured) -> u64| {
         median(v.iter().map(|m| (kib(m) / 1024) as f64).collect())
@@ -339,12 +339,12 @@ pub async fn bench(cli: &BenchWarehouseArgs) -> Result<ExitCode> {
         "rainbow_median_seconds": r,
         "duckdb_median_seconds": d,
         "ratio": (r / d * 1000.0).round() / 1000.0,
-        "rainbow_peak_rss_mib": peak(&ours),
-        "duckdb_peak_rss_mib": peak(&theirs),
+        "rainbow_peak_rss_mib": max_mib(&ours, |m| m.peak_rss_kib),
+        "duckdb_peak_rss_mib": max_mib(&theirs, |m| m.peak_rss_kib),
         "rainbow_median_peak_rss_mib": median_mib(&ours, |m| m.peak_rss_kib),
         "duckdb_median_peak_rss_mib": median_mib(&theirs, |m| m.peak_rss_kib),
-        "rainbow_peak_private_mib": peak_anon(&ours),
-        "duckdb_peak_private_mib": peak_anon(&theirs),
+        "rainbow_peak_private_mib": max_mib(&ours, |m| m.peak_anon_kib),
+        "duckdb_peak_private_mib": max_mib(&theirs, |m| m.peak_anon_kib),
         "rainbow_median_peak_private_mib": median_mib(&ours, |m| m.peak_anon_kib),
         "duckdb_median_peak_private_mib": median_mib(&theirs, |m| m.peak_anon_kib),
         "duckdb": peer_report["engine"],

@@ -315,10 +315,9 @@ impl deltalake::logstore::ObjectStoreFactory for PooledLocalFactory {
     fn parse_url_opts(
         &self,
         url: &url::Url,
-        config: &deltalake::logstore::StorageConfig,
+        _config: &deltalake::logstore::StorageConfig,
     ) -> deltalake::DeltaResult<(deltalake::logstore::ObjectStoreRef, Path)> {
-        // Local files take no options (`config`): what `object_store::parse_url_opts` builds.
-        let _ = config;
+        // Local files take no options: what `object_store::parse_url_opts` builds for them.
         let (scheme, path) = object_store::ObjectStoreScheme::parse(url)
             .map_err(|e| deltalake::DeltaTableError::InvalidTableLocation(format!("{url}: {e}")))?;
         if scheme != object_store::ObjectStoreScheme::Local {
